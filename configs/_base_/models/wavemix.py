@@ -1,0 +1,41 @@
+# WaveMix-256/16, level 4 (Jeevan et al., arXiv 2205.14375, Table 6) with the
+# paper's decoder: two transposed convolutions and a 1x1 classifier.
+custom_imports = dict(imports=['mmseg_wavemix'], allow_failed_imports=False)
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        type='WaveMix',
+        in_channels=3,
+        embed_dims=256,
+        depth=16,
+        level=4,
+        mlp_ratio=2,
+        ff_channels=256,
+        dropout=0.,
+        stem_stride=2,
+        out_indices=(-1, ),  # the last block
+        norm_cfg=norm_cfg,
+        with_cp=False),
+    decode_head=dict(
+        type='WaveMixHead',
+        in_channels=256,
+        channels=64,  # embed_dims / 4
+        num_classes=19,
+        dropout_ratio=0.,  # the paper has no dropout before the classifier
+        norm_cfg=None,
+        act_cfg=None,
+        align_corners=False,
+        loss_decode=dict(
+            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))

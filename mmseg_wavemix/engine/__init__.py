@@ -1,0 +1,1 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.

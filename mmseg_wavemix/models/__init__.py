@@ -1,0 +1,4 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+from .backbones import *  # noqa: F401,F403
+from .decode_heads import *  # noqa: F401,F403
+from .losses import *  # noqa: F401,F403

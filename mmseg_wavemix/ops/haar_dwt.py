@@ -1,0 +1,237 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Multi-level 2D Haar wavelet transform in plain PyTorch.
+
+Sub-band conventions follow pytorch_wavelets ``DWTForward(J, wave='haar',
+mode='zero')`` exactly, so results can be compared (and weights trained with
+it reused). For a 2x2 block ``[[a, b], [c, d]]`` (``a = x[0::2, 0::2]``,
+``b = x[0::2, 1::2]``, ``c = x[1::2, 0::2]``, ``d = x[1::2, 1::2]``)::
+
+    LL = (a + b + c + d) / 2
+    LH = (a + b - c - d) / 2    # highs[:, :, 0]
+    HL = (a - b + c - d) / 2    # highs[:, :, 1]
+    HH = (a - b - c + d) / 2    # highs[:, :, 2]
+
+Odd heights/widths are zero-padded at the bottom/right before the transform,
+so each level halves a size ``n`` to ``ceil(n / 2)``.
+
+The 2x2 analysis matrix is symmetric and orthogonal, so the inverse transform
+is also the exact adjoint: the backward pass of the DWT is the IDWT of the
+incoming gradients (and vice versa), which is cheaper than autograd through
+strided slices.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DWT_BACKENDS = ('native', 'pytorch_wavelets')
+
+
+def _pad_to_even(x: Tensor) -> Tensor:
+    pad_h, pad_w = x.shape[-2] % 2, x.shape[-1] % 2
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
+
+
+def _analysis(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """One Haar level of an input with even height and width."""
+    h, w = x.shape[-2:]
+    # (..., H, W) -> (..., H/2, row parity, W/2, column parity)
+    blocks = x.unflatten(-1, (w // 2, 2)).unflatten(-3, (h // 2, 2))
+    a, b = blocks[..., 0, :, 0], blocks[..., 0, :, 1]
+    c, d = blocks[..., 1, :, 0], blocks[..., 1, :, 1]
+    top, bottom = a + b, c + d
+    left_diff, right_diff = a - b, c - d
+    ll = (top + bottom) * 0.5
+    highs = torch.stack(
+        ((top - bottom) * 0.5, (left_diff + right_diff) * 0.5,
+         (left_diff - right_diff) * 0.5),
+        dim=-3)
+    return ll, highs
+
+
+def _synthesis(ll: Tensor, highs: Tensor) -> Tensor:
+    """Inverse of :func:`_analysis` (output of even size 2h x 2w)."""
+    lh, hl, hh = highs.unbind(dim=-3)
+    top, bottom = ll + lh, ll - lh
+    left_diff, right_diff = hl + hh, hl - hh
+    a, b = (top + left_diff) * 0.5, (top - left_diff) * 0.5
+    c, d = (bottom + right_diff) * 0.5, (bottom - right_diff) * 0.5
+    rows = torch.stack((torch.stack((a, b), dim=-1), torch.stack((c, d), dim=-1)),
+                       dim=-3)
+    return rows.flatten(-2).flatten(-3, -2)
+
+
+class _HaarDWTFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tuple[Tensor, Tensor]:
+        ctx.input_size = x.shape[-2:]
+        return _analysis(_pad_to_even(x))
+
+    @staticmethod
+    def backward(ctx, grad_ll: Tensor, grad_highs: Tensor) -> Tensor:
+        h, w = ctx.input_size
+        return _synthesis(grad_ll, grad_highs)[..., :h, :w]
+
+
+class _HaarIDWTFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, ll: Tensor, highs: Tensor) -> Tensor:
+        return _synthesis(ll, highs)
+
+    @staticmethod
+    def backward(ctx, grad_x: Tensor) -> Tuple[Tensor, Tensor]:
+        return _analysis(grad_x)
+
+
+def _check_input(x: Tensor, name: str = 'x') -> None:
+    if x.dim() < 2:
+        raise ValueError(f'{name} must have at least 2 dimensions (..., H, W), '
+                         f'got shape {tuple(x.shape)}')
+    if not x.is_floating_point():
+        raise TypeError(f'{name} must be a floating point tensor, got {x.dtype}; '
+                        f'convert it with {name}.float()')
+
+
+def haar_dwt(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Single-level 2D Haar DWT over the last two dimensions.
+
+    Args:
+        x (Tensor): Input of shape (..., H, W), any floating dtype.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``ll`` of shape (..., ceil(H/2), ceil(W/2)) and
+        ``highs`` of shape (..., 3, ceil(H/2), ceil(W/2)) holding LH, HL, HH.
+    """
+    _check_input(x)
+    return _HaarDWTFunction.apply(x)
+
+
+def haar_idwt(ll: Tensor,
+              highs: Tensor,
+              output_size: Optional[Sequence[int]] = None) -> Tensor:
+    """Single-level inverse of :func:`haar_dwt`.
+
+    Args:
+        ll (Tensor): Low-pass band of shape (..., h, w).
+        highs (Tensor): LH, HL, HH bands of shape (..., 3, h, w).
+        output_size (Sequence[int], optional): (H, W) to crop the (2h, 2w)
+            reconstruction to, e.g. the odd size of the original input.
+            Default: None (no crop).
+
+    Returns:
+        Tensor: Reconstruction of shape (..., 2h, 2w) or ``output_size``.
+    """
+    _check_input(ll, 'll')
+    if highs.shape[:-3] != ll.shape[:-2] or highs.shape[-3] != 3 or \
+            highs.shape[-2:] != ll.shape[-2:]:
+        raise ValueError('highs must have shape (..., 3, h, w) matching ll '
+                         f'(..., h, w); got ll {tuple(ll.shape)} and highs '
+                         f'{tuple(highs.shape)}')
+    x = _HaarIDWTFunction.apply(ll, highs)
+    if output_size is not None:
+        h, w = output_size
+        if h > x.shape[-2] or w > x.shape[-1] or h < x.shape[-2] - 1 or \
+                w < x.shape[-1] - 1:
+            raise ValueError(f'output_size {tuple(output_size)} does not fit '
+                             f'a reconstruction of size {tuple(x.shape[-2:])}')
+        x = x[..., :h, :w]
+    return x
+
+
+def haar_wavedec2(x: Tensor, levels: int) -> Tuple[Tensor, List[Tensor]]:
+    """Multi-level 2D Haar DWT, cascaded on the low-pass band.
+
+    Same output layout as pytorch_wavelets ``DWTForward(J=levels,
+    wave='haar', mode='zero')``: the coarsest ``ll`` and the list of ``highs``
+    from the finest (level 1) to the coarsest.
+
+    Args:
+        x (Tensor): Input of shape (N, C, H, W) (any leading dims work).
+        levels (int): Number of levels (>= 1).
+
+    Returns:
+        tuple[Tensor, list[Tensor]]: ``(ll, [highs_1, ..., highs_levels])``.
+    """
+    if levels < 1:
+        raise ValueError(f'levels must be >= 1, got {levels}')
+    highs = []
+    ll = x
+    for _ in range(levels):
+        ll, level_highs = haar_dwt(ll)
+        highs.append(level_highs)
+    return ll, highs
+
+
+def haar_waverec2(ll: Tensor, highs: Sequence[Tensor]) -> Tensor:
+    """Inverse of :func:`haar_wavedec2` (no crop of odd sizes).
+
+    Each level's reconstruction is cropped to the size of the next finer
+    ``highs`` band, which undoes the zero padding of odd intermediate sizes.
+    """
+    x = ll
+    for level_highs in reversed(highs):
+        h, w = level_highs.shape[-2:]
+        x = haar_idwt(x[..., :h, :w], level_highs)
+    return x
+
+
+class PytorchWaveletsHaarDWT(torch.nn.Module):
+    """Single-level Haar DWT computed by pytorch_wavelets (for cross-checks).
+
+    Equivalent to :func:`haar_dwt`, but slower. Its filters are non-persistent
+    buffers, so state dicts do not depend on the backend.
+    """
+
+    def __init__(self):
+        super().__init__()
+        try:
+            import pywt
+            from pytorch_wavelets.dwt.lowlevel import (AFB2D, mode_to_int,
+                                                       prep_filt_afb2d)
+        except ImportError as e:
+            raise ImportError(
+                "dwt_backend='pytorch_wavelets' needs pytorch_wavelets and "
+                'PyWavelets: pip install pytorch_wavelets PyWavelets') from e
+        self._afb2d = AFB2D
+        self._mode = mode_to_int('zero')
+        wavelet = pywt.Wavelet('haar')
+        filters = prep_filt_afb2d(wavelet.dec_lo, wavelet.dec_hi, device='cpu')
+        for name, filt in zip(('h0_col', 'h1_col', 'h0_row', 'h1_row'), filters):
+            self.register_buffer(name, filt, persistent=False)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        filters = [f.to(x.dtype) for f in (self.h0_col, self.h1_col,
+                                           self.h0_row, self.h1_row)]
+        return self._afb2d.apply(x, *filters, self._mode)
+
+
+class HaarDWT(torch.nn.Module):
+    """Single-level Haar DWT as a module, with a choice of implementation.
+
+    Args:
+        backend (str): ``'native'`` (this package's exact, fast transform) or
+            ``'pytorch_wavelets'`` (reference implementation, for
+            cross-checks). Default: 'native'.
+    """
+
+    def __init__(self, backend: str = 'native'):
+        super().__init__()
+        if backend not in DWT_BACKENDS:
+            raise ValueError(f'dwt_backend must be one of {DWT_BACKENDS}, got '
+                             f'{backend!r}')
+        self.backend = backend
+        self.reference = PytorchWaveletsHaarDWT() \
+            if backend == 'pytorch_wavelets' else None
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        if self.reference is not None:
+            return self.reference(x)
+        return haar_dwt(x)
+
+    def extra_repr(self) -> str:
+        return f'backend={self.backend!r}'

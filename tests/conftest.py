@@ -1,0 +1,25 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import os.path as osp
+
+import pytest
+import torch
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DATA_DIR = osp.join(REPO_ROOT, 'tests', 'data')
+
+
+def pytest_configure(config):
+    # 2-core CI machine: keep torch from oversubscribing it.
+    torch.set_num_threads(2)
+    import mmseg_wavemix  # noqa: F401  (registers the plugin)
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+
+
+@pytest.fixture(scope='session')
+def reference_fixtures():
+    """Models, inputs and outputs of the authors' wavemix==0.2.4, made by
+    tests/data/make_reference_fixtures.py."""
+    return torch.load(
+        osp.join(DATA_DIR, 'wavemix_reference_fixtures.pth'),
+        weights_only=True)

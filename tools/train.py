@@ -1,0 +1,62 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Train a segmentor (MMSeg's tools/train.py, with the mmseg_wavemix plugin).
+
+Example:
+    python tools/train.py configs/wavemix/wavemix_256x16_l4_cityscapes.py
+    python tools/train.py CONFIG --resume   # continue from work_dir/last_checkpoint
+"""
+import argparse
+import logging
+
+from mmengine.logging import print_log
+
+import mmseg_wavemix  # noqa: F401  (registers the plugin, applies compat)
+from mmseg_wavemix.compat import amp_optim_wrapper_type
+from mmseg_wavemix.engine.cli import add_common_args, build_runner, load_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--resume',
+        action='store_true',
+        default=False,
+        help='resume from the latest checkpoint in the work_dir automatically')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic-mixed-precision training (needs CUDA; fp32 '
+        'with a warning otherwise)')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args)
+
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_wrapper == 'AmpOptimWrapper':
+            print_log(
+                'AMP training is already enabled in your config.',
+                logger='current',
+                level=logging.WARNING)
+        elif optim_wrapper != 'OptimWrapper':
+            raise ValueError('--amp is only supported when the optimizer '
+                             'wrapper type is OptimWrapper, got '
+                             f'{optim_wrapper!r}')
+        else:
+            cfg.optim_wrapper.type = amp_optim_wrapper_type(cfg.optim_wrapper)
+            if cfg.optim_wrapper.type == 'AmpOptimWrapper':
+                cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    cfg.resume = args.resume
+    runner = build_runner(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
