@@ -7,9 +7,9 @@ place. Each function is small, idempotent and documented in the README.
    training checkpoint (``HistoryBuffer`` in the message hub, numpy scalars
    and arrays), so ``--resume`` and ``tools/test.py CONFIG CKPT`` fail. We
    allow-list exactly those types; arbitrary pickled code stays rejected.
-2. :func:`amp_optim_wrapper_type`: mmengine's ``AmpOptimWrapper`` asserts a
-   CUDA (or NPU/MLU/MUSA) device, so ``--amp`` crashes on a CPU machine. We
-   fall back to fp32 with one warning.
+2. :func:`resolve_amp`: mmengine's ``AmpOptimWrapper`` asserts a CUDA (or
+   NPU/MLU/MUSA) device, so ``--amp`` (or an AMP config) crashes on a CPU
+   machine. We fall back to fp32 with one warning.
 3. :func:`make_torchvision_importable`: on a CPU-only torch, the only
    torchvision wheels available are linked against CUDA; their compiled ops
    do not load and ``import torchvision`` then fails inside its own meta
@@ -53,23 +53,34 @@ def allow_mmengine_checkpoints() -> None:
         add_safe_globals(mmengine_checkpoint_globals())
 
 
-def amp_optim_wrapper_type(cfg_optim_wrapper: dict) -> str:
-    """Optimizer wrapper type to use for ``--amp`` on this machine.
-
-    Returns ``'AmpOptimWrapper'`` where mmengine supports it (CUDA and the
-    other accelerators it knows); otherwise warns once and returns the
-    configured wrapper type, i.e. training runs in fp32.
-    """
+def amp_available() -> bool:
+    """Whether mmengine's ``AmpOptimWrapper`` can run on this machine."""
     from mmengine.device import (is_cuda_available, is_mlu_available,
                                  is_musa_available, is_npu_available)
-    if any(check() for check in (is_cuda_available, is_npu_available,
-                                 is_mlu_available, is_musa_available)):
-        return 'AmpOptimWrapper'
+    return any(check() for check in (is_cuda_available, is_npu_available,
+                                     is_mlu_available, is_musa_available))
+
+
+# Arguments only AmpOptimWrapper takes.
+_AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+
+def resolve_amp(optim_wrapper: dict) -> dict:
+    """The optimizer wrapper config to run on this machine.
+
+    An ``AmpOptimWrapper`` config is returned unchanged where AMP can run;
+    without CUDA (or NPU/MLU/MUSA) it becomes a plain fp32 ``OptimWrapper``,
+    with one warning, instead of mmengine's assertion error.
+    """
+    if optim_wrapper.get('type') != 'AmpOptimWrapper' or amp_available():
+        return optim_wrapper
     warnings.warn(
-        '--amp needs a CUDA (or NPU/MLU/MUSA) device and none is available: '
-        'training in fp32 instead. Drop --amp to silence this warning.',
+        'AMP (AmpOptimWrapper, --amp) needs a CUDA (or NPU/MLU/MUSA) device '
+        'and none is available: training in fp32 instead.',
         stacklevel=2)
-    return cfg_optim_wrapper.get('type', 'OptimWrapper')
+    fp32 = {k: v for k, v in optim_wrapper.items() if k not in _AMP_ONLY_KEYS}
+    fp32['type'] = 'OptimWrapper'
+    return type(optim_wrapper)(fp32)
 
 
 def _torchvision_ops_load() -> bool:

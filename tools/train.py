@@ -11,7 +11,7 @@ import logging
 from mmengine.logging import print_log
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin, applies compat)
-from mmseg_wavemix.compat import amp_optim_wrapper_type
+from mmseg_wavemix.compat import resolve_amp
 from mmseg_wavemix.engine.cli import add_common_args, build_runner, load_config
 
 
@@ -28,7 +28,7 @@ def parse_args(argv=None):
         action='store_true',
         default=False,
         help='enable automatic-mixed-precision training (needs CUDA; fp32 '
-        'with a warning otherwise)')
+        'with a warning otherwise, also for AMP configs)')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -49,9 +49,9 @@ def main(argv=None):
                              'wrapper type is OptimWrapper, got '
                              f'{optim_wrapper!r}')
         else:
-            cfg.optim_wrapper.type = amp_optim_wrapper_type(cfg.optim_wrapper)
-            if cfg.optim_wrapper.type == 'AmpOptimWrapper':
-                cfg.optim_wrapper.loss_scale = 'dynamic'
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.optim_wrapper = resolve_amp(cfg.optim_wrapper)
 
     cfg.resume = args.resume
     runner = build_runner(cfg)

@@ -7,6 +7,9 @@ data_preprocessor = dict(
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
     bgr_to_rgb=True,
+    # Batches are padded to a multiple of 64 (stem stride 2 x 2 x 2^4 levels):
+    # no padding for Cityscapes at 1024x2048 or 512x1024.
+    size_divisor=64,
     pad_val=0,
     seg_pad_val=255)
 model = dict(

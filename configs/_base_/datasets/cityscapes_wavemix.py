@@ -1,0 +1,37 @@
+# Cityscapes as trained by WaveMix (paper Sec. 4.2): whole 1024x2048 images,
+# no crop or rescale, horizontal flip the only augmentation, single-scale
+# whole-image inference. 19 train classes, ignore index 255 (mmseg protocol).
+_base_ = ['mmseg::_base_/datasets/cityscapes.py']
+
+data_root = 'data/cityscapes/'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs')
+]
+# Batch 5 as in the paper. batch_size is per GPU: 1 GPU x 5 images here; on
+# N GPUs set train_dataloader.batch_size so that N x batch_size = 5 (or keep
+# it and scale the learning rate).
+train_dataloader = dict(
+    batch_size=5,
+    num_workers=4,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+# The official cityscapesscripts evaluation (and the test-server format) is
+# mmseg's CityscapesMetric; use it in place of IoUMetric with
+#   --cfg-options test_evaluator.type=CityscapesMetric \
+#       test_evaluator.output_dir=work_dirs/cityscapes_results
+# (add test_evaluator.format_only=True for the test split, which has no labels).

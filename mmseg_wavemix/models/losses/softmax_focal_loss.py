@@ -1,0 +1,131 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmseg.registry import MODELS
+from torch import Tensor
+
+
+@MODELS.register_module()
+class SoftmaxFocalLoss(nn.Module):
+    """Pixel-wise softmax focal loss (Lin et al., 2017) for segmentation.
+
+    ``loss = -alpha_t * w_t * (1 - p_t) ** gamma * log(p_t)`` per pixel, with
+    ``p_t`` the softmax probability of the true class, averaged over the
+    pixels whose label is not ``ignore_index``. With ``gamma=0`` and no
+    weights it equals cross-entropy averaged over valid pixels.
+
+    mmseg's ``FocalLoss`` is a sigmoid (one-vs-all) loss; this is the softmax
+    loss used by the WaveMix paper.
+
+    Args:
+        gamma (float): Focusing parameter, >= 0. Default: 2.0.
+        alpha (float | Sequence[float], optional): Balancing factor, one for
+            all classes or one per class. Default: None (1).
+        class_weight (Sequence[float], optional): Weight of each class.
+            Default: None.
+        reduction (str): ``'none'``, ``'mean'`` (over valid pixels) or
+            ``'sum'``. Default: 'mean'.
+        loss_weight (float): Weight of the loss. Default: 1.0.
+        ignore_index (int): Label to ignore. Default: 255.
+        loss_name (str): Name of the loss in the logs; must start with
+            ``'loss_'`` to be back-propagated. Default: 'loss_focal'.
+    """
+
+    def __init__(self,
+                 gamma: float = 2.0,
+                 alpha: Optional[Union[float, Sequence[float]]] = None,
+                 class_weight: Optional[Sequence[float]] = None,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 ignore_index: int = 255,
+                 loss_name: str = 'loss_focal'):
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f'gamma must be >= 0, got {gamma!r}')
+        if reduction not in ('none', 'mean', 'sum'):
+            raise ValueError("reduction must be 'none', 'mean' or 'sum', got "
+                             f'{reduction!r}')
+        if not loss_name.startswith('loss_'):
+            raise ValueError("loss_name must start with 'loss_' to be "
+                             f'optimised, got {loss_name!r}')
+        self.gamma = float(gamma)
+        self.alpha = alpha
+        self.class_weight = class_weight
+        self.reduction = reduction
+        self.loss_weight = loss_weight
+        self.ignore_index = ignore_index
+        self._loss_name = loss_name
+
+    @property
+    def loss_name(self) -> str:
+        return self._loss_name
+
+    def _per_class(self, values, num_classes: int, name: str,
+                   like: Tensor) -> Tensor:
+        values = like.new_tensor(values).flatten()
+        if values.numel() == 1:
+            return values.expand(num_classes)
+        if values.numel() != num_classes:
+            raise ValueError(f'{name} has {values.numel()} values but the '
+                             f'prediction has {num_classes} classes')
+        return values
+
+    def forward(self,
+                pred: Tensor,
+                target: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None,
+                ignore_index: Optional[int] = None,
+                **kwargs) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            pred (Tensor): Logits of shape (N, C, H, W) (or (N, C)).
+            target (Tensor): Labels of shape (N, H, W) (or (N, )).
+            weight (Tensor, optional): Per-pixel weights, shaped like target.
+            avg_factor (float, optional): Divisor of the ``'mean'``
+                reduction instead of the number of valid pixels.
+            reduction_override (str, optional): Overrides ``reduction``.
+            ignore_index (int, optional): Overrides ``ignore_index`` (mmseg's
+                decode heads pass theirs).
+        """
+        reduction = reduction_override or self.reduction
+        ignore_index = self.ignore_index if ignore_index is None \
+            else ignore_index
+        num_classes = pred.shape[1]
+        valid = target != ignore_index
+        labels = torch.where(valid, target, torch.zeros_like(target)).long()
+        if labels.numel() and (labels.min() < 0 or
+                               labels.max() >= num_classes):
+            bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
+            raise ValueError(
+                f'label {bad} is outside 0..{num_classes - 1} and is not the '
+                f'ignore_index {ignore_index}; check the label maps or '
+                'num_classes')
+
+        # fp32 for the log-probabilities: stable under autocast.
+        log_prob = F.log_softmax(pred.float(), dim=1)
+        log_pt = log_prob.gather(1, labels.unsqueeze(1)).squeeze(1)
+        loss = -log_pt
+        if self.gamma:
+            loss = loss * (1 - log_pt.exp()).clamp(min=0).pow(self.gamma)
+        if self.alpha is not None:
+            loss = loss * self._per_class(self.alpha, num_classes, 'alpha',
+                                          loss)[labels]
+        if self.class_weight is not None:
+            loss = loss * self._per_class(self.class_weight, num_classes,
+                                          'class_weight', loss)[labels]
+        if weight is not None:
+            loss = loss * weight.float()
+        loss = loss * valid
+
+        if reduction == 'mean':
+            divisor = valid.sum() if avg_factor is None else avg_factor
+            loss = loss.sum() / max(float(divisor), 1.)
+        elif reduction == 'sum':
+            loss = loss.sum()
+        return self.loss_weight * loss

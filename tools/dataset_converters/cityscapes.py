@@ -1,0 +1,75 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Prepare Cityscapes for mmseg: polygons -> ``*_labelTrainIds.png``.
+
+Converts every ``gtFine/**/*_gtFine_polygons.json`` with cityscapesscripts'
+``json2labelImg`` (train IDs 0..18, 255 = ignore), exactly as for the
+official data, and writes split lists ``train.txt``, ``val.txt`` (and
+``test.txt`` if present) with one image stem per line.
+
+Example:
+    python tools/dataset_converters/cityscapes.py data/cityscapes --nproc 8
+"""
+import argparse
+import glob
+import os.path as osp
+import sys
+
+from cityscapesscripts.preparation.json2labelImg import json2labelImg
+from mmengine.utils import track_parallel_progress, track_progress
+
+POLYGON_SUFFIX = '_gtFine_polygons.json'
+LABEL_SUFFIX = '_gtFine_labelTrainIds.png'
+
+
+def convert_json_to_label(json_file: str) -> str:
+    label_file = json_file[:-len(POLYGON_SUFFIX)] + LABEL_SUFFIX
+    json2labelImg(json_file, label_file, 'trainIds')
+    return label_file
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert Cityscapes annotations to TrainIds')
+    parser.add_argument('cityscapes_path', help='Cityscapes root directory')
+    parser.add_argument('--gt-dir', default='gtFine', type=str)
+    parser.add_argument('-o', '--out-dir', help='where to write split lists '
+                        '(default: cityscapes_path)')
+    parser.add_argument(
+        '--nproc', default=1, type=int, help='number of processes')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    root = args.cityscapes_path
+    gt_dir = osp.join(root, args.gt_dir)
+    if not osp.isdir(gt_dir):
+        sys.exit(f'error: {gt_dir} does not exist; expected the Cityscapes '
+                 'layout ROOT/gtFine/{train,val}/<city>/*' + POLYGON_SUFFIX)
+    json_files = sorted(
+        glob.glob(osp.join(gt_dir, '**', '*' + POLYGON_SUFFIX),
+                  recursive=True))
+    if not json_files:
+        sys.exit(f'error: no *{POLYGON_SUFFIX} files under {gt_dir}; '
+                 'download gtFine_trainvaltest.zip and unzip it into '
+                 f'{root}')
+
+    if args.nproc > 1:
+        track_parallel_progress(convert_json_to_label, json_files, args.nproc)
+    else:
+        track_progress(convert_json_to_label, json_files)
+
+    out_dir = args.out_dir or root
+    for split in ('train', 'val', 'test'):
+        split_dir = osp.join(gt_dir, split)
+        stems = sorted(
+            osp.relpath(f, split_dir)[:-len(POLYGON_SUFFIX)]
+            for f in json_files if f.startswith(split_dir + osp.sep))
+        if stems:
+            with open(osp.join(out_dir, f'{split}.txt'), 'w') as f:
+                f.writelines(stem + '\n' for stem in stems)
+    print(f'\nconverted {len(json_files)} annotations in {gt_dir}')
+
+
+if __name__ == '__main__':
+    main()
