@@ -2,11 +2,12 @@
 """Fixes for what the current PyTorch stack breaks in OpenMMLab 1.x, in one
 place. Each function is small, idempotent and documented in the README.
 
-1. :func:`allow_mmengine_checkpoints`: torch >= 2.6 loads with
+1. :func:`mmengine_checkpoint_loading`: torch >= 2.6 loads with
    ``weights_only=True``, which rejects the mmengine objects inside every
    training checkpoint (``HistoryBuffer`` in the message hub, numpy scalars
-   and arrays), so ``--resume`` and ``tools/test.py CONFIG CKPT`` fail. We
-   allow-list exactly those types; arbitrary pickled code stays rejected.
+   and arrays), so ``--resume`` and ``tools/test.py CONFIG CKPT`` fail. Our
+   tools run inside this context, which allow-lists exactly those types;
+   nothing changes for other code that imports the package.
 2. :func:`resolve_amp`: mmengine's ``AmpOptimWrapper`` asserts a CUDA (or
    NPU/MLU/MUSA) device, so ``--amp`` (or an AMP config) crashes on a CPU
    machine. We fall back to fp32 with one warning.
@@ -18,6 +19,7 @@ place. Each function is small, idempotent and documented in the README.
    torchvision registers unconditionally, with kernels that raise a clear
    error if ever called; everything else in torchvision is pure Python.
 """
+import contextlib
 import importlib.machinery
 import importlib.util
 import os.path as osp
@@ -46,11 +48,23 @@ def mmengine_checkpoint_globals() -> list:
             *dtype_classes]
 
 
-def allow_mmengine_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` read mmengine checkpoints."""
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is not None:  # torch >= 2.4
-        add_safe_globals(mmengine_checkpoint_globals())
+@contextlib.contextmanager
+def mmengine_checkpoint_loading():
+    """Within this context ``torch.load(weights_only=True)`` reads mmengine
+    training checkpoints.
+
+    ``HistoryBuffer`` pickles its statistics methods as
+    ``getattr(HistoryBuffer, 'min')``, hence ``getattr`` in the list; the
+    weights-only unpickler still calls nothing but allow-listed globals, so
+    it can only read attributes of these types. Other pickled code is still
+    rejected.
+    """
+    safe_globals = getattr(torch.serialization, 'safe_globals', None)
+    if safe_globals is None:  # torch < 2.5 does not load weights-only
+        yield
+        return
+    with safe_globals([*mmengine_checkpoint_globals(), getattr]):
+        yield
 
 
 def amp_available() -> bool:

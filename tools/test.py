@@ -7,6 +7,7 @@ Example:
 import argparse
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin, applies compat)
+from mmseg_wavemix.compat import mmengine_checkpoint_loading
 from mmseg_wavemix.engine.cli import add_common_args, build_runner, load_config
 
 
@@ -27,6 +28,12 @@ def parse_args(argv=None):
         'If specified, it will be automatically saved '
         'to the work_dir/timestamp/show_dir')
     parser.add_argument(
+        '--show-interval',
+        type=int,
+        default=1,
+        help='draw every N-th image with --show/--show-dir (default: 1, '
+        'every image)')
+    parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation')
@@ -42,6 +49,7 @@ def trigger_visualization_hook(cfg, args):
             'usage "visualization=dict(type=\'VisualizationHook\')"')
     visualization_hook = default_hooks['visualization']
     visualization_hook['draw'] = True
+    visualization_hook['interval'] = args.show_interval
     if args.show:
         visualization_hook['show'] = True
         visualization_hook['wait_time'] = args.wait_time
@@ -66,7 +74,8 @@ def main(argv=None):
         cfg.test_evaluator['keep_results'] = True
 
     runner = build_runner(cfg)
-    runner.test()
+    with mmengine_checkpoint_loading():  # torch >= 2.6 weights-only load
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@ import logging
 from mmengine.logging import print_log
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin, applies compat)
-from mmseg_wavemix.compat import resolve_amp
+from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
 from mmseg_wavemix.engine.cli import add_common_args, build_runner, load_config
 
 
@@ -55,7 +55,8 @@ def main(argv=None):
 
     cfg.resume = args.resume
     runner = build_runner(cfg)
-    runner.train()
+    with mmengine_checkpoint_loading():  # torch >= 2.6 weights-only load
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -1,0 +1,76 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import os.path as osp
+
+import pytest
+import torch
+
+from mmseg_wavemix.compat import mmengine_checkpoint_loading
+from mmseg_wavemix.engine import OptimizerSwitchHook
+from .toy_runner import build_toy_runner, recorder
+
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory):
+    """Eight iterations: AdamW for 0-4, SGD for the final 3 (5-7)."""
+    work_dir = tmp_path_factory.mktemp('full')
+    runner = build_toy_runner(work_dir)
+    runner.train()
+    return runner, work_dir
+
+
+def test_switches_for_the_final_iterations(full_run):
+    runner, _ = full_run
+    types = recorder(runner).types
+    assert [types[i] for i in range(8)] == ['AdamW'] * 5 + ['SGD'] * 3
+    optimizer = runner.optim_wrapper.optimizer
+    assert optimizer.param_groups[0]['lr'] == 0.05
+    assert optimizer.param_groups[0]['momentum'] == 0.9
+
+
+@pytest.mark.parametrize('checkpoint_iter, expected_type',
+                         [(4, 'AdamW'), (6, 'SGD')],
+                         ids=['before_switch', 'after_switch'])
+def test_resume_on_both_sides_of_the_switch(full_run, tmp_path,
+                                            checkpoint_iter, expected_type):
+    full_runner, full_dir = full_run
+    checkpoint_file = osp.join(full_dir, f'iter_{checkpoint_iter}.pth')
+    with mmengine_checkpoint_loading():
+        checkpoint = torch.load(checkpoint_file)
+    assert checkpoint['meta']['optimizer_switched'] == (
+        expected_type == 'SGD')
+
+    resumed = build_toy_runner(tmp_path, resume_from=checkpoint_file)
+    with mmengine_checkpoint_loading():
+        resumed.train()
+    start_iter, start_type, start_state = recorder(resumed).first_state
+    assert start_iter == checkpoint_iter
+    assert start_type == expected_type
+    saved_state = checkpoint['optimizer']['state']
+    assert saved_state.keys() == start_state['state'].keys()
+    for key, state in saved_state.items():
+        for name, value in state.items():
+            torch.testing.assert_close(start_state['state'][key][name], value)
+    # the resumed run ends exactly where the uninterrupted one did
+    assert [recorder(resumed).types[i] for i in range(checkpoint_iter, 8)] \
+        == [recorder(full_runner).types[i] for i in range(checkpoint_iter, 8)]
+    for (name, p), (_, q) in zip(resumed.model.named_parameters(),
+                                 full_runner.model.named_parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_schedule_shorter_than_final_iters_switches_at_start(tmp_path):
+    runner = build_toy_runner(tmp_path, max_iters=2, final_iters=5)
+    runner.train()
+    assert set(recorder(runner).types.values()) == {'SGD'}
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(), 'exactly one'),
+    (dict(final_iters=1, final_epochs=1), 'exactly one'),
+    (dict(final_iters=-1), '>= 0'),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        OptimizerSwitchHook(optimizer=dict(type='SGD', lr=0.1), **kwargs)
+    with pytest.raises(ValueError, match='optimizer'):
+        OptimizerSwitchHook(optimizer='SGD', final_iters=1)

@@ -1,0 +1,35 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import pytest
+import torch
+import torch.nn as nn
+
+from mmseg_wavemix.models.decode_heads import WaveMixHead
+
+
+def test_paper_head():
+    head = WaveMixHead(in_channels=32, channels=8, num_classes=5,
+                       dropout_ratio=0.)
+    out = head([torch.randn(2, 32, 8, 12)])
+    assert out.shape == (2, 5, 32, 48)
+    deconvs = [m for m in head.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(d.in_channels, d.out_channels) for d in deconvs] == [(32, 16),
+                                                                 (16, 8)]
+    assert all(d.bias is not None for d in deconvs)
+    # no norm or activation unless configured, as in the paper
+    assert not any(
+        isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in head.modules())
+    assert head.dropout is None
+
+
+def test_configurable_norm_act_and_depth():
+    head = WaveMixHead(
+        in_channels=32, channels=8, num_classes=3, num_upsamples=3,
+        norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU'))
+    out = head([torch.randn(1, 32, 4, 4)])
+    assert out.shape == (1, 3, 32, 32)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in head.modules()) == 3
+
+
+def test_bad_num_upsamples():
+    with pytest.raises(ValueError, match='num_upsamples'):
+        WaveMixHead(in_channels=8, channels=2, num_classes=2, num_upsamples=0)

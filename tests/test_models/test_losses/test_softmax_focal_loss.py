@@ -1,0 +1,79 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import pytest
+import torch
+import torch.nn.functional as F
+from mmseg.models.losses import CrossEntropyLoss
+
+from mmseg_wavemix.models.losses import SoftmaxFocalLoss
+
+
+def logits_and_labels(seed=0, classes=4):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(2, classes, 6, 7, generator=g, requires_grad=True)
+    target = torch.randint(0, classes, (2, 6, 7), generator=g)
+    target[0, :2] = 255
+    return pred, target
+
+
+def test_gamma_zero_equals_cross_entropy():
+    pred, target = logits_and_labels()
+    loss = SoftmaxFocalLoss(gamma=0.)(pred, target)
+    torch.testing.assert_close(loss,
+                               F.cross_entropy(pred, target, ignore_index=255))
+    mmseg_ce = CrossEntropyLoss(avg_non_ignore=True)(
+        pred, target, ignore_index=255)
+    torch.testing.assert_close(loss, mmseg_ce)
+
+
+def test_focal_term_per_pixel():
+    pred, target = logits_and_labels(1)
+    loss = SoftmaxFocalLoss(gamma=2., reduction='none')(pred, target)
+    valid = target != 255
+    ce = F.cross_entropy(
+        pred, target.clamp(max=3), reduction='none')
+    pt = torch.exp(-ce)
+    expected = ((1 - pt)**2 * ce)[valid]
+    torch.testing.assert_close(loss[valid], expected)
+    assert (loss[~valid] == 0).all()
+    mean = SoftmaxFocalLoss(gamma=2.)(pred, target)
+    torch.testing.assert_close(mean, expected.mean())
+    # focusing down-weights easy pixels: smaller than cross-entropy
+    assert mean < F.cross_entropy(pred, target, ignore_index=255)
+
+
+def test_alpha_and_class_weight():
+    pred, target = logits_and_labels(2)
+    base = SoftmaxFocalLoss(reduction='none')(pred, target)
+    weights = [0.5, 1., 2., 4.]
+    weighted = SoftmaxFocalLoss(
+        class_weight=weights, reduction='none')(pred, target)
+    factor = torch.tensor(weights)[target.clamp(max=3)]
+    torch.testing.assert_close(weighted, base * factor * (target != 255))
+    torch.testing.assert_close(
+        SoftmaxFocalLoss(alpha=0.25, reduction='sum')(pred, target),
+        0.25 * base.sum())
+    with pytest.raises(ValueError, match='alpha has 2 values'):
+        SoftmaxFocalLoss(alpha=[1., 2.])(pred, target)
+
+
+def test_ignore_index_override_and_gradients():
+    pred, target = logits_and_labels(3)
+    loss_fn = SoftmaxFocalLoss(ignore_index=255, loss_weight=2.)
+    target_other = target.clone()
+    target_other[target == 255] = 7
+    # mmseg's decode head passes its ignore_index to the loss
+    loss = loss_fn(pred, target_other, ignore_index=7)
+    torch.testing.assert_close(loss, loss_fn(pred, target))
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_errors():
+    pred, target = logits_and_labels()
+    with pytest.raises(ValueError, match='label 9 is outside 0..3'):
+        SoftmaxFocalLoss()(pred, torch.full_like(target, 9))
+    with pytest.raises(ValueError, match='gamma'):
+        SoftmaxFocalLoss(gamma=-1)
+    with pytest.raises(ValueError, match="loss_name must start with 'loss_'"):
+        SoftmaxFocalLoss(loss_name='focal')
+    assert SoftmaxFocalLoss(loss_name='loss_f').loss_name == 'loss_f'

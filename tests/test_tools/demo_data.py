@@ -1,0 +1,48 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Helpers to run the command-line tools on generated Cityscapes data."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+from ..conftest import REPO_ROOT
+
+MAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'wavemix',
+                       'wavemix_256x16_l4_cityscapes.py')
+
+
+def run_tool(script, *args, timeout=900, check=True):
+    """Run ``tools/<script>`` with this interpreter; return the result."""
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    result = subprocess.run(
+        [sys.executable, osp.join(REPO_ROOT, 'tools', script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f'tools/{script} failed ({result.returncode}):\n'
+            f'{result.stdout[-3000:]}\n{result.stderr[-5000:]}')
+    return result
+
+
+def make_cityscapes(root, num_train, num_val, height, width):
+    """Generate raw Cityscapes-format data and convert it like real data."""
+    run_tool('dataset_converters/make_demo_cityscapes.py', root,
+             '--num-train', num_train, '--num-val', num_val, '--size', height,
+             width)
+    run_tool('dataset_converters/cityscapes.py', root, '--nproc', 2)
+    return root
+
+
+def data_root_options(root):
+    return [
+        f'{loader}.dataset.data_root={root}'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ] + ['train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
+         'train_dataloader.persistent_workers=False',
+         'val_dataloader.persistent_workers=False',
+         'test_dataloader.persistent_workers=False',
+         'test_dataloader.num_workers=0']

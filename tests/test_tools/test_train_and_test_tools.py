@@ -1,0 +1,66 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""tools/train.py, --resume and tools/test.py on CPU, as a user runs them."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+
+from mmseg_wavemix.compat import mmengine_checkpoint_loading
+from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes, run_tool
+
+TINY_MODEL = [
+    'model.backbone.embed_dims=16', 'model.backbone.depth=1',
+    'model.backbone.level=2', 'model.decode_head.in_channels=16',
+    'model.decode_head.channels=4', 'train_dataloader.batch_size=2'
+]
+
+
+@pytest.fixture(scope='module')
+def small_cityscapes(tmp_path_factory):
+    return make_cityscapes(
+        tmp_path_factory.mktemp('cityscapes'), 4, 2, height=128, width=256)
+
+
+def train_options(root, max_iters):
+    return TINY_MODEL + data_root_options(root) + [
+        f'train_cfg.max_iters={max_iters}', 'train_cfg.val_interval=4',
+        'default_hooks.checkpoint.interval=2',
+        'default_hooks.logger.interval=1', 'custom_hooks.0.final_iters=1'
+    ]
+
+
+def test_train_resume_and_test(small_cityscapes, tmp_path):
+    work_dir = tmp_path / 'work_dir'
+    first = run_tool('train.py', MAIN_CONFIG, '--work-dir', work_dir, '--amp',
+                     '--cfg-options', *train_options(small_cityscapes, 4))
+    # --amp (and the AMP recipe) fall back to fp32 on a CPU machine
+    assert 'training in fp32' in first.stderr
+    assert (work_dir / 'iter_4.pth').exists()
+    assert 'mIoU' in first.stdout + first.stderr
+
+    # A longer schedule resumes from the last checkpoint, not from scratch.
+    resumed = run_tool('train.py', MAIN_CONFIG, '--work-dir', work_dir,
+                       '--resume', '--cfg-options',
+                       *train_options(small_cityscapes, 6))
+    log = resumed.stdout + resumed.stderr
+    assert 'Load checkpoint from' in log and 'iter_4.pth' in log
+    assert 'Iter(train) [1/6]' not in log
+    assert 'Iter(train) [5/6]' in log
+    with mmengine_checkpoint_loading():
+        checkpoint = torch.load(work_dir / 'iter_6.pth')
+    assert checkpoint['meta']['iter'] == 6
+    assert type(checkpoint['optimizer']['state']) is dict
+
+    show_dir = tmp_path / 'vis'
+    tested = run_tool('test.py', MAIN_CONFIG, work_dir / 'iter_6.pth',
+                      '--work-dir', tmp_path / 'test_dir', '--show-dir',
+                      show_dir, '--cfg-options', *TINY_MODEL,
+                      *data_root_options(small_cityscapes))
+    log = tested.stdout + tested.stderr
+    assert 'mIoU' in log and 'per class results' in log
+    overlays = glob.glob(osp.join(tmp_path, 'test_dir', '*', 'vis', '**',
+                                  '*.png'), recursive=True) + glob.glob(
+                                      osp.join(show_dir, '**', '*.png'),
+                                      recursive=True)
+    assert len(overlays) == 2  # one prediction overlay per val image
