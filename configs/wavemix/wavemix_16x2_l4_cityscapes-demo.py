@@ -13,13 +13,15 @@ val_dataloader = dict(num_workers=2, dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 
 max_iters = 160
-optim_wrapper = dict(optimizer=dict(lr=0.01))  # a tiny model trains faster
+# A tiny model trains faster with AdamW at 1e-2; SGD keeps the recipe's 1e-3.
+optim_wrapper = dict(optimizer=dict(lr=0.01))
 custom_hooks = [
     dict(
         type='OptimizerSwitchHook',
-        optimizer=dict(type='SGD', lr=0.01, momentum=0.9),
+        optimizer=dict(type='SGD', lr=1e-3, momentum=0.9),
         final_iters=40)
 ]
+randomness = dict(seed=0)
 train_cfg = dict(max_iters=max_iters, val_interval=80)
 default_hooks = dict(
     logger=dict(interval=10),

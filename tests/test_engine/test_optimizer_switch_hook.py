@@ -74,3 +74,12 @@ def test_bad_arguments(kwargs, match):
         OptimizerSwitchHook(optimizer=dict(type='SGD', lr=0.1), **kwargs)
     with pytest.raises(ValueError, match='optimizer'):
         OptimizerSwitchHook(optimizer='SGD', final_iters=1)
+
+
+def test_final_epochs(tmp_path):
+    """Epoch-based training: 4 epochs of 4 iterations, SGD for the last."""
+    runner = build_toy_runner(tmp_path, final_iters=None, final_epochs=1,
+                              by_epoch=True, max_epochs=4)
+    runner.train()
+    types = recorder(runner).types
+    assert [types[i] for i in range(16)] == ['AdamW'] * 12 + ['SGD'] * 4

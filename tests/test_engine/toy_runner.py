@@ -55,31 +55,39 @@ class RecordOptimizerHook(Hook):
 
 
 def build_toy_runner(work_dir, max_iters=8, final_iters=3, resume_from=None,
-                     checkpoint_interval=2):
+                     checkpoint_interval=2, final_epochs=None, by_epoch=False,
+                     max_epochs=None):
     torch.manual_seed(0)
+    if by_epoch:
+        train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
+        sampler = dict(type='DefaultSampler', shuffle=False)
+    else:
+        train_cfg = dict(by_epoch=False, max_iters=max_iters)
+        sampler = dict(type='InfiniteSampler', shuffle=False)
     return Runner(
         model=ToyModel(),
         work_dir=str(work_dir),
         train_dataloader=dict(
             dataset=ToyDataset(),
-            sampler=dict(type='InfiniteSampler', shuffle=False),
+            sampler=sampler,
             batch_size=3,
             num_workers=0,
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        train_cfg=train_cfg,
         custom_hooks=[
             dict(
                 type='OptimizerSwitchHook',
                 optimizer=dict(type='SGD', lr=0.05, momentum=0.9),
-                final_iters=final_iters),
+                final_iters=final_iters,
+                final_epochs=final_epochs),
             RecordOptimizerHook()
         ],
         default_hooks=dict(
             checkpoint=dict(
                 type='CheckpointHook',
                 interval=checkpoint_interval,
-                by_epoch=False)),
+                by_epoch=by_epoch)),
         load_from=resume_from,
         resume=resume_from is not None,
         default_scope='mmseg',

@@ -5,15 +5,19 @@ import os.path as osp
 
 import pytest
 import torch
+from mmengine.config import Config
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
 from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes, run_tool
 
-TINY_MODEL = [
-    'model.backbone.embed_dims=16', 'model.backbone.depth=1',
-    'model.backbone.level=2', 'model.decode_head.in_channels=16',
-    'model.decode_head.channels=4', 'train_dataloader.batch_size=2'
-]
+TINY = {
+    'model.backbone.embed_dims': 16,
+    'model.backbone.depth': 1,
+    'model.backbone.level': 2,
+    'model.decode_head.in_channels': 16,
+    'model.decode_head.channels': 4,
+}
+TINY_MODEL = [f'{key}={value}' for key, value in TINY.items()]
 
 
 @pytest.fixture(scope='module')
@@ -24,7 +28,8 @@ def small_cityscapes(tmp_path_factory):
 
 def train_options(root, max_iters):
     return TINY_MODEL + data_root_options(root) + [
-        f'train_cfg.max_iters={max_iters}', 'train_cfg.val_interval=4',
+        'train_dataloader.batch_size=2', f'train_cfg.max_iters={max_iters}',
+        'train_cfg.val_interval=4',
         'default_hooks.checkpoint.interval=2',
         'default_hooks.logger.interval=1', 'custom_hooks.0.final_iters=1'
     ]
@@ -64,3 +69,16 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
                                       osp.join(show_dir, '**', '*.png'),
                                       recursive=True)
     assert len(overlays) == 2  # one prediction overlay per val image
+
+
+    # A user's own image through mmseg's inferencer, as the README shows.
+    from mmseg.apis import MMSegInferencer
+    cfg = Config.fromfile(MAIN_CONFIG)
+    cfg.merge_from_dict(TINY)
+    with mmengine_checkpoint_loading():  # a training checkpoint, torch 2.6+
+        inferencer = MMSegInferencer(
+            model=cfg, weights=str(work_dir / 'iter_6.pth'), device='cpu')
+    image = next(small_cityscapes.rglob('*_leftImg8bit.png'))
+    result = inferencer(str(image), out_dir=str(tmp_path / 'inferencer'))
+    assert result['predictions'].shape == (128, 256)
+    assert (tmp_path / 'inferencer' / 'vis' / image.name).exists()

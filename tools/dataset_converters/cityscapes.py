@@ -3,7 +3,10 @@
 
 Converts every ``gtFine/**/*_gtFine_polygons.json`` with cityscapesscripts'
 ``json2labelImg`` (train IDs 0..18, 255 = ignore), exactly as for the
-official data, and writes split lists ``train.txt``, ``val.txt`` (and
+official data. Where ``*_gtFine_labelIds.png`` / ``*_gtFine_instanceIds.png``
+are missing (the official zip ships them; data made from polygons alone does
+not) they are written too: the official evaluation (mmseg's
+``CityscapesMetric``) reads them. Writes split lists ``train.txt``, ``val.txt`` (and
 ``test.txt`` if present) with one image stem per line.
 
 Example:
@@ -14,17 +17,36 @@ import glob
 import os.path as osp
 import sys
 
+import numpy as np
+from cityscapesscripts.helpers.annotation import Annotation
+from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from mmengine.utils import track_parallel_progress, track_progress
+from PIL import Image
 
 POLYGON_SUFFIX = '_gtFine_polygons.json'
 LABEL_SUFFIX = '_gtFine_labelTrainIds.png'
+LABEL_ID_SUFFIX = '_gtFine_labelIds.png'
+INSTANCE_ID_SUFFIX = '_gtFine_instanceIds.png'
+
+
+def write_instance_ids(json_file: str, out_file: str) -> None:
+    """cityscapesscripts' json2instanceImg, saved as a 16-bit PNG like the
+    official files (current Pillow cannot write its 32-bit image as PNG)."""
+    annotation = Annotation()
+    annotation.fromJsonFile(json_file)
+    instance_ids = np.asarray(createInstanceImage(annotation, 'ids'))
+    Image.fromarray(instance_ids.astype(np.uint16)).save(out_file)
 
 
 def convert_json_to_label(json_file: str) -> str:
-    label_file = json_file[:-len(POLYGON_SUFFIX)] + LABEL_SUFFIX
-    json2labelImg(json_file, label_file, 'trainIds')
-    return label_file
+    stem = json_file[:-len(POLYGON_SUFFIX)]
+    json2labelImg(json_file, stem + LABEL_SUFFIX, 'trainIds')
+    if not osp.exists(stem + LABEL_ID_SUFFIX):
+        json2labelImg(json_file, stem + LABEL_ID_SUFFIX, 'ids')
+    if not osp.exists(stem + INSTANCE_ID_SUFFIX):
+        write_instance_ids(json_file, stem + INSTANCE_ID_SUFFIX)
+    return stem + LABEL_SUFFIX
 
 
 def parse_args(argv=None):

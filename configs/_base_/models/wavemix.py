@@ -23,7 +23,7 @@ model = dict(
         depth=16,
         level=4,
         mlp_ratio=2,
-        ff_channels=256,
+        ff_channels=None,  # = embed_dims, as in all of the paper's models
         dropout=0.,
         stem_stride=2,
         out_indices=(-1, ),  # the last block
