@@ -83,3 +83,15 @@ def test_final_epochs(tmp_path):
     runner.train()
     types = recorder(runner).types
     assert [types[i] for i in range(16)] == ['AdamW'] * 12 + ['SGD'] * 4
+
+
+def test_param_schedulers_follow_the_new_optimizer(tmp_path):
+    runner = build_toy_runner(
+        tmp_path,
+        param_scheduler=dict(
+            type='PolyLR', power=1., eta_min=0., by_epoch=False, end=10))
+    runner.train()
+    lrs = recorder(runner).lrs
+    assert lrs[4] < lrs[0] == 0.01  # AdamW decays
+    assert lrs[5] == pytest.approx(0.05)  # SGD starts at its own lr
+    assert 0 < lrs[7] < lrs[6] < lrs[5]  # and keeps decaying

@@ -44,6 +44,7 @@ class RecordOptimizerHook(Hook):
 
     def __init__(self):
         self.types = {}
+        self.lrs = {}
         self.first_state = None
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
@@ -52,11 +53,12 @@ class RecordOptimizerHook(Hook):
             self.first_state = (runner.iter, type(optimizer).__name__,
                                 copy.deepcopy(optimizer.state_dict()))
         self.types[runner.iter] = type(optimizer).__name__
+        self.lrs[runner.iter] = optimizer.param_groups[0]['lr']
 
 
 def build_toy_runner(work_dir, max_iters=8, final_iters=3, resume_from=None,
                      checkpoint_interval=2, final_epochs=None, by_epoch=False,
-                     max_epochs=None):
+                     max_epochs=None, param_scheduler=None):
     torch.manual_seed(0)
     if by_epoch:
         train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
@@ -75,6 +77,7 @@ def build_toy_runner(work_dir, max_iters=8, final_iters=3, resume_from=None,
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
         train_cfg=train_cfg,
+        param_scheduler=param_scheduler,
         custom_hooks=[
             dict(
                 type='OptimizerSwitchHook',
