@@ -111,6 +111,25 @@ def haar_dwt(x: Tensor) -> Tuple[Tensor, Tensor]:
     return _HaarDWTFunction.apply(x)
 
 
+def haar_lowpass(x: Tensor) -> Tensor:
+    """Mean-normalised Haar low-pass band, ``LL / 2``: the mean of each 2x2
+    block (odd sizes zero-padded at the bottom/right, as :func:`haar_dwt`).
+
+    A parameter-free 2x downsampling, cheaper than the full transform.
+
+    Args:
+        x (Tensor): Input of shape (..., H, W).
+
+    Returns:
+        Tensor: Shape (..., ceil(H/2), ceil(W/2)).
+    """
+    _check_input(x)
+    x = _pad_to_even(x)
+    h, w = x.shape[-2:]
+    return x.unflatten(-1, (w // 2, 2)).unflatten(-3, (h // 2, 2)).mean(
+        dim=(-3, -1))
+
+
 def haar_idwt(ll: Tensor,
               highs: Tensor,
               output_size: Optional[Sequence[int]] = None) -> Tensor:

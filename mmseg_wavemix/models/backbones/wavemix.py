@@ -9,7 +9,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmseg_wavemix.ops import DWT_BACKENDS
+from mmseg_wavemix.ops import DWT_BACKENDS, haar_lowpass
 from ..utils import WaveMixBlock
 from ..utils.wavemix_block import MAX_LEVEL
 
@@ -51,6 +51,15 @@ class WaveMix(BaseModule):
         patch_size (int): Patch size of the patchify stem. Default: 4.
         out_indices (Sequence[int] | int): Blocks whose outputs are returned;
             negative indices count from the end. Default: -1 (the last block).
+        out_downsamples (Sequence[int], optional): For each output, how many
+            times to halve its resolution with the parameter-free Haar
+            low-pass band (``LL / 2``, the 2x2 mean), to feed decoders that
+            expect a feature pyramid. With the strided stem (stride 4 in
+            all), ``out_indices=(3, 7, 11, 15)`` and ``(0, 1, 2, 3)`` give
+            strides 4/8/16/32 (like ResNet); ``(0, 1, 1, 1)`` gives 4/8/8/8
+            (like mmseg's dilated ``d8`` ResNets). Every output has
+            ``embed_dims`` channels. Default: None (all at the blocks'
+            resolution).
         norm_cfg (dict): Norm layers of the blocks (and the patchify stem).
             Default: dict(type='BN', requires_grad=True).
         act_cfg (dict): Activation of the level MLPs (and the patchify stem).
@@ -82,6 +91,7 @@ class WaveMix(BaseModule):
                  stem_stride: int = 2,
                  patch_size: int = 4,
                  out_indices: Union[int, Sequence[int]] = -1,
+                 out_downsamples: Optional[Sequence[int]] = None,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  act_cfg: dict = dict(type='GELU'),
                  dwt_backend: str = 'native',
@@ -113,6 +123,14 @@ class WaveMix(BaseModule):
             raise ValueError(f'out_indices must be block indices in '
                              f'[-{depth}, {depth - 1}] (depth={depth}), got '
                              f'{out_indices!r}')
+        if out_downsamples is None:
+            out_downsamples = (0, ) * len(out_indices)
+        out_downsamples = tuple(out_downsamples)
+        if len(out_downsamples) != len(out_indices) or any(
+                not isinstance(k, int) or k < 0 for k in out_downsamples):
+            raise ValueError(
+                'out_downsamples must give one integer >= 0 per entry of '
+                f'out_indices {out_indices}, got {out_downsamples!r}')
         if not -1 <= frozen_stages <= depth:
             raise ValueError(f'frozen_stages must be in [-1, {depth}] (depth='
                              f'{depth}), got {frozen_stages!r}')
@@ -123,6 +141,7 @@ class WaveMix(BaseModule):
         self.level = level
         self.stem_type = stem_type
         self.out_indices = tuple(i % depth for i in out_indices)
+        self.out_downsamples = out_downsamples
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.stem_downsample = stem_stride**2 if stem_type == 'strided' \
@@ -173,11 +192,17 @@ class WaveMix(BaseModule):
         pad_h, pad_w = -h % block_divisor, -w % block_divisor
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        outs = []
+        block_outs = {}
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i in self.out_indices:
-                outs.append(x[..., :h, :w] if pad_h or pad_w else x)
+                block_outs[i] = x[..., :h, :w] if pad_h or pad_w else x
+        outs = []
+        for i, downsamples in zip(self.out_indices, self.out_downsamples):
+            out = block_outs[i]
+            for _ in range(downsamples):
+                out = haar_lowpass(out)
+            outs.append(out)
         return tuple(outs)
 
     def _freeze_stages(self) -> None:

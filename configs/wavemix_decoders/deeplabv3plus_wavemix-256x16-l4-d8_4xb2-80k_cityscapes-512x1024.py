@@ -1,0 +1,18 @@
+# DeepLabV3+ (ASPP at stride 8, stride-4 low-level features, FCN auxiliary
+# head) on a WaveMix-256/16 pyramid of strides 4/8/8/8, mmseg's Cityscapes
+# 512x1024 crop recipe and 80k schedule, as
+# deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py.
+_base_ = [
+    'mmseg::_base_/models/deeplabv3plus_r50-d8.py',
+    'mmseg::_base_/datasets/cityscapes.py',
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py',
+    '../_base_/models/wavemix_pyramid.py'
+]
+crop_size = (512, 1024)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone={{_base_.wavemix_pyramid_d8}},
+    decode_head=dict(in_channels=256, in_index=3, c1_in_channels=256),
+    auxiliary_head=dict(in_channels=256, in_index=2))

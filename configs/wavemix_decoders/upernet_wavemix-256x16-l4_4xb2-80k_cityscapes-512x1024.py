@@ -1,0 +1,17 @@
+# UPerNet (UPerHead + FCN auxiliary head) on a WaveMix-256/16 pyramid,
+# mmseg's Cityscapes 512x1024 crop recipe and 80k schedule, as
+# upernet_r50_4xb2-80k_cityscapes-512x1024.py.
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    'mmseg::_base_/datasets/cityscapes.py',
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py',
+    '../_base_/models/wavemix_pyramid.py'
+]
+crop_size = (512, 1024)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone={{_base_.wavemix_pyramid}},
+    decode_head=dict(in_channels=[256, 256, 256, 256], in_index=[0, 1, 2, 3]),
+    auxiliary_head=dict(in_channels=256, in_index=2))
