@@ -10,16 +10,22 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import DWT_BACKENDS, haar_lowpass
+from mmseg_wavemix.registry import register_for_mmpretrain
 from ..utils import WaveMixBlock
 from ..utils.wavemix_block import MAX_LEVEL
 
 STEM_TYPES = ('strided', 'patchify')
 
 
+@register_for_mmpretrain
 @MODELS.register_module()
 class WaveMix(BaseModule):
     """WaveMix backbone (Jeevan et al., "WaveMix: A Resource-efficient Neural
     Network for Image Analysis", arXiv 2205.14375).
+
+    Registered in mmseg and, when installed, mmpretrain: for classification
+    use ``stem_type='patchify'`` (or the strided stem) with mmpretrain's
+    ``ImageClassifier``, ``GlobalAveragePooling`` and ``LinearClsHead``.
 
     A convolutional stem followed by ``depth`` residual :class:`WaveMixBlock`
     s, all at one resolution (1/``stem_stride``^2 of the input for the strided
