@@ -1,5 +1,10 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Test (and evaluate) a segmentor: MMSeg's tools/test.py with the plugin.
+"""Test (and evaluate) a model: MMSeg's tools/test.py with the plugin.
+
+Segmentation configs (``default_scope='mmseg'``) behave as in MMSeg;
+classification configs (``default_scope='mmpretrain'``) as mmpretrain's
+tools/test.py: ``--out`` dumps the predictions to a pickle file and
+``--show-dir`` saves the drawn images.
 
 Example:
     python tools/test.py CONFIG CHECKPOINT --show-dir vis
@@ -19,7 +24,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--out',
         type=str,
-        help='The directory to save output prediction for offline evaluation')
+        help='segmentation: the directory to save output prediction for '
+        'offline evaluation; classification: a .pkl file to dump them to')
     parser.add_argument(
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
@@ -41,6 +47,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def is_classification(cfg) -> bool:
+    return cfg.get('default_scope') == 'mmpretrain'
+
+
 def trigger_visualization_hook(cfg, args):
     default_hooks = cfg.default_hooks
     if 'visualization' not in default_hooks:
@@ -48,8 +58,13 @@ def trigger_visualization_hook(cfg, args):
             'VisualizationHook must be included in default_hooks. Refer to '
             'usage "visualization=dict(type=\'VisualizationHook\')"')
     visualization_hook = default_hooks['visualization']
-    visualization_hook['draw'] = True
     visualization_hook['interval'] = args.show_interval
+    if is_classification(cfg):  # mmpretrain's VisualizationHook
+        visualization_hook.update(
+            enable=True, show=args.show, wait_time=args.wait_time,
+            out_dir=args.show_dir)
+        return cfg
+    visualization_hook['draw'] = True
     if args.show:
         visualization_hook['show'] = True
         visualization_hook['wait_time'] = args.wait_time
@@ -69,7 +84,13 @@ def main(argv=None):
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
-    if args.out is not None:
+    if args.out is not None and is_classification(cfg):
+        evaluators = cfg.test_evaluator if isinstance(
+            cfg.test_evaluator, list) else [cfg.test_evaluator]
+        cfg.test_evaluator = [
+            *evaluators, dict(type='DumpResults', out_file_path=args.out)
+        ]
+    elif args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 

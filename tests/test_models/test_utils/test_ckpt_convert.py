@@ -2,6 +2,7 @@
 """Parity with the authors' package: converted weights give the same logits."""
 import pytest
 import torch
+from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 
 from mmseg_wavemix.models.utils import wavemix_convert
@@ -64,3 +65,42 @@ def test_rejects_foreign_weights():
         wavemix_convert({'backbone.conv1.weight': torch.zeros(1)})
     with pytest.raises(ValueError, match='no WaveMix weights'):
         wavemix_convert({})
+
+
+def build_classifier(kwargs):
+    """mmpretrain's ImageClassifier with our backbone, sized as the authors'
+    wavemix.classification.WaveMix."""
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    dims = kwargs['final_dim']
+    patchify = kwargs['initial_conv'] == 'pachify'  # the authors' spelling
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return PRETRAIN_MODELS.build(
+            dict(
+                type='ImageClassifier',
+                backbone=dict(
+                    type='WaveMix',
+                    embed_dims=dims,
+                    depth=kwargs['depth'],
+                    level=kwargs['level'],
+                    mlp_ratio=kwargs['mult'],
+                    ff_channels=kwargs['ff_channel'],
+                    dropout=kwargs['dropout'],
+                    stem_type='patchify' if patchify else 'strided',
+                    patch_size=kwargs.get('patch_size', 4),
+                    stem_stride=kwargs.get('stride', 2)),
+                neck=dict(type='GlobalAveragePooling'),
+                head=dict(
+                    type='LinearClsHead',
+                    num_classes=kwargs['num_classes'],
+                    in_channels=dims)))
+
+
+@pytest.mark.parametrize('case', range(2), ids=['patchify', 'strided'])
+def test_classification_parity(reference_fixtures, case):
+    fixture = reference_fixtures['classification'][case]
+    model = build_classifier(fixture['kwargs']).eval()
+    assert sum(p.numel() for p in model.parameters()) == fixture['num_params']
+    model.load_state_dict(wavemix_convert(fixture['state_dict']), strict=True)
+    with torch.no_grad():
+        logits = model(fixture['inputs'], mode='tensor')
+    torch.testing.assert_close(logits, fixture['outputs'], atol=1e-4, rtol=0)
