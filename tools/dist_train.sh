@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Distributed training on torchrun: tools/dist_train.sh CONFIG GPUS [train.py args]
+# Distributed training on torchrun (python -m torch.distributed.run; set PYTHON to pick
+# the interpreter): tools/dist_train.sh CONFIG GPUS [train.py args]
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
 CONFIG=$1
 GPUS=$2
@@ -9,7 +10,7 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-torchrun \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

@@ -2,11 +2,13 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: MMSeg's command-line
 arguments, config loading and runner construction."""
 import argparse
+import logging
 import os
 import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -45,9 +47,7 @@ def load_config(args: argparse.Namespace) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.launcher != 'none' and not torch.cuda.is_available():
-        dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-        if dist_cfg.get('backend', 'nccl') == 'nccl':
-            dist_cfg['backend'] = 'gloo'  # nccl needs CUDA
+        use_cpu_distributed(cfg)
     # work_dir priority: CLI > config > ./work_dirs/<config name>
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -57,8 +57,46 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def use_cpu_distributed(cfg: Config) -> None:
+    """Multi-process training without CUDA: the gloo backend instead of nccl,
+    CPU DDP (no device_ids) and BN instead of SyncBN (no CPU kernel)."""
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel',
+            device_ids=None,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if _replace_sync_bn(cfg.get('model', {})):
+        print_log(
+            'SyncBN needs CUDA: using BN (per-process statistics) for this '
+            'run without CUDA', logger='current', level=logging.WARNING)
+
+
+def _replace_sync_bn(node) -> bool:
+    replaced = False
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            replaced = True
+        for value in node.values():
+            replaced |= _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            replaced |= _replace_sync_bn(value)
+    return replaced
+
+
 def build_runner(cfg: Config) -> Runner:
     """Build the runner the config asks for (mmengine's by default)."""
+    if cfg.get('launcher') == 'pytorch' and not torch.cuda.is_available() \
+            and not torch.distributed.is_initialized():
+        # mmengine's pytorch launcher calls torch.cuda.set_device, which a
+        # CPU-only torch lacks; the runner skips it for an existing group.
+        torch.distributed.init_process_group(
+            backend=cfg.env_cfg.dist_cfg.get('backend', 'gloo'))
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
