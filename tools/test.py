@@ -10,9 +10,12 @@ Example:
     python tools/test.py CONFIG CHECKPOINT --show-dir vis
 """
 import argparse
+import sys
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin, applies compat)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
+from mmseg_wavemix.engine.checks import (InputError, check_checkpoint,
+                                         check_segmentation_data)
 from mmseg_wavemix.engine.cli import add_common_args, build_runner, load_config
 
 
@@ -43,6 +46,10 @@ def parse_args(argv=None):
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the full traceback of errors instead of one line')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -75,7 +82,21 @@ def trigger_visualization_hook(cfg, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        test(args)
+    except Exception as e:
+        if args.debug:
+            raise
+        message = str(e) if isinstance(e, InputError) else (
+            f'{type(e).__name__}: {str(e).strip().splitlines()[0]} '
+            '(run with --debug for the traceback)')
+        sys.exit(f'error: {message}')
+
+
+def test(args):
     cfg = load_config(args)
+    check_checkpoint(args.checkpoint)
+    check_segmentation_data(cfg, ['test_dataloader'])
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:

@@ -7,11 +7,13 @@ Example:
 """
 import argparse
 import logging
+import sys
 
 from mmengine.logging import print_log
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin, applies compat)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
+from mmseg_wavemix.engine.checks import InputError, check_segmentation_data
 from mmseg_wavemix.engine.cli import add_common_args, build_runner, load_config
 
 
@@ -36,6 +38,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
+    try:
+        check_segmentation_data(cfg, ['train_dataloader', 'val_dataloader'])
+    except InputError as e:
+        sys.exit(f'error: {e}')
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')

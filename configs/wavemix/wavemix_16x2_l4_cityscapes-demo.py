@@ -19,7 +19,8 @@ custom_hooks = [
     dict(
         type='OptimizerSwitchHook',
         optimizer=dict(type='SGD', lr=1e-3, momentum=0.9),
-        final_iters=40)
+        final_iters=40),
+    dict(type='NonFiniteLossHook')
 ]
 randomness = dict(seed=0)
 train_cfg = dict(max_iters=max_iters, val_interval=80)

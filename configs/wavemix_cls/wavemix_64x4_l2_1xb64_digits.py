@@ -49,7 +49,8 @@ custom_hooks = [
     dict(
         type='OptimizerSwitchHook',
         optimizer=dict(type='SGD', lr=1e-3, momentum=0.9),
-        final_epochs=5)
+        final_epochs=5),
+    dict(type='NonFiniteLossHook')
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 default_hooks = dict(logger=dict(interval=10))

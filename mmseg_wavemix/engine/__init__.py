@@ -1,4 +1,4 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-from .hooks import OptimizerSwitchHook
+from .hooks import NonFiniteLossHook, OptimizerSwitchHook
 
-__all__ = ['OptimizerSwitchHook']
+__all__ = ['NonFiniteLossHook', 'OptimizerSwitchHook']

@@ -26,10 +26,12 @@ class ToyModel(BaseModel):
 class ToyDataset(Dataset):
     metainfo = dict()
 
-    def __init__(self):
+    def __init__(self, nan_sample=None):
         generator = torch.Generator().manual_seed(0)
         self.data = torch.randn(12, 2, generator=generator)
         self.label = self.data.sum(1, keepdim=True) + 1
+        if nan_sample is not None:
+            self.label[nan_sample] = float('nan')
 
     def __len__(self):
         return len(self.data)
@@ -58,7 +60,8 @@ class RecordOptimizerHook(Hook):
 
 def build_toy_runner(work_dir, max_iters=8, final_iters=3, resume_from=None,
                      checkpoint_interval=2, final_epochs=None, by_epoch=False,
-                     max_epochs=None, param_scheduler=None):
+                     max_epochs=None, param_scheduler=None, dataset=None,
+                     extra_hooks=()):
     torch.manual_seed(0)
     if by_epoch:
         train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
@@ -70,7 +73,7 @@ def build_toy_runner(work_dir, max_iters=8, final_iters=3, resume_from=None,
         model=ToyModel(),
         work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=ToyDataset(),
+            dataset=dataset or ToyDataset(),
             sampler=sampler,
             batch_size=3,
             num_workers=0,
@@ -84,7 +87,7 @@ def build_toy_runner(work_dir, max_iters=8, final_iters=3, resume_from=None,
                 optimizer=dict(type='SGD', lr=0.05, momentum=0.9),
                 final_iters=final_iters,
                 final_epochs=final_epochs),
-            RecordOptimizerHook()
+            RecordOptimizerHook(), *extra_hooks
         ],
         default_hooks=dict(
             checkpoint=dict(

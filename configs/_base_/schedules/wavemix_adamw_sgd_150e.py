@@ -21,7 +21,8 @@ custom_hooks = [
     dict(
         type='OptimizerSwitchHook',
         optimizer=dict(type='SGD', lr=1e-3, momentum=0.9),
-        final_iters=sgd_iters)
+        final_iters=sgd_iters),
+    dict(type='NonFiniteLossHook')  # stop before saving NaN weights
 ]
 
 train_cfg = dict(

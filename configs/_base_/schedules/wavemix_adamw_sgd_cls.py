@@ -15,7 +15,8 @@ custom_hooks = [
     dict(
         type='OptimizerSwitchHook',
         optimizer=dict(type='SGD', lr=1e-3, momentum=0.9),
-        final_epochs=sgd_epochs)
+        final_epochs=sgd_epochs),
+    dict(type='NonFiniteLossHook')  # stop before saving NaN weights
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=5)
 val_cfg = dict()

@@ -1,4 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+from .non_finite_loss_hook import NonFiniteLossHook
 from .optimizer_switch_hook import OptimizerSwitchHook
 
-__all__ = ['OptimizerSwitchHook']
+__all__ = ['NonFiniteLossHook', 'OptimizerSwitchHook']
