@@ -11,9 +11,20 @@ MAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'wavemix',
                        'wavemix_256x16_l4_cityscapes.py')
 
 
+def tool_env():
+    """Environment of the tools in tests: 2 threads, and the repository root
+    importable (for test-only hooks loaded with custom_imports)."""
+    return dict(
+        os.environ,
+        PYTHONUNBUFFERED='1',
+        OMP_NUM_THREADS='2',
+        PYTHONPATH=os.pathsep.join(
+            p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p))
+
+
 def run_tool(script, *args, timeout=900, check=True):
     """Run ``tools/<script>`` with this interpreter; return the result."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    env = tool_env()
     result = subprocess.run(
         [sys.executable, osp.join(REPO_ROOT, 'tools', script), *map(str, args)],
         capture_output=True,

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from ..conftest import REPO_ROOT
-from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes, run_tool
+from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
+                        run_tool, tool_env)
 
 MAX_ITERS = 120
 SHRUNKEN = [
@@ -40,7 +41,7 @@ def train_until_checkpoint_then_kill(args, work_dir, checkpoint, timeout):
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=dict(os.environ, OMP_NUM_THREADS='2'),
+        env=tool_env(),
         start_new_session=True)
     last = osp.join(work_dir, 'last_checkpoint')
     deadline = time.time() + timeout
@@ -54,7 +55,8 @@ def train_until_checkpoint_then_kill(args, work_dir, checkpoint, timeout):
             pytest.fail(f'{checkpoint} was not written in time '
                         f'(exit code {process.poll()})')
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the trainer and its workers
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # trainer and its workers
         process.wait()
 
 

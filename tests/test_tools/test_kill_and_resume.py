@@ -1,0 +1,77 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""No lost training: SIGKILL tools/train.py, then --resume continues from
+exactly the saved state, before and after the AdamW -> SGD switch."""
+import pytest
+import torch
+
+from mmseg_wavemix.compat import mmengine_checkpoint_loading
+from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes, run_tool
+from .test_cityscapes_recipe import train_until_checkpoint_then_kill
+
+MAX_ITERS = 12
+# The main config with a tiny model, a checkpoint and a validation (for the
+# best-mIoU record) every 2 iterations, SGD for the final 6, and a hook that
+# records the state each run starts from.
+CONFIG = f'''_base_ = [{MAIN_CONFIG!r}]
+custom_imports = dict(
+    imports=['mmseg_wavemix', 'tests.test_tools.start_state_hook'],
+    allow_failed_imports=False)
+model = dict(
+    backbone=dict(embed_dims=16, depth=1, level=2),
+    decode_head=dict(in_channels=16, channels=4))
+train_dataloader = dict(batch_size=1)
+train_cfg = dict(max_iters={MAX_ITERS}, val_interval=2)
+default_hooks = dict(checkpoint=dict(interval=2, max_keep_ckpts=-1))
+custom_hooks = [
+    dict(type='OptimizerSwitchHook',
+         optimizer=dict(type='SGD', lr=1e-3, momentum=0.9), final_iters=6),
+    dict(type='NonFiniteLossHook'),
+    dict(type='SaveStartStateHook')
+]
+randomness = dict(seed=0)
+'''
+
+
+@pytest.fixture(scope='module')
+def cityscapes(tmp_path_factory):
+    return make_cityscapes(
+        tmp_path_factory.mktemp('cityscapes'), 2, 2, height=64, width=128)
+
+
+@pytest.mark.parametrize('kill_after, optimizer_type',
+                         [(4, 'AdamW'), (8, 'SGD')],
+                         ids=['before_switch', 'after_switch'])
+def test_sigkill_then_resume(cityscapes, tmp_path, kill_after,
+                             optimizer_type):
+    config = tmp_path / 'config.py'
+    config.write_text(CONFIG)
+    work_dir = tmp_path / 'work_dir'
+    args = [str(config), '--work-dir', str(work_dir), '--cfg-options',
+            *data_root_options(cityscapes)]
+    train_until_checkpoint_then_kill(
+        args, work_dir, f'iter_{kill_after}.pth', timeout=600)
+
+    run_tool('train.py', *args, '--resume')
+    with mmengine_checkpoint_loading():
+        saved = torch.load(work_dir / f'iter_{kill_after}.pth')
+        start = torch.load(work_dir / f'start_state_{kill_after}.pth')
+
+    assert start['iter'] == saved['meta']['iter'] == kill_after
+    assert start['optimizer_type'] == optimizer_type
+    assert saved['meta']['optimizer_switched'] == (optimizer_type == 'SGD')
+    assert start['lr'] == saved['optimizer']['param_groups'][0]['lr']
+    saved_best = saved['message_hub']['runtime_info']['best_score']
+    assert start['best_score'] == saved_best is not None
+    for key, value in saved['state_dict'].items():
+        torch.testing.assert_close(start['state_dict'][key], value, msg=key)
+    assert start['optimizer']['state'].keys() == \
+        saved['optimizer']['state'].keys()
+    for index, state in saved['optimizer']['state'].items():
+        for name, value in state.items():
+            torch.testing.assert_close(
+                start['optimizer']['state'][index][name], value)
+    # ... and runs to the end of its schedule
+    with mmengine_checkpoint_loading():
+        final = torch.load(work_dir / f'iter_{MAX_ITERS}.pth')
+    assert final['meta']['iter'] == MAX_ITERS
+    assert final['meta']['optimizer_switched']
