@@ -51,3 +51,16 @@ def test_converter_errors(tmp_path):
                       check=False)
     assert result.returncode != 0
     assert 'no *_gtFine_polygons.json files' in result.stderr
+
+
+def test_converter_rejects_unknown_labels(tmp_path):
+    root = make_cityscapes(tmp_path / 'cs', 1, 1, 32, 64)
+    polygons = next((root / 'gtFine' / 'val').rglob('*_polygons.json'))
+    annotation = json.loads(polygons.read_text())
+    annotation['objects'][0]['label'] = 'spaceship'
+    polygons.write_text(json.dumps(annotation))
+    result = run_tool('dataset_converters/cityscapes.py', root, '--nproc', 2,
+                      check=False)
+    assert result.returncode != 0
+    assert "unknown Cityscapes label 'spaceship'" in result.stderr
+    assert polygons.name in result.stderr
