@@ -8,22 +8,27 @@ from mmseg.registry import MODELS
 from mmseg_wavemix.models.utils import wavemix_convert
 
 
+def authors_backbone(kwargs, **extra):
+    """Our WaveMix backbone config for the authors' constructor arguments."""
+    return dict(
+        type='WaveMix',
+        embed_dims=kwargs['final_dim'],
+        depth=kwargs['depth'],
+        level=kwargs['level'],
+        mlp_ratio=kwargs['mult'],
+        ff_channels=kwargs['ff_channel'],
+        dropout=kwargs['dropout'],
+        stem_stride=kwargs.get('stride', 2),
+        **extra)
+
+
 def build_segmentor(kwargs, dwt_backend='native'):
     """Our EncoderDecoder with the sizes of the authors' model."""
     dims = kwargs['final_dim']
     return MODELS.build(
         dict(
             type='EncoderDecoder',
-            backbone=dict(
-                type='WaveMix',
-                embed_dims=dims,
-                depth=kwargs['depth'],
-                level=kwargs['level'],
-                mlp_ratio=kwargs['mult'],
-                ff_channels=kwargs['ff_channel'],
-                dropout=kwargs['dropout'],
-                stem_stride=kwargs['stride'],
-                dwt_backend=dwt_backend),
+            backbone=authors_backbone(kwargs, dwt_backend=dwt_backend),
             decode_head=dict(
                 type='WaveMixHead',
                 in_channels=dims,
@@ -77,17 +82,10 @@ def build_classifier(kwargs):
         return PRETRAIN_MODELS.build(
             dict(
                 type='ImageClassifier',
-                backbone=dict(
-                    type='WaveMix',
-                    embed_dims=dims,
-                    depth=kwargs['depth'],
-                    level=kwargs['level'],
-                    mlp_ratio=kwargs['mult'],
-                    ff_channels=kwargs['ff_channel'],
-                    dropout=kwargs['dropout'],
+                backbone=authors_backbone(
+                    kwargs,
                     stem_type='patchify' if patchify else 'strided',
-                    patch_size=kwargs.get('patch_size', 4),
-                    stem_stride=kwargs.get('stride', 2)),
+                    patch_size=kwargs.get('patch_size', 4)),
                 neck=dict(type='GlobalAveragePooling'),
                 head=dict(
                     type='LinearClsHead',
