@@ -1,8 +1,11 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""A test-only hook (loaded with custom_imports) that saves the state a run
-starts from, after any --resume, to compare it with the checkpoint."""
+"""Test-only hooks (loaded with custom_imports): one saves the state a run
+starts from, after any --resume, to compare it with the checkpoint; one
+kills the run at a known point."""
 import copy
+import os
 import os.path as osp
+import signal
 
 import torch
 from mmengine.hooks import Hook
@@ -28,3 +31,19 @@ class SaveStartStateHook(Hook):
             })
         torch.save(state, osp.join(runner.work_dir,
                                    f'start_state_{runner.iter}.pth'))
+
+
+@HOOKS.register_module()
+class KillAfterCheckpointHook(Hook):
+    """SIGKILLs the training process right after the checkpoint of iteration
+    ``kill_after`` is saved (it runs after CheckpointHook)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, kill_after: int):
+        self.kill_after = kill_after
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        if runner.iter + 1 == self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)

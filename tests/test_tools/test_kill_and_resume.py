@@ -6,12 +6,12 @@ import torch
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
 from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes, run_tool
-from .test_cityscapes_recipe import train_until_checkpoint_then_kill
 
 MAX_ITERS = 12
 # The main config with a tiny model, a checkpoint and a validation (for the
-# best-mIoU record) every 2 iterations, SGD for the final 6, and a hook that
-# records the state each run starts from.
+# best-mIoU record) every 2 iterations, SGD for the final 6, a hook that
+# records the state each run starts from and one that SIGKILLs the first run
+# right after the checkpoint of iteration {kill_after}.
 CONFIG = f'''_base_ = [{MAIN_CONFIG!r}]
 custom_imports = dict(
     imports=['mmseg_wavemix', 'tests.test_tools.start_state_hook'],
@@ -26,7 +26,8 @@ custom_hooks = [
     dict(type='OptimizerSwitchHook',
          optimizer=dict(type='SGD', lr=1e-3, momentum=0.9), final_iters=6),
     dict(type='NonFiniteLossHook'),
-    dict(type='SaveStartStateHook')
+    dict(type='SaveStartStateHook'),
+    dict(type='KillAfterCheckpointHook', kill_after={{kill_after}})
 ]
 randomness = dict(seed=0)
 '''
@@ -44,12 +45,13 @@ def cityscapes(tmp_path_factory):
 def test_sigkill_then_resume(cityscapes, tmp_path, kill_after,
                              optimizer_type):
     config = tmp_path / 'config.py'
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.format(kill_after=kill_after))
     work_dir = tmp_path / 'work_dir'
     args = [str(config), '--work-dir', str(work_dir), '--cfg-options',
             *data_root_options(cityscapes)]
-    train_until_checkpoint_then_kill(
-        args, work_dir, f'iter_{kill_after}.pth', timeout=600)
+    killed = run_tool('train.py', *args, check=False)
+    assert killed.returncode == -9  # SIGKILL
+    assert not (work_dir / f'iter_{kill_after + 2}.pth').exists()
 
     run_tool('train.py', *args, '--resume')
     with mmengine_checkpoint_loading():

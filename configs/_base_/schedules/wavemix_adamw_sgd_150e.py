@@ -39,6 +39,8 @@ default_hooks = dict(
         interval=val_interval,
         max_keep_ckpts=2,
         save_best='mIoU',
-        rule='greater'),
+        rule='greater',
+        # atomic writes: a kill while saving never leaves a truncated file
+        backend_args=dict(backend='atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

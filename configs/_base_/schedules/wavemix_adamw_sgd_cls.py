@@ -24,4 +24,5 @@ test_cfg = dict()
 default_hooks = dict(
     checkpoint=dict(
         type='CheckpointHook', interval=5, max_keep_ckpts=2,
-        save_best='accuracy/top1', rule='greater'))
+        save_best='accuracy/top1', rule='greater',
+        backend_args=dict(backend='atomic_local')))
