@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmseg_wavemix.ops import DWT_BACKENDS, haar_lowpass
 from mmseg_wavemix.registry import register_for_mmpretrain
 from ..utils import WaveMixBlock
-from ..utils.wavemix_block import MAX_LEVEL
+from ..utils.wavemix_block import check_embed_dims_and_level
 
 STEM_TYPES = ('strided', 'patchify')
 
@@ -110,12 +110,7 @@ class WaveMix(BaseModule):
         _check_int('depth', depth, 1)
         _check_int('stem_stride', stem_stride, 1)
         _check_int('patch_size', patch_size, 1)
-        if not isinstance(level, int) or not 1 <= level <= MAX_LEVEL:
-            raise ValueError(f'level must be an integer from 1 to {MAX_LEVEL} '
-                             f'(1 is WaveMix-Lite), got {level!r}')
-        if not isinstance(embed_dims, int) or embed_dims < 4 or embed_dims % 4:
-            raise ValueError('embed_dims must be a positive multiple of 4, got '
-                             f'{embed_dims!r}')
+        check_embed_dims_and_level(embed_dims, level)
         if stem_type not in STEM_TYPES:
             raise ValueError(f'stem_type must be one of {STEM_TYPES}, got '
                              f'{stem_type!r}')

@@ -14,6 +14,17 @@ from mmseg_wavemix.ops import HaarDWT
 MAX_LEVEL = 4
 
 
+def check_embed_dims_and_level(embed_dims, level) -> None:
+    """Raise a ValueError naming ``level`` or ``embed_dims`` if invalid."""
+    if not isinstance(level, int) or not 1 <= level <= MAX_LEVEL:
+        raise ValueError(f'level must be an integer from 1 to {MAX_LEVEL} '
+                         f'(1 is WaveMix-Lite), got {level!r}')
+    if not isinstance(embed_dims, int) or embed_dims < 4 or embed_dims % 4:
+        raise ValueError('embed_dims must be a positive multiple of 4 (each '
+                         'block reduces it to embed_dims / 4 channels before '
+                         f'the DWT), got {embed_dims!r}')
+
+
 class WaveletLevelMLP(BaseModule):
     """Per-level unit of a WaveMix block ("FF" in the authors' code).
 
@@ -109,13 +120,7 @@ class WaveMixBlock(BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        if not isinstance(level, int) or not 1 <= level <= MAX_LEVEL:
-            raise ValueError(f'level must be an integer from 1 to {MAX_LEVEL}, '
-                             f'got {level!r}')
-        if not isinstance(embed_dims, int) or embed_dims < 4 or embed_dims % 4:
-            raise ValueError('embed_dims must be a positive multiple of 4 (the '
-                             'block reduces it to embed_dims / 4 channels '
-                             f'before the DWT), got {embed_dims!r}')
+        check_embed_dims_and_level(embed_dims, level)
         hidden_channels = int(embed_dims * mlp_ratio)
         if hidden_channels < 1:
             raise ValueError(f'mlp_ratio must be > 0, got {mlp_ratio!r}')
