@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from cityscapesscripts.helpers.labels import name2label
 from PIL import Image
 
@@ -64,3 +65,20 @@ def test_converter_rejects_unknown_labels(tmp_path):
     assert result.returncode != 0
     assert "unknown Cityscapes label 'spaceship'" in result.stderr
     assert polygons.name in result.stderr
+
+
+def test_converter_rejects_train_ids_out_of_range(tmp_path):
+    import importlib.util
+    from ..conftest import REPO_ROOT
+    spec = importlib.util.spec_from_file_location(
+        'cityscapes_converter',
+        os.path.join(REPO_ROOT, 'tools', 'dataset_converters',
+                     'cityscapes.py'))
+    converter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(converter)
+    label_file = tmp_path / 'x_gtFine_labelTrainIds.png'
+    Image.fromarray(np.array([[0, 18], [255, 40]], np.uint8)).save(label_file)
+    with pytest.raises(ValueError, match=r'train IDs \[40\] outside'):
+        converter.check_train_ids(str(label_file))
+    Image.fromarray(np.array([[0, 18], [255, 3]], np.uint8)).save(label_file)
+    converter.check_train_ids(str(label_file))  # valid: no error
