@@ -28,13 +28,15 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
+from mmseg_wavemix.engine.cli import resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Benchmark models')
-    parser.add_argument('config', help='config to benchmark')
+    parser.add_argument(
+        'config', help='config to benchmark (mmseg::path/to/config.py works)')
     parser.add_argument(
         '--compare', nargs='+', default=[], help='more configs, same run')
     parser.add_argument(
@@ -67,7 +69,7 @@ class Bench:
     """One config's model, inputs and timed steps."""
 
     def __init__(self, config, args):
-        cfg = Config.fromfile(config)
+        cfg = Config.fromfile(resolve_config_path(config))
         # SyncBN needs a process group; it computes like BN in one process.
         self.cfg = Config.fromstring(
             cfg.pretty_text.replace("type='SyncBN'", "type='BN'"), '.py')

@@ -2,6 +2,7 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: MMSeg's command-line
 arguments, config loading and runner construction."""
 import argparse
+import importlib.util
 import logging
 import os
 import os.path as osp
@@ -34,6 +35,21 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or
     # --local_rank; torchrun sets LOCAL_RANK instead.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def resolve_config_path(path: str) -> str:
+    """``mmseg::segformer/x.py`` -> the config file inside the installed
+    package (as ``_base_`` entries resolve); other paths are returned as
+    they are."""
+    if '::' not in path:
+        return path
+    package, relative = path.split('::', 1)
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f'{path}: package {package!r} is not '
+                                'installed')
+    return osp.join(spec.submodule_search_locations[0], '.mim', 'configs',
+                    relative)
 
 
 def load_config(args: argparse.Namespace) -> Config:

@@ -17,6 +17,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
+from mmseg_wavemix.engine.cli import resolve_config_path
 
 
 def parse_args(argv=None):
@@ -32,7 +33,7 @@ def parse_args(argv=None):
 
 
 def complexity(config: str, shape) -> dict:
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(resolve_config_path(config))
     # SyncBN needs a process group and counts the same as BN.
     cfg = Config.fromstring(
         cfg.pretty_text.replace("type='SyncBN'", "type='BN'"), '.py')
