@@ -4,9 +4,9 @@ images/s, training-step time and peak memory, for several configs in one run.
 
 Timed runs are interleaved across configs (round r of every config, then
 round r + 1, ...) so that ratios hold on a noisy machine. Peak memory is
-measured in a fresh process per config: the CUDA allocator's peak on GPU, the
-increase of the peak resident set size (RSS) over the resident size of the
-built model on CPU (Linux).
+measured in a fresh process per config: the CUDA allocator's peak on GPU; on
+CPU (Linux) the rise of the peak resident set size (VmHWM, reset after the
+model is built) over the resident size of the built model.
 
 Example:
     python tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes.py \
@@ -18,7 +18,6 @@ import gc
 import json
 import multiprocessing
 import os
-import resource
 import statistics
 import time
 from contextlib import nullcontext
@@ -179,16 +178,26 @@ def _peak_memory_worker(config, args, train):
         step()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     gc.collect()
-    base = _current_rss_kib()
+    _reset_peak_rss()
+    base = _proc_status_kib('VmRSS')
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
-    return max(peak - base, 0) / 1024
+    return max(_proc_status_kib('VmHWM') - base, 0) / 1024
 
 
-def _current_rss_kib():
-    with open('/proc/self/statm') as f:
-        resident_pages = int(f.read().split()[1])
-    return resident_pages * os.sysconf('SC_PAGE_SIZE') / 1024
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux
+    >= 4.0); ru_maxrss cannot be used, it keeps the parent's peak across
+    fork and exec."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+
+
+def _proc_status_kib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def summary(times, batch):
