@@ -33,5 +33,7 @@ test_evaluator = val_evaluator
 # The official cityscapesscripts evaluation (and the test-server format) is
 # mmseg's CityscapesMetric; use it in place of IoUMetric with
 #   --cfg-options test_evaluator.type=CityscapesMetric \
-#       test_evaluator.output_dir=work_dirs/cityscapes_results
-# (add test_evaluator.format_only=True for the test split, which has no labels).
+#       test_evaluator.output_dir=work_dirs/cityscapes_results \
+#       test_evaluator.keep_results=True
+# (add test_evaluator.format_only=True for the test split, which has no labels:
+# the label-ID PNGs for the evaluation server are then in output_dir).
