@@ -23,11 +23,9 @@ import time
 from contextlib import nullcontext
 
 import torch
-from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
-from mmseg_wavemix.engine.cli import resolve_config_path
+from mmseg_wavemix.engine.analysis import build_model_from_config, count_flops
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -68,16 +66,11 @@ class Bench:
     """One config's model, inputs and timed steps."""
 
     def __init__(self, config, args):
-        cfg = Config.fromfile(resolve_config_path(config))
-        # SyncBN needs a process group; it computes like BN in one process.
-        self.cfg = Config.fromstring(
-            cfg.pretty_text.replace("type='SyncBN'", "type='BN'"), '.py')
+        self.cfg, self.model = build_model_from_config(config)
         self.name = config
         self.args = args
         self.scope = self.cfg.get('default_scope', 'mmseg')
         self.device = torch.device(args.device)
-        with DefaultScope.overwrite_default_scope(self.scope):
-            self.model = self._registry().build(self.cfg.model)
         self.model.to(self.device)
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -88,13 +81,6 @@ class Bench:
         if args.channels_last:
             self.inputs = self.inputs.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-6)
-
-    def _registry(self):
-        if self.scope == 'mmpretrain':
-            from mmpretrain.registry import MODELS
-        else:
-            from mmseg.registry import MODELS
-        return MODELS
 
     def autocast(self):
         dtype = DTYPES[self.args.dtype]
@@ -144,13 +130,7 @@ class Bench:
         self.sync()
 
     def flops(self):
-        from mmengine.analysis import get_model_complexity_info
-        self.model.eval()
-        with torch.no_grad():
-            info = get_model_complexity_info(
-                self.model, inputs=(self.inputs[:1], ), show_table=False,
-                show_arch=False)
-        return info['flops']
+        return count_flops(self.model, self.inputs[:1])
 
 
 def timed(step):

@@ -85,23 +85,25 @@ def use_cpu_distributed(cfg: Config) -> None:
             device_ids=None,
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
-    if _replace_sync_bn(cfg.get('model', {})):
+    if replace_sync_bn(cfg.get('model', {})):
         print_log(
             'SyncBN needs CUDA: using BN (per-process statistics) for this '
             'run without CUDA', logger='current', level=logging.WARNING)
 
 
-def _replace_sync_bn(node) -> bool:
+def replace_sync_bn(node) -> bool:
+    """Turn every ``SyncBN`` norm config inside ``node`` into ``BN``, in
+    place; return whether there was one."""
     replaced = False
     if isinstance(node, dict):
         if node.get('type') == 'SyncBN':
             node['type'] = 'BN'
             replaced = True
         for value in node.values():
-            replaced |= _replace_sync_bn(value)
+            replaced |= replace_sync_bn(value)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            replaced |= _replace_sync_bn(value)
+            replaced |= replace_sync_bn(value)
     return replaced
 
 

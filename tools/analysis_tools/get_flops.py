@@ -11,13 +11,9 @@ import argparse
 import os.path as osp
 
 import torch
-from mmengine.analysis import get_model_complexity_info
-from mmengine.config import Config
-from mmseg.registry import MODELS
-from mmseg.utils import register_all_modules
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
-from mmseg_wavemix.engine.cli import resolve_config_path
+from mmseg_wavemix.engine.analysis import build_model_from_config, count_flops
 
 
 def parse_args(argv=None):
@@ -33,25 +29,16 @@ def parse_args(argv=None):
 
 
 def complexity(config: str, shape) -> dict:
-    cfg = Config.fromfile(resolve_config_path(config))
-    # SyncBN needs a process group and counts the same as BN.
-    cfg = Config.fromstring(
-        cfg.pretty_text.replace("type='SyncBN'", "type='BN'"), '.py')
-    model = MODELS.build(cfg.model).eval()
-    with torch.no_grad():
-        info = get_model_complexity_info(
-            model,
-            inputs=(torch.zeros(1, 3, *shape), ),
-            show_table=False,
-            show_arch=False)
+    _, model = build_model_from_config(config)
+    flops = count_flops(model, torch.zeros(1, 3, *shape))
     return dict(
-        config=osp.relpath(config), params=info['params'],
-        gflops=info['flops'] / 1e9)
+        config=osp.relpath(config) if '::' not in config else config,
+        params=sum(p.numel() for p in model.parameters()),
+        gflops=flops / 1e9)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    register_all_modules()
     rows = [complexity(config, args.shape) for config in args.configs]
     h, w = args.shape
     if args.markdown:

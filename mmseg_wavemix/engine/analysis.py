@@ -1,0 +1,38 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Models built from configs for analysis (FLOPs, benchmarks), shared by
+tools/analysis_tools/get_flops.py and tools/benchmark.py."""
+from typing import Tuple
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from .cli import replace_sync_bn, resolve_config_path
+
+
+def build_model_from_config(config: str) -> Tuple[Config, torch.nn.Module]:
+    """Load ``config`` (``mmseg::`` / ``mmpretrain::`` paths work) and build
+    its model with the registry of the config's scope. SyncBN becomes BN:
+    it needs a process group and computes like BN in one process. The
+    weights are not initialised from any pretrained checkpoint."""
+    cfg = Config.fromfile(resolve_config_path(config))
+    replace_sync_bn(cfg.model)
+    scope = cfg.get('default_scope', 'mmseg')
+    if scope == 'mmpretrain':
+        from mmpretrain.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(cfg.model)
+    return cfg, model
+
+
+def count_flops(model: torch.nn.Module, inputs: torch.Tensor) -> int:
+    """Multiply-adds of one forward pass (mmengine's counter, as mmseg's
+    get_flops.py)."""
+    from mmengine.analysis import get_model_complexity_info
+    model.eval()
+    with torch.no_grad():
+        info = get_model_complexity_info(
+            model, inputs=(inputs, ), show_table=False, show_arch=False)
+    return info['flops']
