@@ -1,7 +1,8 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Each WaveMix + decoder config trains two iterations through tools/train.py
-on generated Cityscapes-format data (with a shrunken model and small crops,
-so that it runs in seconds on CPU)."""
+"""Each decoder config (MMSeg decoders on WaveMix pyramids and on
+WTConvNeXt) trains two iterations through tools/train.py on generated
+Cityscapes-format data (with a shrunken model and small crops, so that it runs
+in seconds on CPU)."""
 import glob
 import os.path as osp
 
@@ -12,7 +13,8 @@ from ..conftest import REPO_ROOT
 from .demo_data import make_cityscapes, run_tool
 
 DECODER_CONFIGS = sorted(
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavemix_decoders', '*.py')))
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavemix_decoders', '*.py')) +
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'wtconvnext', '*.py')))
 TINY_DIMS = 16
 CROP = (64, 128)
 
@@ -35,8 +37,13 @@ def shrink_head(head):
 
 def shrunken_config(config, data_root, work_dir):
     cfg = Config.fromfile(config)
-    cfg.model.backbone.update(
-        embed_dims=TINY_DIMS, depth=4, level=2, out_indices=(0, 1, 2, 3))
+    if cfg.model.backbone.type == 'WTConvNeXt':
+        cfg.model.backbone.arch = dict(
+            depths=[1, 1, 1, 1], channels=[TINY_DIMS] * 4,
+            wt_levels=[2, 2, 1, 1])
+    else:
+        cfg.model.backbone.update(
+            embed_dims=TINY_DIMS, depth=4, level=2, out_indices=(0, 1, 2, 3))
     if cfg.model.get('neck'):
         cfg.model.neck.update(
             in_channels=[TINY_DIMS] * 4, out_channels=TINY_DIMS)
@@ -44,7 +51,7 @@ def shrunken_config(config, data_root, work_dir):
         if cfg.model.get(name):
             shrink_head(cfg.model[name])
     cfg.model.data_preprocessor.size = CROP
-    # The generated data is Cityscapes (also for the ADE20K config).
+    # The generated data is Cityscapes (also for the ADE20K configs).
     dataset = dict(
         type='CityscapesDataset',
         data_root=str(data_root),
@@ -89,4 +96,6 @@ def test_decoder_config_trains_two_iterations(config, cityscapes, tmp_path):
     result = run_tool('train.py', shrunken, '--work-dir', tmp_path / 'work')
     log = result.stdout + result.stderr
     assert 'Iter(train) [2/2]' in log and 'mIoU' in log
+    if '/wtconvnext/' in config:  # the recipe's stage-wise lr decay is on
+        assert 'Build LearningRateDecayOptimizerConstructor  stage_wise' in log
     assert (tmp_path / 'work' / 'iter_2.pth').exists()

@@ -1,5 +1,10 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 from .ckpt_convert import wavemix_convert
+from .layer_norm import LayerNorm2d
 from .wavemix_block import WaveletLevelMLP, WaveMixBlock
+from .wtconv import WTConv2d
 
-__all__ = ['WaveletLevelMLP', 'WaveMixBlock', 'wavemix_convert']
+__all__ = [
+    'LayerNorm2d', 'WaveletLevelMLP', 'WaveMixBlock', 'WTConv2d',
+    'wavemix_convert'
+]
