@@ -1,41 +1,63 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Benchmark models from their configs: parameters, FLOPs, inference latency,
-images/s, training-step time and peak memory, for several configs in one run.
+images/s, training-step time and peak memory, for several models in one run.
 
-Timed runs are interleaved across configs (round r of every config, then
+Each model is an entry ``CONFIG[@OPTIONS]``: a config (``mmseg::`` paths
+work) or ``authors`` (the authors' ``wavemix==0.2.4`` model with the sizes of
+the first config, see ``--authors-package``), and comma-separated options
+that override the global flags for that entry: ``fp32``, ``bf16``, ``fp16``
+(autocast), ``channels_last``, ``fuse_norm`` (BatchNorm folded into the
+convolutions before it, for inference), ``compile`` (torch.compile) and
+``with_cp`` (the backbone's gradient checkpointing). One config may appear
+with several option sets.
+
+Timed runs are interleaved across entries (round r of every entry, then
 round r + 1, ...) so that ratios hold on a noisy machine. Peak memory is
-measured in a fresh process per config: the CUDA allocator's peak on GPU; on
+measured in a fresh process per entry: the CUDA allocator's peak on GPU; on
 CPU (Linux) the rise of the peak resident set size (VmHWM, reset after the
-model is built) over the resident size of the built model.
+model is built) over the resident size of the built model. For ``authors``
+the largest difference from our model's logits (fp32, same weights through
+``wavemix_convert``) is reported too.
 
 Example:
     python tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes.py \
-        --compare mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py \
+        --compare configs/wavemix/wavemix_256x16_l4_cityscapes.py@bf16,channels_last,fuse_norm \
+            authors mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py \
+        --authors-package work_dirs/authors_wavemix \
         --shape 512 1024 --train --json work_dirs/benchmark.json
 """
 import argparse
+import copy
 import gc
 import json
 import multiprocessing
 import os
+import platform
 import statistics
 import time
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.engine.analysis import build_model_from_config, count_flops
+from mmseg_wavemix.engine.authors_wavemix import build_authors_segmenter
+from mmseg_wavemix.engine.cli import resolve_config_path
+from mmseg_wavemix.models.utils import fuse_norm_layers, wavemix_convert
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+FLAGS = ('channels_last', 'fuse_norm', 'compile', 'with_cp')
+AUTHORS = 'authors'
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Benchmark models')
     parser.add_argument(
-        'config', help='config to benchmark (mmseg::path/to/config.py works)')
+        'config', help='first entry: CONFIG[@OPTIONS] (see the docstring)')
     parser.add_argument(
-        '--compare', nargs='+', default=[], help='more configs, same run')
+        '--compare', nargs='+', default=[],
+        help='more entries, same run: CONFIG[@OPTIONS] or authors[@OPTIONS]')
     parser.add_argument(
         '--shape', type=int, nargs=2, default=(512, 1024),
         metavar=('H', 'W'), help='input size (default: 512 1024)')
@@ -45,8 +67,16 @@ def parse_args(argv=None):
     parser.add_argument('--dtype', choices=DTYPES, default='fp32',
                         help='autocast dtype (bf16 on CPU, fp16 on CUDA)')
     parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument('--fuse-norm', action='store_true',
+                        help='fold BatchNorm into convolutions (inference)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model')
+    parser.add_argument('--with-cp', action='store_true',
+                        help="the backbone's gradient checkpointing")
+    parser.add_argument(
+        '--authors-package',
+        help="directory holding the authors' wavemix package (pip install "
+        '--no-deps --target DIR wavemix==0.2.4 einops), for `authors`')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--repeat', type=int, default=3,
                         help='timed rounds (default: 3)')
@@ -62,28 +92,65 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-class Bench:
-    """One config's model, inputs and timed steps."""
+def parse_entry(spec, args):
+    """``CONFIG[@opt,opt]`` -> dict(spec, path, dtype, <flags>)."""
+    path, _, options = spec.partition('@')
+    entry = dict(spec=spec, path=path, dtype=args.dtype,
+                 **{flag: getattr(args, flag) for flag in FLAGS})
+    for option in filter(None, options.split(',')):
+        if option in DTYPES:
+            entry['dtype'] = option
+        elif option in FLAGS:
+            entry[option] = True
+        else:
+            raise SystemExit(
+                f'error: unknown option {option!r} in entry {spec!r}; use '
+                f'{", ".join((*DTYPES, *FLAGS))}')
+    if path == AUTHORS and entry['with_cp']:
+        raise SystemExit("error: the authors' model has no with_cp")
+    return entry
 
-    def __init__(self, config, args):
-        self.cfg, self.model = build_model_from_config(config)
-        self.name = config
+
+class Bench:
+    """One entry's model, inputs and timed steps."""
+
+    def __init__(self, entry, args):
+        self.entry = entry
+        self.name = entry['spec']
         self.args = args
-        self.scope = self.cfg.get('default_scope', 'mmseg')
         self.device = torch.device(args.device)
+        self.authors = entry['path'] == AUTHORS
+        if self.authors:
+            self.cfg, _ = load_main_config(args)
+            self.model = build_authors_segmenter(self.cfg.model,
+                                                 args.authors_package)
+        else:
+            options = {'model.backbone.with_cp': True} \
+                if entry['with_cp'] else None
+            self.cfg, self.model = build_model_from_config(
+                entry['path'], options)
+        self.scope = self.cfg.get('default_scope', 'mmseg')
         self.model.to(self.device)
-        if args.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if args.compile \
-            else self.model
+        self.infer_model = self.model
+        if entry['fuse_norm']:
+            self.infer_model = fuse_norm_layers(
+                copy.deepcopy(self.model).eval())
         h, w = args.shape
         self.inputs = torch.randn(args.batch, 3, h, w, device=self.device)
-        if args.channels_last:
+        if entry['channels_last']:
+            for model in {self.model, self.infer_model}:
+                model.to(memory_format=torch.channels_last)
             self.inputs = self.inputs.to(memory_format=torch.channels_last)
+        self.infer_forward = self._maybe_compile(self.infer_model)
+        self.train_forward = self._maybe_compile(self.model) \
+            if self.infer_model is not self.model else self.infer_forward
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-6)
 
+    def _maybe_compile(self, model):
+        return torch.compile(model) if self.entry['compile'] else model
+
     def autocast(self):
-        dtype = DTYPES[self.args.dtype]
+        dtype = DTYPES[self.entry['dtype']]
         if dtype is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
@@ -112,18 +179,30 @@ class Bench:
         if self.device.type == 'cuda':
             torch.cuda.synchronize()
 
-    def infer(self):
-        self.model.eval()
+    def logits(self):
+        self.infer_model.eval()
         with torch.no_grad(), self.autocast():
-            self.forward(self.inputs, mode='tensor')
+            if self.authors:
+                out = self.infer_forward(self.inputs)
+            else:
+                out = self.infer_forward(self.inputs, mode='tensor')
         self.sync()
+        return out
+
+    def infer(self):
+        self.logits()
 
     def train_step(self):
         self.model.train()
         samples = self.data_samples()
         with self.autocast():
-            losses = self.forward(self.inputs, samples, mode='loss')
-        loss = sum(v for k, v in losses.items() if 'loss' in k)
+            if self.authors:
+                logits = self.train_forward(self.inputs)
+                target = torch.stack([s.gt_sem_seg.data[0] for s in samples])
+                loss = F.cross_entropy(logits.float(), target)
+            else:
+                losses = self.train_forward(self.inputs, samples, mode='loss')
+                loss = sum(v for k, v in losses.items() if 'loss' in k)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -132,25 +211,34 @@ class Bench:
     def flops(self):
         return count_flops(self.model, self.inputs[:1])
 
-
 def timed(step):
     start = time.perf_counter()
     step()
     return time.perf_counter() - start
 
 
-def peak_memory_mb(config, args, train):
+def load_main_config(args):
+    """The first entry's config (the authors' model takes its sizes)."""
+    from mmengine.config import Config
+    path = args.config.partition('@')[0]
+    if path == AUTHORS:
+        raise SystemExit('error: the first entry must be a config; '
+                         '`authors` takes its sizes from it')
+    return Config.fromfile(resolve_config_path(path)), path
+
+
+def peak_memory_mb(entry, args, train):
     """Peak memory of one inference (or training) step, in a fresh process.
     """
     context = multiprocessing.get_context('spawn')
     with context.Pool(1) as pool:
-        return pool.apply(_peak_memory_worker, (config, args, train))
+        return pool.apply(_peak_memory_worker, (entry, args, train))
 
 
-def _peak_memory_worker(config, args, train):
+def _peak_memory_worker(entry, args, train):
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench = Bench(config, args)
+    bench = Bench(entry, args)
     step = bench.train_step if train else bench.infer
     if bench.device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
@@ -186,14 +274,38 @@ def summary(times, batch):
                 images_per_s=batch / median)
 
 
+def authors_parity(bench, args):
+    """Largest |difference| between the authors' logits and ours (fp32, the
+    authors' weights converted with ``wavemix_convert``)."""
+    _, ours = build_model_from_config(load_main_config(args)[1])
+    ours.load_state_dict(wavemix_convert(bench.model.state_dict()))
+    ours.to(bench.device).eval()
+    bench.model.eval()
+    inputs = bench.inputs.contiguous()
+    with torch.no_grad():
+        return (bench.model(inputs) -
+                ours(inputs, mode='tensor')).abs().max().item()
+
+
 def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
-    configs = [args.config, *args.compare]
-    benches = [Bench(config, args) for config in configs]
-    results = {b.name: dict(params=sum(p.numel()
-                                        for p in b.model.parameters()))
-               for b in benches}
+    entries = [parse_entry(spec, args) for spec in [args.config, *args.compare]]
+    load_main_config(args)  # fails early if the first entry is `authors`
+    names = [e['spec'] for e in entries]
+    if len(set(names)) != len(names):
+        raise SystemExit(f'error: an entry appears twice in {names}')
+    benches = [Bench(entry, args) for entry in entries]
+    results = {
+        b.name: dict(
+            params=sum(p.numel() for p in b.model.parameters()),
+            **{k: v for k, v in b.entry.items() if k != 'spec'})
+        for b in benches
+    }
+    for bench in benches:
+        if bench.authors:
+            results[bench.name]['max_abs_diff_vs_ours'] = authors_parity(
+                bench, args)
     if not args.no_flops:
         for bench in benches:
             results[bench.name]['flops'] = bench.flops()
@@ -203,7 +315,7 @@ def run(args):
     for mode, method in modes:
         times = {b.name: [] for b in benches}
         for round_ in range(args.warmup + args.repeat):
-            for bench in benches:  # interleaved: one round of each config
+            for bench in benches:  # interleaved: one round of each entry
                 elapsed = timed(getattr(bench, method))
                 if round_ >= args.warmup:
                     times[bench.name].append(elapsed)
@@ -211,27 +323,45 @@ def run(args):
             results[name][mode] = summary(values, args.batch)
     del benches
     if not args.no_memory:
-        for config in configs:
+        for entry in entries:
             for mode, _ in modes:
-                results[config][mode]['peak_memory_mb'] = peak_memory_mb(
-                    config, args, train=mode == 'train')
+                results[entry['spec']][mode]['peak_memory_mb'] = \
+                    peak_memory_mb(entry, args, train=mode == 'train')
     return results
+
+
+def environment(args):
+    """What the numbers depend on, for the JSON file."""
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f
+                       if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return dict(
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        cpu=cpu,
+        cuda_device=torch.cuda.get_device_name()
+        if args.device == 'cuda' else None,
+        glibc_tunables=os.environ.get('GLIBC_TUNABLES'))
 
 
 def format_table(results, args):
     h, w = args.shape
-    head = (f'input {args.batch}x3x{h}x{w}, {args.dtype}, {args.device}, '
-            f'{torch.get_num_threads()} threads'
-            f'{", channels_last" if args.channels_last else ""}'
-            f'{", compiled" if args.compile else ""}')
-    columns = ['config', 'params (M)', 'GFLOPs', 'infer median (s)',
+    head = (f'input {args.batch}x3x{h}x{w}, {args.device}, '
+            f'{torch.get_num_threads()} threads')
+    columns = ['entry', 'dtype', 'params (M)', 'GFLOPs', 'infer median (s)',
                'min-max (s)', 'images/s', 'infer peak MB']
     if args.train:
         columns += ['train step (s)', 'train peak MB']
     rows = []
     for name, r in results.items():
         inf = r['inference']
-        row = [os.path.basename(name), f"{r['params'] / 1e6:.2f}",
+        path, _, options = name.partition('@')
+        label = os.path.basename(path) + (f'@{options}' if options else '')
+        row = [label, r['dtype'], f"{r['params'] / 1e6:.2f}",
                f"{r['flops'] / 1e9:.1f}" if 'flops' in r else '-',
                f"{inf['median_s']:.3f}",
                f"{inf['min_s']:.3f}-{inf['max_s']:.3f}",
@@ -246,6 +376,10 @@ def format_table(results, args):
               for i, c in enumerate(columns)]
     lines = [head, '  '.join(c.ljust(wd) for c, wd in zip(columns, widths))]
     lines += ['  '.join(v.ljust(wd) for v, wd in zip(r, widths)) for r in rows]
+    for name, r in results.items():
+        if 'max_abs_diff_vs_ours' in r:
+            lines.append(f"{name}: max |authors' logits - ours| = "
+                         f"{r['max_abs_diff_vs_ours']:.2e} (fp32)")
     return '\n'.join(lines)
 
 
@@ -260,7 +394,13 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.json)),
                     exist_ok=True)
         with open(args.json, 'w') as f:
-            json.dump(dict(settings=vars(args), results=results), f, indent=2)
+            json.dump(
+                dict(
+                    settings=vars(args),
+                    environment=environment(args),
+                    results=results),
+                f,
+                indent=2)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Models built from configs for analysis (FLOPs, benchmarks), shared by
 tools/analysis_tools/get_flops.py and tools/benchmark.py."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from mmengine.config import Config
@@ -10,12 +10,17 @@ from mmengine.registry import DefaultScope
 from .cli import replace_sync_bn, resolve_config_path
 
 
-def build_model_from_config(config: str) -> Tuple[Config, torch.nn.Module]:
-    """Load ``config`` (``mmseg::`` / ``mmpretrain::`` paths work) and build
-    its model with the registry of the config's scope. SyncBN becomes BN:
-    it needs a process group and computes like BN in one process. The
-    weights are not initialised from any pretrained checkpoint."""
+def build_model_from_config(
+        config: str,
+        cfg_options: Optional[dict] = None) -> Tuple[Config, torch.nn.Module]:
+    """Load ``config`` (``mmseg::`` / ``mmpretrain::`` paths work), merge
+    ``cfg_options`` (e.g. ``{'model.backbone.with_cp': True}``) and build its
+    model with the registry of the config's scope. SyncBN becomes BN: it
+    needs a process group and computes like BN in one process. The weights
+    are not initialised from any pretrained checkpoint."""
     cfg = Config.fromfile(resolve_config_path(config))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     replace_sync_bn(cfg.model)
     scope = cfg.get('default_scope', 'mmseg')
     if scope == 'mmpretrain':

@@ -1,6 +1,10 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 import json
 import os.path as osp
+import subprocess
+import sys
+
+import pytest
 
 from ..conftest import REPO_ROOT
 from .demo_data import run_tool
@@ -11,20 +15,35 @@ DIGITS = osp.join(REPO_ROOT, 'configs', 'wavemix_cls',
                   'wavemix_64x4_l2_1xb64_digits.py')
 
 
+@pytest.fixture(scope='module')
+def authors_package(tmp_path_factory):
+    """The authors' wavemix==0.2.4 in a directory of its own (it is kept out
+    of the environment; pip's cache makes this quick after the first run)."""
+    target = tmp_path_factory.mktemp('authors_wavemix')
+    subprocess.run([
+        sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps',
+        '--target', str(target), 'wavemix==0.2.4', 'einops'
+    ], check=True, timeout=600)
+    return target
+
+
 def test_benchmark_compares_configs(tmp_path):
     out = tmp_path / 'bench.json'
     result = run_tool('benchmark.py', DEMO, '--compare', DIGITS, '--shape',
                       64, 128, '--batch', 2, '--train', '--repeat', 2,
                       '--threads', 1, '--json', out)
     table = result.stdout
-    assert 'input 2x3x64x128, fp32, cpu, 1 threads' in table
+    assert 'input 2x3x64x128, cpu, 1 threads' in table
     assert 'wavemix_16x2_l4_cityscapes-demo.py' in table
     assert 'wavemix_64x4_l2_1xb64_digits.py' in table
-    results = json.loads(out.read_text())['results']
+    saved = json.loads(out.read_text())
+    assert saved['environment']['threads'] == 1
+    results = saved['results']
     demo, digits = results[DEMO], results[DIGITS]
     assert demo['params'] == 35027 and digits['params'] == 567562
     assert demo['flops'] > 0
     for entry in (demo, digits):
+        assert entry['dtype'] == 'fp32' and not entry['channels_last']
         for mode in ('inference', 'train'):
             stats = entry[mode]
             assert 0 < stats['min_s'] <= stats['median_s'] <= stats['max_s']
@@ -32,8 +51,44 @@ def test_benchmark_compares_configs(tmp_path):
             assert stats['peak_memory_mb'] >= 0
 
 
-def test_benchmark_bf16_and_channels_last(tmp_path):
-    result = run_tool('benchmark.py', DEMO, '--shape', 64, 128, '--dtype',
-                      'bf16', '--channels-last', '--repeat', 1, '--no-flops',
-                      '--no-memory')
-    assert 'bf16' in result.stdout and 'channels_last' in result.stdout
+def test_benchmark_entry_options_and_the_authors_model(
+        tmp_path, authors_package):
+    """One config in several modes, and the authors' package, in one run;
+    the authors' logits equal ours (same weights)."""
+    fast = f'{DEMO}@bf16,channels_last,fuse_norm'
+    checkpointed = f'{DEMO}@with_cp'
+    out = tmp_path / 'bench.json'
+    result = run_tool('benchmark.py', DEMO, '--compare', fast, checkpointed,
+                      'authors', '--authors-package', authors_package,
+                      '--shape', 64, 128, '--train', '--repeat', 1,
+                      '--threads', 1, '--no-flops', '--no-memory', '--json',
+                      out)
+    assert "authors: max |authors' logits - ours|" in result.stdout
+    results = json.loads(out.read_text())['results']
+    assert results[fast]['dtype'] == 'bf16'
+    assert results[fast]['channels_last'] and results[fast]['fuse_norm']
+    assert results[checkpointed]['with_cp']
+    authors = results['authors']
+    assert authors['params'] == results[DEMO]['params']
+    assert authors['max_abs_diff_vs_ours'] < 1e-4
+    assert authors['train']['median_s'] > 0
+
+
+def test_benchmark_rejects_unknown_options():
+    result = run_tool('benchmark.py', f'{DEMO}@fp64', check=False)
+    assert result.returncode != 0
+    assert "unknown option 'fp64'" in result.stderr
+    result = run_tool('benchmark.py', 'authors', check=False)
+    assert 'the first entry must be a config' in result.stderr
+
+
+def test_benchmark_haar(tmp_path):
+    out = tmp_path / 'haar.json'
+    result = run_tool('analysis_tools/benchmark_haar.py', '--shape', 2, 4, 32,
+                      64, '--repeat', 2, '--threads', 1, '--json', out)
+    assert 'Haar DWT forward + backward, input 2x4x32x64' in result.stdout
+    results = json.loads(out.read_text())['results']
+    assert set(results) == {
+        'ours', 'pytorch_wavelets', 'grouped conv2d', 'x.clone()'
+    }
+    assert all(r['median_ms'] > 0 for r in results.values())

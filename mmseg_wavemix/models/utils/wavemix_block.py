@@ -178,5 +178,9 @@ class WaveMixBlock(BaseModule):
                 f'divisible by {size_divisor}, got {tuple(x.shape[-2:])}; the '
                 'WaveMix backbone pads its input to fit')
         if self.with_cp and x.requires_grad:
-            return x + cp.checkpoint(self._mix, x, use_reentrant=False)
-        return x + self._mix(x)
+            mix = cp.checkpoint(self._mix, x, use_reentrant=False)
+        else:
+            mix = self._mix(x)
+        # In place: the norm that made ``mix`` does not keep its output for
+        # backward, and a fresh (D, H, W) tensor costs page faults on CPU.
+        return mix.add_(x)

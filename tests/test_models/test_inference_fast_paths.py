@@ -1,0 +1,85 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""The inference fast paths on the trained demo model (weights from
+tests/data/make_trained_demo_fixture.py, images from the demo generator):
+channels_last memory and BatchNorm folded into the transposed convolutions
+compute the same logits in fp32; bf16 autocast on CPU agrees with fp32 on the
+argmax of >= 99.5% of the pixels."""
+import copy
+import glob
+import os.path as osp
+
+import mmcv
+import pytest
+import torch
+
+from mmseg_wavemix.engine.analysis import build_model_from_config
+from mmseg_wavemix.models.utils import fuse_norm_layers
+from ..conftest import DATA_DIR, REPO_ROOT
+from ..test_tools.demo_data import run_tool
+
+MIN_ARGMAX_AGREEMENT = 0.995
+
+
+@pytest.fixture(scope='module')
+def trained_demo():
+    fixture = torch.load(
+        osp.join(DATA_DIR, 'wavemix_demo_trained.pth'), weights_only=True)
+    _, model = build_model_from_config(
+        osp.join(REPO_ROOT, fixture['config']))
+    model.load_state_dict(fixture['state_dict'])
+    return model.eval()
+
+
+@pytest.fixture(scope='module')
+def demo_inputs(trained_demo, tmp_path_factory):
+    """Two generated 1024x2048 demo images, normalised as in the config."""
+    root = tmp_path_factory.mktemp('demo')
+    run_tool('dataset_converters/make_demo_cityscapes.py', root,
+             '--num-train', 1, '--num-val', 2)
+    paths = sorted(glob.glob(str(root / 'leftImg8bit' / 'val' / '*' / '*.png')))
+    images = [
+        torch.from_numpy(mmcv.imread(p)).permute(2, 0, 1) for p in paths
+    ]
+    return trained_demo.data_preprocessor(dict(inputs=images))['inputs']
+
+
+def logits(model, inputs, dtype=None):
+    with torch.no_grad(), torch.autocast(
+            'cpu', dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        return model(inputs, mode='tensor').float()
+
+
+def fast(model):
+    """The fast inference model: folded norms, channels_last."""
+    model = fuse_norm_layers(copy.deepcopy(model))
+    return model.to(memory_format=torch.channels_last)
+
+
+def test_fixture_model_is_trained(trained_demo, demo_inputs):
+    """A trained model is confident: most pixels have a clear top class."""
+    probs = logits(trained_demo, demo_inputs).softmax(dim=1)
+    top2 = probs.topk(2, dim=1).values
+    assert (top2[:, 0] - top2[:, 1]).median() > 0.2
+
+
+def test_channels_last_and_folded_norms_give_the_same_logits(
+        trained_demo, demo_inputs):
+    expected = logits(trained_demo, demo_inputs)
+    channels_last = demo_inputs.contiguous(memory_format=torch.channels_last)
+    model = fast(trained_demo)
+    assert not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(
+        logits(model, channels_last), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('fast_path', [False, True])
+def test_bf16_argmax_agrees_with_fp32(trained_demo, demo_inputs, fast_path):
+    expected = logits(trained_demo, demo_inputs).argmax(dim=1)
+    model, inputs = trained_demo, demo_inputs
+    if fast_path:
+        model = fast(trained_demo)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    bf16 = logits(model, inputs, torch.bfloat16)
+    agreement = (bf16.argmax(dim=1) == expected).float().mean().item()
+    assert agreement >= MIN_ARGMAX_AGREEMENT, agreement

@@ -1,0 +1,130 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Time one level of the 2D Haar DWT, forward + backward, against
+pytorch_wavelets, a grouped stride-2 convolution and ``x.clone()`` (the
+memory-bound floor: one read and one write each way).
+
+Rounds are interleaved across implementations (round r of each, then
+r + 1, ...), so that ratios hold on a noisy machine.
+
+Example:
+    python tools/analysis_tools/benchmark_haar.py --shape 4 64 256 512 \
+        --threads 2 --json work_dirs/haar.json
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import mmseg_wavemix  # noqa: F401
+from mmseg_wavemix.ops import HaarDWT, haar_dwt
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Benchmark the Haar DWT')
+    parser.add_argument('--shape', type=int, nargs=4, default=(4, 64, 256, 512),
+                        metavar=('N', 'C', 'H', 'W'),
+                        help='input size (default: 4 64 256 512)')
+    parser.add_argument('--dtype', choices=['fp32', 'bf16', 'fp16'],
+                        default='fp32')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--repeat', type=int, default=5,
+                        help='timed rounds (default: 5)')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed rounds first (default: 2)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads on CPU')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time torch.compile of our transform')
+    parser.add_argument('--json', help='write the results to this file')
+    return parser.parse_args(argv)
+
+
+def grouped_conv_dwt(channels, dtype, device):
+    """The DWT as a grouped 2x2 stride-2 convolution with the Haar filters
+    (four outputs per channel), as often written with conv2d."""
+    lo, hi = torch.tensor([1., 1.]), torch.tensor([1., -1.])
+    filters = torch.stack([
+        lo[:, None] * lo, hi[:, None] * lo, lo[:, None] * hi, hi[:, None] * hi
+    ]) * 0.5
+    weight = filters[:, None].repeat(channels, 1, 1, 1).to(device, dtype)
+    return lambda x: F.conv2d(x, weight, stride=2, groups=channels)
+
+
+def implementations(args, channels, dtype, device):
+    impls = {
+        'ours': haar_dwt,
+        'pytorch_wavelets': HaarDWT('pytorch_wavelets').to(device),
+        'grouped conv2d': grouped_conv_dwt(channels, dtype, device),
+        'x.clone()': torch.clone,
+    }
+    if args.compile:
+        impls['ours, torch.compile'] = torch.compile(haar_dwt, dynamic=False)
+    return impls
+
+
+def forward_backward(fn, x):
+    outs = fn(x)
+    outs = outs if isinstance(outs, tuple) else (outs, )
+    torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+    if x.is_cuda:
+        torch.cuda.synchronize()
+
+
+def run(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = dict(fp32=torch.float32, bf16=torch.bfloat16,
+                 fp16=torch.float16)[args.dtype]
+    x = torch.randn(*args.shape, device=args.device, dtype=dtype,
+                    requires_grad=True)
+    impls = implementations(args, args.shape[1], dtype, args.device)
+    times = {name: [] for name in impls}
+    for round_ in range(args.warmup + args.repeat):
+        for name, fn in impls.items():
+            x.grad = None
+            start = time.perf_counter()
+            forward_backward(fn, x)
+            if round_ >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    return {
+        name: dict(median_ms=statistics.median(t) * 1e3,
+                   min_ms=min(t) * 1e3, max_ms=max(t) * 1e3)
+        for name, t in times.items()
+    }
+
+
+def format_table(results, args):
+    ours = results['ours']['median_ms']
+    clone = results['x.clone()']['median_ms']
+    lines = [f'Haar DWT forward + backward, input {"x".join(map(str, args.shape))}'
+             f' {args.dtype} on {args.device}, {torch.get_num_threads()} '
+             'threads (median of '
+             f'{args.repeat})',
+             f'{"implementation":22s} {"ms":>8s} {"vs ours":>8s} '
+             f'{"vs clone":>9s}']
+    for name, r in results.items():
+        ms = r['median_ms']
+        lines.append(f'{name:22s} {ms:8.1f} {ms / ours:7.2f}x '
+                     f'{ms / clone:8.2f}x')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = run(args)
+    print(format_table(results, args))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
+                    exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(dict(settings=vars(args), torch=torch.__version__,
+                           threads=torch.get_num_threads(), results=results),
+                      f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
