@@ -290,7 +290,8 @@ def authors_parity(bench, args):
 def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
-    entries = [parse_entry(spec, args) for spec in [args.config, *args.compare]]
+    specs = [args.config, *args.compare]
+    entries = [parse_entry(spec, args) for spec in specs]
     load_main_config(args)  # fails early if the first entry is `authors`
     names = [e['spec'] for e in entries]
     if len(set(names)) != len(names):
@@ -322,12 +323,55 @@ def run(args):
         for name, values in times.items():
             results[name][mode] = summary(values, args.batch)
     del benches
+    if not args.no_flops:
+        add_throughput(results, args)
     if not args.no_memory:
         for entry in entries:
             for mode, _ in modes:
                 results[entry['spec']][mode]['peak_memory_mb'] = \
                     peak_memory_mb(entry, args, train=mode == 'train')
     return results
+
+
+def gemm_peak_gflops(dtype, device, repeat=5):
+    """Best throughput of a large GEMM, run as a 1x1 convolution in
+    channels_last (oneDNN on CPU, cuDNN on GPU: the library the models'
+    convolutions use), in GFLOP/s (2 per multiply-add)."""
+    channels, size = 1024, 64
+    x = torch.randn(1, channels, size, size, device=device, dtype=dtype)
+    weight = torch.randn(channels, channels, 1, 1, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    best = float('inf')
+    with torch.no_grad():
+        for round_ in range(repeat + 1):
+            start = time.perf_counter()
+            F.conv2d(x, weight)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            if round_:  # the first round is warm-up
+                best = min(best, time.perf_counter() - start)
+    return 2 * channels**2 * size**2 / best / 1e9
+
+
+def add_throughput(results, args):
+    """Achieved GFLOP/s of each entry's inference (2 x multiply-adds /
+    median latency) and its share of the GEMM peak of its dtype."""
+    dtypes = {r['dtype'] for r in results.values()}
+    device = torch.device(args.device)
+    peaks = {
+        dtype: gemm_peak_gflops(DTYPES[dtype] or torch.float32, device)
+        for dtype in dtypes
+    }
+    for r in results.values():
+        if 'flops' not in r:
+            continue
+        achieved = 2 * r['flops'] * args.batch / r['inference'][
+            'median_s'] / 1e9
+        r['inference']['achieved_gflops'] = achieved
+        r['inference']['gemm_peak_gflops'] = peaks[r['dtype']]
+        r['inference']['share_of_peak'] = achieved / peaks[r['dtype']]
+    return peaks
 
 
 def environment(args):
@@ -353,7 +397,7 @@ def format_table(results, args):
     head = (f'input {args.batch}x3x{h}x{w}, {args.device}, '
             f'{torch.get_num_threads()} threads')
     columns = ['entry', 'dtype', 'params (M)', 'GFLOPs', 'infer median (s)',
-               'min-max (s)', 'images/s', 'infer peak MB']
+               'min-max (s)', 'images/s', '% of GEMM peak', 'infer peak MB']
     if args.train:
         columns += ['train step (s)', 'train peak MB']
     rows = []
@@ -366,6 +410,8 @@ def format_table(results, args):
                f"{inf['median_s']:.3f}",
                f"{inf['min_s']:.3f}-{inf['max_s']:.3f}",
                f"{inf['images_per_s']:.2f}",
+               f"{100 * inf['share_of_peak']:.0f}%"
+               if 'share_of_peak' in inf else '-',
                f"{inf.get('peak_memory_mb', float('nan')):.0f}"]
         if args.train:
             tr = r['train']
@@ -376,6 +422,12 @@ def format_table(results, args):
               for i, c in enumerate(columns)]
     lines = [head, '  '.join(c.ljust(wd) for c, wd in zip(columns, widths))]
     lines += ['  '.join(v.ljust(wd) for v, wd in zip(r, widths)) for r in rows]
+    peaks = {r['dtype']: r['inference']['gemm_peak_gflops']
+             for r in results.values() if 'gemm_peak_gflops' in r['inference']}
+    if peaks:
+        lines.append('GEMM peak (1x1 conv, channels_last): ' + ', '.join(
+            f'{dtype} {gflops:.0f} GFLOP/s'
+            for dtype, gflops in peaks.items()))
     for name, r in results.items():
         if 'max_abs_diff_vs_ours' in r:
             lines.append(f"{name}: max |authors' logits - ours| = "

@@ -47,6 +47,11 @@ def parse_args(argv=None):
     parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation')
     parser.add_argument(
+        '--fast',
+        action='store_true',
+        help='fold BatchNorm into the convolutions and use channels_last '
+        '(FastInferenceHook): same predictions up to float rounding, faster')
+    parser.add_argument(
         '--debug',
         action='store_true',
         help='show the full traceback of errors instead of one line')
@@ -114,6 +119,12 @@ def test(args):
     elif args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+
+    if args.fast:
+        cfg.custom_hooks = [
+            *cfg.get('custom_hooks', []),
+            dict(type='FastInferenceHook')
+        ]
 
     runner = build_runner(cfg)
     with mmengine_checkpoint_loading():  # torch >= 2.6 weights-only load

@@ -54,8 +54,9 @@ def import_authors_segmenter(path: Optional[str] = None) -> type:
 def build_authors_segmenter(model_cfg: ConfigDict,
                             path: Optional[str] = None) -> nn.Module:
     """Build the authors' model with the sizes of one of our WaveMix
-    segmentor configs (``cfg.model``), so that our converted weights and
-    outputs correspond (see :func:`mmseg_wavemix.models.utils.wavemix_convert`).
+    segmentor configs (``cfg.model``), so that weights converted with
+    :func:`mmseg_wavemix.models.utils.wavemix_convert` give the same
+    outputs in both.
 
     Args:
         model_cfg (ConfigDict): An ``EncoderDecoder`` with a ``WaveMix``

@@ -36,7 +36,8 @@ def demo_inputs(trained_demo, tmp_path_factory):
     root = tmp_path_factory.mktemp('demo')
     run_tool('dataset_converters/make_demo_cityscapes.py', root,
              '--num-train', 1, '--num-val', 2)
-    paths = sorted(glob.glob(str(root / 'leftImg8bit' / 'val' / '*' / '*.png')))
+    paths = sorted(glob.glob(str(root / 'leftImg8bit' / 'val' / '*' /
+                             '*.png')))
     images = [
         torch.from_numpy(mmcv.imread(p)).permute(2, 0, 1) for p in paths
     ]

@@ -42,6 +42,11 @@ def test_benchmark_compares_configs(tmp_path):
     demo, digits = results[DEMO], results[DIGITS]
     assert demo['params'] == 35027 and digits['params'] == 567562
     assert demo['flops'] > 0
+    inference = demo['inference']
+    assert inference['gemm_peak_gflops'] > 0
+    assert inference['achieved_gflops'] == pytest.approx(
+        2 * demo['flops'] * 2 / inference['median_s'] / 1e9)
+    assert 'GEMM peak (1x1 conv, channels_last): fp32' in table
     for entry in (demo, digits):
         assert entry['dtype'] == 'fp32' and not entry['channels_last']
         for mode in ('inference', 'train'):

@@ -2,6 +2,7 @@
 """tools/train.py, --resume and tools/test.py on CPU, as a user runs them."""
 import glob
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -70,6 +71,15 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
                                       recursive=True)
     assert len(overlays) == 2  # one prediction overlay per val image
 
+    # --fast (folded norms, channels_last) scores the same.
+    fast = run_tool('test.py', MAIN_CONFIG, work_dir / 'iter_6.pth',
+                    '--work-dir', tmp_path / 'fast_dir', '--fast',
+                    '--cfg-options', *TINY_MODEL,
+                    *data_root_options(small_cityscapes))
+    fast_log = fast.stdout + fast.stderr
+    miou = [float(re.findall(r'mIoU: ([\d.]+)', text)[-1])
+            for text in (log, fast_log)]
+    assert miou[1] == pytest.approx(miou[0], abs=0.05)
 
     # A user's own image through mmseg's inferencer, as the README shows.
     from mmseg.apis import MMSegInferencer

@@ -25,7 +25,8 @@ from mmseg_wavemix.ops import HaarDWT, haar_dwt
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Benchmark the Haar DWT')
-    parser.add_argument('--shape', type=int, nargs=4, default=(4, 64, 256, 512),
+    parser.add_argument('--shape', type=int, nargs=4,
+                        default=(4, 64, 256, 512),
                         metavar=('N', 'C', 'H', 'W'),
                         help='input size (default: 4 64 256 512)')
     parser.add_argument('--dtype', choices=['fp32', 'bf16', 'fp16'],
@@ -100,9 +101,9 @@ def run(args):
 def format_table(results, args):
     ours = results['ours']['median_ms']
     clone = results['x.clone()']['median_ms']
-    lines = [f'Haar DWT forward + backward, input {"x".join(map(str, args.shape))}'
-             f' {args.dtype} on {args.device}, {torch.get_num_threads()} '
-             'threads (median of '
+    shape = 'x'.join(map(str, args.shape))
+    lines = [f'Haar DWT forward + backward, input {shape} {args.dtype} on '
+             f'{args.device}, {torch.get_num_threads()} threads (median of '
              f'{args.repeat})',
              f'{"implementation":22s} {"ms":>8s} {"vs ours":>8s} '
              f'{"vs clone":>9s}']

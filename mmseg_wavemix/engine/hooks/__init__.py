@@ -1,5 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+from .fast_inference_hook import FastInferenceHook
 from .non_finite_loss_hook import NonFiniteLossHook
 from .optimizer_switch_hook import OptimizerSwitchHook
 
-__all__ = ['NonFiniteLossHook', 'OptimizerSwitchHook']
+__all__ = ['FastInferenceHook', 'NonFiniteLossHook', 'OptimizerSwitchHook']
