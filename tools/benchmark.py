@@ -211,6 +211,7 @@ class Bench:
     def flops(self):
         return count_flops(self.model, self.inputs[:1])
 
+
 def timed(step):
     start = time.perf_counter()
     step()
