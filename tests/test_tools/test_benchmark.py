@@ -79,6 +79,18 @@ def test_benchmark_entry_options_and_the_authors_model(
     assert authors['train']['median_s'] > 0
 
 
+def test_benchmark_global_flags_apply_to_every_entry(tmp_path):
+    out = tmp_path / 'bench.json'
+    run_tool('benchmark.py', DEMO, '--compare', f'{DEMO}@fp32', '--dtype',
+             'bf16', '--channels-last', '--fuse-norm', '--shape', 64, 128,
+             '--repeat', 1, '--no-flops', '--no-memory', '--json', out)
+    results = json.loads(out.read_text())['results']
+    assert results[DEMO]['dtype'] == 'bf16'
+    assert results[f'{DEMO}@fp32']['dtype'] == 'fp32'  # entry option wins
+    assert all(r['channels_last'] and r['fuse_norm'] and not r['with_cp']
+               for r in results.values())
+
+
 def test_benchmark_rejects_unknown_options():
     result = run_tool('benchmark.py', f'{DEMO}@fp64', check=False)
     assert result.returncode != 0
