@@ -79,8 +79,8 @@ def fuse_norm_layers(module: nn.Module) -> nn.Module:
                 module._modules[last_name], child)
             module._modules[name] = nn.Identity()
             last_name = None
-        elif type(child) in _CONVS:
-            last_name = name
+        elif type(child) in _CONVS:  # not subclasses: e.g. weight-
+            last_name = name  # standardized convs change their weights
         else:
             fuse_norm_layers(child)
             last_name = None
