@@ -19,6 +19,9 @@ WAVELETS = ('db1', 'haar')
 class ChannelScale(nn.Module):
     """Learnable per-channel factor, ``weight`` of shape (1, C, 1, 1).
 
+    The shape the authors' checkpoints store (mmcv's ``LayerScale`` keeps
+    shape (C, ), so their weights would not load into it).
+
     Args:
         channels (int): Number of channels C.
         init_value (float): Initial factor. Default: 1.0.
