@@ -36,8 +36,59 @@ def _pad_to_even(x: Tensor) -> Tensor:
     return x
 
 
-def _analysis(x: Tensor) -> Tuple[Tensor, Tensor]:
-    """One Haar level of an input with even height and width.
+# Rows are transformed in chunks of about this many input elements: the
+# temporaries (4 MB in fp32) then stay in cache and are recycled by the
+# allocator, where whole-size ones would page-fault fresh memory each call.
+_CHUNK_NUMEL = 1 << 20
+
+
+def _prefers_channels_last(x: Tensor) -> bool:
+    """Whether a 4D tensor is laid out channels last (channels the fastest
+    dimension), also for views such as the first channels of a packed
+    level, which are not channels_last contiguous."""
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
+
+
+def _empty_bands(x: Tensor, h: int, w: int,
+                 packed: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+    """Uninitialised outputs of one level of ``x`` at size (h, w), in the
+    memory layout of ``x``: ``ll`` (..., h, w) and ``highs`` (..., 3, h, w),
+    and the tensor that holds them (``packed``: (N, 4C, h, w) with LL in
+    channels [0, C) and band b of channel c in C + 3c + b; else ``highs``).
+
+    For channels last the band is the fastest dimension of ``highs``, so that
+    ``highs.flatten(1, 2)`` (channel ``3 * c + band``) is channels last too
+    and the next 1x1 convolution needs no copy.
+    """
+    channels_last = _prefers_channels_last(x)
+    if packed:
+        n, c = x.shape[:2]
+        out = torch.empty((n, 4 * c, h, w),
+                          dtype=x.dtype,
+                          device=x.device,
+                          memory_format=torch.channels_last
+                          if channels_last else torch.contiguous_format)
+        return out[:, :c], out[:, c:].unflatten(1, (c, 3)), out
+    if channels_last:
+        n, c = x.shape[:2]
+        ll = torch.empty((n, c, h, w),
+                         dtype=x.dtype,
+                         device=x.device,
+                         memory_format=torch.channels_last)
+        highs = x.new_empty(n, h, w, c, 3).permute(0, 3, 4, 1, 2)
+        return ll, highs, highs
+    highs = x.new_empty(*x.shape[:-2], 3, h, w)
+    return x.new_empty(*x.shape[:-2], h, w), highs, highs
+
+
+def _chunk_rows(numel_per_row: int, rows_per_output_row: int) -> int:
+    """Output rows per chunk of about ``_CHUNK_NUMEL`` input elements."""
+    return max(1, _CHUNK_NUMEL // (numel_per_row * rows_per_output_row))
+
+
+def _analysis_rows(x: Tensor, ll: Tensor, highs: Tensor) -> None:
+    """One Haar level of the rows ``x`` (even height and width) into ``ll``
+    and ``highs``.
 
     Two memory-bound passes of contiguous-row arithmetic instead of 2x2
     gathers: the half-sum and half-difference of each row pair
@@ -53,18 +104,27 @@ def _analysis(x: Tensor) -> Tuple[Tensor, Tensor]:
     half_diff = top - half_sum
     sum_even, sum_odd = half_sum.unflatten(-1, (w // 2, 2)).unbind(-1)
     diff_even, diff_odd = half_diff.unflatten(-1, (w // 2, 2)).unbind(-1)
-    ll = x.new_empty(*x.shape[:-2], h // 2, w // 2)
-    highs = x.new_empty(*x.shape[:-2], 3, h // 2, w // 2)
     torch.add(sum_even, sum_odd, out=ll)
     torch.add(diff_even, diff_odd, out=highs[..., 0, :, :])
     torch.sub(sum_even, sum_odd, out=highs[..., 1, :, :])
     torch.sub(diff_even, diff_odd, out=highs[..., 2, :, :])
-    return ll, highs
 
 
-def _synthesis(ll: Tensor, highs: Tensor) -> Tensor:
-    """Inverse of :func:`_analysis` (output of even size 2h x 2w): the same
-    two passes backwards."""
+def _analysis(x: Tensor, packed: bool = False) -> Tuple[Tensor, Tensor]:
+    """One Haar level of an input with even height and width, in chunks of
+    rows (any memory layout). Returns ``(ll, highs)``, or the packed level
+    (see :func:`_empty_bands`) if ``packed``."""
+    h, w = x.shape[-2:]
+    ll, highs, out = _empty_bands(x, h // 2, w // 2, packed)
+    step = _chunk_rows(x.numel() // h, 2)
+    for r in range(0, h // 2, step):
+        _analysis_rows(x[..., 2 * r:2 * (r + step), :],
+                       ll[..., r:r + step, :], highs[..., r:r + step, :])
+    return out if packed else (ll, highs)
+
+
+def _synthesis_rows(ll: Tensor, highs: Tensor, x: Tensor) -> None:
+    """Inverse of :func:`_analysis_rows`: the same two passes backwards."""
     lh, hl, hh = highs.unbind(dim=-3)
     h, w = ll.shape[-2:]
     lead = ll.shape[:-2]
@@ -75,25 +135,45 @@ def _synthesis(ll: Tensor, highs: Tensor) -> Tensor:
     torch.lerp(lh, hh, 0.5, out=half_diff[..., 0])
     torch.sub(lh, half_diff[..., 0], out=half_diff[..., 1])
     half_sum, half_diff = half_sum.flatten(-2), half_diff.flatten(-2)
-    x = ll.new_empty(*lead, h, 2, 2 * w)
-    torch.add(half_sum, half_diff, out=x[..., 0, :])
-    torch.sub(half_sum, half_diff, out=x[..., 1, :])
-    return x.flatten(-3, -2)
+    rows = x.unflatten(-2, (h, 2))
+    torch.add(half_sum, half_diff, out=rows[..., 0, :])
+    torch.sub(half_sum, half_diff, out=rows[..., 1, :])
+
+
+def _synthesis(ll: Tensor, highs: Tensor) -> Tensor:
+    """Inverse of :func:`_analysis` (output of even size 2h x 2w, in the
+    memory format of ``ll``)."""
+    h, w = ll.shape[-2:]
+    x = torch.empty((*ll.shape[:-2], 2 * h, 2 * w),
+                    dtype=ll.dtype,
+                    device=ll.device,
+                    memory_format=torch.channels_last
+                    if _prefers_channels_last(ll) else torch.contiguous_format)
+    step = _chunk_rows(ll.numel() // h, 4)
+    for r in range(0, h, step):
+        _synthesis_rows(ll[..., r:r + step, :], highs[..., r:r + step, :],
+                        x[..., 2 * r:2 * (r + step), :])
+    return x
 
 
 class _HaarDWTFunction(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(ctx, x: Tensor, packed: bool = False):
         ctx.input_size = x.shape[-2:]
-        return _analysis(_pad_to_even(x))
+        ctx.packed = packed
+        return _analysis(_pad_to_even(x), packed)
 
     @staticmethod
-    def backward(ctx, grad_ll: Tensor, grad_highs: Tensor) -> Tensor:
+    def backward(ctx, *grads: Tensor):
+        if ctx.packed:
+            grad = grads[0]
+            c = grad.shape[1] // 4
+            grads = grad[:, :c], grad[:, c:].unflatten(1, (c, 3))
         # Through the other Function (not _synthesis directly), so that
         # double backward works: the out= kernels are not differentiable.
         h, w = ctx.input_size
-        return _HaarIDWTFunction.apply(grad_ll, grad_highs)[..., :h, :w]
+        return _HaarIDWTFunction.apply(*grads)[..., :h, :w], None
 
 
 class _HaarIDWTFunction(torch.autograd.Function):
@@ -128,6 +208,28 @@ def haar_dwt(x: Tensor) -> Tuple[Tensor, Tensor]:
     """
     _check_input(x)
     return _HaarDWTFunction.apply(x)
+
+
+def haar_dwt_packed(x: Tensor) -> Tensor:
+    """Single-level 2D Haar DWT of a batch of images, packed in channels.
+
+    The output is ``torch.cat((ll, highs.flatten(1, 2)), dim=1)`` of
+    :func:`haar_dwt`, the layout a WaveMix block feeds to its MLPs, written
+    in place (no concatenation) and in the memory layout of ``x``: channels
+    ``[0, C)`` hold LL, channel ``C + 3 * c + b`` holds band b (LH, HL, HH)
+    of input channel c.
+
+    Args:
+        x (Tensor): Input of shape (N, C, H, W), any floating dtype.
+
+    Returns:
+        Tensor: Shape (N, 4C, ceil(H/2), ceil(W/2)).
+    """
+    _check_input(x)
+    if x.dim() != 4:
+        raise ValueError('haar_dwt_packed expects (N, C, H, W), got shape '
+                         f'{tuple(x.shape)}; use haar_dwt for other shapes')
+    return _HaarDWTFunction.apply(x, True)
 
 
 def haar_lowpass(x: Tensor) -> Tensor:
@@ -270,6 +372,14 @@ class HaarDWT(torch.nn.Module):
         if self.reference is not None:
             return self.reference(x)
         return haar_dwt(x)
+
+    def forward_packed(self, x: Tensor) -> Tensor:
+        """The transform of (N, C, H, W) packed as (N, 4C, H/2, W/2), see
+        :func:`haar_dwt_packed`."""
+        if self.reference is not None:
+            ll, highs = self.reference(x)
+            return torch.cat((ll, highs.flatten(1, 2)), dim=1)
+        return haar_dwt_packed(x)
 
     def extra_repr(self) -> str:
         return f'backend={self.backend!r}'

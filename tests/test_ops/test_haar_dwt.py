@@ -1,10 +1,14 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import importlib
+
 import pytest
 import torch
 from pytorch_wavelets import DWTForward
 
-from mmseg_wavemix.ops import (HaarDWT, haar_dwt, haar_idwt, haar_wavedec2,
-                               haar_waverec2)
+from mmseg_wavemix.ops import (HaarDWT, haar_dwt, haar_dwt_packed, haar_idwt,
+                               haar_wavedec2, haar_waverec2)
+
+haar_dwt_module = importlib.import_module('mmseg_wavemix.ops.haar_dwt')
 
 SHAPES = [(2, 3, 8, 8), (1, 2, 7, 5), (2, 4, 33, 18), (1, 1, 1, 1)]
 
@@ -49,6 +53,71 @@ def test_gradcheck():
         haar_idwt, (ll.requires_grad_(), highs.requires_grad_()))
 
 
+def textbook_dwt(x):
+    """The four 2x2-block formulas of the module docstring (even sizes)."""
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    highs = torch.stack([a + b - c - d, a - b + c - d, a - b - c + d], -3)
+    return (a + b + c + d) / 2, highs / 2
+
+
+@pytest.mark.parametrize('chunk_numel', [1, 800, 1 << 20])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_chunked_rows_any_layout(chunk_numel, channels_last, monkeypatch):
+    # 1 or 3 output rows per chunk (the last one ragged: 11 rows), or all.
+    monkeypatch.setattr(haar_dwt_module, '_CHUNK_NUMEL', chunk_numel)
+    x = torch.randn(2, 5, 22, 12, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ll, highs = haar_dwt(x)
+    ref_ll, ref_highs = textbook_dwt(x)
+    torch.testing.assert_close(ll, ref_ll)
+    torch.testing.assert_close(highs, ref_highs)
+    torch.testing.assert_close(haar_idwt(ll, highs), x)
+    # the outputs keep the layout of the input
+    assert ll.is_contiguous(
+        memory_format=torch.channels_last) == channels_last
+    assert highs.flatten(1, 2).is_contiguous(
+        memory_format=torch.channels_last) == channels_last
+    assert haar_idwt(ll, highs).is_contiguous(
+        memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.parametrize('shape', [(2, 3, 8, 8), (1, 2, 7, 5), (2, 1, 6, 4)])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('backend', ['native', 'pytorch_wavelets'])
+def test_packed_equals_concatenated_bands(shape, channels_last, backend):
+    x = torch.randn(*shape, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    dwt = HaarDWT(backend).double()
+    ll, highs = dwt(x)
+    expected = torch.cat((ll, highs.flatten(1, 2)), dim=1)
+    packed = dwt.forward_packed(x)
+    assert packed.shape == (shape[0], 4 * shape[1], (shape[2] + 1) // 2,
+                            (shape[3] + 1) // 2)
+    torch.testing.assert_close(packed, expected)
+    if backend == 'native' and shape[1] > 1:
+        # channels last in, channels last out: the 1x1 conv after it copies
+        # nothing (a concatenation of the bands would be contiguous)
+        assert packed.is_contiguous(
+            memory_format=torch.channels_last) == channels_last
+    weight = torch.randn_like(expected)
+    grad, = torch.autograd.grad((packed * weight).sum(), x)
+    expected_grad, = torch.autograd.grad((expected * weight).sum(), x)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_packed_gradcheck():
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(haar_dwt_packed, (x, ))
+    assert torch.autograd.gradgradcheck(haar_dwt_packed, (x, ))
+    # a view of a packed level (its LL) transformed again, as in a block
+    assert torch.autograd.gradcheck(
+        lambda t: haar_dwt_packed(haar_dwt_packed(t)[:, :3]), (x, ))
+
+
 @pytest.mark.parametrize('shape', SHAPES)
 def test_inverse_reconstructs(shape):
     x = torch.randn(*shape, dtype=torch.float64)
@@ -85,5 +154,7 @@ def test_bad_inputs():
         haar_dwt(torch.ones(1, 1, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match='levels'):
         haar_wavedec2(torch.ones(1, 1, 4, 4), 0)
+    with pytest.raises(ValueError, match=r'expects \(N, C, H, W\)'):
+        haar_dwt_packed(torch.ones(2, 4, 4))
     with pytest.raises(ValueError, match='highs must have shape'):
         haar_idwt(torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2, 2))

@@ -156,11 +156,13 @@ class WaveMixBlock(BaseModule):
         """Reduce ``x`` and return the packed D-channel tensor of each level,
         finest first."""
         ll = self.reduction(x)
+        channels = ll.shape[1]
         levels = []
         for _ in range(self.level):
-            ll, highs = self.dwt(ll)
-            # (N, C, 3, h, w) -> (N, 3C, h, w): channel 3 * c + band.
-            levels.append(torch.cat((ll, highs.flatten(1, 2)), dim=1))
+            # concat(LL, LH/HL/HH of channel c at 3 * c + band), written in
+            # place by the transform; the next level transforms its LL.
+            levels.append(self.dwt.forward_packed(ll))
+            ll = levels[-1][:, :channels]
         return levels
 
     def _mix(self, x: Tensor) -> Tensor:
