@@ -7,7 +7,9 @@ work) or ``authors`` (the authors' ``wavemix==0.2.4`` model with the sizes of
 the first config, see ``--authors-package``), and comma-separated options
 that override the global flags for that entry: ``fp32``, ``bf16``, ``fp16``
 (autocast), ``channels_last``, ``fuse_norm`` (BatchNorm folded into the
-convolutions before it, for inference), ``compile`` (torch.compile) and
+convolutions before it, for inference), ``fuse_classifier`` (a WaveMixHead's
+classifier folded into its last transposed convolution, for inference; FLOPs
+are counted on the model that runs), ``compile`` (torch.compile) and
 ``with_cp`` (the backbone's gradient checkpointing). One config may appear
 with several option sets.
 
@@ -44,10 +46,12 @@ import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.engine.analysis import build_model_from_config, count_flops
 from mmseg_wavemix.engine.authors_wavemix import build_authors_segmenter
 from mmseg_wavemix.engine.cli import resolve_config_path
+from mmseg_wavemix.models.decode_heads import WaveMixHead
 from mmseg_wavemix.models.utils import fuse_norm_layers, wavemix_convert
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-FLAGS = ('channels_last', 'fuse_norm', 'compile', 'with_cp')
+FLAGS = ('channels_last', 'fuse_norm', 'fuse_classifier', 'compile',
+         'with_cp')
 AUTHORS = 'authors'
 
 
@@ -69,6 +73,9 @@ def parse_args(argv=None):
     parser.add_argument('--channels-last', action='store_true')
     parser.add_argument('--fuse-norm', action='store_true',
                         help='fold BatchNorm into convolutions (inference)')
+    parser.add_argument('--fuse-classifier', action='store_true',
+                        help="fold a WaveMixHead's classifier into its last "
+                        'transposed convolution (inference)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model')
     parser.add_argument('--with-cp', action='store_true',
@@ -132,9 +139,16 @@ class Bench:
         self.scope = self.cfg.get('default_scope', 'mmseg')
         self.model.to(self.device)
         self.infer_model = self.model
+        if entry['fuse_norm'] or entry['fuse_classifier']:
+            self.infer_model = copy.deepcopy(self.model).eval()
         if entry['fuse_norm']:
-            self.infer_model = fuse_norm_layers(
-                copy.deepcopy(self.model).eval())
+            fuse_norm_layers(self.infer_model)
+        if entry['fuse_classifier']:
+            head = getattr(self.infer_model, 'decode_head', None)
+            if not isinstance(head, WaveMixHead):
+                raise SystemExit(f'error: {self.name}: fuse_classifier needs '
+                                 'a model with a WaveMixHead')
+            head.fuse_classifier()
         h, w = args.shape
         self.inputs = torch.randn(args.batch, 3, h, w, device=self.device)
         if entry['channels_last']:
@@ -209,7 +223,7 @@ class Bench:
         self.sync()
 
     def flops(self):
-        return count_flops(self.model, self.inputs[:1])
+        return count_flops(self.infer_model, self.inputs[:1])
 
 
 def timed(step):

@@ -1,8 +1,9 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """The inference fast paths on the trained demo model (weights from
 tests/data/make_trained_demo_fixture.py, images from the demo generator):
-channels_last memory and BatchNorm folded into the transposed convolutions
-compute the same logits in fp32; bf16 autocast on CPU agrees with fp32 on the
+channels_last memory, BatchNorm folded into the transposed convolutions and
+the classifier folded into the head's last transposed convolution compute the
+same logits in fp32; bf16 autocast on CPU agrees with fp32 on the
 argmax of >= 99.5% of the pixels."""
 import copy
 import glob
@@ -51,8 +52,10 @@ def logits(model, inputs, dtype=None):
 
 
 def fast(model):
-    """The fast inference model: folded norms, channels_last."""
+    """The fast inference model: folded norms and classifier,
+    channels_last."""
     model = fuse_norm_layers(copy.deepcopy(model))
+    model.decode_head.fuse_classifier()
     return model.to(memory_format=torch.channels_last)
 
 
@@ -63,13 +66,16 @@ def test_fixture_model_is_trained(trained_demo, demo_inputs):
     assert (top2[:, 0] - top2[:, 1]).median() > 0.2
 
 
-def test_channels_last_and_folded_norms_give_the_same_logits(
+def test_channels_last_and_folded_layers_give_the_same_logits(
         trained_demo, demo_inputs):
     expected = logits(trained_demo, demo_inputs)
     channels_last = demo_inputs.contiguous(memory_format=torch.channels_last)
     model = fast(trained_demo)
     assert not any(
         isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    head = model.decode_head
+    assert isinstance(head.conv_seg, torch.nn.Identity)
+    assert head.upsamples[-1].conv.out_channels == head.num_classes
     torch.testing.assert_close(
         logits(model, channels_last), expected, rtol=1e-4, atol=1e-4)
 

@@ -29,9 +29,10 @@ def authors_package(tmp_path_factory):
 
 def test_benchmark_compares_configs(tmp_path):
     out = tmp_path / 'bench.json'
-    result = run_tool('benchmark.py', DEMO, '--compare', DIGITS, '--shape',
-                      64, 128, '--batch', 2, '--train', '--repeat', 2,
-                      '--threads', 1, '--json', out)
+    fused = f'{DEMO}@fuse_norm,fuse_classifier'
+    result = run_tool('benchmark.py', DEMO, '--compare', DIGITS, fused,
+                      '--shape', 64, 128, '--batch', 2, '--train', '--repeat',
+                      2, '--threads', 1, '--json', out)
     table = result.stdout
     assert 'input 2x3x64x128, cpu, 1 threads' in table
     assert 'wavemix_16x2_l4_cityscapes-demo.py' in table
@@ -42,6 +43,9 @@ def test_benchmark_compares_configs(tmp_path):
     demo, digits = results[DEMO], results[DIGITS]
     assert demo['params'] == 35027 and digits['params'] == 567562
     assert demo['flops'] > 0
+    # FLOPs of the model that runs (the demo has more classes than channels:
+    # its folded classifier costs more)
+    assert results[fused]['flops'] > demo['flops']
     inference = demo['inference']
     assert inference['gemm_peak_gflops'] > 0
     assert inference['achieved_gflops'] == pytest.approx(
@@ -60,7 +64,7 @@ def test_benchmark_entry_options_and_the_authors_model(
         tmp_path, authors_package):
     """One config in several modes, and the authors' package, in one run;
     the authors' logits equal ours (same weights)."""
-    fast = f'{DEMO}@bf16,channels_last,fuse_norm'
+    fast = f'{DEMO}@bf16,channels_last,fuse_norm,fuse_classifier'
     checkpointed = f'{DEMO}@with_cp'
     out = tmp_path / 'bench.json'
     result = run_tool('benchmark.py', DEMO, '--compare', fast, checkpointed,
@@ -71,7 +75,8 @@ def test_benchmark_entry_options_and_the_authors_model(
     assert "authors: max |authors' logits - ours|" in result.stdout
     results = json.loads(out.read_text())['results']
     assert results[fast]['dtype'] == 'bf16'
-    assert results[fast]['channels_last'] and results[fast]['fuse_norm']
+    assert all(results[fast][flag]
+               for flag in ('channels_last', 'fuse_norm', 'fuse_classifier'))
     assert results[checkpointed]['with_cp']
     authors = results['authors']
     assert authors['params'] == results[DEMO]['params']
@@ -95,6 +100,8 @@ def test_benchmark_rejects_unknown_options():
     result = run_tool('benchmark.py', f'{DEMO}@fp64', check=False)
     assert result.returncode != 0
     assert "unknown option 'fp64'" in result.stderr
+    result = run_tool('benchmark.py', f'{DIGITS}@fuse_classifier', check=False)
+    assert 'fuse_classifier needs a model with a WaveMixHead' in result.stderr
     result = run_tool('benchmark.py', 'authors', check=False)
     assert 'the first entry must be a config' in result.stderr
 

@@ -30,6 +30,35 @@ def test_configurable_norm_act_and_depth():
     assert sum(isinstance(m, nn.BatchNorm2d) for m in head.modules()) == 3
 
 
+@pytest.mark.parametrize('num_upsamples', [1, 2])
+def test_fuse_classifier(num_upsamples):
+    head = WaveMixHead(in_channels=32, channels=8, num_classes=5,
+                       num_upsamples=num_upsamples, dropout_ratio=0.)
+    head = head.double().eval()
+    inputs = [torch.randn(2, 32, 6, 10, dtype=torch.float64)]
+    expected = head(inputs)
+    fused = head.fuse_classifier()
+    assert fused is head and isinstance(head.conv_seg, nn.Identity)
+    last = head.upsamples[-1].conv
+    assert isinstance(last, nn.ConvTranspose2d)
+    assert (last.in_channels, last.out_channels) == (32 // 2**(
+        num_upsamples - 1), 5)
+    torch.testing.assert_close(head(inputs), expected)
+    # a second call changes nothing
+    head.fuse_classifier()
+    torch.testing.assert_close(head(inputs), expected)
+
+
+def test_fuse_classifier_refuses_nonlinear_heads():
+    for kwargs in (dict(act_cfg=dict(type='ReLU')), dict(
+            norm_cfg=dict(type='BN')), dict(dropout_ratio=0.1)):
+        head = WaveMixHead(in_channels=8, channels=4, num_classes=2, **kwargs)
+        assert not head.can_fuse_classifier
+        with pytest.raises(RuntimeError, match='dropout_ratio=0'):
+            head.fuse_classifier()
+        assert isinstance(head.conv_seg, nn.Conv2d)  # unchanged
+
+
 def test_bad_num_upsamples():
     with pytest.raises(ValueError, match='num_upsamples'):
         WaveMixHead(in_channels=8, channels=2, num_classes=2, num_upsamples=0)
