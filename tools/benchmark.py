@@ -9,7 +9,10 @@ that override the global flags for that entry: ``fp32``, ``bf16``, ``fp16``
 (autocast), ``channels_last``, ``fuse_norm`` (BatchNorm folded into the
 convolutions before it, for inference), ``fuse_classifier`` (a WaveMixHead's
 classifier folded into its last transposed convolution, for inference; FLOPs
-are counted on the model that runs), ``compile`` (torch.compile) and
+are counted on the model that runs), ``fuse_activation`` (each WaveMix level's
+GELU inside its first convolution, for inference), ``fast`` (the inference
+model of ``tools/test.py --fast``: all of these where they apply, and
+channels_last), ``compile`` (torch.compile) and
 ``with_cp`` (the backbone's gradient checkpointing). One config may appear
 with several option sets.
 
@@ -23,7 +26,7 @@ the largest difference from our model's logits (fp32, same weights through
 
 Example:
     python tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes.py \
-        --compare configs/wavemix/wavemix_256x16_l4_cityscapes.py@bf16,channels_last,fuse_norm \
+        --compare configs/wavemix/wavemix_256x16_l4_cityscapes.py@bf16,fast \
             authors mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py \
         --authors-package work_dirs/authors_wavemix \
         --shape 512 1024 --train --json work_dirs/benchmark.json
@@ -43,15 +46,17 @@ import torch
 import torch.nn.functional as F
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
+from mmseg_wavemix.engine import FastInferenceHook
 from mmseg_wavemix.engine.analysis import build_model_from_config, count_flops
 from mmseg_wavemix.engine.authors_wavemix import build_authors_segmenter
 from mmseg_wavemix.engine.cli import resolve_config_path
 from mmseg_wavemix.models.decode_heads import WaveMixHead
-from mmseg_wavemix.models.utils import fuse_norm_layers, wavemix_convert
+from mmseg_wavemix.models.utils import (fuse_conv_gelu, fuse_norm_layers,
+                                        wavemix_convert)
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-FLAGS = ('channels_last', 'fuse_norm', 'fuse_classifier', 'compile',
-         'with_cp')
+FLAGS = ('channels_last', 'fuse_norm', 'fuse_classifier', 'fuse_activation',
+         'fast', 'compile', 'with_cp')
 AUTHORS = 'authors'
 
 
@@ -76,6 +81,12 @@ def parse_args(argv=None):
     parser.add_argument('--fuse-classifier', action='store_true',
                         help="fold a WaveMixHead's classifier into its last "
                         'transposed convolution (inference)')
+    parser.add_argument('--fuse-activation', action='store_true',
+                        help="run each WaveMix level's GELU inside its first "
+                        'convolution (inference)')
+    parser.add_argument('--fast', action='store_true',
+                        help='the inference model of tools/test.py --fast '
+                        '(FastInferenceHook)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model')
     parser.add_argument('--with-cp', action='store_true',
@@ -113,6 +124,8 @@ def parse_entry(spec, args):
             raise SystemExit(
                 f'error: unknown option {option!r} in entry {spec!r}; use '
                 f'{", ".join((*DTYPES, *FLAGS))}')
+    if entry['fast']:
+        entry['channels_last'] = True
     if path == AUTHORS and entry['with_cp']:
         raise SystemExit("error: the authors' model has no with_cp")
     return entry
@@ -139,8 +152,11 @@ class Bench:
         self.scope = self.cfg.get('default_scope', 'mmseg')
         self.model.to(self.device)
         self.infer_model = self.model
-        if entry['fuse_norm'] or entry['fuse_classifier']:
+        if any(entry[flag] for flag in ('fast', 'fuse_norm', 'fuse_classifier',
+                                        'fuse_activation')):
             self.infer_model = copy.deepcopy(self.model).eval()
+        if entry['fast']:
+            FastInferenceHook().prepare(self.infer_model)
         if entry['fuse_norm']:
             fuse_norm_layers(self.infer_model)
         if entry['fuse_classifier']:
@@ -149,6 +165,8 @@ class Bench:
                 raise SystemExit(f'error: {self.name}: fuse_classifier needs '
                                  'a model with a WaveMixHead')
             head.fuse_classifier()
+        if entry['fuse_activation']:
+            fuse_conv_gelu(self.infer_model)
         h, w = args.shape
         self.inputs = torch.randn(args.batch, 3, h, w, device=self.device)
         if entry['channels_last']:

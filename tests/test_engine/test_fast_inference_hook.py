@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from mmseg_wavemix.engine import FastInferenceHook
 from mmseg_wavemix.engine.analysis import build_model_from_config
+from mmseg_wavemix.models.utils import FusedConvGELU, WaveletLevelMLP
 from ..conftest import REPO_ROOT
 
 DEMO = osp.join(REPO_ROOT, 'configs', 'wavemix',
@@ -42,6 +43,10 @@ def test_fast_model_computes_the_same_logits(channels, num_classes,
     # the classifier is folded only where it saves FLOPs
     assert isinstance(model.decode_head.conv_seg,
                       nn.Identity) == folds_classifier
+    mlps = [m for m in model.modules() if isinstance(m, WaveletLevelMLP)]
+    assert mlps and all(
+        isinstance(m.fc1, FusedConvGELU) and isinstance(m.act, nn.Identity)
+        for m in mlps)
     assert model.backbone.stem[0].weight.is_contiguous(
         memory_format=torch.channels_last)
     with torch.no_grad():
@@ -54,8 +59,12 @@ def test_fast_model_computes_the_same_logits(channels, num_classes,
 def test_options_turn_each_step_off():
     model = demo_model(8, 3)
     hook = FastInferenceHook(
-        fuse_norm=False, fuse_classifier=False, channels_last=False)
+        fuse_norm=False,
+        fuse_classifier=False,
+        fuse_activation=False,
+        channels_last=False)
     hook.before_test(SimpleNamespace(model=model))
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, FusedConvGELU) for m in model.modules())
     assert isinstance(model.decode_head.conv_seg, nn.Conv2d)
     assert model.backbone.stem[0].weight.is_contiguous()

@@ -29,7 +29,7 @@ def authors_package(tmp_path_factory):
 
 def test_benchmark_compares_configs(tmp_path):
     out = tmp_path / 'bench.json'
-    fused = f'{DEMO}@fuse_norm,fuse_classifier'
+    fused = f'{DEMO}@fuse_norm,fuse_classifier,fuse_activation'
     result = run_tool('benchmark.py', DEMO, '--compare', DIGITS, fused,
                       '--shape', 64, 128, '--batch', 2, '--train', '--repeat',
                       2, '--threads', 1, '--json', out)
@@ -64,7 +64,7 @@ def test_benchmark_entry_options_and_the_authors_model(
         tmp_path, authors_package):
     """One config in several modes, and the authors' package, in one run;
     the authors' logits equal ours (same weights)."""
-    fast = f'{DEMO}@bf16,channels_last,fuse_norm,fuse_classifier'
+    fast = f'{DEMO}@bf16,fast'
     checkpointed = f'{DEMO}@with_cp'
     out = tmp_path / 'bench.json'
     result = run_tool('benchmark.py', DEMO, '--compare', fast, checkpointed,
@@ -75,8 +75,7 @@ def test_benchmark_entry_options_and_the_authors_model(
     assert "authors: max |authors' logits - ours|" in result.stdout
     results = json.loads(out.read_text())['results']
     assert results[fast]['dtype'] == 'bf16'
-    assert all(results[fast][flag]
-               for flag in ('channels_last', 'fuse_norm', 'fuse_classifier'))
+    assert results[fast]['fast'] and results[fast]['channels_last']
     assert results[checkpointed]['with_cp']
     authors = results['authors']
     assert authors['params'] == results[DEMO]['params']
