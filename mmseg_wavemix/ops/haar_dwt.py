@@ -20,7 +20,7 @@ incoming gradients (and vice versa), which is cheaper than autograd through
 strided slices. Results equal the textbook formulas up to float rounding
 (the halving is folded into a lerp).
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -357,29 +357,29 @@ class HaarDWT(torch.nn.Module):
         backend (str): ``'native'`` (this package's exact, fast transform) or
             ``'pytorch_wavelets'`` (reference implementation, for
             cross-checks). Default: 'native'.
+        packed (bool): Return one (N, 4C, H/2, W/2) tensor, LL then the
+            detail bands interleaved per channel (see
+            :func:`haar_dwt_packed`), instead of ``(ll, highs)``.
+            Default: False.
     """
 
-    def __init__(self, backend: str = 'native'):
+    def __init__(self, backend: str = 'native', packed: bool = False):
         super().__init__()
         if backend not in DWT_BACKENDS:
             raise ValueError(f'dwt_backend must be one of {DWT_BACKENDS}, got '
                              f'{backend!r}')
         self.backend = backend
+        self.packed = packed
         self.reference = PytorchWaveletsHaarDWT() \
             if backend == 'pytorch_wavelets' else None
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        if self.reference is not None:
-            return self.reference(x)
-        return haar_dwt(x)
-
-    def forward_packed(self, x: Tensor) -> Tensor:
-        """The transform of (N, C, H, W) packed as (N, 4C, H/2, W/2), see
-        :func:`haar_dwt_packed`."""
-        if self.reference is not None:
-            ll, highs = self.reference(x)
+    def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        if self.reference is None:
+            return haar_dwt_packed(x) if self.packed else haar_dwt(x)
+        ll, highs = self.reference(x)
+        if self.packed:
             return torch.cat((ll, highs.flatten(1, 2)), dim=1)
-        return haar_dwt_packed(x)
+        return ll, highs
 
     def extra_repr(self) -> str:
-        return f'backend={self.backend!r}'
+        return f'backend={self.backend!r}, packed={self.packed}'

@@ -91,10 +91,9 @@ def test_packed_equals_concatenated_bands(shape, channels_last, backend):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    dwt = HaarDWT(backend).double()
-    ll, highs = dwt(x)
+    ll, highs = HaarDWT(backend).double()(x)
     expected = torch.cat((ll, highs.flatten(1, 2)), dim=1)
-    packed = dwt.forward_packed(x)
+    packed = HaarDWT(backend, packed=True).double()(x)
     assert packed.shape == (shape[0], 4 * shape[1], (shape[2] + 1) // 2,
                             (shape[3] + 1) // 2)
     torch.testing.assert_close(packed, expected)

@@ -135,7 +135,7 @@ class WaveMixBlock(BaseModule):
         self.level = level
         self.with_cp = with_cp
         self.reduction = nn.Conv2d(embed_dims, embed_dims // 4, 1)
-        self.dwt = HaarDWT(backend=dwt_backend)
+        self.dwt = HaarDWT(backend=dwt_backend, packed=True)
         # mlps[k] serves level k + 1. The finest level returns D channels; the
         # others return D/2 channels, which join the next finer level's D.
         self.mlps = nn.ModuleList()
@@ -161,7 +161,7 @@ class WaveMixBlock(BaseModule):
         for _ in range(self.level):
             # concat(LL, LH/HL/HH of channel c at 3 * c + band), written in
             # place by the transform; the next level transforms its LL.
-            levels.append(self.dwt.forward_packed(ll))
+            levels.append(self.dwt(ll))
             ll = levels[-1][:, :channels]
         return levels
 
