@@ -81,9 +81,12 @@ def _empty_bands(x: Tensor, h: int, w: int,
     return x.new_empty(*x.shape[:-2], h, w), highs, highs
 
 
-def _chunk_rows(numel_per_row: int, rows_per_output_row: int) -> int:
-    """Output rows per chunk of about ``_CHUNK_NUMEL`` input elements."""
-    return max(1, _CHUNK_NUMEL // (numel_per_row * rows_per_output_row))
+def _band_rows_per_chunk(bands: Tensor) -> int:
+    """Rows of the half-size ``bands`` (an LL band, or one of its shape) to
+    transform per chunk of about ``_CHUNK_NUMEL`` full-size elements: each
+    band row spans 4x its elements at full size."""
+    band_row_numel = bands.numel() // max(1, bands.shape[-2])
+    return max(1, _CHUNK_NUMEL // max(1, 4 * band_row_numel))
 
 
 def _analysis_rows(x: Tensor, ll: Tensor, highs: Tensor) -> None:
@@ -110,13 +113,14 @@ def _analysis_rows(x: Tensor, ll: Tensor, highs: Tensor) -> None:
     torch.sub(diff_even, diff_odd, out=highs[..., 2, :, :])
 
 
-def _analysis(x: Tensor, packed: bool = False) -> Tuple[Tensor, Tensor]:
+def _analysis(x: Tensor,
+              packed: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """One Haar level of an input with even height and width, in chunks of
     rows (any memory layout). Returns ``(ll, highs)``, or the packed level
     (see :func:`_empty_bands`) if ``packed``."""
     h, w = x.shape[-2:]
     ll, highs, out = _empty_bands(x, h // 2, w // 2, packed)
-    step = _chunk_rows(x.numel() // h, 2)
+    step = _band_rows_per_chunk(ll)
     for r in range(0, h // 2, step):
         _analysis_rows(x[..., 2 * r:2 * (r + step), :],
                        ll[..., r:r + step, :], highs[..., r:r + step, :])
@@ -149,7 +153,7 @@ def _synthesis(ll: Tensor, highs: Tensor) -> Tensor:
                     device=ll.device,
                     memory_format=torch.channels_last
                     if _prefers_channels_last(ll) else torch.contiguous_format)
-    step = _chunk_rows(ll.numel() // h, 4)
+    step = _band_rows_per_chunk(ll)
     for r in range(0, h, step):
         _synthesis_rows(ll[..., r:r + step, :], highs[..., r:r + step, :],
                         x[..., 2 * r:2 * (r + step), :])

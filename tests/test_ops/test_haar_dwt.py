@@ -108,6 +108,18 @@ def test_packed_equals_concatenated_bands(shape, channels_last, backend):
     torch.testing.assert_close(grad, expected_grad)
 
 
+@pytest.mark.parametrize('shape', [(0, 3, 4, 4), (1, 2, 0, 4), (2, 3, 4, 0)])
+def test_empty_inputs(shape):
+    x = torch.randn(*shape, requires_grad=True)
+    ll, highs = haar_dwt(x)
+    size = (shape[2] // 2, shape[3] // 2)
+    assert ll.shape == (*shape[:2], *size)
+    assert highs.shape == (*shape[:2], 3, *size)
+    assert haar_dwt_packed(x).shape == (shape[0], 4 * shape[1], *size)
+    (ll.sum() + highs.sum()).backward()
+    assert x.grad.shape == shape
+
+
 def test_packed_gradcheck():
     x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(haar_dwt_packed, (x, ))
