@@ -161,9 +161,11 @@ class Bench:
             fuse_norm_layers(self.infer_model)
         if entry['fuse_classifier']:
             head = getattr(self.infer_model, 'decode_head', None)
-            if not isinstance(head, WaveMixHead):
-                raise SystemExit(f'error: {self.name}: fuse_classifier needs '
-                                 'a model with a WaveMixHead')
+            if not (isinstance(head, WaveMixHead)
+                    and head.can_fuse_classifier):
+                raise SystemExit(
+                    f'error: {self.name}: fuse_classifier needs a WaveMixHead '
+                    'with nothing between its last upsampling and conv_seg')
             head.fuse_classifier()
         if entry['fuse_activation']:
             fuse_conv_gelu(self.infer_model)

@@ -100,7 +100,7 @@ def test_benchmark_rejects_unknown_options():
     assert result.returncode != 0
     assert "unknown option 'fp64'" in result.stderr
     result = run_tool('benchmark.py', f'{DIGITS}@fuse_classifier', check=False)
-    assert 'fuse_classifier needs a model with a WaveMixHead' in result.stderr
+    assert 'fuse_classifier needs a WaveMixHead' in result.stderr
     result = run_tool('benchmark.py', 'authors', check=False)
     assert 'the first entry must be a config' in result.stderr
 
