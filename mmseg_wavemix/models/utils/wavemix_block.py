@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmseg_wavemix.ops import HaarDWT
+from .activation_memory import batch_norm_add, conv_gelu_conv2d
 
 MAX_LEVEL = 4
 
@@ -43,6 +44,11 @@ class WaveletLevelMLP(BaseModule):
             Default: dict(type='BN').
         act_cfg (dict): Activation after the first conv.
             Default: dict(type='GELU').
+        memory_efficient (bool): In training, recompute the GELU's output in
+            backward, and where a residual is added recover the BatchNorm's
+            input from the output (see :mod:`.activation_memory`), instead
+            of keeping them. Same results up to float rounding.
+            Default: True.
         init_cfg (dict or list[dict], optional): Initialization config.
             Default: None (PyTorch's default initialisation, as the authors).
     """
@@ -55,8 +61,10 @@ class WaveletLevelMLP(BaseModule):
                  dropout: float = 0.,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='GELU'),
+                 memory_efficient: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        self.memory_efficient = memory_efficient
         self.fc1 = nn.Conv2d(in_channels, hidden_channels, 1)
         self.act = build_activation_layer(act_cfg)
         self.drop = nn.Dropout(dropout)
@@ -70,9 +78,26 @@ class WaveletLevelMLP(BaseModule):
     def norm(self) -> nn.Module:
         return getattr(self, self.norm_name)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.fc2(self.drop(self.act(self.fc1(x))))
-        return self.norm(self.upsample(x))
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        """Args:
+            x (Tensor): Input, (N, in_channels, h, w).
+            residual (Tensor, optional): Added to the output, shape
+                (N, out_channels, 2h, 2w). Default: None.
+        """
+        if self.memory_efficient and type(self.act) is nn.GELU and \
+                self.act.approximate == 'none' and \
+                not (self.training and self.drop.p > 0):
+            x = conv_gelu_conv2d(x, self.fc1, self.fc2)
+        else:
+            x = self.fc2(self.drop(self.act(self.fc1(x))))
+        x = self.upsample(x)
+        if residual is None:
+            return self.norm(x)
+        if self.memory_efficient:
+            return batch_norm_add(x, self.norm, residual)
+        # In place: the norm does not keep its output for backward, and a
+        # fresh (D, H, W) tensor costs page faults on CPU.
+        return self.norm(x).add_(residual)
 
 
 class WaveMixBlock(BaseModule):
@@ -104,6 +129,9 @@ class WaveMixBlock(BaseModule):
             Default: 'native'.
         with_cp (bool): Use gradient checkpointing (saves activation memory
             at the cost of recomputation). Default: False.
+        memory_efficient (bool): Keep fewer activations for backward without
+            recomputing any convolution (see :class:`WaveletLevelMLP`).
+            Default: True.
         init_cfg (dict or list[dict], optional): Initialization config.
             Default: None.
     """
@@ -118,6 +146,7 @@ class WaveMixBlock(BaseModule):
                  act_cfg: dict = dict(type='GELU'),
                  dwt_backend: str = 'native',
                  with_cp: bool = False,
+                 memory_efficient: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         check_embed_dims_and_level(embed_dims, level)
@@ -150,7 +179,8 @@ class WaveMixBlock(BaseModule):
                     out_channels=embed_dims if k == 0 else embed_dims // 2,
                     dropout=dropout,
                     norm_cfg=norm_cfg,
-                    act_cfg=act_cfg))
+                    act_cfg=act_cfg,
+                    memory_efficient=memory_efficient))
 
     def wavelet_levels(self, x: Tensor) -> List[Tensor]:
         """Reduce ``x`` and return the packed D-channel tensor of each level,
@@ -165,12 +195,14 @@ class WaveMixBlock(BaseModule):
             ll = levels[-1][:, :channels]
         return levels
 
-    def _mix(self, x: Tensor) -> Tensor:
+    def _mix_and_add(self, x: Tensor) -> Tensor:
         levels = self.wavelet_levels(x)
+        if self.level == 1:
+            return self.mlps[0](levels[0], residual=x)
         out = self.mlps[-1](levels[-1])
-        for k in range(self.level - 2, -1, -1):
+        for k in range(self.level - 2, 0, -1):
             out = self.mlps[k](torch.cat((levels[k], out), dim=1))
-        return out
+        return self.mlps[0](torch.cat((levels[0], out), dim=1), residual=x)
 
     def forward(self, x: Tensor) -> Tensor:
         size_divisor = 2**self.level
@@ -180,9 +212,5 @@ class WaveMixBlock(BaseModule):
                 f'divisible by {size_divisor}, got {tuple(x.shape[-2:])}; the '
                 'WaveMix backbone pads its input to fit')
         if self.with_cp and x.requires_grad:
-            mix = cp.checkpoint(self._mix, x, use_reentrant=False)
-        else:
-            mix = self._mix(x)
-        # In place: the norm that made ``mix`` does not keep its output for
-        # backward, and a fresh (D, H, W) tensor costs page faults on CPU.
-        return mix.add_(x)
+            return cp.checkpoint(self._mix_and_add, x, use_reentrant=False)
+        return self._mix_and_add(x)
