@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch.nn.modules.batchnorm import _BatchNorm
 
 # BatchNorm scales below this (in absolute value) make the recovery of its
 # input inaccurate; such layers keep their input as usual.
@@ -163,14 +164,25 @@ class _BatchNormAddFunction(torch.autograd.Function):
         return grad_z, grad_out, sum_g_xhat, sum_g, None, None, None, None
 
 
+def _is_plain_batch_norm(norm: nn.Module) -> bool:
+    """BatchNorm that computes as ``_BatchNorm.forward``: nn.BatchNorm2d and
+    mmengine's ``_BatchNormXd`` (what SyncBN becomes in one process), not
+    SyncBatchNorm across processes or subclasses with a forward of their
+    own."""
+    return isinstance(norm, _BatchNorm) and \
+        type(norm).forward is _BatchNorm.forward
+
+
 def batch_norm_add(z: Tensor, norm: nn.Module, x: Tensor) -> Tensor:
     """``norm(z) + x`` that keeps the output and ``x`` for backward, not
     ``z``.
 
-    Used for an ``nn.BatchNorm2d`` in training mode with affine parameters,
-    float32 tensors and no ``|weight|`` below :data:`MIN_ABS_BN_WEIGHT`;
-    otherwise (other norms such as SyncBN, evaluation, no gradients, lower
-    precision, tracing) it is ``norm(z) + x`` as usual. The running
+    Used for a BatchNorm (``nn.BatchNorm2d``, or mmengine's ``_BatchNormXd``
+    that SyncBN becomes in one process) in training mode with affine
+    parameters, float32 tensors and no ``|weight|`` below
+    :data:`MIN_ABS_BN_WEIGHT`; otherwise (other norms, SyncBN across
+    processes, evaluation, no gradients, lower precision, tracing) it is
+    ``norm(z) + x`` as usual. The running
     statistics are updated exactly as ``norm`` would.
 
     Args:
@@ -182,7 +194,7 @@ def batch_norm_add(z: Tensor, norm: nn.Module, x: Tensor) -> Tensor:
         Tensor: ``norm(z) + x``. Do not modify it in place before backward
         (autograd would raise an error).
     """
-    if not (torch.is_grad_enabled() and type(norm) is nn.BatchNorm2d
+    if not (torch.is_grad_enabled() and _is_plain_batch_norm(norm)
             and norm.training and norm.affine and z.dtype == torch.float32
             and x.dtype == torch.float32 and not torch.jit.is_tracing()
             and bool(norm.weight.abs().min() >= MIN_ABS_BN_WEIGHT)):

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.model import revert_sync_batchnorm
 
 from mmseg_wavemix.models.utils import WaveMixBlock
 from mmseg_wavemix.models.utils.activation_memory import (batch_norm_add,
@@ -70,13 +71,19 @@ def test_conv_gelu_conv2d_under_bf16_autocast():
 
 
 @pytest.mark.parametrize('momentum', [0.1, None])
-def test_batch_norm_add_gradients_statistics_and_memory(momentum):
+@pytest.mark.parametrize('reverted_sync_bn', [False, True])
+def test_batch_norm_add_gradients_statistics_and_memory(
+        momentum, reverted_sync_bn):
     norm = trained_bn(4, momentum)
+    if reverted_sync_bn:  # what mmengine's runner makes of SyncBN
+        norm = revert_sync_batchnorm(nn.SyncBatchNorm.convert_sync_batchnorm(
+            nn.Sequential(norm)))[0]
+        assert type(norm).__name__ == '_BatchNormXd'
     reference = copy.deepcopy(norm)
     z = torch.randn(3, 4, 5, 6, requires_grad=True)
     x = torch.randn(3, 4, 5, 6, requires_grad=True)
     weight = torch.randn(3, 4, 5, 6)
-    plain_bytes, expected = saved_bytes(lambda: reference(z) + x)
+    expected = reference(z) + x
     ours_bytes, out = saved_bytes(lambda: batch_norm_add(z, norm, x))
     torch.testing.assert_close(out, expected)
     assert type(out.grad_fn).__name__ == '_BatchNormAddFunctionBackward'
@@ -104,8 +111,10 @@ def test_batch_norm_add_falls_back(case):
         norm.eval()
     elif case == 'float64':
         norm, z, x = norm.double(), z.double(), x.double()
-    else:  # e.g. SyncBN or a subclass: only nn.BatchNorm2d itself
-        norm = type('OtherBN', (nn.BatchNorm2d, ), {})(4)
+    else:  # a BatchNorm with a forward of its own, e.g. SyncBatchNorm
+        norm = type('OtherBN', (nn.BatchNorm2d, ),
+                    dict(forward=lambda self, t: F.batch_norm(
+                        t, None, None, self.weight, self.bias, True)))(4)
     z.requires_grad_()
     expected = copy.deepcopy(norm)(z) + x
     out = batch_norm_add(z, norm, x)
