@@ -31,6 +31,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 MIN_ABS_BN_WEIGHT = 1e-3
 
 
+def _conv(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+          conv: nn.Conv2d) -> Tensor:
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
+                    conv.groups)
+
+
 def _conv_backward(grad_out: Tensor, inputs: Tensor, weight: Tensor,
                    has_bias: bool, conv: nn.Conv2d, needs: Tuple[bool, ...]):
     """Gradients of ``conv(inputs)`` for the input, weight and bias. Under
@@ -54,7 +60,7 @@ class _ConvGELUConvFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight1: Tensor, bias1: Optional[Tensor],
                 weight2: Tensor, bias2: Optional[Tensor], conv1: nn.Conv2d,
                 conv2: nn.Conv2d) -> Tensor:
-        ctx.save_for_backward(x, weight1, weight2)
+        ctx.save_for_backward(x, weight1, bias1, weight2)
         ctx.convs = conv1, conv2
         ctx.has_bias = bias1 is not None, bias2 is not None
         return F.conv2d(
@@ -64,11 +70,11 @@ class _ConvGELUConvFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        x, weight1, weight2 = ctx.saved_tensors
+        x, weight1, bias1, weight2 = ctx.saved_tensors
         conv1, conv2 = ctx.convs
         needs = ctx.needs_input_grad
-        bias1 = conv1.bias.to(x.dtype) if ctx.has_bias[0] else None
-        hidden = _conv(x, weight1.to(x.dtype), bias1, conv1)
+        hidden = _conv(x, weight1.to(x.dtype),
+                       None if bias1 is None else bias1.to(x.dtype), conv1)
         activation = F.gelu(hidden)
         grad_act, grad_weight2, grad_bias2 = _conv_backward(
             grad_out, activation, weight2, ctx.has_bias[1], conv2,
@@ -83,12 +89,6 @@ class _ConvGELUConvFunction(torch.autograd.Function):
             (needs[0], needs[1], needs[2]))
         return (grad_x, grad_weight1, grad_bias1, grad_weight2, grad_bias2,
                 None, None)
-
-
-def _conv(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-          conv: nn.Conv2d) -> Tensor:
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
-                    conv.groups)
 
 
 def _is_plain_conv(conv: nn.Module) -> bool:

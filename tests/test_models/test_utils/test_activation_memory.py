@@ -47,8 +47,9 @@ def test_conv_gelu_conv2d_gradients_and_memory():
     ours_bytes, out = saved_bytes(lambda: conv_gelu_conv2d(x, conv1, conv2))
     torch.testing.assert_close(out, expected)
     assert type(out.grad_fn).__name__ == '_ConvGELUConvFunctionBackward'
-    # only x and the weights, not conv1(x) and its GELU
-    weights = sum(p.numel() * 4 for p in (conv1.weight, conv2.weight))
+    # only x and the parameters, not conv1(x) and its GELU
+    weights = sum(p.numel() * 4
+                  for p in (conv1.weight, conv1.bias, conv2.weight))
     assert ours_bytes == x.numel() * 4 + weights < plain_bytes
     ours = grads(lambda: conv_gelu_conv2d(x, conv1, conv2), params, weight)
     plain = grads(lambda: conv2(F.gelu(conv1(x))), params, weight)
