@@ -129,9 +129,9 @@ class WaveMixBlock(BaseModule):
             Default: 'native'.
         with_cp (bool): Use gradient checkpointing (saves activation memory
             at the cost of recomputation). Default: False.
-        memory_efficient (bool): Keep fewer activations for backward without
-            recomputing any convolution (see :class:`WaveletLevelMLP`).
-            Default: True.
+        memory_efficient (bool): Keep fewer activations for backward (see
+            :class:`WaveletLevelMLP`). Not used with ``with_cp``, which
+            recomputes the whole block anyway. Default: True.
         init_cfg (dict or list[dict], optional): Initialization config.
             Default: None.
     """
@@ -180,7 +180,7 @@ class WaveMixBlock(BaseModule):
                     dropout=dropout,
                     norm_cfg=norm_cfg,
                     act_cfg=act_cfg,
-                    memory_efficient=memory_efficient))
+                    memory_efficient=memory_efficient and not with_cp))
 
     def wavelet_levels(self, x: Tensor) -> List[Tensor]:
         """Reduce ``x`` and return the packed D-channel tensor of each level,
