@@ -140,28 +140,18 @@ class _BatchNormAddFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         out, x, weight, bias, mean, invstd = ctx.saved_tensors
-        # BatchNorm's backward with the normalised input written as
-        # x_hat = (y - bias) / weight, y = out - x, per channel c:
-        #   grad_bias = sum(g), grad_weight = sum(g * x_hat),
-        #   grad_z = weight * invstd * (g - mean(g) - x_hat * mean(g * x_hat))
-        # Every term is a per-channel affine function of g, out and x, so no
-        # input-sized temporary is made.
-        dims = [d for d in range(grad_out.dim()) if d != 1]
-        count = grad_out.numel() // grad_out.shape[1]
-        sum_g = grad_out.sum(dims)
-        sum_g_y = torch.einsum('nchw,nchw->c', grad_out, out) - \
-            torch.einsum('nchw,nchw->c', grad_out, x)
-        sum_g_xhat = (sum_g_y - bias * sum_g) / weight
-        grad_z = None
-        if ctx.needs_input_grad[0]:
-            # grad_z = a * g + b * (out - x) + c
-            b = -invstd * sum_g_xhat / count
-            c = -weight * invstd * sum_g / count - b * bias
-            view = (-1, 1, 1)
-            grad_z = grad_out * (weight * invstd).view(view)
-            grad_z.addcmul_(out, b.view(view)).addcmul_(x, -b.view(view))
-            grad_z.add_(c.view(view))
-        return grad_z, grad_out, sum_g_xhat, sum_g, None, None, None, None
+        # z = (out - x - bias) / (weight * invstd) + mean, per channel, into
+        # one temporary, then BatchNorm's own backward kernel (any layout)
+        scale = (weight * invstd).reciprocal().view(-1, 1, 1)
+        shift = mean.view(-1, 1, 1) - bias.view(-1, 1, 1) * scale
+        z = torch.sub(out, x).mul_(scale).add_(shift)
+        grad_z, grad_weight, grad_bias = \
+            torch.ops.aten.native_batch_norm_backward(
+                grad_out, z, weight, None, None, mean, invstd, True, ctx.eps,
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[2],
+                 ctx.needs_input_grad[3]])
+        return grad_z, grad_out, grad_weight, grad_bias, None, None, None, \
+            None
 
 
 def _is_plain_batch_norm(norm: nn.Module) -> bool:
