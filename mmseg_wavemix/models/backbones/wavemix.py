@@ -78,9 +78,9 @@ class WaveMix(BaseModule):
         memory_efficient (bool): Blocks recompute their MLPs' hidden layers
             (1x1 convolution and GELU) in backward and recover their last
             BatchNorm's input from the block output instead of keeping them:
-            about 40% less training memory for about 15% more block FLOPs in
-            forward, same results up to float rounding. Not used with
-            ``with_cp``. Default: True.
+            about 40% less training memory for recomputing about 15% of the
+            blocks' forward FLOPs, same results up to float rounding. Not
+            used with ``with_cp``. Default: True.
         frozen_stages (int): Stages to freeze (no gradients, norm layers in
             eval mode): -1 none, 0 the stem, k the stem and blocks 0..k-1.
             Default: -1.
