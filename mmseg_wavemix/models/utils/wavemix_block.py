@@ -44,11 +44,11 @@ class WaveletLevelMLP(BaseModule):
             Default: dict(type='BN').
         act_cfg (dict): Activation after the first conv.
             Default: dict(type='GELU').
-        memory_efficient (bool): In training, recompute the GELU's output in
-            backward, and where a residual is added recover the BatchNorm's
-            input from the output (see :mod:`.activation_memory`), instead
-            of keeping them. Same results up to float rounding.
-            Default: True.
+        memory_efficient (bool): In training, keep only the input for
+            backward and recompute ``fc1`` and the GELU there, and where a
+            residual is added recover the BatchNorm's input from the output
+            instead of keeping it (see :mod:`.activation_memory`). Same
+            results up to float rounding. Default: True.
         init_cfg (dict or list[dict], optional): Initialization config.
             Default: None (PyTorch's default initialisation, as the authors).
     """
@@ -79,7 +79,9 @@ class WaveletLevelMLP(BaseModule):
         return getattr(self, self.norm_name)
 
     def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        """Args:
+        """Run the MLP; add ``residual`` to its output if given.
+
+        Args:
             x (Tensor): Input, (N, in_channels, h, w).
             residual (Tensor, optional): Added to the output, shape
                 (N, out_channels, 2h, 2w). Default: None.
