@@ -91,7 +91,9 @@ class _ConvGELUConvFunction(torch.autograd.Function):
                 None, None)
 
 
-def _is_plain_conv(conv: nn.Module) -> bool:
+def is_zero_padded_conv2d(conv: nn.Module) -> bool:
+    """An ``nn.Conv2d`` itself (no subclass) with numeric zero padding: what
+    the functional convolution kernels reproduce from its attributes."""
     return type(conv) is nn.Conv2d and conv.padding_mode == 'zeros' and \
         not isinstance(conv.padding, str)
 
@@ -112,8 +114,8 @@ def conv_gelu_conv2d(x: Tensor, conv1: nn.Conv2d,
     Returns:
         Tensor: ``conv2(gelu(conv1(x)))``.
     """
-    if not torch.is_grad_enabled() or not _is_plain_conv(conv1) or \
-            not _is_plain_conv(conv2) or torch.jit.is_tracing():
+    if not torch.is_grad_enabled() or not is_zero_padded_conv2d(conv1) or \
+            not is_zero_padded_conv2d(conv2) or torch.jit.is_tracing():
         return conv2(F.gelu(conv1(x)))
     if torch.is_autocast_enabled(x.device.type):
         # the dtype conv2d computes in under autocast

@@ -5,6 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .activation_memory import is_zero_padded_conv2d
 from .wavemix_block import WaveletLevelMLP
 
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
@@ -36,8 +37,7 @@ class FusedConvGELU(nn.Module):
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
-        if type(conv) is not nn.Conv2d or conv.padding_mode != 'zeros' or \
-                isinstance(conv.padding, str):
+        if not is_zero_padded_conv2d(conv):
             raise TypeError('FusedConvGELU needs an nn.Conv2d with numeric '
                             f"zero padding, got {conv!r}")
         self.conv = conv
