@@ -39,7 +39,7 @@ class FusedConvGELU(nn.Module):
         super().__init__()
         if not is_zero_padded_conv2d(conv):
             raise TypeError('FusedConvGELU needs an nn.Conv2d with numeric '
-                            f"zero padding, got {conv!r}")
+                            f'zero padding, got {conv!r}')
         self.conv = conv
 
     def forward(self, x: Tensor) -> Tensor:
