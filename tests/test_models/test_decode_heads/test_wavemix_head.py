@@ -36,7 +36,9 @@ def test_fuse_classifier(num_upsamples):
                        num_upsamples=num_upsamples, dropout_ratio=0.)
     head = head.double().eval()
     inputs = [torch.randn(2, 32, 6, 10, dtype=torch.float64)]
+    head.fold_classifier = False  # the layers one after the other
     expected = head(inputs)
+    head.fold_classifier = True
     fused = head.fuse_classifier()
     assert fused is head and isinstance(head.conv_seg, nn.Identity)
     last = head.upsamples[-1].conv
@@ -47,6 +49,54 @@ def test_fuse_classifier(num_upsamples):
     # a second call changes nothing
     head.fuse_classifier()
     torch.testing.assert_close(head(inputs), expected)
+
+
+def test_fold_classifier_trains_like_separate_layers():
+    torch.manual_seed(0)
+    head = WaveMixHead(in_channels=16, channels=8, num_classes=3,
+                       dropout_ratio=0.).double().train()
+    assert head.fold_classifier and head.folds_classifier
+    calls = []
+    for layer in (head.upsamples[-1], head.conv_seg):
+        layer.register_forward_hook(lambda *args: calls.append(args[0]))
+
+    def run(fold):
+        head.fold_classifier = fold
+        head.zero_grad()
+        x = torch.randn(2, 16, 5, 7, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+        out = head([x])
+        out.backward(torch.cos(out))  # any upstream gradient
+        grads = {n: p.grad.clone() for n, p in head.named_parameters()}
+        return out, x.grad, grads
+
+    out, x_grad, grads = run(fold=True)
+    assert calls == []  # neither layer ran on its own
+    ref_out, ref_x_grad, ref_grads = run(fold=False)
+    assert len(calls) == 2
+    assert out.shape == (2, 3, 20, 28)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(x_grad, ref_x_grad)
+    assert grads.keys() == ref_grads.keys() and len(grads) == 6
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], msg=name)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(num_classes=8),  # as many classes as channels: no FLOPs saved
+    dict(num_classes=3, dropout_ratio=0.1),
+    dict(num_classes=3, act_cfg=dict(type='ReLU')),
+    dict(num_classes=3, fold_classifier=False),
+])
+def test_fold_classifier_only_where_it_applies(kwargs):
+    kwargs.setdefault('dropout_ratio', 0.)
+    head = WaveMixHead(in_channels=16, channels=8, **kwargs)
+    assert not head.folds_classifier
+    calls = []
+    head.conv_seg.register_forward_hook(lambda *args: calls.append(1))
+    assert head([torch.randn(1, 16, 3, 3)]).shape[-2:] == (12, 12)
+    assert calls == [1]
 
 
 def test_fuse_classifier_refuses_nonlinear_heads():
