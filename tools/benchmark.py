@@ -22,7 +22,11 @@ measured in a fresh process per entry: the CUDA allocator's peak on GPU; on
 CPU (Linux) the rise of the peak resident set size (VmHWM, reset after the
 model is built) over the resident size of the built model. For ``authors``
 the largest difference from our model's logits (fp32, same weights through
-``wavemix_convert``) is reported too.
+``wavemix_convert``) is reported too. On CPU the kernel's share of the CPU
+time of the timed steps is reported (JSON: ``kernel_cpu_share``,
+``page_faults`` per step): mostly page faults, which glibc's allocator causes
+by returning large blocks to the OS after each step; code that allocates less
+pays less, and how much a fault costs varies between machines.
 
 Example:
     python tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes.py \
@@ -41,6 +45,11 @@ import platform
 import statistics
 import time
 from contextlib import nullcontext
+
+try:
+    import resource
+except ImportError:  # not on Windows: CPU time and page faults are left out
+    resource = None
 
 import torch
 import torch.nn.functional as F
@@ -247,9 +256,19 @@ class Bench:
 
 
 def timed(step):
+    """Wall time of ``step()`` in seconds, and the process's CPU time and
+    page faults meanwhile (None where ``resource`` is missing)."""
+    before = resource.getrusage(resource.RUSAGE_SELF) if resource else None
     start = time.perf_counter()
     step()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if before is None:
+        return elapsed, None
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return elapsed, dict(
+        user_s=after.ru_utime - before.ru_utime,
+        kernel_s=after.ru_stime - before.ru_stime,
+        page_faults=after.ru_minflt - before.ru_minflt)
 
 
 def load_main_config(args):
@@ -303,10 +322,20 @@ def _proc_status_kib(field):
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def summary(times, batch):
+def summary(times, usages, batch):
+    """Latency statistics; with CPU usage, the kernel's share of the CPU
+    time (on CPU mostly page faults: memory the allocator returned to the OS
+    and took back) and the page faults per step."""
     median = statistics.median(times)
-    return dict(median_s=median, min_s=min(times), max_s=max(times),
-                images_per_s=batch / median)
+    result = dict(median_s=median, min_s=min(times), max_s=max(times),
+                  images_per_s=batch / median)
+    if usages and None not in usages:
+        kernel = sum(u['kernel_s'] for u in usages)
+        cpu = kernel + sum(u['user_s'] for u in usages)
+        result['kernel_cpu_share'] = kernel / cpu if cpu else 0.
+        result['page_faults'] = statistics.median(
+            u['page_faults'] for u in usages)
+    return result
 
 
 def authors_parity(bench, args):
@@ -350,13 +379,15 @@ def run(args):
                                        if args.train else [])
     for mode, method in modes:
         times = {b.name: [] for b in benches}
+        usages = {b.name: [] for b in benches}
         for round_ in range(args.warmup + args.repeat):
             for bench in benches:  # interleaved: one round of each entry
-                elapsed = timed(getattr(bench, method))
+                elapsed, usage = timed(getattr(bench, method))
                 if round_ >= args.warmup:
                     times[bench.name].append(elapsed)
+                    usages[bench.name].append(usage)
         for name, values in times.items():
-            results[name][mode] = summary(values, args.batch)
+            results[name][mode] = summary(values, usages[name], args.batch)
     del benches
     if not args.no_flops:
         add_throughput(results, args)
@@ -435,6 +466,9 @@ def format_table(results, args):
                'min-max (s)', 'images/s', '% of GEMM peak', 'infer peak MB']
     if args.train:
         columns += ['train step (s)', 'train peak MB']
+    if args.device == 'cpu':
+        columns.append('kernel CPU % (infer' + ('/train)' if args.train
+                                                 else ')'))
     rows = []
     for name, r in results.items():
         inf = r['inference']
@@ -452,6 +486,11 @@ def format_table(results, args):
             tr = r['train']
             row += [f"{tr['median_s']:.3f}",
                     f"{tr.get('peak_memory_mb', float('nan')):.0f}"]
+        if args.device == 'cpu':
+            row.append('/'.join(
+                f"{100 * r[mode]['kernel_cpu_share']:.0f}%"
+                if 'kernel_cpu_share' in r[mode] else '-'
+                for mode in ('inference', 'train') if mode in r))
         rows.append(row)
     widths = [max(len(c), *(len(r[i]) for r in rows))
               for i, c in enumerate(columns)]

@@ -58,6 +58,9 @@ def test_benchmark_compares_configs(tmp_path):
             assert 0 < stats['min_s'] <= stats['median_s'] <= stats['max_s']
             assert stats['images_per_s'] > 0
             assert stats['peak_memory_mb'] >= 0
+            assert 0 <= stats['kernel_cpu_share'] <= 1
+            assert stats['page_faults'] >= 0
+    assert 'kernel CPU % (infer/train)' in table
 
 
 def test_benchmark_entry_options_and_the_authors_model(

@@ -132,7 +132,7 @@ class WaveMixHead(BaseDecodeHead):
                 'and conv_seg; this head has a norm, activation or dropout '
                 '(norm_cfg/act_cfg None and dropout_ratio=0 make it foldable)')
         deconv, cls = self.upsamples[-1].conv, self.conv_seg
-        cls_weight = cls.weight.flatten(1)  # (classes, channels)
+        weight, bias = _folded_deconv_params(deconv, cls)
         fused = type(deconv)(
             deconv.in_channels,
             cls.out_channels,
