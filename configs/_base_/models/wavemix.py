@@ -37,6 +37,9 @@ model = dict(
         channels=64,  # embed_dims / 4
         num_classes=19,
         dropout_ratio=0.,  # the paper has no dropout before the classifier
+        # last upsampling + conv_seg run as one transposed convolution (same
+        # parameters and gradients; 3.5x fewer FLOPs there for 19 classes)
+        fold_classifier=True,
         norm_cfg=None,
         act_cfg=None,
         align_corners=False,
