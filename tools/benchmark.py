@@ -48,7 +48,7 @@ from contextlib import nullcontext
 
 try:
     import resource
-except ImportError:  # not on Windows: CPU time and page faults are left out
+except ImportError:  # Windows: CPU time and page faults are left out
     resource = None
 
 import torch
