@@ -56,7 +56,9 @@ import torch.nn.functional as F
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.engine import FastInferenceHook
-from mmseg_wavemix.engine.analysis import build_model_from_config, count_flops
+from mmseg_wavemix.engine.analysis import (add_timing_args,
+                                           build_model_from_config,
+                                           count_flops)
 from mmseg_wavemix.engine.authors_wavemix import build_authors_segmenter
 from mmseg_wavemix.engine.cli import resolve_config_path
 from mmseg_wavemix.models.decode_heads import WaveMixHead
@@ -104,18 +106,11 @@ def parse_args(argv=None):
         '--authors-package',
         help="directory holding the authors' wavemix package (pip install "
         '--no-deps --target DIR wavemix==0.2.4 einops), for `authors`')
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--repeat', type=int, default=3,
-                        help='timed rounds (default: 3)')
-    parser.add_argument('--warmup', type=int, default=1,
-                        help='untimed rounds first (default: 1)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads on CPU (default: torch default)')
+    add_timing_args(parser, repeat=3, warmup=1)
     parser.add_argument('--no-flops', action='store_true',
                         help='skip the FLOP count (it runs one more pass)')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak-memory measurement')
-    parser.add_argument('--json', help='write the results to this file')
     return parser.parse_args(argv)
 
 

@@ -1,6 +1,8 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Models built from configs for analysis (FLOPs, benchmarks), shared by
-tools/analysis_tools/get_flops.py and tools/benchmark.py."""
+tools/analysis_tools/get_flops.py and tools/benchmark.py, and the timing
+arguments of the benchmark tools."""
+import argparse
 from typing import Optional, Tuple
 
 import torch
@@ -8,6 +10,21 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from .cli import replace_sync_bn, resolve_config_path
+
+
+def add_timing_args(parser: argparse.ArgumentParser, repeat: int,
+                    warmup: int) -> None:
+    """``--device``, ``--repeat``, ``--warmup``, ``--threads`` and ``--json``,
+    as tools/benchmark.py and tools/analysis_tools/benchmark_haar.py take
+    them (``repeat`` and ``warmup`` are the tool's defaults)."""
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--repeat', type=int, default=repeat,
+                        help=f'timed rounds (default: {repeat})')
+    parser.add_argument('--warmup', type=int, default=warmup,
+                        help=f'untimed rounds first (default: {warmup})')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads on CPU (default: torch default)')
+    parser.add_argument('--json', help='write the results to this file')
 
 
 def build_model_from_config(

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import mmseg_wavemix  # noqa: F401
+from mmseg_wavemix.engine.analysis import add_timing_args
 from mmseg_wavemix.ops import HaarDWT, haar_dwt
 
 
@@ -31,16 +32,9 @@ def parse_args(argv=None):
                         help='input size (default: 4 64 256 512)')
     parser.add_argument('--dtype', choices=['fp32', 'bf16', 'fp16'],
                         default='fp32')
-    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--repeat', type=int, default=5,
-                        help='timed rounds (default: 5)')
-    parser.add_argument('--warmup', type=int, default=2,
-                        help='untimed rounds first (default: 2)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads on CPU')
+    add_timing_args(parser, repeat=5, warmup=2)
     parser.add_argument('--compile', action='store_true',
                         help='also time torch.compile of our transform')
-    parser.add_argument('--json', help='write the results to this file')
     return parser.parse_args(argv)
 
 
