@@ -54,6 +54,12 @@ def test_fast_model_computes_the_same_logits(channels, num_classes,
             inputs.contiguous(memory_format=torch.channels_last),
             mode='tensor')
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+    # a second preparation (e.g. tools/test.py --fast on a prepared model)
+    # finds nothing left to fold
+    FastInferenceHook().prepare(model)
+    with torch.no_grad():
+        again = model(inputs, mode='tensor')
+    torch.testing.assert_close(again, logits, rtol=1e-5, atol=1e-5)
 
 
 def test_options_turn_each_step_off():

@@ -56,7 +56,7 @@ class FastInferenceHook(Hook):
             fuse_norm_layers(model)
         head = getattr(model, 'decode_head', None)
         if self.fuse_classifier and isinstance(head, WaveMixHead) and \
-                head.can_fuse_classifier and head.num_classes < head.channels:
+                head.classifier_fold_saves_flops:
             head.fuse_classifier()
         if self.fuse_activation:
             fuse_conv_gelu(model)

@@ -79,9 +79,14 @@ class WaveMixHead(BaseDecodeHead):
     def folds_classifier(self) -> bool:
         """Whether :meth:`forward` runs the last upsampling and ``conv_seg``
         as one transposed convolution (``fold_classifier``)."""
-        return self.fold_classifier and \
-            isinstance(self.conv_seg, nn.Conv2d) and \
-            self.can_fuse_classifier and \
+        return self.fold_classifier and self.classifier_fold_saves_flops
+
+    @property
+    def classifier_fold_saves_flops(self) -> bool:
+        """Whether ``conv_seg`` can be folded (see
+        :attr:`can_fuse_classifier`) and has fewer outputs than inputs, so
+        that folding it saves FLOPs."""
+        return self.can_fuse_classifier and \
             self.conv_seg.out_channels < self.conv_seg.in_channels
 
     def _folded_classifier(self, x: Tensor) -> Tensor:
@@ -93,11 +98,13 @@ class WaveMixHead(BaseDecodeHead):
 
     @property
     def can_fuse_classifier(self) -> bool:
-        """Whether :meth:`fuse_classifier` applies: nothing but the linear
-        layers themselves between the last upsampling and ``conv_seg``."""
+        """Whether :meth:`fuse_classifier` applies: ``conv_seg`` not folded
+        yet, and nothing but the linear layers themselves between the last
+        upsampling and ``conv_seg``."""
         last = self.upsamples[-1]
-        return not (last.with_norm or last.with_activation
-                    or self.dropout is not None) and \
+        return isinstance(self.conv_seg, nn.Conv2d) and \
+            not (last.with_norm or last.with_activation
+                 or self.dropout is not None) and \
             last.conv.groups == 1 and self.conv_seg.groups == 1 and \
             self.conv_seg.kernel_size == (1, 1)
 

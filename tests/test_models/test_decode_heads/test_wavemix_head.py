@@ -47,6 +47,7 @@ def test_fuse_classifier(num_upsamples):
         num_upsamples - 1), 5)
     torch.testing.assert_close(head(inputs), expected)
     # a second call changes nothing
+    assert not head.can_fuse_classifier and not head.folds_classifier
     head.fuse_classifier()
     torch.testing.assert_close(head(inputs), expected)
 
