@@ -86,8 +86,8 @@ class WaveletLevelMLP(BaseModule):
             residual (Tensor, optional): Added to the output, shape
                 (N, out_channels, 2h, 2w). Default: None.
         """
-        if self.memory_efficient and self.training and \
-                torch.is_grad_enabled() and self.drop.p == 0 and \
+        # conv_gelu_conv2d itself runs the plain layers without gradients
+        if self.memory_efficient and self.training and self.drop.p == 0 and \
                 type(self.act) is nn.GELU and self.act.approximate == 'none':
             x = conv_gelu_conv2d(x, self.fc1, self.fc2)
         else:
