@@ -1,16 +1,12 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """WaveMix for MMSegmentation 1.x.
 
-Importing this package registers its modules into mmseg's registries, so a
-config only needs ``custom_imports = dict(imports=['mmseg_wavemix'])``.
-It also makes torchvision importable where its compiled ops cannot load
-(see :mod:`mmseg_wavemix.compat`), so that mmpretrain can be imported.
+Importing this package registers its modules in mmseg's registries and
+nothing else, so a config only needs ``custom_imports =
+dict(imports=['mmseg_wavemix'])``. For classification with mmpretrain,
+import :mod:`mmseg_wavemix.classification` instead.
 """
-from .compat import make_torchvision_importable
+from . import engine, models, ops  # noqa: F401  (registers modules)
 from .version import __version__
-
-make_torchvision_importable()
-
-from . import engine, models, ops  # noqa: E402,F401  (registers modules)
 
 __all__ = ['__version__']

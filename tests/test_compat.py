@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
+
 from .test_engine.toy_runner import build_toy_runner
 
 
@@ -56,7 +57,7 @@ def test_amp_kept_with_cuda(monkeypatch):
 
 
 def test_mmpretrain_models_import_after_the_plugin():
-    code = ('import mmseg_wavemix, mmpretrain.models; '
+    code = ('import mmseg_wavemix.classification, mmpretrain.models; '
             'from mmpretrain.registry import MODELS; '
             "print(MODELS.get('ImageClassifier').__name__)")
     result = subprocess.run([sys.executable, '-c', code],

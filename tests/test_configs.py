@@ -11,7 +11,8 @@ from mmengine.config import Config
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from mmseg_wavemix.engine.analysis import build_model_from_config
+from mmseg_wavemix.utils.analysis import build_model_from_config
+
 from .conftest import REPO_ROOT
 
 CONFIGS = sorted(

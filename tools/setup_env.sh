@@ -87,6 +87,7 @@ log "installing mmseg_wavemix (editable) with its test and classification extras
 "$PY" - <<'PY'
 import mmcv.ops  # noqa: F401  (fails if mmcv was built without ops)
 import mmengine, mmseg, torch, mmseg_wavemix
+import mmseg_wavemix.classification  # noqa: F401  (mmpretrain, torchvision)
 import mmcv, mmpretrain.models  # noqa: F401
 print(f'[setup_env] torch {torch.__version__}, mmcv {mmcv.__version__}, '
       f'mmengine {mmengine.__version__}, mmseg {mmseg.__version__}, '

@@ -1,4 +1,4 @@
 # WaveMix-Lite-256/16 (level 1, 22.2M parameters) at half resolution
 # (512x1024); the recipe of wavemix_256x16_l4_cityscapes-512x1024.py.
 _base_ = './wavemix_256x16_l4_cityscapes-512x1024.py'
-model = dict(backbone=dict(level=1))
+model = dict(backbone=dict(arch='lite-256x16'))

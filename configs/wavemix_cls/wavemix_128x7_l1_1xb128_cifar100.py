@@ -7,8 +7,7 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(
-        embed_dims=128, depth=7, level=1, stem_type='strided',
-        stem_stride=1),
+        arch='lite-128x7', stem_type='strided', stem_stride=1),
     head=dict(num_classes=100, in_channels=128))
 train_dataloader = dict(batch_size=128)
 val_dataloader = dict(batch_size=128)

@@ -2,5 +2,5 @@
 # recipe of wavemix_192x16_l3_8xb128_in1k.py.
 _base_ = './wavemix_192x16_l3_8xb128_in1k.py'
 model = dict(
-    backbone=dict(embed_dims=128, depth=8, level=1),
+    backbone=dict(arch='lite-128x8'),
     head=dict(in_channels=128))

@@ -7,8 +7,10 @@ import torch
 import torch.nn as nn
 
 from mmseg_wavemix.engine import FastInferenceHook
-from mmseg_wavemix.engine.analysis import build_model_from_config
-from mmseg_wavemix.models.utils import FusedConvGELU, WaveletLevelMLP
+from mmseg_wavemix.models.accel import FusedConvGELU
+from mmseg_wavemix.models.backbones import WaveletLevelMLP
+from mmseg_wavemix.utils.analysis import build_model_from_config
+
 from ..conftest import REPO_ROOT
 
 DEMO = osp.join(REPO_ROOT, 'configs', 'wavemix',
@@ -56,7 +58,7 @@ def test_fast_model_computes_the_same_logits(channels, num_classes,
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
     # a second preparation (e.g. tools/test.py --fast on a prepared model)
     # finds nothing left to fold
-    FastInferenceHook().prepare(model)
+    FastInferenceHook().before_test(SimpleNamespace(model=model))
     with torch.no_grad():
         again = model(inputs, mode='tensor')
     torch.testing.assert_close(again, logits, rtol=1e-5, atol=1e-5)
@@ -66,7 +68,7 @@ def test_options_turn_each_step_off():
     model = demo_model(8, 3)
     hook = FastInferenceHook(
         fuse_norm=False,
-        fuse_classifier=False,
+        fold_classifier=False,
         fuse_activation=False,
         channels_last=False)
     hook.before_test(SimpleNamespace(model=model))

@@ -5,10 +5,11 @@ import pytest
 import torch
 from pytorch_wavelets import DWTForward
 
-from mmseg_wavemix.ops import (HaarDWT, haar_dwt, haar_dwt_packed, haar_idwt,
-                               haar_wavedec2, haar_waverec2)
+from mmseg_wavemix.ops import HaarDWT, haar_dwt, haar_dwt_packed, haar_idwt
 
-haar_dwt_module = importlib.import_module('mmseg_wavemix.ops.haar_dwt')
+from .haar_multilevel import haar_wavedec2, haar_waverec2
+
+haar_kernels = importlib.import_module('mmseg_wavemix.ops.haar_kernels')
 
 SHAPES = [(2, 3, 8, 8), (1, 2, 7, 5), (2, 4, 33, 18), (1, 1, 1, 1)]
 
@@ -65,7 +66,7 @@ def textbook_dwt(x):
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_chunked_rows_any_layout(chunk_numel, channels_last, monkeypatch):
     # 1 or 3 output rows per chunk (the last one ragged: 11 rows), or all.
-    monkeypatch.setattr(haar_dwt_module, '_CHUNK_NUMEL', chunk_numel)
+    monkeypatch.setattr(haar_kernels, '_CHUNK_NUMEL', chunk_numel)
     x = torch.randn(2, 5, 22, 12, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -81,6 +82,16 @@ def test_chunked_rows_any_layout(chunk_numel, channels_last, monkeypatch):
         memory_format=torch.channels_last) == channels_last
     assert haar_idwt(ll, highs).is_contiguous(
         memory_format=torch.channels_last) == channels_last
+
+
+def test_rows_chunked_on_cpu_only():
+    # CPU: chunks of ~_CHUNK_NUMEL input elements; elsewhere (CUDA) one
+    # chunk, as each chunk costs kernel launches. 'meta' stands in for CUDA.
+    bands = (1, 64, 256, 512)
+    cpu_rows = haar_kernels._band_rows_per_chunk(torch.empty(bands))
+    assert cpu_rows == haar_kernels._CHUNK_NUMEL // (4 * 64 * 512)
+    assert haar_kernels._band_rows_per_chunk(
+        torch.empty(bands, device='meta')) == 256
 
 
 @pytest.mark.parametrize('shape', [(2, 3, 8, 8), (1, 2, 7, 5), (2, 1, 6, 4)])

@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmseg_wavemix.models.backbones import WaveMix
-from mmseg_wavemix.ops import haar_wavedec2, haar_waverec2
+
+from .haar_multilevel import haar_wavedec2, haar_waverec2
 
 DTYPES = st.sampled_from([torch.float32, torch.float64, torch.bfloat16])
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 5e-2}

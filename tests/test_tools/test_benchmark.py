@@ -1,4 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import importlib.util
 import json
 import os.path as osp
 import subprocess
@@ -29,7 +30,7 @@ def authors_package(tmp_path_factory):
 
 def test_benchmark_compares_configs(tmp_path):
     out = tmp_path / 'bench.json'
-    fused = f'{DEMO}@fuse_norm,fuse_classifier,fuse_activation'
+    fused = f'{DEMO}@fuse_norm,fold_classifier,fuse_activation'
     result = run_tool('benchmark.py', DEMO, '--compare', DIGITS, fused,
                       '--shape', 64, 128, '--batch', 2, '--train', '--repeat',
                       2, '--threads', 1, '--json', out)
@@ -102,10 +103,56 @@ def test_benchmark_rejects_unknown_options():
     result = run_tool('benchmark.py', f'{DEMO}@fp64', check=False)
     assert result.returncode != 0
     assert "unknown option 'fp64'" in result.stderr
-    result = run_tool('benchmark.py', f'{DIGITS}@fuse_classifier', check=False)
-    assert 'fuse_classifier needs a WaveMixHead' in result.stderr
     result = run_tool('benchmark.py', 'authors', check=False)
     assert 'the first entry must be a config' in result.stderr
+
+
+def test_a_failing_entry_is_reported_in_its_row(tmp_path):
+    """An entry that cannot be built (no WaveMixHead to fold) is reported;
+    the run goes on, measures the others and exits 0."""
+    out = tmp_path / 'bench.json'
+    failing = f'{DIGITS}@fold_classifier'
+    result = run_tool('benchmark.py', DEMO, '--compare', failing, '--shape',
+                      32, 64, '--repeat', 1, '--warmup', 0, '--no-flops',
+                      '--no-memory', '--json', out)
+    assert result.returncode == 0
+    assert 'failed to build, see below' in result.stdout
+    assert (f'{failing}: build failed: ValueError: fold_classifier needs a '
+            'WaveMixHead') in result.stdout
+    results = json.loads(out.read_text())['results']
+    assert 'inference' not in results[failing]
+    assert results[DEMO]['inference']['median_s'] > 0
+
+
+def test_a_step_that_fails_is_reported_and_the_others_run(monkeypatch):
+    """A step failing mid-run (e.g. out of memory in training) drops that
+    entry from the step's remaining rounds only."""
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_tool', osp.join(REPO_ROOT, 'tools', 'benchmark.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    plain_step = tool.Bench.train_step
+
+    def train_step(bench):
+        if bench.entry['channels_last']:
+            raise RuntimeError('out of memory (simulated)\nmore text')
+        plain_step(bench)
+
+    monkeypatch.setattr(tool.Bench, 'train_step', train_step)
+    args = tool.parse_args([
+        DEMO, '--compare', f'{DEMO}@channels_last', '--shape', '32', '64',
+        '--train', '--repeat', '2', '--warmup', '0', '--no-flops',
+        '--no-memory'
+    ])
+    results = tool.run(args)
+    failing = results[f'{DEMO}@channels_last']
+    assert failing['errors'] == {
+        'train': 'RuntimeError: out of memory (simulated)'
+    }
+    assert failing['inference']['median_s'] > 0 and 'train' not in failing
+    assert results[DEMO]['train']['median_s'] > 0
+    table = tool.format_table(results, args)
+    assert 'channels_last: train failed: RuntimeError' in table
 
 
 def test_benchmark_haar(tmp_path):

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import mmseg_wavemix  # noqa: F401
-from mmseg_wavemix.engine.analysis import add_timing_args
 from mmseg_wavemix.ops import HaarDWT, haar_dwt
+from mmseg_wavemix.utils.analysis import add_timing_args
 
 
 def parse_args(argv=None):

@@ -13,7 +13,7 @@ import os.path as osp
 import torch
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
-from mmseg_wavemix.engine.analysis import build_model_from_config, count_flops
+from mmseg_wavemix.utils.analysis import build_model_from_config, count_flops
 
 
 def parse_args(argv=None):

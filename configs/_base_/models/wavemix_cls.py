@@ -2,14 +2,13 @@
 # backbone as segmentation): WaveMix-192/16, level 3, with the patchify stem
 # of the paper (Appendix C.3), global average pooling and a linear head, as
 # the authors' wavemix.classification.WaveMix (dropout 0.5 is its default).
-custom_imports = dict(imports=['mmseg_wavemix'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmseg_wavemix.classification'], allow_failed_imports=False)
 model = dict(
     type='ImageClassifier',
     backbone=dict(
         type='WaveMix',
-        embed_dims=192,
-        depth=16,
-        level=3,
+        arch='192x16-l3',
         mlp_ratio=2,
         dropout=0.5,
         stem_type='patchify',

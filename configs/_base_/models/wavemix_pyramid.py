@@ -14,9 +14,7 @@ custom_imports = dict(imports=['mmseg_wavemix'], allow_failed_imports=False)
 wavemix_pyramid = dict(
     _delete_=True,  # replaces the ResNet/MiT of mmseg's base model configs
     type='WaveMix',
-    embed_dims=256,
-    depth=16,
-    level=4,
+    arch='256x16-l4',
     mlp_ratio=2,
     dropout=0.,
     stem_stride=2,

@@ -2,7 +2,7 @@
 import torch
 from mmengine.dist import all_reduce, is_distributed
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmseg.registry import HOOKS
 
 ACTIONS = ('stop', 'skip')
 

@@ -4,11 +4,9 @@ from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper, build_optim_wrapper
-from mmengine.registry import HOOKS
+from mmseg.registry import HOOKS
 
 
-# Registered in mmengine's root registry so that both mmseg and mmpretrain
-# configs find it.
 @HOOKS.register_module()
 class OptimizerSwitchHook(Hook):
     """Switch to another optimizer for the final part of training.

@@ -1,5 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 from .wavemix import WaveMix
+from .wavemix_block import WaveletLevelMLP, WaveMixBlock
 from .wtconvnext import WTConvNeXt
 
-__all__ = ['WaveMix', 'WTConvNeXt']
+__all__ = ['WaveMix', 'WaveMixBlock', 'WaveletLevelMLP', 'WTConvNeXt']

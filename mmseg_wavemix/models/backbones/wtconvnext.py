@@ -12,7 +12,6 @@ from mmseg.engine.optimizers.layer_decay_optimizer_constructor import \
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from mmseg_wavemix.registry import register_for_mmpretrain
 from ..utils import WTConv2d
 
 
@@ -80,7 +79,6 @@ class WTConvNeXtBlock(BaseModule):
         return self._inner_forward(x)
 
 
-@register_for_mmpretrain
 @MODELS.register_module()
 class WTConvNeXt(BaseModule):
     """WTConvNeXt backbone (Finder et al., "Wavelet Convolutions for Large
@@ -89,7 +87,8 @@ class WTConvNeXt(BaseModule):
     stage (5, 4, 3, 2), so that each stage sees about the same share of the
     image.
 
-    Registered in mmseg and, when installed, mmpretrain. Module and parameter
+    Registered in mmseg (and in mmpretrain by ``import
+    mmseg_wavemix.classification``). Module and parameter
     names follow mmpretrain's ``ConvNeXt`` (``downsample_layers``,
     ``stages.{i}.{j}``, ``norm{i}``, ``gamma``), so mmseg's
     ``LearningRateDecayOptimizerConstructor`` (layer-wise or stage-wise),
@@ -98,8 +97,9 @@ class WTConvNeXt(BaseModule):
 
     Outputs of stage i have ``channels[i]`` channels at stride
     ``stem_patch_size * 2 ** i`` (4/8/16/32; sizes are floored, as in
-    ConvNeXt); with ``gap_before_final_norm=True`` (classification) they are
-    globally averaged to (N, C) before the output norm.
+    ConvNeXt): feature maps for decode heads; with
+    ``gap_before_final_norm=True`` (classification, as mmpretrain's ConvNeXt)
+    they are globally averaged to (N, C) before the output norm.
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``, or a dict with
@@ -121,7 +121,7 @@ class WTConvNeXt(BaseModule):
         frozen_stages (int): Stages (with the downsampling before them) to
             freeze: 0 none, k the first k. Default: 0.
         gap_before_final_norm (bool): Average each output globally before its
-            norm (classification). Default: True.
+            norm, for classification. Default: False (feature maps).
         with_cp (bool): Gradient checkpointing of each block. Default: False.
         init_cfg (dict | list[dict], optional): Initialization config.
             Default: truncated normal (std 0.02) for conv and linear layers,
@@ -154,7 +154,7 @@ class WTConvNeXt(BaseModule):
                  layer_scale_init_value: float = 1e-6,
                  out_indices: Union[int, Sequence[int]] = -1,
                  frozen_stages: int = 0,
-                 gap_before_final_norm: bool = True,
+                 gap_before_final_norm: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = [
                      dict(

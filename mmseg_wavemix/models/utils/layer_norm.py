@@ -1,7 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
+from mmseg.registry import MODELS
 from torch import Tensor
 
 # mmpretrain's spelling, so that blocks work with either LN2d.
@@ -11,9 +11,8 @@ DATA_FORMATS = ('channel_first', 'channel_last')
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of an image-like tensor, as in ConvNeXt.
 
-    Registered as ``'LN2d'`` (in mmengine's root registry, so every
-    toolbox's ``build_norm_layer`` finds it; mmpretrain's own ``LN2d`` takes
-    precedence in its scope and computes the same).
+    Registered as ``'LN2d'`` in mmseg's registry, which has none
+    (mmpretrain has its own ``LN2d``, which computes the same).
 
     Args:
         num_channels (int): Channels C.

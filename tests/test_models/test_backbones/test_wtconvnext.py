@@ -12,18 +12,20 @@ TINY_ARCH = dict(
 
 
 def test_four_outputs_at_strides_4_8_16_32():
-    model = WTConvNeXt(
-        TINY_ARCH, out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+    """Feature maps by default, as an mmseg decode head needs them."""
+    model = WTConvNeXt(TINY_ARCH, out_indices=(0, 1, 2, 3))
     outs = model(torch.randn(2, 3, 64, 96))
     assert [tuple(o.shape) for o in outs] == [(2, 8, 16, 24), (2, 16, 8, 12),
                                               (2, 32, 4, 6), (2, 64, 2, 3)]
 
 
-def test_default_output_is_the_pooled_last_stage():
+def test_default_output_is_the_last_stage_and_pooled_for_classification():
     model = WTConvNeXt(TINY_ARCH)
     outs = model(torch.randn(2, 3, 64, 64))
-    assert len(outs) == 1 and outs[0].shape == (2, 64)
+    assert len(outs) == 1 and outs[0].shape == (2, 64, 2, 2)
     assert not hasattr(model, 'norm0') and hasattr(model, 'norm3')
+    pooled = WTConvNeXt(TINY_ARCH, gap_before_final_norm=True)
+    assert pooled(torch.randn(2, 3, 64, 64))[0].shape == (2, 64)
 
 
 def test_odd_input_sizes():
@@ -60,13 +62,16 @@ def test_other_archs(arch, depths, channels):
 def test_imagenet_classifier_has_about_30m_parameters():
     """The authors report 30M for WTConvNeXt-T (ImageNet head included)."""
     from mmengine.registry import DefaultScope
-
     from mmpretrain.registry import MODELS
+
+    import mmseg_wavemix.classification  # noqa: F401  (registers it there)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         classifier = MODELS.build(
             dict(
                 type='ImageClassifier',
-                backbone=dict(type='WTConvNeXt', arch='tiny'),
+                backbone=dict(
+                    type='WTConvNeXt', arch='tiny',
+                    gap_before_final_norm=True),
                 head=dict(
                     type='LinearClsHead', num_classes=1000,
                     in_channels=768)))

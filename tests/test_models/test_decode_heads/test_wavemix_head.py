@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mmseg_wavemix.models.accel import fold_head_classifier
 from mmseg_wavemix.models.decode_heads import WaveMixHead
 
 
@@ -31,7 +32,7 @@ def test_configurable_norm_act_and_depth():
 
 
 @pytest.mark.parametrize('num_upsamples', [1, 2])
-def test_fuse_classifier(num_upsamples):
+def test_fold_head_classifier(num_upsamples):
     head = WaveMixHead(in_channels=32, channels=8, num_classes=5,
                        num_upsamples=num_upsamples, dropout_ratio=0.)
     head = head.double().eval()
@@ -39,24 +40,24 @@ def test_fuse_classifier(num_upsamples):
     head.fold_classifier = False  # the layers one after the other
     expected = head(inputs)
     head.fold_classifier = True
-    fused = head.fuse_classifier()
-    assert fused is head and isinstance(head.conv_seg, nn.Identity)
+    folded = fold_head_classifier(head)
+    assert folded is head and isinstance(head.conv_seg, nn.Identity)
     last = head.upsamples[-1].conv
     assert isinstance(last, nn.ConvTranspose2d)
     assert (last.in_channels, last.out_channels) == (32 // 2**(
         num_upsamples - 1), 5)
     torch.testing.assert_close(head(inputs), expected)
-    # a second call changes nothing
-    assert not head.can_fuse_classifier and not head.folds_classifier
-    head.fuse_classifier()
-    torch.testing.assert_close(head(inputs), expected)
+    # folded for good: nothing left to fold
+    assert not head.can_fold_classifier and not head.fold_classifier
+    with pytest.raises(ValueError, match='folded already'):
+        fold_head_classifier(head)
 
 
 def test_fold_classifier_trains_like_separate_layers():
     torch.manual_seed(0)
     head = WaveMixHead(in_channels=16, channels=8, num_classes=3,
                        dropout_ratio=0.).double().train()
-    assert head.fold_classifier and head.folds_classifier
+    assert head.fold_classifier
     calls = []
     for layer in (head.upsamples[-1], head.conv_seg):
         layer.register_forward_hook(lambda *args: calls.append(args[0]))
@@ -93,20 +94,20 @@ def test_fold_classifier_trains_like_separate_layers():
 def test_fold_classifier_only_where_it_applies(kwargs):
     kwargs.setdefault('dropout_ratio', 0.)
     head = WaveMixHead(in_channels=16, channels=8, **kwargs)
-    assert not head.folds_classifier
+    assert not head.fold_classifier
     calls = []
     head.conv_seg.register_forward_hook(lambda *args: calls.append(1))
     assert head([torch.randn(1, 16, 3, 3)]).shape[-2:] == (12, 12)
     assert calls == [1]
 
 
-def test_fuse_classifier_refuses_nonlinear_heads():
+def test_fold_head_classifier_refuses_nonlinear_heads():
     for kwargs in (dict(act_cfg=dict(type='ReLU')), dict(
             norm_cfg=dict(type='BN')), dict(dropout_ratio=0.1)):
         head = WaveMixHead(in_channels=8, channels=4, num_classes=2, **kwargs)
-        assert not head.can_fuse_classifier
-        with pytest.raises(RuntimeError, match='dropout_ratio=0'):
-            head.fuse_classifier()
+        assert not head.can_fold_classifier
+        with pytest.raises(ValueError, match='dropout_ratio=0'):
+            fold_head_classifier(head)
         assert isinstance(head.conv_seg, nn.Conv2d)  # unchanged
 
 

@@ -76,6 +76,8 @@ def build_classifier(kwargs):
     """mmpretrain's ImageClassifier with our backbone, sized as the authors'
     wavemix.classification.WaveMix."""
     from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+
+    import mmseg_wavemix.classification  # noqa: F401  (registers it there)
     dims = kwargs['final_dim']
     patchify = kwargs['initial_conv'] == 'pachify'  # the authors' spelling
     with DefaultScope.overwrite_default_scope('mmpretrain'):

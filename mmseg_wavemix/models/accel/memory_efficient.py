@@ -1,5 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Training layers that keep fewer activations for backward.
+"""Level MLPs that keep fewer activations for backward in training
+(``WaveMix(memory_efficient=True)``).
 
 Autograd keeps the input of every layer that needs it. In a WaveMix level
 much of that is avoidable cheaply:
@@ -14,9 +15,12 @@ much of that is avoidable cheaply:
   anyway, and recovers ``z = (out - x - beta) / gamma / invstd + mean`` in
   backward, as in-place activated BatchNorm (Rota Bulo et al., CVPR 2018).
 
-Gradients equal autograd's up to float rounding. Both fall back to the
-plain layers where the trick does not apply (see each function).
+Gradients equal autograd's up to float rounding. The recomputation works
+in every dtype (autocast too); the BatchNorm recovery needs float32
+activations and a BatchNorm of one process, and elsewhere keeps ``z`` as
+usual, saying so once (see :func:`batch_norm_add`).
 """
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -25,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..backbones.wavemix_block import WaveletLevelMLP
 
 # BatchNorm scales below this (in absolute value) make the recovery of its
 # input inaccurate; such layers keep their input as usual.
@@ -91,20 +97,11 @@ class _ConvGELUConvFunction(torch.autograd.Function):
                 None, None)
 
 
-def is_zero_padded_conv2d(conv: nn.Module) -> bool:
-    """An ``nn.Conv2d`` itself (no subclass) with numeric zero padding: what
-    the functional convolution kernels reproduce from its attributes."""
-    return type(conv) is nn.Conv2d and conv.padding_mode == 'zeros' and \
-        not isinstance(conv.padding, str)
-
-
 def conv_gelu_conv2d(x: Tensor, conv1: nn.Conv2d,
                      conv2: nn.Conv2d) -> Tensor:
     """``conv2(gelu(conv1(x)))`` (exact GELU) that keeps only ``x`` for
-    backward and recomputes ``conv1(x)`` and the GELU there.
-
-    The plain layers run without gradients, for convolutions that are not
-    ``nn.Conv2d`` with numeric zero padding, and under tracing.
+    backward and recomputes ``conv1(x)`` and the GELU there. Under autocast
+    it computes in the autocast dtype, as ``conv2d`` would.
 
     Args:
         x (Tensor): Input, (N, C, H, W).
@@ -114,11 +111,7 @@ def conv_gelu_conv2d(x: Tensor, conv1: nn.Conv2d,
     Returns:
         Tensor: ``conv2(gelu(conv1(x)))``.
     """
-    if not torch.is_grad_enabled() or not is_zero_padded_conv2d(conv1) or \
-            not is_zero_padded_conv2d(conv2) or torch.jit.is_tracing():
-        return conv2(F.gelu(conv1(x)))
     if torch.is_autocast_enabled(x.device.type):
-        # the dtype conv2d computes in under autocast
         x = x.to(torch.get_autocast_dtype(x.device.type))
     return _ConvGELUConvFunction.apply(x, conv1.weight, conv1.bias,
                                        conv2.weight, conv2.bias, conv1, conv2)
@@ -165,31 +158,41 @@ def _is_plain_batch_norm(norm: nn.Module) -> bool:
         type(norm).forward is _BatchNorm.forward
 
 
-def batch_norm_add(z: Tensor, norm: nn.Module, x: Tensor) -> Tensor:
-    """``norm(z) + x`` that keeps the output and ``x`` for backward, not
-    ``z``.
+def batch_norm_add(z: Tensor, norm: _BatchNorm, x: Tensor) -> Tensor:
+    """``norm(z) + x`` for a BatchNorm in training that keeps the output and
+    ``x`` for backward, not ``z``.
 
-    Used for a BatchNorm (``nn.BatchNorm2d``, or mmengine's ``_BatchNormXd``
-    that SyncBN becomes in one process) in training mode with affine
-    parameters, float32 tensors and no ``|weight|`` below
-    :data:`MIN_ABS_BN_WEIGHT`; otherwise (other norms, SyncBN across
-    processes, evaluation, no gradients, lower precision, tracing) it is
-    ``norm(z) + x`` as usual. The running
-    statistics are updated exactly as ``norm`` would.
+    Used for ``nn.BatchNorm2d`` and mmengine's ``_BatchNormXd`` (what SyncBN
+    becomes in one process) with affine parameters, float32 tensors and no
+    ``|weight|`` below :data:`MIN_ABS_BN_WEIGHT`, in training mode (not
+    frozen by ``norm_eval``). Otherwise it is
+    ``norm(z) + x`` as usual, with a warning the first time for SyncBN
+    across processes (its statistics need an all-reduce this function does
+    not do) and for lower precision (``z`` recovered from a float16/bfloat16
+    output would lose too much). The running statistics are updated exactly
+    as ``norm`` would.
 
     Args:
         z (Tensor): Input of the norm, (N, C, H, W).
-        norm (nn.Module): The norm layer.
+        norm (_BatchNorm): The norm layer.
         x (Tensor): The residual, same shape as ``z``.
 
     Returns:
         Tensor: ``norm(z) + x``. Do not modify it in place before backward
         (autograd would raise an error).
     """
-    if not (torch.is_grad_enabled() and _is_plain_batch_norm(norm)
-            and norm.training and norm.affine and z.dtype == torch.float32
-            and x.dtype == torch.float32 and not torch.jit.is_tracing()
-            and bool(norm.weight.abs().min() >= MIN_ABS_BN_WEIGHT)):
+    reason = None
+    if not _is_plain_batch_norm(norm):
+        reason = (f'{type(norm).__name__} is not a one-process BatchNorm '
+                  '(SyncBN across processes)')
+    elif z.dtype != torch.float32 or x.dtype != torch.float32:
+        reason = f'{z.dtype} activations (autocast)'
+    if reason is not None:
+        _warn_once(f'memory_efficient: the finest level keeps its BatchNorm '
+                   f'input with {reason}; the recomputation of the hidden '
+                   'layers still applies')
+    if reason is not None or not norm.training or not norm.affine or \
+            bool(norm.weight.abs().min() < MIN_ABS_BN_WEIGHT):
         # In place: BatchNorm does not keep its output for backward.
         return norm(z).add_(x)
     momentum = 0. if norm.momentum is None else norm.momentum
@@ -201,3 +204,47 @@ def batch_norm_add(z: Tensor, norm: nn.Module, x: Tensor) -> Tensor:
     return _BatchNormAddFunction.apply(z, x, norm.weight, norm.bias,
                                        norm.running_mean, norm.running_var,
                                        momentum, norm.eps)
+
+
+_warned = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+class MemoryEfficientLevelMLP(WaveletLevelMLP):
+    """A :class:`WaveletLevelMLP` that, in training, keeps fewer activations
+    for backward: only its input for the 1x1 conv, GELU and 1x1 conv
+    (:func:`conv_gelu_conv2d`), and for the finest level (the one with a
+    residual) the block output instead of its BatchNorm's input
+    (:func:`batch_norm_add`). Same parameters and state dict as the plain
+    MLP; in evaluation, without gradients or under tracing it is the plain
+    MLP.
+
+    Args:
+        *args, **kwargs: Those of :class:`WaveletLevelMLP`; it needs the
+            exact GELU, no dropout and a BatchNorm.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        act = self.act
+        if type(act) is not nn.GELU or act.approximate != 'none' or \
+                self.drop.p or not isinstance(self.norm, _BatchNorm):
+            raise ValueError(
+                'memory_efficient needs the exact GELU, no dropout and a '
+                f'BatchNorm in the level MLPs; got {act}, dropout '
+                f'{self.drop.p} and {type(self.norm).__name__}: set '
+                'memory_efficient=False')
+
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        if not (self.training and torch.is_grad_enabled()) or \
+                torch.jit.is_tracing():
+            return super().forward(x, residual)
+        x = self.upsample(conv_gelu_conv2d(x, self.fc1, self.fc2))
+        if residual is None:
+            return self.norm(x)
+        return batch_norm_add(x, self.norm, residual)

@@ -3,8 +3,9 @@
 tests/data/make_trained_demo_fixture.py, images from the demo generator):
 channels_last memory, BatchNorm folded into the transposed convolutions, the
 classifier folded into the head's last transposed convolution and GELU fused
-into the convolution before it compute the same logits in fp32; bf16 autocast on CPU agrees with fp32 on the
-argmax of >= 99.5% of the pixels."""
+into the convolution before it compute the same logits in fp32; bf16
+autocast on CPU agrees with fp32 on the argmax of >= 99.5% of the pixels,
+also where the CPU has no bf16 convolutions (AVX2 only)."""
 import copy
 import glob
 import os.path as osp
@@ -13,8 +14,12 @@ import mmcv
 import pytest
 import torch
 
-from mmseg_wavemix.engine.analysis import build_model_from_config
-from mmseg_wavemix.models.utils import fuse_conv_gelu, fuse_norm_layers
+from mmseg_wavemix.models.accel import (FusedConvGELU, fold_head_classifier,
+                                        fuse_conv_gelu, fuse_norm_layers)
+from mmseg_wavemix.models.accel import fused_conv_gelu as fused_module
+from mmseg_wavemix.models.accel import prepare_for_inference
+from mmseg_wavemix.utils.analysis import build_model_from_config
+
 from ..conftest import DATA_DIR, REPO_ROOT
 from ..test_tools.demo_data import run_tool
 
@@ -55,7 +60,7 @@ def fast(model):
     """The fast inference model: folded norms and classifier (also where it
     saves no FLOPs, to test it), GELU fused into fc1, channels_last."""
     model = fuse_conv_gelu(fuse_norm_layers(copy.deepcopy(model)))
-    model.decode_head.fuse_classifier()
+    fold_head_classifier(model.decode_head)
     return model.to(memory_format=torch.channels_last)
 
 
@@ -80,12 +85,22 @@ def test_channels_last_and_folded_layers_give_the_same_logits(
         logits(model, channels_last), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('fast_path', [False, True])
-def test_bf16_argmax_agrees_with_fp32(trained_demo, demo_inputs, fast_path):
+@pytest.mark.parametrize('fast_path', ['plain', 'fast', 'fast_avx2'])
+def test_bf16_argmax_agrees_with_fp32(trained_demo, demo_inputs, fast_path,
+                                      monkeypatch):
     expected = logits(trained_demo, demo_inputs).argmax(dim=1)
     model, inputs = trained_demo, demo_inputs
-    if fast_path:
+    if fast_path == 'fast':
         model = fast(trained_demo)
+    elif fast_path == 'fast_avx2':
+        # a CPU whose oneDNN has no bf16 convolutions: the GELU is fused in
+        # fp32 only and bf16 runs the plain layers (no crash)
+        monkeypatch.setattr(fused_module, 'cpu_has_bf16_convolution',
+                            lambda: False)
+        model = prepare_for_inference(copy.deepcopy(trained_demo))
+        fused = [m for m in model.modules() if isinstance(m, FusedConvGELU)]
+        assert fused and all(m.dtypes == {torch.float32} for m in fused)
+    if model is not trained_demo:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     bf16 = logits(model, inputs, torch.bfloat16)
     agreement = (bf16.argmax(dim=1) == expected).float().mean().item()

@@ -3,7 +3,7 @@ import pytest
 import torch
 from pytorch_wavelets import DWTForward
 
-from mmseg_wavemix.models.utils import WaveMixBlock
+from mmseg_wavemix.models.backbones import WaveMixBlock
 
 
 def authors_levels(block, x):

@@ -4,7 +4,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from mmseg_wavemix.engine.cli import resolve_config_path, use_cpu_distributed
+from mmseg_wavemix.utils.cli import resolve_config_path, use_cpu_distributed
 
 
 def test_resolve_config_path():

@@ -4,9 +4,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmseg_wavemix.engine.analysis import count_flops
-from mmseg_wavemix.models.utils import (FusedConvGELU, WaveMixBlock,
+from mmseg_wavemix.models.accel import (FusedConvGELU, fusable_dtypes,
                                         fuse_conv_gelu)
+from mmseg_wavemix.models.accel import fused_conv_gelu as fused_module
+from mmseg_wavemix.models.backbones import WaveMixBlock
+from mmseg_wavemix.utils.analysis import count_flops
 
 ONEDNN_OP = 'mkldnn::_convolution_pointwise'
 
@@ -37,12 +39,26 @@ def test_equals_conv_then_gelu(conv_kwargs, channels_last):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_bf16_autocast():
+@pytest.mark.parametrize('cpu_has_bf16', [False, True])
+def test_bf16_autocast_fused_only_where_the_cpu_can(cpu_has_bf16,
+                                                    monkeypatch):
+    """On a CPU without bf16 convolutions (AVX2 only) oneDNN's fused op
+    raises: the dtypes are chosen when fusing, and bf16 then runs the plain
+    layers (PyTorch's conv2d has its own fallback there)."""
+    if cpu_has_bf16 and not fused_module.cpu_has_bf16_convolution():
+        pytest.skip('this CPU has no bf16 convolutions in oneDNN')
+    monkeypatch.setattr(fused_module, 'cpu_has_bf16_convolution',
+                        lambda: cpu_has_bf16)
+    dtypes = fusable_dtypes()
+    assert (torch.bfloat16 in dtypes) == cpu_has_bf16
+    assert torch.float32 in dtypes
     conv = nn.Conv2d(8, 16, 1)
     x = torch.randn(1, 8, 16, 16)
+    fused = FusedConvGELU(conv, dtypes)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         expected = F.gelu(conv(x))
-        out = FusedConvGELU(conv)(x)
+        out, fused_op = ran_onednn_op(lambda: fused(x))
+    assert fused_op == cpu_has_bf16
     assert out.dtype == expected.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2,
                                atol=2e-2)
@@ -72,6 +88,12 @@ def test_fuse_conv_gelu_in_a_block_and_flops_unchanged():
         torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
     # tracing (the FLOP counter) sees the two layers
     assert count_flops(block, x) == flops
+
+
+def test_no_fused_op_no_fusion(monkeypatch):
+    monkeypatch.setattr(fused_module, 'fusable_dtypes', frozenset)
+    block = fuse_conv_gelu(WaveMixBlock(16, level=1).eval())
+    assert type(block.mlps[0].fc1) is nn.Conv2d
 
 
 def test_leaves_other_activations_alone():

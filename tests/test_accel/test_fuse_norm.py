@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
 
+from mmseg_wavemix.models.accel import fuse_conv_bn, fuse_norm_layers
 from mmseg_wavemix.models.backbones import WaveMix
-from mmseg_wavemix.models.utils import fuse_conv_bn, fuse_norm_layers
 
 
 def randomize_norms(model):

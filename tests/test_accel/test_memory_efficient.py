@@ -7,9 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import revert_sync_batchnorm
 
-from mmseg_wavemix.models.utils import WaveMixBlock
-from mmseg_wavemix.models.utils.activation_memory import (batch_norm_add,
-                                                          conv_gelu_conv2d)
+from mmseg_wavemix.models.accel import (MemoryEfficientLevelMLP,
+                                        batch_norm_add, conv_gelu_conv2d)
+from mmseg_wavemix.models.backbones import WaveMix, WaveMixBlock
 
 
 def saved_bytes(fn):
@@ -106,31 +106,44 @@ def test_batch_norm_add_gradients_statistics_and_memory(
 def test_batch_norm_add_falls_back(case):
     norm = trained_bn(4)
     z, x = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    warns = None
     if case == 'tiny_weight':
         norm.weight.data[1] = 1e-5
-    elif case == 'eval':
+    elif case == 'eval':  # e.g. frozen by norm_eval
         norm.eval()
     elif case == 'float64':
         norm, z, x = norm.double(), z.double(), x.double()
+        warns = 'torch.float64 activations'
     else:  # a BatchNorm with a forward of its own, e.g. SyncBatchNorm
         norm = type('OtherBN', (nn.BatchNorm2d, ),
                     dict(forward=lambda self, t: F.batch_norm(
                         t, None, None, self.weight, self.bias, True)))(4)
+        warns = 'OtherBN is not a one-process BatchNorm'
     z.requires_grad_()
     expected = copy.deepcopy(norm)(z) + x
-    out = batch_norm_add(z, norm, x)
+    if warns:
+        with pytest.warns(UserWarning, match=warns):
+            out = batch_norm_add(z, norm, x)
+    else:
+        out = batch_norm_add(z, norm, x)
     assert type(out.grad_fn).__name__ != '_BatchNormAddFunctionBackward'
     torch.testing.assert_close(out, expected)
 
 
-def test_block_keeps_less_for_backward_and_computes_the_same():
-    block = WaveMixBlock(32, level=3)
-    for norm in block.modules():
+def plain_and_memory_efficient(**kwargs):
+    """Two blocks with the same weights (trained-looking norms)."""
+    ours = WaveMixBlock(memory_efficient=True, **kwargs)
+    for norm in ours.modules():
         if isinstance(norm, nn.BatchNorm2d):
             norm.weight.data.uniform_(0.5, 2)
-    plain = copy.deepcopy(block)
-    for mlp in plain.mlps:
-        mlp.memory_efficient = False
+    plain = WaveMixBlock(**kwargs)
+    plain.load_state_dict(ours.state_dict())
+    assert all(type(m) is MemoryEfficientLevelMLP for m in ours.mlps)
+    return plain, ours
+
+
+def test_block_keeps_less_for_backward_and_computes_the_same():
+    plain, block = plain_and_memory_efficient(embed_dims=32, level=3)
     x = torch.randn(2, 32, 32, 32)
     ours_x, plain_x = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours_bytes, out = saved_bytes(lambda: block(ours_x))
@@ -152,3 +165,54 @@ def test_block_keeps_less_for_backward_and_computes_the_same():
         else:
             torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-3,
                                        atol=1e-4)
+
+
+def test_under_bf16_autocast_the_recomputation_applies():
+    """AMP: the hidden layers are still recomputed (the BatchNorm recovery
+    needs float32, and says so)."""
+    plain, block = plain_and_memory_efficient(embed_dims=32, level=2)
+    x = torch.randn(1, 32, 64, 64, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        plain_bytes, expected = saved_bytes(lambda: plain(x))
+        with pytest.warns(UserWarning, match='bfloat16 activations'):
+            ours_bytes, out = saved_bytes(lambda: block(x))
+    assert out.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.float(), rtol=3e-2,
+                               atol=3e-2)
+    assert ours_bytes < 0.8 * plain_bytes
+    grad, = torch.autograd.grad(out.float().sum(), x)
+    expected_grad, = torch.autograd.grad(expected.float().sum(), x)
+    torch.testing.assert_close(grad, expected_grad, rtol=5e-2, atol=5e-2)
+
+
+def test_plain_mlp_in_eval_and_frozen_norms():
+    plain, block = plain_and_memory_efficient(embed_dims=16, level=1)
+    x = torch.randn(1, 16, 8, 8, requires_grad=True)
+    block.eval()
+    assert saved_bytes(lambda: block(x))[0] == saved_bytes(
+        lambda: plain.eval()(x))[0]
+    # norm_eval: the MLP trains, its BatchNorm keeps its statistics
+    backbone = WaveMix(embed_dims=16, depth=1, level=1, norm_eval=True,
+                       memory_efficient=True).train()
+    stats = backbone.layers[0].mlps[0].norm.running_mean.clone()
+    backbone(torch.randn(1, 3, 32, 32))[0].sum().backward()
+    torch.testing.assert_close(backbone.layers[0].mlps[0].norm.running_mean,
+                               stats)
+
+
+def test_same_state_dict_as_the_plain_model():
+    plain = WaveMix(embed_dims=16, depth=2, level=2)
+    ours = WaveMix(embed_dims=16, depth=2, level=2, memory_efficient=True)
+    assert plain.state_dict().keys() == ours.state_dict().keys()
+    ours.load_state_dict(plain.state_dict())
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(act_cfg=dict(type='ReLU')), 'exact GELU'),
+    (dict(dropout=0.1), 'no dropout'),
+    (dict(norm_cfg=dict(type='GN', num_groups=2)), 'BatchNorm'),
+    (dict(with_cp=True), 'with_cp and memory_efficient'),
+])
+def test_clear_error_where_it_cannot_apply(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WaveMixBlock(16, level=1, memory_efficient=True, **kwargs)

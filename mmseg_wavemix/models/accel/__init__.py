@@ -1,0 +1,25 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Every speed path of the package, apart from the models they speed up.
+
+- Inference: :func:`prepare_for_inference` (BatchNorm and classifier
+  folding, the GELU fused into its convolution on CPU, channels_last), what
+  ``tools/test.py --fast``, ``FastInferenceHook`` and ``tools/benchmark.py``
+  call.
+- Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
+  ``WaveMix(memory_efficient=True)`` builds.
+
+Each path equals the plain model up to float rounding (tests/test_accel).
+"""
+from .fuse_norm import fuse_conv_bn, fuse_norm_layers
+from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
+                              fusable_dtypes, fuse_conv_gelu)
+from .inference import fold_head_classifier, prepare_for_inference
+from .memory_efficient import (MemoryEfficientLevelMLP, batch_norm_add,
+                               conv_gelu_conv2d)
+
+__all__ = [
+    'FusedConvGELU', 'MemoryEfficientLevelMLP', 'batch_norm_add',
+    'conv_gelu_conv2d', 'cpu_has_bf16_convolution', 'fold_head_classifier',
+    'fuse_conv_bn', 'fuse_conv_gelu', 'fuse_norm_layers', 'fusable_dtypes',
+    'prepare_for_inference'
+]

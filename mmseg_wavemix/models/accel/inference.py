@@ -1,0 +1,98 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""One preparation of a trained model for fast inference."""
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+
+from ..decode_heads.wavemix_head import WaveMixHead, folded_deconv_params
+from .fuse_norm import fuse_norm_layers
+from .fused_conv_gelu import fuse_conv_gelu
+
+
+@torch.no_grad()
+def fold_head_classifier(head: WaveMixHead) -> WaveMixHead:
+    """Fold ``conv_seg`` into the last transposed convolution of ``head`` for
+    good: one transposed convolution straight to the classes, no weight
+    product per call, one layer fewer to export. The logits are the same up
+    to float rounding; it cannot be undone.
+
+    Args:
+        head (WaveMixHead): A head with nothing between its last upsampling
+            and ``conv_seg`` (:attr:`WaveMixHead.can_fold_classifier`).
+
+    Returns:
+        WaveMixHead: ``head``, its ``conv_seg`` an identity.
+    """
+    if not head.can_fold_classifier:
+        raise ValueError(
+            'fold_head_classifier needs a plain 1x1 conv_seg right after the '
+            'last upsampling; this head has a norm, activation or dropout '
+            'there or is folded already (norm_cfg/act_cfg None and '
+            'dropout_ratio=0 make it foldable)')
+    deconv, cls = head.upsamples[-1].conv, head.conv_seg
+    weight, bias = folded_deconv_params(deconv, cls)
+    folded = nn.ConvTranspose2d(
+        deconv.in_channels,
+        cls.out_channels,
+        deconv.kernel_size,
+        stride=deconv.stride,
+        padding=deconv.padding,
+        output_padding=deconv.output_padding,
+        dilation=deconv.dilation,
+        device=weight.device,
+        dtype=weight.dtype)
+    folded.weight.copy_(weight)
+    folded.bias.copy_(bias)
+    head.upsamples[-1].conv = folded
+    head.conv_seg = nn.Identity()
+    head.fold_classifier = False  # the plain path now runs the folded layer
+    return head
+
+
+def prepare_for_inference(model: nn.Module,
+                          device: Optional[Union[str, torch.device]] = None,
+                          fuse_norm: bool = True,
+                          fold_classifier: bool = True,
+                          fuse_activation: bool = True,
+                          channels_last: bool = True) -> nn.Module:
+    """Prepare a trained model for fast inference, in place. Each step is
+    chosen here, once, for the device (and the CPU's instructions), and the
+    logits stay the same up to float rounding:
+
+    - BatchNorm folded into the (transposed) convolution before it.
+    - A :class:`WaveMixHead`'s classifier folded into its last transposed
+      convolution where it applies and saves FLOPs (fewer classes than
+      channels), see :func:`fold_head_classifier`.
+    - On CPU, each WaveMix level's GELU run inside its first convolution by
+      oneDNN, in float32 and, where the CPU has bf16 convolutions, in
+      bfloat16 (:class:`FusedConvGELU`); other dtypes run the plain layers.
+    - channels_last memory, which oneDNN's convolutions and cuDNN's tensor
+      cores prefer.
+
+    Args:
+        model (nn.Module): The model (moved to ``device``, set to eval).
+        device (str | torch.device, optional): Where it will run.
+            Default: None (where its parameters are).
+        fuse_norm, fold_classifier, fuse_activation, channels_last
+            (bool): Each step. Default: True.
+
+    Returns:
+        nn.Module: ``model``.
+    """
+    if device is not None:
+        model.to(device)
+    param = next(model.parameters(), None)
+    device = torch.device('cpu') if param is None else param.device
+    model.eval()
+    if fuse_norm:
+        fuse_norm_layers(model)
+    head = getattr(model, 'decode_head', None)
+    if fold_classifier and isinstance(head, WaveMixHead) and \
+            head.can_fold_classifier and head.num_classes < head.channels:
+        fold_head_classifier(head)
+    if fuse_activation and device.type == 'cpu':
+        fuse_conv_gelu(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model

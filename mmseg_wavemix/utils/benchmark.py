@@ -1,0 +1,316 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""The parts of ``tools/benchmark.py`` that build and measure one entry: its
+model (:class:`Bench`), a timed step, peak memory in a fresh process, the
+GEMM peak of the machine and what the numbers depend on."""
+import copy
+import gc
+import multiprocessing
+import os
+import platform
+import statistics
+import time
+from contextlib import nullcontext
+
+try:
+    import resource
+except ImportError:  # Windows: CPU time and page faults are left out
+    resource = None
+
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+
+from mmseg_wavemix.models.accel import (cpu_has_bf16_convolution,
+                                        fold_head_classifier, fuse_conv_gelu,
+                                        fuse_norm_layers,
+                                        prepare_for_inference)
+from mmseg_wavemix.models.decode_heads import WaveMixHead
+from mmseg_wavemix.models.utils import wavemix_convert
+
+from .analysis import build_model_from_config, count_flops
+from .authors_wavemix import build_authors_segmenter
+from .cli import resolve_config_path
+
+DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
+         'fast', 'compile', 'with_cp')
+AUTHORS = 'authors'
+
+
+def parse_entry(spec, args):
+    """``CONFIG[@opt,opt]`` -> dict(spec, path, dtype, <flags>)."""
+    path, _, options = spec.partition('@')
+    entry = dict(spec=spec, path=path, dtype=args.dtype,
+                 **{flag: getattr(args, flag) for flag in FLAGS})
+    for option in filter(None, options.split(',')):
+        if option in DTYPES:
+            entry['dtype'] = option
+        elif option in FLAGS:
+            entry[option] = True
+        else:
+            raise SystemExit(
+                f'error: unknown option {option!r} in entry {spec!r}; use '
+                f'{", ".join((*DTYPES, *FLAGS))}')
+    if entry['fast']:
+        entry['channels_last'] = True
+    if path == AUTHORS and entry['with_cp']:
+        raise SystemExit("error: the authors' model has no with_cp")
+    return entry
+
+
+class Bench:
+    """One entry's model, inputs and timed steps."""
+
+    def __init__(self, entry, args):
+        self.entry = entry
+        self.name = entry['spec']
+        self.args = args
+        self.device = torch.device(args.device)
+        self.authors = entry['path'] == AUTHORS
+        if self.authors:
+            self.cfg, _ = load_main_config(args)
+            self.model = build_authors_segmenter(self.cfg.model,
+                                                 args.authors_package)
+        else:
+            self.cfg, self.model = build_model_from_config(
+                entry['path'], self._options(entry))
+        self.scope = self.cfg.get('default_scope', 'mmseg')
+        self.model.to(self.device)
+        self.infer_model = self.model
+        if any(entry[flag] for flag in ('fast', 'fuse_norm', 'fold_classifier',
+                                        'fuse_activation')):
+            self.infer_model = copy.deepcopy(self.model).eval()
+        if entry['fast']:
+            prepare_for_inference(self.infer_model)
+        if entry['fuse_norm']:
+            fuse_norm_layers(self.infer_model)
+        if entry['fold_classifier']:
+            head = getattr(self.infer_model, 'decode_head', None)
+            if not isinstance(head, WaveMixHead):
+                raise ValueError('fold_classifier needs a WaveMixHead, got '
+                                 f'{type(head).__name__}')
+            fold_head_classifier(head)
+        if entry['fuse_activation']:
+            fuse_conv_gelu(self.infer_model)
+        h, w = args.shape
+        self.inputs = torch.randn(args.batch, 3, h, w, device=self.device)
+        if entry['channels_last']:
+            for model in {self.model, self.infer_model}:
+                model.to(memory_format=torch.channels_last)
+            self.inputs = self.inputs.to(memory_format=torch.channels_last)
+        self.infer_forward = self._maybe_compile(self.infer_model)
+        self.train_forward = self._maybe_compile(self.model) \
+            if self.infer_model is not self.model else self.infer_forward
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-6)
+
+    @staticmethod
+    def _options(entry):
+        """Config overrides of the entry: ``with_cp`` (which replaces a
+        WaveMix's memory_efficient)."""
+        if not entry['with_cp']:
+            return None
+        cfg = Config.fromfile(resolve_config_path(entry['path']))
+        options = {'model.backbone.with_cp': True}
+        if 'memory_efficient' in cfg.model.get('backbone', {}):
+            options['model.backbone.memory_efficient'] = False
+        return options
+
+    def _maybe_compile(self, model):
+        return torch.compile(model) if self.entry['compile'] else model
+
+    def autocast(self):
+        dtype = DTYPES[self.entry['dtype']]
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def data_samples(self):
+        h, w = self.args.shape
+        if self.scope == 'mmpretrain':
+            from mmpretrain.structures import DataSample
+            classes = self.cfg.model.head.num_classes
+            return [
+                DataSample().set_gt_label(torch.randint(0, classes, (1, )))
+                for _ in range(self.args.batch)
+            ]
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        classes = self.cfg.model.decode_head.num_classes
+        return [
+            SegDataSample(
+                gt_sem_seg=PixelData(data=torch.randint(
+                    0, classes, (1, h, w), device=self.device)),
+                metainfo=dict(img_shape=(h, w), pad_shape=(h, w)))
+            for _ in range(self.args.batch)
+        ]
+
+    def sync(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize()
+
+    def logits(self):
+        self.infer_model.eval()
+        with torch.no_grad(), self.autocast():
+            if self.authors:
+                out = self.infer_forward(self.inputs)
+            else:
+                out = self.infer_forward(self.inputs, mode='tensor')
+        self.sync()
+        return out
+
+    def infer(self):
+        self.logits()
+
+    def train_step(self):
+        self.model.train()
+        samples = self.data_samples()
+        with self.autocast():
+            if self.authors:
+                logits = self.train_forward(self.inputs)
+                target = torch.stack([s.gt_sem_seg.data[0] for s in samples])
+                loss = F.cross_entropy(logits.float(), target)
+            else:
+                losses = self.train_forward(self.inputs, samples, mode='loss')
+                loss = sum(v for k, v in losses.items() if 'loss' in k)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sync()
+
+    def flops(self):
+        return count_flops(self.infer_model, self.inputs[:1])
+
+
+def timed(step):
+    """Wall time of ``step()`` in seconds, and the process's CPU time and
+    page faults meanwhile (None where ``resource`` is missing)."""
+    before = resource.getrusage(resource.RUSAGE_SELF) if resource else None
+    start = time.perf_counter()
+    step()
+    elapsed = time.perf_counter() - start
+    if before is None:
+        return elapsed, None
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return elapsed, dict(
+        user_s=after.ru_utime - before.ru_utime,
+        kernel_s=after.ru_stime - before.ru_stime,
+        page_faults=after.ru_minflt - before.ru_minflt)
+
+
+def load_main_config(args):
+    """The first entry's config (the authors' model takes its sizes)."""
+    path = args.config.partition('@')[0]
+    if path == AUTHORS:
+        raise SystemExit('error: the first entry must be a config; '
+                         '`authors` takes its sizes from it')
+    return Config.fromfile(resolve_config_path(path)), path
+
+
+def peak_memory_mb(entry, args, train):
+    """Peak memory of one inference (or training) step, in a fresh process.
+    """
+    context = multiprocessing.get_context('spawn')
+    with context.Pool(1) as pool:
+        return pool.apply(_peak_memory_worker, (entry, args, train))
+
+
+def _peak_memory_worker(entry, args, train):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = Bench(entry, args)
+    step = bench.train_step if train else bench.infer
+    if bench.device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    gc.collect()
+    _reset_peak_rss()
+    base = _proc_status_kib('VmRSS')
+    step()
+    return max(_proc_status_kib('VmHWM') - base, 0) / 1024
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux
+    >= 4.0); ru_maxrss cannot be used, it keeps the parent's peak across
+    fork and exec."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+
+
+def _proc_status_kib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def summary(times, usages, batch):
+    """Latency statistics; with CPU usage, the kernel's share of the CPU
+    time (on CPU mostly page faults: memory the allocator returned to the OS
+    and took back) and the page faults per step."""
+    median = statistics.median(times)
+    result = dict(median_s=median, min_s=min(times), max_s=max(times),
+                  images_per_s=batch / median)
+    if usages and None not in usages:
+        kernel = sum(u['kernel_s'] for u in usages)
+        cpu = kernel + sum(u['user_s'] for u in usages)
+        result['kernel_cpu_share'] = kernel / cpu if cpu else 0.
+        result['page_faults'] = statistics.median(
+            u['page_faults'] for u in usages)
+    return result
+
+
+def authors_parity(bench, args):
+    """Largest |difference| between the authors' logits and ours (fp32, the
+    authors' weights converted with ``wavemix_convert``)."""
+    _, ours = build_model_from_config(load_main_config(args)[1])
+    ours.load_state_dict(wavemix_convert(bench.model.state_dict()))
+    ours.to(bench.device).eval()
+    bench.model.eval()
+    inputs = bench.inputs.contiguous()
+    with torch.no_grad():
+        return (bench.model(inputs) -
+                ours(inputs, mode='tensor')).abs().max().item()
+
+
+def gemm_peak_gflops(dtype, device, repeat=5):
+    """Best throughput of a large GEMM, run as a 1x1 convolution in
+    channels_last (oneDNN on CPU, cuDNN on GPU: the library the models'
+    convolutions use), in GFLOP/s (2 per multiply-add)."""
+    channels, size = 1024, 64
+    x = torch.randn(1, channels, size, size, device=device, dtype=dtype)
+    weight = torch.randn(channels, channels, 1, 1, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    best = float('inf')
+    with torch.no_grad():
+        for round_ in range(repeat + 1):
+            start = time.perf_counter()
+            F.conv2d(x, weight)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            if round_:  # the first round is warm-up
+                best = min(best, time.perf_counter() - start)
+    return 2 * channels**2 * size**2 / best / 1e9
+
+
+def environment(args):
+    """What the numbers depend on, for the JSON file."""
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f
+                       if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return dict(
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        cpu=cpu,
+        cpu_bf16_convolution=cpu_has_bf16_convolution(),
+        cuda_device=torch.cuda.get_device_name()
+        if args.device == 'cuda' else None,
+        glibc_tunables=os.environ.get('GLIBC_TUNABLES'))
