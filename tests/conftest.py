@@ -12,6 +12,10 @@ def pytest_configure(config):
     # 2-core CI machine: keep torch from oversubscribing it.
     torch.set_num_threads(2)
     import mmseg_wavemix  # noqa: F401  (registers the plugin)
+    from mmseg_wavemix.compat import make_torchvision_importable
+
+    # mmengine's runners import torchvision (README "Compatibility")
+    make_torchvision_importable()
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
 

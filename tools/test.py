@@ -12,7 +12,7 @@ Example:
 import argparse
 import sys
 
-import mmseg_wavemix  # noqa: F401  (registers the plugin, applies compat)
+import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
 from mmseg_wavemix.utils.checks import (InputError, check_checkpoint,
                                         check_segmentation_data)

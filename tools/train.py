@@ -11,7 +11,7 @@ import sys
 
 from mmengine.logging import print_log
 
-import mmseg_wavemix  # noqa: F401  (registers the plugin, applies compat)
+import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
 from mmseg_wavemix.utils.checks import InputError, check_segmentation_data
 from mmseg_wavemix.utils.cli import add_common_args, build_runner, load_config

@@ -13,6 +13,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmseg_wavemix.compat import make_torchvision_importable
+
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Arguments that MMSeg's train and test tools both take."""
@@ -109,6 +111,9 @@ def replace_sync_bn(node) -> bool:
 
 def build_runner(cfg: Config) -> Runner:
     """Build the runner the config asks for (mmengine's by default)."""
+    # The runner logs the environment, importing torchvision, which fails
+    # where its compiled ops cannot load (README "Compatibility").
+    make_torchvision_importable()
     if cfg.get('launcher') == 'pytorch' and not torch.cuda.is_available() \
             and not torch.distributed.is_initialized():
         # mmengine's pytorch launcher calls torch.cuda.set_device, which a
