@@ -154,8 +154,8 @@ class WaveMixBlock(BaseModule):
         # others D/2, which join the next finer level's D.
         self.mlps = nn.ModuleList(
             mlp_type(
-                in_channels=embed_dims if k == level - 1 else embed_dims * 3 //
-                2,
+                in_channels=embed_dims + (0 if k == level - 1 else
+                                          embed_dims // 2),
                 hidden_channels=hidden_channels,
                 ff_channels=ff_channels,
                 out_channels=embed_dims if k == 0 else embed_dims // 2,
