@@ -2,15 +2,18 @@
 """How one Haar level is computed: the device-specific part of
 :mod:`.haar`.
 
-Both directions are two memory-bound passes of contiguous-row arithmetic
-(no 2x2 gathers). On CPU the rows are processed in chunks that keep the
-temporaries in cache; on other devices (CUDA) in one piece, since each chunk
-is a few kernel launches and small chunks leave a GPU idle.
+On CUDA, where Triton is installed, one fused kernel each way
+(:mod:`.haar_triton`). Elsewhere two memory-bound passes of contiguous-row
+arithmetic (no 2x2 gathers): on CPU the rows are processed in chunks that
+keep the temporaries in cache; on other devices in one piece, since each
+chunk is a few kernel launches and small chunks leave a GPU idle.
 """
 from typing import Tuple, Union
 
 import torch
 from torch import Tensor
+
+from . import haar_triton
 
 # Rows are transformed in chunks of about this many input elements: the
 # temporaries (4 MB in fp32) then stay in cache and are recycled by the
@@ -93,11 +96,14 @@ def _analysis_rows(x: Tensor, ll: Tensor, highs: Tensor) -> None:
 
 def analysis(x: Tensor,
              packed: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-    """One Haar level of an input with even height and width, in chunks of
-    rows (any memory layout). Returns ``(ll, highs)``, or the packed level
-    (see :func:`_empty_bands`) if ``packed``."""
+    """One Haar level of an input with even height and width (any memory
+    layout). Returns ``(ll, highs)``, or the packed level (see
+    :func:`_empty_bands`) if ``packed``."""
     h, w = x.shape[-2:]
     ll, highs, out = _empty_bands(x, h // 2, w // 2, packed)
+    if haar_triton.applies(x):
+        haar_triton.analysis(x, ll, highs)
+        return out if packed else (ll, highs)
     step = _band_rows_per_chunk(ll)
     for r in range(0, h // 2, step):
         _analysis_rows(x[..., 2 * r:2 * (r + step), :],
@@ -131,6 +137,9 @@ def synthesis(ll: Tensor, highs: Tensor) -> Tensor:
                     device=ll.device,
                     memory_format=torch.channels_last
                     if _prefers_channels_last(ll) else torch.contiguous_format)
+    if haar_triton.applies(ll):
+        haar_triton.synthesis(ll, highs, x)
+        return x
     step = _band_rows_per_chunk(ll)
     for r in range(0, h, step):
         _synthesis_rows(ll[..., r:r + step, :], highs[..., r:r + step, :],
