@@ -12,7 +12,6 @@ the output in its memory order, so loads and stores stay coalesced.
 Without a GPU the kernels run in Triton's interpreter
 (``TRITON_INTERPRET=1``), which the tests use.
 """
-import torch
 from torch import Tensor
 
 try:

@@ -1,0 +1,122 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""What only a CUDA machine can check (``pytest -m cuda``; tools/gpu_checks.sh
+runs them with the GPU benchmarks). Without CUDA each test is reported as
+skipped, with the reason."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmseg_wavemix.models.accel import prepare_for_inference
+from mmseg_wavemix.models.backbones import WaveMixBlock
+from mmseg_wavemix.ops import haar_dwt, haar_dwt_packed, haar_triton
+from mmseg_wavemix.utils.analysis import build_model_from_config
+
+from .conftest import REPO_ROOT
+from .test_ops.test_haar_triton import TOLERANCES
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason='needs a CUDA device (run on a GPU machine: '
+        'tools/gpu_checks.sh)')
+]
+
+
+def textbook_bands(x):
+    """LL, LH, HL, HH of the 2x2 blocks of ``x`` (even sizes), in float64."""
+    x = x.double()
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    return torch.cat([(a + b + c + d) / 2,
+                      torch.stack([a + b - c - d, a - b + c - d,
+                                   a - b - c + d], 2).flatten(1, 2) / 2], 1)
+
+
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_haar_on_cuda_equals_the_float64_cpu_reference(dtype, channels_last):
+    assert haar_triton.available(), 'Triton comes with CUDA builds of torch'
+    x = torch.randn(2, 8, 34, 20, dtype=torch.float64)
+    expected = textbook_bands(x)
+    device_x = x.to('cuda', dtype)
+    if channels_last:
+        device_x = device_x.contiguous(memory_format=torch.channels_last)
+    device_x.requires_grad_()
+    packed = haar_dwt_packed(device_x)
+    assert packed.dtype == dtype
+    assert packed.is_contiguous(memory_format=torch.channels_last) == \
+        channels_last
+    torch.testing.assert_close(packed.cpu().double(), expected,
+                               **TOLERANCES[dtype])
+    # backward is the inverse transform: the gradient of <packed, g> is
+    # idwt(g)
+    weight = torch.randn_like(packed)
+    grad, = torch.autograd.grad((packed * weight).sum(), device_x)
+    cpu_x = x.clone().requires_grad_()
+    ref_grad, = torch.autograd.grad(
+        (haar_dwt_packed(cpu_x) * weight.cpu().double()).sum(), cpu_x)
+    torch.testing.assert_close(grad.cpu().double(), ref_grad,
+                               **TOLERANCES[dtype])
+    ll, highs = haar_dwt(device_x)
+    torch.testing.assert_close(
+        torch.cat([ll, highs.flatten(1, 2)], 1), packed, rtol=0, atol=0)
+
+
+def _demo_model():
+    _, model = build_model_from_config(
+        f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
+            'model.decode_head.channels': 8,
+            'model.decode_head.num_classes': 5
+        })
+    for module in model.modules():  # trained-looking statistics
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    return model.cuda().eval()
+
+
+def test_fast_model_agrees_in_fp16():
+    model = _demo_model()
+    inputs = torch.randn(1, 3, 256, 512, device='cuda')
+    with torch.no_grad():
+        expected = model(inputs, mode='tensor').argmax(1)
+    fast = prepare_for_inference(copy.deepcopy(model))
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.float16):
+        logits = fast(inputs.contiguous(memory_format=torch.channels_last),
+                      mode='tensor')
+    agreement = (logits.argmax(1) == expected).float().mean().item()
+    assert agreement >= 0.995, agreement
+
+
+def test_amp_training_step_with_memory_efficient_layers():
+    """The recipe's AMP on GPU: memory-saving layers give the plain layers'
+    gradients, and a GradScaler step trains."""
+    torch.manual_seed(0)
+    plain = WaveMixBlock(32, level=3).cuda()
+    ours = WaveMixBlock(32, level=3, memory_efficient=True).cuda()
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 32, 64, 64, device='cuda')
+    grads = []
+    for block in (plain, ours):
+        with torch.autocast('cuda', dtype=torch.float16):
+            out = block(x)
+        out.float().square().mean().backward()
+        grads.append([p.grad.float().clone() for p in block.parameters()])
+    for (name, _), a, b in zip(plain.named_parameters(), *grads):
+        if not name.endswith('upsample.bias'):  # BN follows: true grad 0
+            torch.testing.assert_close(b, a, rtol=5e-2, atol=5e-3, msg=name)
+    optimizer = torch.optim.SGD(ours.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler('cuda')
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        with torch.autocast('cuda', dtype=torch.float16):
+            loss = ours(x).float().square().mean()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The CUDA tests and the GPU benchmarks in one run (a few minutes on an H100/H200), a short table last.
+#
+#   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
+#
+# Needs torch with CUDA (its Triton included), the project's Python dependencies, pytest and the authors'
+# wavemix==0.2.4 on PYTHONPATH (AUTHORS_PACKAGE, default: the first PYTHONPATH entry that holds it). On a
+# machine without a package index: ../shared/gpu/README.md (bundle .gpu/, then `source .gpu/env.sh &&`);
+# pytest travels as wheels too: `pip download --no-deps --only-binary=:all: --python-version 3.12
+# --platform manylinux2014_x86_64 -d .gpu/whl pytest pluggy iniconfig packaging hypothesis sortedcontainers`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-work_dirs/gpu}"
+mkdir -p "$OUT"
+C=configs/wavemix/wavemix_256x16_l4_cityscapes.py
+SEGFORMER=mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py
+AUTHORS_PACKAGE="${AUTHORS_PACKAGE:-$(python3 -c 'import os, wavemix; print(os.path.dirname(os.path.dirname(wavemix.__file__)))' 2>/dev/null)}"
+status=0
+step() { echo; echo "=== $1"; shift; "$@" || { status=1; echo "=== failed: $*"; }; }
+
+python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())' || exit 1
+step "CUDA tests" python3 -m pytest tests/test_cuda.py tests/test_ops -q -p no:warnings
+step "Haar DWT, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
+  --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda.json"
+for dtype in fp32 fp16; do
+  step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
+    --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
+done
+step "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C --compare $C@fp16 $C@fp16,fast \
+  authors authors@fp16 $SEGFORMER@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda \
+  --shape 1024 2048 --repeat 20 --warmup 5 --json "$OUT/inference_1024x2048_cuda.json"
+step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16 --compare $C@fp16,with_cp $C \
+  authors --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 --batch 5 --train \
+  --repeat 5 --warmup 2 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
+
+echo; echo "=== Summary ($OUT)"
+python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
+    data = json.load(open(path))
+    print(os.path.basename(path))
+    for name, r in data['results'].items():
+        if 'median_ms' in r:
+            print(f'  {name:24s} {r["median_ms"]:8.2f} ms')
+            continue
+        cells = []
+        for mode in ('inference', 'train'):
+            if mode in r:
+                m = r[mode]
+                cells.append(f'{mode} {m["median_s"] * 1e3:7.1f} ms {m["images_per_s"]:6.1f} img/s '
+                             f'{m.get("peak_memory_mb", float("nan")):7.0f} MB')
+        errors = '; '.join(f'{k}: {v}' for k, v in r.get('errors', {}).items())
+        print(f'  {os.path.basename(name):48s} ' + ' | '.join(cells) + (f' ERRORS {errors}' if errors else ''))
+PY
+exit $status
