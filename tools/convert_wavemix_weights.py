@@ -9,7 +9,9 @@ Example:
 
 The source is a state dict of ``wavemix.SemSegment.WaveMix`` or
 ``wavemix.classification.WaveMix`` (pip ``wavemix==0.2.4``), as saved by
-``torch.save(model.state_dict(), path)``.
+``torch.save(model.state_dict(), path)``, or a checkpoint that holds one
+(under ``state_dict`` or ``model``). A file that is already in this
+package's format (an mmengine checkpoint of our models) is named as such.
 """
 import argparse
 import os
@@ -18,7 +20,11 @@ import sys
 
 import torch
 
+from mmseg_wavemix.compat import mmengine_checkpoint_loading
 from mmseg_wavemix.models.utils.ckpt_convert import wavemix_convert
+
+# Keys of this package's models: such a file needs no conversion.
+OUR_PREFIXES = ('backbone.', 'decode_head.', 'auxiliary_head.', 'head.')
 
 
 def parse_args(argv=None):
@@ -35,11 +41,24 @@ def main(argv=None):
     if not osp.isfile(args.src):
         sys.exit(f'error: source checkpoint not found: {args.src}')
     try:
-        # The authors saved plain state dicts: tensors only.
-        checkpoint = torch.load(args.src, map_location='cpu', weights_only=True)
+        # weights only, and the types mmengine writes into its checkpoints
+        with mmengine_checkpoint_loading():
+            checkpoint = torch.load(args.src, map_location='cpu')
     except Exception as e:  # truncated, not a torch file, pickled code, ...
-        sys.exit(f'error: cannot read {args.src} as a PyTorch state dict '
+        sys.exit(f'error: cannot read {args.src} as a PyTorch checkpoint '
                  f'({type(e).__name__}: {str(e).splitlines()[0]})')
+    if not isinstance(checkpoint, dict):
+        sys.exit(f'error: {args.src} holds a {type(checkpoint).__name__}, '
+                 "not a state dict of the authors' WaveMix")
+    weights = checkpoint.get('state_dict', checkpoint)
+    keys = [k for k in weights if not k.startswith('data_preprocessor.')]
+    if keys and all(k.startswith(OUR_PREFIXES) for k in keys):
+        kind = 'an mmengine training checkpoint' if 'meta' in checkpoint \
+            else 'a checkpoint'
+        sys.exit(f'error: {args.src} is {kind} of this package\'s models '
+                 f'({len(keys)} tensors named backbone.*, ...), not the '
+                 "authors' format: it needs no conversion; use it with "
+                 'tools/test.py or as load_from')
     try:
         state_dict = wavemix_convert(checkpoint)
     except ValueError as e:

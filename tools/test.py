@@ -10,13 +10,14 @@ Example:
     python tools/test.py CONFIG CHECKPOINT --show-dir vis
 """
 import argparse
-import sys
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
-from mmseg_wavemix.utils.checks import (InputError, check_checkpoint,
-                                        check_segmentation_data)
-from mmseg_wavemix.utils.cli import add_common_args, build_runner, load_config
+from mmseg_wavemix.utils.checkpoint_checks import check_fits, load_state_dict
+from mmseg_wavemix.utils.checks import check_segmentation_data
+from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
+                                     build_runner, check_model, load_config,
+                                     run_with_one_line_errors)
 
 
 def parse_args(argv=None):
@@ -51,11 +52,8 @@ def parse_args(argv=None):
         action='store_true',
         help='fold BatchNorm into the convolutions and use channels_last '
         '(FastInferenceHook): same predictions up to float rounding, faster')
-    parser.add_argument(
-        '--debug',
-        action='store_true',
-        help='show the full traceback of errors instead of one line')
     add_common_args(parser)
+    add_check_args(parser)
     return parser.parse_args(argv)
 
 
@@ -86,22 +84,17 @@ def trigger_visualization_hook(cfg, args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        test(args)
-    except Exception as e:
-        if args.debug:
-            raise
-        message = str(e) if isinstance(e, InputError) else (
-            f'{type(e).__name__}: {str(e).strip().splitlines()[0]} '
-            '(run with --debug for the traceback)')
-        sys.exit(f'error: {message}')
+    run_with_one_line_errors(test, parse_args(argv))
 
 
 def test(args):
     cfg = load_config(args)
-    check_checkpoint(args.checkpoint)
-    check_segmentation_data(cfg, ['test_dataloader'])
+    check_fits(
+        check_model(cfg),
+        load_state_dict(args.checkpoint),
+        args.checkpoint,
+        strict=args.strict_load == 'true')
+    check_segmentation_data(cfg, ['test_dataloader'], args.check_labels)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:

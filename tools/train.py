@@ -7,14 +7,17 @@ Example:
 """
 import argparse
 import logging
-import sys
 
 from mmengine.logging import print_log
+from mmengine.runner import find_latest_checkpoint
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
-from mmseg_wavemix.utils.checks import InputError, check_segmentation_data
-from mmseg_wavemix.utils.cli import add_common_args, build_runner, load_config
+from mmseg_wavemix.utils.checkpoint_checks import check_fits, load_state_dict
+from mmseg_wavemix.utils.checks import check_segmentation_data
+from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
+                                     build_runner, check_model, load_config,
+                                     run_with_one_line_errors)
 
 
 def parse_args(argv=None):
@@ -32,16 +35,47 @@ def parse_args(argv=None):
         help='enable automatic-mixed-precision training (needs CUDA; fp32 '
         'with a warning otherwise, also for AMP configs)')
     add_common_args(parser)
+    add_check_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    run_with_one_line_errors(train, parse_args(argv))
+
+
+def check_start(cfg, args) -> bool:
+    """Everything checked before the runner starts (and prints the config):
+    the model builds, the data is there and fits, and the checkpoint to
+    resume or fine-tune from fits the model. Returns whether ``--resume``
+    finds nothing to resume."""
+    model = check_model(cfg)
+    check_segmentation_data(cfg, ['train_dataloader', 'val_dataloader'],
+                            args.check_labels)
+    if args.resume:
+        # what mmengine resumes from: load_from, else the work_dir's latest
+        checkpoint = cfg.get('load_from') or find_latest_checkpoint(
+            cfg.work_dir)
+        if checkpoint is None:
+            return True
+        check_fits(
+            model,
+            load_state_dict(checkpoint),
+            checkpoint,
+            cause='the config changed since it was saved, and --resume '
+            'continues the same run: undo the change, or train in a new '
+            '--work-dir')
+    elif cfg.get('load_from'):
+        check_fits(
+            model,
+            load_state_dict(cfg.load_from),
+            cfg.load_from,
+            strict=args.strict_load == 'true')
+    return False
+
+
+def train(args):
     cfg = load_config(args)
-    try:
-        check_segmentation_data(cfg, ['train_dataloader', 'val_dataloader'])
-    except InputError as e:
-        sys.exit(f'error: {e}')
+    nothing_to_resume = check_start(cfg, args)
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
@@ -61,6 +95,12 @@ def main(argv=None):
 
     cfg.resume = args.resume
     runner = build_runner(cfg)
+    if nothing_to_resume:
+        print_log(
+            f'--resume: no checkpoint in {cfg.work_dir} to resume from '
+            '(no last_checkpoint there); training starts from scratch',
+            logger='current',
+            level=logging.WARNING)
     with mmengine_checkpoint_loading():  # torch >= 2.6 weights-only load
         runner.train()
 

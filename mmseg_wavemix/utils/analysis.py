@@ -7,9 +7,8 @@ from typing import Optional, Tuple
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
-from .cli import replace_sync_bn, resolve_config_path
+from .cli import build_model, resolve_config_path
 
 
 def add_timing_args(parser: argparse.ArgumentParser, repeat: int,
@@ -38,15 +37,7 @@ def build_model_from_config(
     cfg = Config.fromfile(resolve_config_path(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    replace_sync_bn(cfg.model)
-    scope = cfg.get('default_scope', 'mmseg')
-    if scope == 'mmpretrain':
-        from mmpretrain.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(cfg.model)
-    return cfg, model
+    return cfg, build_model(cfg)
 
 
 def count_flops(model: torch.nn.Module, inputs: torch.Tensor) -> int:

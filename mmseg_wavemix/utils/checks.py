@@ -1,14 +1,21 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Checks that the command-line tools run before starting, so that a wrong
 path or a broken file ends in one readable line, not a traceback deep in a
-data loader worker (or, worse, after hours of training)."""
+data loader worker (or, worse, after hours of training). The checkpoint
+checks are in :mod:`.checkpoint_checks`."""
+import logging
 import os.path as osp
-from typing import Iterable
+from typing import Iterable, Tuple
 
-import torch
+import numpy as np
 from mmengine.config import Config
+from mmengine.logging import print_log
+from PIL import Image
 
-from mmseg_wavemix.compat import mmengine_checkpoint_loading
+# Label maps whose values are checked by default (evenly spread over the
+# set); `full` checks every one.
+LABEL_SAMPLE = 20
+LABEL_CHECKS = ('sample', 'full', 'off')
 
 
 class InputError(RuntimeError):
@@ -16,31 +23,20 @@ class InputError(RuntimeError):
     it."""
 
 
-def check_checkpoint(path: str) -> None:
-    """Fail clearly if ``path`` is missing or not a readable checkpoint."""
-    if not osp.isfile(path):
-        raise InputError(f'checkpoint not found: {path}')
-    try:
-        with mmengine_checkpoint_loading():
-            checkpoint = torch.load(path, map_location='cpu')
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        raise InputError(
-            f'cannot read checkpoint {path}: it is truncated, corrupt or not '
-            f'a PyTorch checkpoint ({type(e).__name__}: {reason[:200]})'
-        ) from e
-    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(
-        checkpoint, dict) else None
-    if not isinstance(state_dict, dict) or not any(
-            isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise InputError(f'{path} holds no model weights (expected a dict of '
-                         "tensors, or one under 'state_dict')")
-
-
-def check_segmentation_data(cfg: Config, loaders: Iterable[str]) -> None:
+def check_segmentation_data(cfg: Config,
+                            loaders: Iterable[str],
+                            labels: str = 'sample') -> None:
     """Check the datasets of the given dataloaders of an mmseg config: the
-    data root and image folder exist, images are found, and each image has
-    its label map."""
+    data root and image folder exist, images are found, each image has its
+    label map, and (unless ``labels='off'``) the label maps fit (see
+    :func:`check_label_maps`).
+
+    Args:
+        cfg (Config): The config.
+        loaders (Iterable[str]): e.g. ``['train_dataloader']``.
+        labels (str): ``'sample'`` (sizes of all, values of a sample),
+            ``'full'`` (values of all) or ``'off'``. Default: 'sample'.
+    """
     if cfg.get('default_scope', 'mmseg') != 'mmseg':
         return
     from mmengine.registry import DefaultScope
@@ -78,3 +74,64 @@ def check_segmentation_data(cfg: Config, loaders: Iterable[str]) -> None:
                     f'{info["img_path"]} is missing; for Cityscapes, create '
                     'the label maps with tools/dataset_converters/'
                     'cityscapes.py')
+        if labels != 'off':
+            ignore_index = cfg.model.get('decode_head', {}).get(
+                'ignore_index', 255)
+            check_label_maps(loader, dataset, ignore_index, labels == 'full')
+
+
+def check_label_maps(loader: str, dataset, ignore_index: int = 255,
+                     full: bool = False) -> None:
+    """Every label map has its image's size (read from the file headers)
+    and one channel; the values of a sample of them (all if ``full``) are
+    train ids (``0..num_classes - 1``; ``0..num_classes`` with
+    ``reduce_zero_label``, whose 0 is ignored) or ``ignore_index``. The
+    first bad file is named. Grayscale and RGBA images are accepted (read as
+    color) with a note."""
+    infos = [i for i in dataset.data_list if i.get('seg_map_path')]
+    noted = False
+    for info in infos:
+        image_size, image_mode = _header(info['img_path'])
+        label_size, label_mode = _header(info['seg_map_path'])
+        if image_size != label_size:
+            raise InputError(
+                f'{loader}: label map {info["seg_map_path"]} is '
+                f'{label_size[1]}x{label_size[0]} but its image '
+                f'{info["img_path"]} is {image_size[1]}x{image_size[0]}; '
+                'make the label maps from the images they belong to')
+        if label_mode not in ('L', 'P', 'I', 'I;16'):
+            raise InputError(
+                f'{loader}: label map {info["seg_map_path"]} is {label_mode}, '
+                'not one channel of train ids (a *_color.png instead of '
+                '*_labelTrainIds.png?)')
+        if image_mode != 'RGB' and not noted:
+            noted = True
+            print_log(
+                f'{loader}: note: {info["img_path"]} is {image_mode}; it is '
+                'read as a 3-channel color image (mmcv\'s default)',
+                logger='current', level=logging.WARNING)
+    num_classes = len(dataset.metainfo['classes'])
+    highest = num_classes if dataset.reduce_zero_label else num_classes - 1
+    step = 1 if full else max(1, len(infos) // LABEL_SAMPLE)
+    for info in infos[::step]:
+        with Image.open(info['seg_map_path']) as label:
+            values = np.unique(np.asarray(label))
+        bad = values[(values > highest) & (values != ignore_index)]
+        if bad.size:
+            raise InputError(
+                f'{loader}: label map {info["seg_map_path"]} holds the value '
+                f'{int(bad[0])}, which is neither a class (0..{highest}) nor '
+                f'the ignore index {ignore_index}; convert the labels to '
+                'train ids (Cityscapes: tools/dataset_converters/'
+                'cityscapes.py)')
+
+
+def _header(path: str) -> Tuple[Tuple[int, int], str]:
+    """``(width, height)`` and PIL mode of the image at ``path``, from its
+    header."""
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    except Exception as e:
+        raise InputError(f'cannot read image {path}: {type(e).__name__}: '
+                         f'{e}') from e

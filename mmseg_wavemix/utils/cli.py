@@ -1,19 +1,24 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """What ``tools/train.py`` and ``tools/test.py`` share: MMSeg's command-line
-arguments, config loading and runner construction."""
+arguments and ours, config loading, the model built once for the checks,
+one-line errors and runner construction."""
 import argparse
+import copy
 import importlib.util
 import logging
 import os
 import os.path as osp
+import sys
 
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
+from mmengine.registry import RUNNERS, DefaultScope
 from mmengine.runner import Runner
 
 from mmseg_wavemix.compat import make_torchvision_importable
+
+from .checks import InputError
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +42,55 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or
     # --local_rank; torchrun sets LOCAL_RANK instead.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def add_check_args(parser: argparse.ArgumentParser) -> None:
+    """How strictly the tools check their input before starting."""
+    parser.add_argument(
+        '--strict-load',
+        choices=['true', 'false'],
+        default='true',
+        help='true (default): stop if the checkpoint (load_from, or the one '
+        'to test) lacks a tensor of the model or has one of another shape; '
+        'false: load what fits, e.g. to fine-tune from a backbone or other '
+        'classes, and log what does not')
+    parser.add_argument(
+        '--check-labels',
+        choices=['sample', 'full', 'off'],
+        default='sample',
+        help='label maps checked before starting: sizes of all and values '
+        'of a sample (default), values of all (full), or none (off)')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the full traceback of errors instead of one line')
+
+
+def run_with_one_line_errors(main, args) -> None:
+    """``main(args)``; any failure ends the program with one line naming it
+    (the whole traceback with ``--debug``)."""
+    try:
+        main(args)
+    except Exception as e:
+        if args.debug:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        message = str(e) if isinstance(e, InputError) else (
+            f'{type(e).__name__}: {first} (run with --debug for the '
+            'traceback)')
+        sys.exit(f'error: {message}')
+
+
+def check_model(cfg: Config) -> torch.nn.Module:
+    """Build the config's model once before the runner (which first prints
+    the whole config): a misspelt or invalid argument ends in one line."""
+    try:
+        return build_model(cfg)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        raise InputError(f'cannot build the model of {cfg.filename}: '
+                         f'{type(e).__name__}: {first}; check model.* in '
+                         'the config and --cfg-options') from e
 
 
 def resolve_config_path(path: str) -> str:
@@ -107,6 +161,20 @@ def replace_sync_bn(node) -> bool:
         for value in node:
             replaced |= replace_sync_bn(value)
     return replaced
+
+
+def build_model(cfg: Config) -> torch.nn.Module:
+    """Build ``cfg.model`` with the registry of the config's scope, SyncBN as
+    BN (it needs a process group and computes like BN in one process)."""
+    model_cfg = copy.deepcopy(cfg.model)
+    replace_sync_bn(model_cfg)
+    scope = cfg.get('default_scope', 'mmseg')
+    if scope == 'mmpretrain':
+        from mmpretrain.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        return MODELS.build(model_cfg)
 
 
 def build_runner(cfg: Config) -> Runner:

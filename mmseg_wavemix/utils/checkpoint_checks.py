@@ -1,0 +1,133 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Does a checkpoint fit the model of a config? Checked by the tools before
+any evaluation, fine-tuning (``load_from``) or ``--resume``, so that a
+checkpoint of another model stops with one line instead of loading partly
+(mmengine only warns) and reporting a meaningless score."""
+import logging
+import os.path as osp
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+from mmseg_wavemix.compat import mmengine_checkpoint_loading
+
+from .checks import InputError
+
+MAX_KEYS_NAMED = 3
+
+
+def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The weights in ``path``: its ``state_dict``, or the file itself if it
+    is a plain state dict; a clear error if it is missing, unreadable or
+    holds no tensors."""
+    if not osp.isfile(path):
+        raise InputError(f'checkpoint not found: {path}')
+    try:
+        with mmengine_checkpoint_loading():
+            checkpoint = torch.load(path, map_location='cpu')
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        raise InputError(
+            f'cannot read checkpoint {path}: it is truncated, corrupt or not '
+            f'a PyTorch checkpoint ({type(e).__name__}: {reason[:200]})'
+        ) from e
+    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(
+        checkpoint, dict) else None
+    if not isinstance(state_dict, dict) or not any(
+            isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise InputError(f'{path} holds no model weights (expected a dict of '
+                         "tensors, or one under 'state_dict')")
+    # as mmengine loads them: DDP's 'module.' prefix dropped
+    return {
+        k[len('module.'):] if k.startswith('module.') else k: v
+        for k, v in state_dict.items() if isinstance(v, torch.Tensor)
+    }
+
+
+def compare(model: nn.Module, state_dict: Dict[str, torch.Tensor]
+            ) -> Tuple[List[str], List[Tuple[str, tuple, tuple]]]:
+    """The model's tensors missing from ``state_dict``, and those there with
+    another shape: ``(key, checkpoint shape, model shape)``."""
+    missing, mismatched = [], []
+    for key, tensor in model.state_dict().items():
+        if key not in state_dict:
+            missing.append(key)
+        elif state_dict[key].shape != tensor.shape:
+            mismatched.append((key, tuple(state_dict[key].shape),
+                               tuple(tensor.shape)))
+    return missing, mismatched
+
+
+def _likely_cause(model: nn.Module, state_dict: dict, missing: list,
+                  mismatched: list) -> str:
+    keys = model.state_dict().keys()
+    with_prefix = {f'backbone.{k}' for k in state_dict}
+    if missing and all(k in with_prefix for k in missing
+                       if k.startswith('backbone.')) and not any(
+                           k.startswith('backbone.') for k in state_dict):
+        return ("its keys lack the 'backbone.' prefix (a backbone's own "
+                'state dict): set the backbone\'s init_cfg=dict('
+                "type='Pretrained', checkpoint=PATH) instead")
+    if missing and not mismatched and all(
+            not k.startswith('backbone.') for k in missing) and any(
+                k.startswith('backbone.') for k in keys):
+        return ('it holds the backbone only (no decode head): to fine-tune '
+                'from it, load it with --strict-load false')
+    if mismatched and all(
+            k.startswith(('decode_head.', 'auxiliary_head.', 'head.'))
+            for k, _, _ in mismatched):
+        key, ckpt, ours = mismatched[0]
+        return (f'it was trained for another number of classes ({ckpt[0]} '
+                f'in {key}, the config has {ours[0]}): set num_classes to '
+                'match, or fine-tune with --strict-load false')
+    return ('it was trained with another config (e.g. other embed_dims, '
+            'depth or level); use the config it was trained with')
+
+
+def check_fits(model: nn.Module,
+               state_dict: Dict[str, torch.Tensor],
+               path: str,
+               strict: bool = True,
+               cause: Optional[str] = None) -> None:
+    """Stop with one line if ``state_dict`` lacks a tensor of ``model`` or
+    has one of another shape; with ``strict=False`` say what will load.
+
+    Args:
+        model (nn.Module): The model built from the config.
+        state_dict (dict): From :func:`load_state_dict`.
+        path (str): The checkpoint's path, for the message.
+        strict (bool): Stop on a mismatch (else log what loads and what
+            does not). Default: True.
+        cause (str, optional): What the message gives as the cause.
+            Default: None (guessed from the keys).
+    """
+    missing, mismatched = compare(model, state_dict)
+    if not missing and not mismatched:
+        return
+    total = len(model.state_dict())
+    problems = []
+    if mismatched:
+        named = ', '.join(f'{k} {list(c)} in the checkpoint, {list(m)} in '
+                          'the model'
+                          for k, c, m in mismatched[:MAX_KEYS_NAMED])
+        problems.append(f'{len(mismatched)} tensors have another shape '
+                        f'({named}{", ..." if len(mismatched) > 3 else ""})')
+    if missing:
+        named = ', '.join(missing[:MAX_KEYS_NAMED])
+        problems.append(f'{len(missing)} of the model\'s {total} tensors are '
+                        f'missing ({named}'
+                        f'{", ..." if len(missing) > 3 else ""})')
+    summary = ' and '.join(problems)
+    if strict:
+        cause = cause or _likely_cause(model, state_dict, missing,
+                                       mismatched)
+        raise InputError(f'checkpoint {path} does not fit the model of this '
+                         f'config: {summary}; {cause}')
+    loaded = total - len(missing) - len(mismatched)
+    print_log(
+        f'--strict-load false: loading {loaded} of the model\'s {total} '
+        f'tensors from {path}; not loaded: {summary}',
+        logger='current',
+        level=logging.WARNING)

@@ -1,0 +1,189 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Wrong checkpoints, wrong labels and changed configs stop the tools with
+one line before anything runs, instead of a partial load, a traceback or a
+meaningless score; opting out is explicit."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from mmseg_wavemix.utils.cli import build_model
+from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
+                        run_tool)
+from .test_error_messages import one_error_line
+
+TINY = {
+    'model.backbone.embed_dims': 16,
+    'model.backbone.depth': 1,
+    'model.decode_head.in_channels': 16,
+    'model.decode_head.channels': 4,
+}
+TINY_OPTIONS = [f'{k}={v}' for k, v in TINY.items()]
+QUICK_TRAIN = [
+    'train_dataloader.batch_size=1', 'train_cfg.max_iters=1',
+    'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
+    'custom_hooks.0.final_iters=0'
+]
+
+
+@pytest.fixture(scope='module')
+def cityscapes(tmp_path_factory):
+    return make_cityscapes(
+        tmp_path_factory.mktemp('cityscapes'), 1, 1, height=64, width=128)
+
+
+@pytest.fixture
+def data(cityscapes, tmp_path):
+    """A copy of the data that a test may break."""
+    return shutil.copytree(cityscapes, tmp_path / 'data')
+
+
+def save_weights(path, **changes):
+    """A checkpoint of the tiny model with ``changes`` to its config."""
+    cfg = Config.fromfile(MAIN_CONFIG)
+    cfg.merge_from_dict({**TINY, **changes})
+    torch.save({'state_dict': build_model(cfg).state_dict()}, path)
+    return path
+
+
+def labels(root, split):
+    return sorted((root / 'gtFine' / split).rglob('*_labelTrainIds.png'))
+
+
+def run_test(root, checkpoint, *extra):
+    return run_tool('test.py', MAIN_CONFIG, checkpoint, *extra,
+                    '--cfg-options', *TINY_OPTIONS,
+                    *data_root_options(root), check=False)
+
+
+@pytest.mark.parametrize('changes,expected', [
+    (dict(embed_dims=32), [
+        'have another shape', 'backbone.stem.0.weight [16, 3, 3, 3] in the '
+        'checkpoint, [8, 3, 3, 3] in the model', 'another config'
+    ]),
+    ({'model.decode_head.num_classes': 5},
+     ['another number of classes (5 in decode_head', 'the config has 19']),
+])
+def test_checkpoint_of_another_model(cityscapes, tmp_path, changes,
+                                     expected):
+    changes = {(k if k.startswith('model.') else f'model.backbone.{k}'): v
+               for k, v in changes.items()}
+    if 'model.backbone.embed_dims' in changes:
+        changes.update({'model.decode_head.in_channels': 32,
+                        'model.decode_head.channels': 8})
+    checkpoint = save_weights(tmp_path / 'other.pth', **changes)
+    line = one_error_line(run_test(cityscapes, checkpoint))
+    assert f'checkpoint {checkpoint} does not fit the model' in line
+    for text in expected:
+        assert text in line, line
+
+
+def test_backbone_checkpoints(cityscapes, tmp_path):
+    full = torch.load(save_weights(tmp_path / 'full.pth'))['state_dict']
+    backbone = {k: v for k, v in full.items() if k.startswith('backbone.')}
+    only = tmp_path / 'backbone.pth'
+    torch.save({'state_dict': backbone}, only)
+    line = one_error_line(run_test(cityscapes, only))
+    assert 'tensors are missing (decode_head.' in line
+    assert 'holds the backbone only' in line and '--strict-load false' in line
+
+    bare = tmp_path / 'bare.pth'
+    torch.save({k[len('backbone.'):]: v for k, v in backbone.items()}, bare)
+    assert "lack the 'backbone.' prefix" in one_error_line(
+        run_test(cityscapes, bare))
+
+    # on purpose: loads what fits and says what did not
+    partial = run_test(cityscapes, only, '--strict-load', 'false',
+                       '--work-dir', tmp_path / 'work')
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    log = partial.stdout + partial.stderr
+    assert '--strict-load false: loading' in log and 'mIoU' in log
+
+
+def test_label_map_of_another_size(data, tmp_path):
+    label = labels(data, 'val')[0]
+    Image.open(label).resize((64, 32)).save(label)
+    line = one_error_line(
+        run_test(data, save_weights(tmp_path / 'w.pth')))
+    assert f'label map {label} is 32x64 but its image' in line
+    assert 'is 64x128' in line
+
+
+def test_label_value_that_is_no_train_id(data, tmp_path):
+    label = labels(data, 'train')[0]
+    values = np.asarray(Image.open(label)).copy()
+    values[:] = 30  # also where the training crop falls
+    Image.fromarray(values).save(label)
+    result = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
+                      '--cfg-options', *TINY_OPTIONS, *QUICK_TRAIN,
+                      *data_root_options(data), check=False)
+    line = one_error_line(result)
+    assert f'train_dataloader: label map {label} holds the value 30' in line
+    assert 'nor the ignore index 255' in line
+    assert 'Config:' not in result.stdout  # stopped before the config dump
+    # opting out reaches the loss's own check (in one line too)
+    unchecked = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
+                         '--check-labels', 'off', '--cfg-options',
+                         *TINY_OPTIONS, *QUICK_TRAIN,
+                         *data_root_options(data), check=False)
+    line = one_error_line(unchecked)
+    assert line.startswith('error: ValueError: ') and '30' in line
+    assert 'Config:' in unchecked.stdout
+
+
+def test_grayscale_images_are_accepted_with_a_note(data, tmp_path):
+    image = next((data / 'leftImg8bit' / 'val').rglob('*.png'))
+    Image.open(image).convert('L').save(image)
+    result = run_test(data, save_weights(tmp_path / 'w.pth'), '--work-dir',
+                      tmp_path / 'work')
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert f'note: {image} is L' in log and 'mIoU' in log
+
+
+def test_train_tool_errors_are_one_line(cityscapes, tmp_path):
+    data = data_root_options(cityscapes)
+    missing = run_tool('train.py', tmp_path / 'nope.py', check=False)
+    assert 'config file not found' in one_error_line(missing)
+    for option, text in [('model.backbone.levle=3', "'levle'"),
+                         ('model.backbone.level=7', 'level must be')]:
+        result = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
+                          '--cfg-options', *TINY_OPTIONS, option, *data,
+                          check=False)
+        line = one_error_line(result)
+        assert 'cannot build the model' in line and text in line, line
+        assert 'Config:' not in result.stdout
+    debug = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
+                     '--debug', '--cfg-options', *TINY_OPTIONS,
+                     'model.backbone.level=7', *data, check=False)
+    assert debug.returncode != 0 and 'Traceback' in debug.stderr
+
+
+def test_resume(cityscapes, tmp_path):
+    options = [*TINY_OPTIONS, *QUICK_TRAIN, *data_root_options(cityscapes)]
+    work_dir = tmp_path / 'work'
+    fresh = run_tool('train.py', MAIN_CONFIG, '--work-dir', work_dir,
+                     '--resume', '--cfg-options', *options)
+    log = fresh.stdout + fresh.stderr
+    assert f'WARNING - --resume: no checkpoint in {work_dir}' in log
+    assert (work_dir / 'iter_1.pth').exists()
+
+    changed = run_tool('train.py', MAIN_CONFIG, '--work-dir', work_dir,
+                       '--resume', '--cfg-options', *options,
+                       'model.backbone.depth=2', check=False)
+    line = one_error_line(changed)
+    assert 'iter_1.pth does not fit the model of this config' in line
+    assert 'backbone.layers.1.' in line
+    assert 'the config changed since it was saved' in line
+
+
+def test_converter_names_what_a_file_is(tmp_path):
+    ours = save_weights(tmp_path / 'ours.pth')
+    result = run_tool('convert_wavemix_weights.py', ours,
+                      tmp_path / 'out.pth', check=False)
+    assert result.returncode != 0
+    assert 'is a checkpoint of this package\'s models' in result.stderr
+    assert 'needs no conversion' in result.stderr
