@@ -144,10 +144,16 @@ def test_grayscale_images_are_accepted_with_a_note(data, tmp_path):
     assert f'note: {image} is L' in log and 'mIoU' in log
 
 
-def test_train_tool_errors_are_one_line(cityscapes, tmp_path):
-    data = data_root_options(cityscapes)
+def test_train_tool_errors_are_one_line(cityscapes, data, tmp_path):
     missing = run_tool('train.py', tmp_path / 'nope.py', check=False)
     assert 'config file not found' in one_error_line(missing)
+    image = next((data / 'leftImg8bit' / 'train').rglob('*.png'))
+    image.write_bytes(b'not an image')
+    unreadable = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
+                          '--cfg-options', *TINY_OPTIONS,
+                          *data_root_options(data), check=False)
+    assert f'cannot read image {image}' in one_error_line(unreadable)
+    data = data_root_options(cityscapes)
     for option, text in [('model.backbone.levle=3', "'levle'"),
                          ('model.backbone.level=7', 'level must be')]:
         result = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
@@ -178,6 +184,13 @@ def test_resume(cityscapes, tmp_path):
     assert 'iter_1.pth does not fit the model of this config' in line
     assert 'backbone.layers.1.' in line
     assert 'the config changed since it was saved' in line
+
+    # the weights converter reads a training checkpoint and says what it is
+    converted = run_tool('convert_wavemix_weights.py', work_dir / 'iter_1.pth',
+                         tmp_path / 'out.pth', check=False)
+    assert converted.returncode != 0
+    assert 'is an mmengine training checkpoint of this package\'s models' \
+        in converted.stderr and 'needs no conversion' in converted.stderr
 
 
 def test_converter_names_what_a_file_is(tmp_path):
