@@ -30,6 +30,10 @@ PARAMS = {
     'wavemix_128x8_l1': 2_900_819,
     'wavemix_192x16_l3_8xb128_in1k.py': 27_857_608,
     'wavemix_128x7_l1_1xb128_cifar10.py': 2_404_970,
+    # the Wave-ViT authors' ImageNet models
+    'wavevit-s_8xb128_in1k.py': 22_690_176,
+    'wavevit-b_8xb128_in1k.py': 33_516_128,
+    'wavevit-l_8xb128_in1k.py': 57_474_504,
 }
 
 
@@ -38,7 +42,7 @@ def test_configs_found():
     assert len(CONFIGS) >= 11
 
 
-CLASSIFICATION = [c for c in CONFIGS if '/wavemix_cls/' in c]
+CLASSIFICATION = [c for c in CONFIGS if '_cls/' in c]
 SEGMENTATION = [c for c in CONFIGS if c not in CLASSIFICATION]
 
 

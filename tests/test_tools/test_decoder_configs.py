@@ -1,8 +1,9 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Each decoder config (MMSeg decoders on WaveMix pyramids and on
-WTConvNeXt) trains two iterations through tools/train.py on generated
+"""Each decoder config (MMSeg decoders on WaveMix pyramids, WTConvNeXt and
+Wave-ViT) trains two iterations through tools/train.py on generated
 Cityscapes-format data (with a shrunken model and small crops, so that it runs
-in seconds on CPU)."""
+in seconds on CPU); each Wave-ViT classification config likewise on
+scikit-learn's digits."""
 import glob
 import os.path as osp
 
@@ -12,11 +13,17 @@ from mmengine.config import Config
 from ..conftest import REPO_ROOT
 from .demo_data import make_cityscapes, run_tool
 
-DECODER_CONFIGS = sorted(
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavemix_decoders', '*.py')) +
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'wtconvnext', '*.py')))
 TINY_DIMS = 16
 CROP = (64, 128)
+DECODER_CONFIGS = sorted(
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavemix_decoders', '*.py')) +
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'wtconvnext', '*.py')) +
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavevit', '*.py')))
+CLASSIFICATION_CONFIGS = sorted(
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavevit_cls', '*.py')))
+TINY_WAVEVIT = dict(
+    stem_hidden_dim=8, embed_dims=[TINY_DIMS] * 4, num_heads=[1, 2, 2, 4],
+    mlp_ratios=[2] * 4, depths=[1] * 4, sr_ratios=[4, 2, 1, 1])
 
 
 @pytest.fixture(scope='module')
@@ -41,6 +48,8 @@ def shrunken_config(config, data_root, work_dir):
         cfg.model.backbone.arch = dict(
             depths=[1, 1, 1, 1], channels=[TINY_DIMS] * 4,
             wt_levels=[2, 2, 1, 1])
+    elif cfg.model.backbone.type == 'WaveViT':
+        cfg.model.backbone.arch = TINY_WAVEVIT
     else:
         cfg.model.backbone.update(
             embed_dims=TINY_DIMS, depth=4, level=2, out_indices=(0, 1, 2, 3))
@@ -99,3 +108,41 @@ def test_decoder_config_trains_two_iterations(config, cityscapes, tmp_path):
     if '/wtconvnext/' in config:  # the recipe's stage-wise lr decay is on
         assert 'Build LearningRateDecayOptimizerConstructor  stage_wise' in log
     assert (tmp_path / 'work' / 'iter_2.pth').exists()
+
+
+@pytest.fixture(scope='module')
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp('digits')
+    run_tool('dataset_converters/sklearn_digits.py', root)
+    return root
+
+
+@pytest.mark.parametrize('config', CLASSIFICATION_CONFIGS, ids=osp.basename)
+def test_classification_config_trains_two_iterations(config, digits,
+                                                     tmp_path):
+    """The recipe (optimizer, schedule, Mixup/CutMix, label smoothing) on a
+    tiny Wave-ViT, 256 digits at 32x32 in batches of 128."""
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.arch = TINY_WAVEVIT
+    cfg.model.head.update(in_channels=TINY_DIMS, num_heads=4, num_classes=10)
+    cfg.model.data_preprocessor = dict(num_classes=10)
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(32, 32)),
+        dict(type='PackInputs')
+    ]
+    for loader, split in (('train_dataloader', 'train'),
+                          ('val_dataloader', 'val')):
+        cfg[loader].update(num_workers=0, persistent_workers=False)
+        cfg[loader].dataset = dict(
+            type='CustomDataset', data_root=str(digits), data_prefix=split,
+            pipeline=pipeline, indices=256)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.train_cfg.update(max_epochs=1, val_interval=1)
+    cfg.default_hooks.logger.interval = 1
+    path = tmp_path / osp.basename(config)
+    cfg.dump(str(path))
+    result = run_tool('train.py', path, '--work-dir', tmp_path / 'work')
+    log = result.stdout + result.stderr
+    assert 'Epoch(train) [1][2/2]' in log and 'accuracy/top1' in log
+    assert (tmp_path / 'work' / 'epoch_1.pth').exists()

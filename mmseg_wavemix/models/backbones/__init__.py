@@ -1,6 +1,9 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 from .wavemix import WaveMix
 from .wavemix_block import WaveletLevelMLP, WaveMixBlock
+from .wavevit import WaveViT
 from .wtconvnext import WTConvNeXt
 
-__all__ = ['WaveMix', 'WaveMixBlock', 'WaveletLevelMLP', 'WTConvNeXt']
+__all__ = [
+    'WaveMix', 'WaveMixBlock', 'WaveletLevelMLP', 'WaveViT', 'WTConvNeXt'
+]

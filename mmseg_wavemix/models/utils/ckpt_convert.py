@@ -71,3 +71,76 @@ def wavemix_convert(checkpoint: Mapping) -> Dict[str, Tensor]:
     if not converted:
         raise ValueError('the checkpoint holds no WaveMix weights')
     return converted
+
+
+# The authors' Wave-ViT: fixed Haar filter buffers (ours has none) and the
+# ImageNet heads (class attention, classifier, token-labelling head).
+_WAVEVIT_FILTERS = re.compile(r'\.(dwt\.w_(ll|lh|hl|hh)|idwt\.filters)$')
+_WAVEVIT_HEADS = ('post_network.', 'head.', 'aux_head.')
+_WAVEVIT_HEAD_NAMES = {
+    'post_network': 'post_network',
+    'head': 'fc',
+    'aux_head': 'aux_fc'
+}
+_WAVEVIT_BACKBONE = re.compile(r'^(patch_embed|block|norm)[1-9]\.')
+_WAVEVIT_NORM = re.compile(r'^(?:module\.)?(?:backbone\.)?norm([1-9])\.')
+
+
+def wavevit_convert(checkpoint: Mapping,
+                    with_head: bool = False) -> Dict[str, Tensor]:
+    """Map the authors' Wave-ViT weights (github YehLi/ImageNetModel) to this
+    package's names: the backbone's tensors under ``backbone.`` (their names
+    are ours), their fixed wavelet filter buffers dropped, their ImageNet
+    heads dropped or (``with_head``) mapped to :class:`WaveViTClsHead`; a
+    segmentation checkpoint's ``decode_head.*`` and ``auxiliary_head.*``
+    kept as they are (mmseg's UPerHead/FCNHead names).
+
+    Args:
+        checkpoint (Mapping): A state dict; a dict holding it under
+            ``'state_dict'`` or ``'model'`` and ``module.`` prefixes are
+            accepted.
+        with_head (bool): For mmpretrain's ImageClassifier with
+            ``WaveViT(final_norm=False)`` and ``WaveViTClsHead``: the heads
+            and the last stage's norm go to ``head.``. Default: False.
+
+    Returns:
+        dict[str, Tensor]: The converted state dict.
+
+    Raises:
+        ValueError: If a key is none of the above, or there is no backbone.
+    """
+    state_dict = checkpoint
+    for wrapper_key in ('state_dict', 'model'):
+        if isinstance(state_dict.get(wrapper_key), Mapping):
+            state_dict = state_dict[wrapper_key]
+    last_norm = max(
+        (int(m[1]) for m in map(_WAVEVIT_NORM.match, state_dict) if m),
+        default=None)
+    converted = OrderedDict()
+    unknown = []
+    for key, value in state_dict.items():
+        key = key[len('module.'):] if key.startswith('module.') else key
+        if key.startswith(('decode_head.', 'auxiliary_head.')):
+            converted[key] = value
+            continue
+        name = key[len('backbone.'):] if key.startswith('backbone.') else key
+        if _WAVEVIT_FILTERS.search(name):
+            continue
+        head = name.split('.', 1)
+        if with_head and f'{head[0]}.' in _WAVEVIT_HEADS:
+            converted[f'head.{_WAVEVIT_HEAD_NAMES[head[0]]}.{head[1]}'] = value
+        elif with_head and head[0] == f'norm{last_norm}':
+            converted[f'head.norm.{head[1]}'] = value
+        elif name.startswith(_WAVEVIT_HEADS):
+            continue
+        elif _WAVEVIT_BACKBONE.match(name):
+            converted[f'backbone.{name}'] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f'{len(unknown)} keys are not Wave-ViT weights, e.g. '
+            f'{unknown[:5]}; is this the right file?')
+    if not any(k.startswith('backbone.') for k in converted):
+        raise ValueError('the checkpoint holds no Wave-ViT backbone weights')
+    return converted

@@ -1,0 +1,130 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Parity fixtures from the authors' Wave-ViT code (github
+YehLi/ImageNetModel, ``classification/wavevit.py`` and
+``classification/torch_wavelets.py``), run apart from this package.
+
+Their code needs torch, numpy and PyWavelets; the few timm helpers it
+imports are stood in for below. The weights are not stored: both this
+script and the tests make them from names and shapes
+(``seeded_weights.py``). Stored: the authors' parameter counts of S/B/L,
+and for S and B at two input sizes the inputs, the four stage features
+(their segmentation backbone's outputs: each stage normalised by its
+``norm{i}``) and the eval-mode classifier logits (``cls + 0.5 * max`` over
+the token-labelling head)::
+
+    python tests/data/make_wavevit_fixtures.py PATH/TO/ImageNetModel/classification
+
+It writes ``tests/data/wavevit_reference_fixtures.pth``.
+"""
+import argparse
+import os.path as osp
+import sys
+import types
+
+import torch
+import torch.nn as nn
+
+HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, HERE)
+from seeded_weights import seeded_state_dict  # noqa: E402
+
+OUT = osp.join(HERE, 'wavevit_reference_fixtures.pth')
+NUM_CLASSES = 10
+SIZES = [(64, 64), (96, 128)]
+# Their fixed Haar filters (fp16 buffers): not weights.
+FILTER_BUFFERS = ('.dwt.w_ll', '.dwt.w_lh', '.dwt.w_hl', '.dwt.w_hh',
+                  '.idwt.filters')
+HEADS = ('post_network.', 'head.', 'aux_head.')
+
+
+def stand_in_for_timm():
+    """The timm names wavevit.py imports, as plain torch."""
+
+    class DropPath(nn.Module):  # only built with rate 0 here
+
+        def __init__(self, drop_prob=0.):
+            super().__init__()
+            assert drop_prob == 0
+
+        def forward(self, x):
+            return x
+
+    layers = types.ModuleType('timm.models.layers')
+    layers.DropPath = DropPath
+    layers.to_2tuple = lambda x: tuple(x) if isinstance(x, tuple) else (x, x)
+    layers.trunc_normal_ = lambda t, std=1.: nn.init.trunc_normal_(t, std=std)
+    registry = types.ModuleType('timm.models.registry')
+    registry.register_model = lambda fn: fn
+    vit = types.ModuleType('timm.models.vision_transformer')
+    vit._cfg = lambda **kwargs: dict(kwargs)
+    models = types.ModuleType('timm.models')
+    models.layers, models.registry = layers, registry
+    models.vision_transformer = vit
+    timm = types.ModuleType('timm')
+    timm.models = models
+    sys.modules.update({
+        'timm': timm,
+        'timm.models': models,
+        'timm.models.layers': layers,
+        'timm.models.registry': registry,
+        'timm.models.vision_transformer': vit
+    })
+
+
+def stage_features(model, x):
+    """Their segmentation backbone's forward (mmseg copy of wavevit.py)."""
+    outs = []
+    for i in range(model.num_stages):
+        x, h, w = getattr(model, f'patch_embed{i + 1}')(x)
+        for block in getattr(model, f'block{i + 1}'):
+            x = block(x, h, w)
+        x = getattr(model, f'norm{i + 1}')(x)
+        x = x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+        outs.append(x)
+    return outs
+
+
+def count(model, skip=()):
+    return sum(p.numel() for name, p in model.named_parameters()
+               if not name.startswith(skip))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('code', help="the authors' classification folder")
+    args = parser.parse_args()
+    stand_in_for_timm()
+    sys.path.insert(0, args.code)
+    import wavevit
+
+    fixtures = dict(num_classes=NUM_CLASSES, num_params={}, cases=[])
+    for arch in ('s', 'b', 'l'):
+        imagenet = getattr(wavevit, f'wavevit_{arch}')()
+        fixtures['num_params'][arch] = dict(
+            with_heads=count(imagenet), backbone=count(imagenet, HEADS))
+    for seed, arch in enumerate(('s', 'b')):
+        model = getattr(wavevit, f'wavevit_{arch}')(num_classes=NUM_CLASSES)
+        shapes = {
+            k: tuple(v.shape)
+            for k, v in model.state_dict().items()
+            if not k.endswith(FILTER_BUFFERS)
+        }
+        missing, unexpected = model.load_state_dict(
+            seeded_state_dict(shapes, seed), strict=False)
+        assert not unexpected and all(
+            k.endswith(FILTER_BUFFERS) for k in missing), missing
+        model.float().eval()  # their filters are fp16 buffers
+        generator = torch.Generator().manual_seed(100 + seed)
+        for size in SIZES:
+            inputs = torch.randn(2, 3, *size, generator=generator)
+            with torch.no_grad():
+                fixtures['cases'].append(
+                    dict(arch=arch, seed=seed, shapes=shapes, inputs=inputs,
+                         features=stage_features(model, inputs),
+                         logits=model(inputs)))
+    torch.save(fixtures, OUT)
+    print(f'wrote {OUT}: {fixtures["num_params"]}')
+
+
+if __name__ == '__main__':
+    main()
