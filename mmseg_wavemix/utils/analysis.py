@@ -3,6 +3,7 @@
 tools/analysis_tools/get_flops.py and tools/benchmark.py, and the timing
 arguments of the benchmark tools."""
 import argparse
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -42,10 +43,23 @@ def build_model_from_config(
 
 def count_flops(model: torch.nn.Module, inputs: torch.Tensor) -> int:
     """Multiply-adds of one forward pass (mmengine's counter, as mmseg's
-    get_flops.py)."""
-    from mmengine.analysis import get_model_complexity_info
+    get_flops.py), with attention through
+    ``F.scaled_dot_product_attention`` counted too (mmengine's counter
+    skips it)."""
+    from mmengine.analysis import FlopAnalyzer
     model.eval()
     with torch.no_grad():
-        info = get_model_complexity_info(
-            model, inputs=(inputs, ), show_table=False, show_arch=False)
-    return info['flops']
+        analyzer = FlopAnalyzer(model, (inputs, ))
+        analyzer.set_op_handle('aten::scaled_dot_product_attention',
+                               _attention_flops)
+        analyzer.unsupported_ops_warnings(False)
+        return analyzer.total()
+
+
+def _attention_flops(inputs: list, outputs: list) -> int:
+    """Multiply-adds of ``softmax(q k^T) v``: (..., Lq, d) x (..., Lk, d)
+    and (..., Lq, Lk) x (..., Lk, dv)."""
+    from mmengine.analysis.jit_handles import get_shape
+    q, k, v = (get_shape(value) for value in inputs[:3])
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])

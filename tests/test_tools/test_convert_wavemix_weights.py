@@ -48,3 +48,40 @@ def test_bad_sources_exit_with_one_readable_line(tmp_path):
     assert result.returncode != 0
     assert 'not WaveMix weights' in result.stderr
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_wavevit_converter(tmp_path):
+    """tools/convert_wavevit_weights.py: the authors' checkpoint (here made
+    of seeded weights in their layout) -> backbone.* that mmseg loads
+    strictly into WaveViT; --with-head for the mmpretrain classifier; a
+    foreign key is named in one line."""
+    import sys
+    from mmseg_wavemix.models.backbones import WaveViT
+    from ..conftest import DATA_DIR
+    sys.path.insert(0, DATA_DIR)
+    from seeded_weights import seeded_state_dict
+    fixtures = torch.load(
+        f'{DATA_DIR}/wavevit_reference_fixtures.pth', weights_only=True)
+    case = fixtures['cases'][0]
+    src = tmp_path / 'wavevit_s.pth'
+    weights = seeded_state_dict(case['shapes'], case['seed'])
+    torch.save({'state_dict': {f'module.{k}': v
+                               for k, v in weights.items()}}, src)
+    result = run_tool('convert_wavevit_weights.py', src, tmp_path / 'bb.pth')
+    assert 'converted' in result.stdout
+    converted = torch.load(tmp_path / 'bb.pth')['state_dict']
+    WaveViT('s').load_state_dict(
+        {k[len('backbone.'):]: v for k, v in converted.items()}, strict=True)
+
+    run_tool('convert_wavevit_weights.py', src, tmp_path / 'cls.pth',
+             '--with-head')
+    assert 'head.aux_fc.weight' in torch.load(
+        tmp_path / 'cls.pth')['state_dict']
+
+    torch.save({**weights, 'classifier.weight': torch.zeros(1)},
+               tmp_path / 'other.pth')
+    failed = run_tool('convert_wavevit_weights.py', tmp_path / 'other.pth',
+                      tmp_path / 'out.pth', check=False)
+    assert failed.returncode != 0 and 'Traceback' not in failed.stderr
+    assert "not Wave-ViT weights, e.g. ['classifier.weight']" in \
+        failed.stderr
