@@ -14,14 +14,12 @@ The source is a state dict of ``wavemix.SemSegment.WaveMix`` or
 package's format (an mmengine checkpoint of our models) is named as such.
 """
 import argparse
-import os
-import os.path as osp
 import sys
 
-import torch
-
-from mmseg_wavemix.compat import mmengine_checkpoint_loading
+import mmseg_wavemix  # noqa: F401
 from mmseg_wavemix.models.utils.ckpt_convert import wavemix_convert
+from mmseg_wavemix.utils.checkpoints import read_checkpoint, save_converted
+from mmseg_wavemix.utils.checks import InputError
 
 # Keys of this package's models: such a file needs no conversion.
 OUR_PREFIXES = ('backbone.', 'decode_head.', 'auxiliary_head.', 'head.')
@@ -36,38 +34,32 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if not osp.isfile(args.src):
-        sys.exit(f'error: source checkpoint not found: {args.src}')
-    try:
-        # weights only, and the types mmengine writes into its checkpoints
-        with mmengine_checkpoint_loading():
-            checkpoint = torch.load(args.src, map_location='cpu')
-    except Exception as e:  # truncated, not a torch file, pickled code, ...
-        sys.exit(f'error: cannot read {args.src} as a PyTorch checkpoint '
-                 f'({type(e).__name__}: {str(e).splitlines()[0]})')
+def convert(src: str) -> dict:
+    checkpoint = read_checkpoint(src)
     if not isinstance(checkpoint, dict):
-        sys.exit(f'error: {args.src} holds a {type(checkpoint).__name__}, '
-                 "not a state dict of the authors' WaveMix")
+        raise InputError(f'{src} holds a {type(checkpoint).__name__}, not a '
+                         "state dict of the authors' WaveMix")
     weights = checkpoint.get('state_dict', checkpoint)
     keys = [k for k in weights if not k.startswith('data_preprocessor.')]
     if keys and all(k.startswith(OUR_PREFIXES) for k in keys):
         kind = 'an mmengine training checkpoint' if 'meta' in checkpoint \
             else 'a checkpoint'
-        sys.exit(f'error: {args.src} is {kind} of this package\'s models '
-                 f'({len(keys)} tensors named backbone.*, ...), not the '
-                 "authors' format: it needs no conversion; use it with "
-                 'tools/test.py or as load_from')
+        raise InputError(
+            f'{src} is {kind} of this package\'s models ({len(keys)} tensors '
+            "named backbone.*, ...), not the authors' format: it needs no "
+            'conversion; use it with tools/test.py or as load_from')
     try:
-        state_dict = wavemix_convert(checkpoint)
+        return wavemix_convert(checkpoint)
     except ValueError as e:
-        sys.exit(f'error: {args.src}: {e}')
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save(
-        dict(state_dict=state_dict, meta=dict(converted_from=args.src)),
-        args.dst)
-    print(f'converted {len(state_dict)} tensors: {args.dst}')
+        raise InputError(f'{src}: {e}') from e
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        save_converted(convert(args.src), args.src, args.dst)
+    except InputError as e:
+        sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

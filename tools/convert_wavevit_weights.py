@@ -16,14 +16,12 @@ The source is their checkpoint (``{'state_dict': ...}`` or a bare state
 dict; ``module.`` prefixes allowed), ImageNet or segmentation.
 """
 import argparse
-import os
-import os.path as osp
 import sys
 
-import torch
-
-from mmseg_wavemix.compat import mmengine_checkpoint_loading
+import mmseg_wavemix  # noqa: F401
 from mmseg_wavemix.models.utils import wavevit_convert
+from mmseg_wavemix.utils.checkpoints import read_checkpoint, save_converted
+from mmseg_wavemix.utils.checks import InputError
 
 
 def parse_args(argv=None):
@@ -43,26 +41,20 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.src):
-        sys.exit(f'error: source checkpoint not found: {args.src}')
     try:
-        with mmengine_checkpoint_loading():  # weights only
-            checkpoint = torch.load(args.src, map_location='cpu')
-    except Exception as e:  # truncated, not a torch file, pickled code, ...
-        sys.exit(f'error: cannot read {args.src} as a PyTorch checkpoint '
-                 f'({type(e).__name__}: {str(e).splitlines()[0]})')
-    if not isinstance(checkpoint, dict):
-        sys.exit(f'error: {args.src} holds a {type(checkpoint).__name__}, '
-                 'not a Wave-ViT state dict')
-    try:
-        state_dict = wavevit_convert(checkpoint, with_head=args.with_head)
-    except ValueError as e:
-        sys.exit(f'error: {args.src}: {e}')
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save(
-        dict(state_dict=state_dict, meta=dict(converted_from=args.src)),
-        args.dst)
-    print(f'converted {len(state_dict)} tensors: {args.dst}')
+        checkpoint = read_checkpoint(args.src)
+        if not isinstance(checkpoint, dict):
+            raise InputError(f'{args.src} holds a '
+                             f'{type(checkpoint).__name__}, not a Wave-ViT '
+                             'state dict')
+        try:
+            state_dict = wavevit_convert(checkpoint,
+                                         with_head=args.with_head)
+        except ValueError as e:
+            raise InputError(f'{args.src}: {e}') from e
+        save_converted(state_dict, args.src, args.dst)
+    except InputError as e:
+        sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

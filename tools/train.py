@@ -13,7 +13,7 @@ from mmengine.runner import find_latest_checkpoint
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
-from mmseg_wavemix.utils.checkpoint_checks import check_fits, load_state_dict
+from mmseg_wavemix.utils.checkpoints import check_fits, load_state_dict
 from mmseg_wavemix.utils.checks import check_segmentation_data
 from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
                                      build_runner, check_model, load_config,

@@ -2,7 +2,7 @@
 """Checks that the command-line tools run before starting, so that a wrong
 path or a broken file ends in one readable line, not a traceback deep in a
 data loader worker (or, worse, after hours of training). The checkpoint
-checks are in :mod:`.checkpoint_checks`."""
+checks are in :mod:`.checkpoints`."""
 import logging
 import os.path as osp
 from typing import Iterable, Tuple

@@ -31,7 +31,7 @@ def test_bad_sources_exit_with_one_readable_line(tmp_path):
         tmp_path / 'out.pth', check=False)
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines() == [
-        f'error: source checkpoint not found: {tmp_path / "nope.pth"}'
+        f'error: checkpoint not found: {tmp_path / "nope.pth"}'
     ]
 
     corrupt = tmp_path / 'corrupt.pth'

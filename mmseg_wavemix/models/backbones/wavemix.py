@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import haar_lowpass
 
+from ..utils.arch import check_out_indices, select_arch
 from .wavemix_block import WaveMixBlock, check_embed_dims_and_level
 
 STEM_TYPES = ('strided', 'patchify')
@@ -120,10 +121,11 @@ class WaveMix(BaseModule):
                  norm_eval: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg)
-        arch = _resolve_arch(self.arch_settings, arch, embed_dims=embed_dims,
-                             depth=depth, level=level)
-        embed_dims, depth, level = (arch[k]
-                                    for k in ('embed_dims', 'depth', 'level'))
+        arch = select_arch(self.arch_settings, arch)
+        # the free arguments override the arch's
+        embed_dims = arch['embed_dims'] if embed_dims is None else embed_dims
+        depth = arch['depth'] if depth is None else depth
+        level = arch['level'] if level is None else level
         for name, value in (('in_channels', in_channels), ('depth', depth),
                             ('stem_stride', stem_stride), ('patch_size',
                                                            patch_size)):
@@ -134,13 +136,7 @@ class WaveMix(BaseModule):
         if stem_type not in STEM_TYPES:
             raise ValueError(f'stem_type must be one of {STEM_TYPES}, got '
                              f'{stem_type!r}')
-        out_indices = (out_indices, ) if isinstance(out_indices, int) else \
-            tuple(out_indices)
-        if not out_indices or any(not -depth <= i < depth
-                                  for i in out_indices):
-            raise ValueError(f'out_indices must be block indices in '
-                             f'[-{depth}, {depth - 1}] (depth={depth}), got '
-                             f'{out_indices!r}')
+        out_indices = check_out_indices(out_indices, depth, 'block')
         out_downsamples = (0, ) * len(out_indices) \
             if out_downsamples is None else tuple(out_downsamples)
         if len(out_downsamples) != len(out_indices) or any(
@@ -157,7 +153,7 @@ class WaveMix(BaseModule):
         self.depth = depth
         self.level = level
         self.stem_type = stem_type
-        self.out_indices = tuple(i % depth for i in out_indices)
+        self.out_indices = out_indices
         self.out_downsamples = out_downsamples
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -233,17 +229,3 @@ class WaveMix(BaseModule):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
-
-
-def _resolve_arch(settings: dict, arch: Union[str, dict], **overrides):
-    """The arch's settings with the given (not None) overrides."""
-    if isinstance(arch, str):
-        if arch not in settings:
-            raise ValueError(f'arch must be one of {sorted(settings)} or a '
-                             f'dict, got {arch!r}')
-        arch = settings[arch]
-    keys = ('embed_dims', 'depth', 'level')
-    if not isinstance(arch, dict) or set(arch) != set(keys):
-        raise ValueError(f'a custom arch must be a dict of {keys}, got '
-                         f'{arch!r}')
-    return {**arch, **{k: v for k, v in overrides.items() if v is not None}}

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import haar_dwt, haar_idwt
+from ..utils.arch import check_out_indices, select_arch
 
 
 def _tokens_to_map(x: Tensor, h: int, w: int) -> Tensor:
@@ -286,22 +287,16 @@ class WaveViT(BaseModule):
                           bias=0.)
                  ]):
         super().__init__(init_cfg=init_cfg)
-        arch = self._check_arch(arch)
+        arch = select_arch(self.arch_settings, arch)
         self.embed_dims = list(arch['embed_dims'])
         self.depths = list(arch['depths'])
         num_stages = len(self.depths)
-        out_indices = (out_indices, ) if isinstance(out_indices, int) \
-            else tuple(out_indices)
-        if not out_indices or any(not -num_stages <= i < num_stages
-                                  for i in out_indices):
-            raise ValueError(f'out_indices must be stage indices in '
-                             f'[-{num_stages}, {num_stages - 1}], got '
-                             f'{out_indices!r}')
         if not 0 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in [0, {num_stages}], '
                              f'got {frozen_stages!r}')
         self.in_channels = in_channels
-        self.out_indices = tuple(sorted(i % num_stages for i in out_indices))
+        self.out_indices = tuple(
+            sorted(check_out_indices(out_indices, num_stages, 'stage')))
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
@@ -327,19 +322,6 @@ class WaveViT(BaseModule):
             if final_norm or i < num_stages - 1:
                 self.add_module(f'norm{i + 1}', nn.LayerNorm(dim, eps=1e-6))
         self._freeze_stages()
-
-    def _check_arch(self, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            if arch not in self.arch_settings:
-                raise ValueError(f'arch must be one of '
-                                 f'{sorted(self.arch_settings)} or a dict, '
-                                 f'got {arch!r}')
-            return self.arch_settings[arch]
-        keys = set(self.arch_settings['s'])
-        if not isinstance(arch, dict) or set(arch) != keys:
-            raise ValueError(f'a custom arch must be a dict of {sorted(keys)}'
-                             f', got {arch!r}')
-        return arch
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

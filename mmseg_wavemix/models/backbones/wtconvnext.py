@@ -13,6 +13,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..utils import WTConv2d
+from ..utils.arch import check_out_indices, select_arch
 
 
 class WTConvNeXtBlock(BaseModule):
@@ -167,24 +168,17 @@ class WTConvNeXt(BaseModule):
                          bias=0.),
                  ]):
         super().__init__(init_cfg=init_cfg)
-        arch = self._check_arch(arch)
+        arch = select_arch(self.arch_settings, arch)
         self.depths = list(arch['depths'])
         self.channels = list(arch['channels'])
         self.wt_levels = list(arch['wt_levels'])
         num_stages = len(self.depths)
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        if not out_indices or any(
-                not isinstance(i, int) or not -num_stages <= i < num_stages
-                for i in out_indices):
-            raise ValueError(f'out_indices must be stage indices in '
-                             f'[-{num_stages}, {num_stages - 1}], got '
-                             f'{out_indices!r}')
         if not 0 <= frozen_stages <= num_stages:
             raise ValueError(f'frozen_stages must be in [0, {num_stages}], '
                              f'got {frozen_stages!r}')
         self.in_channels = in_channels
-        self.out_indices = tuple(sorted(i % num_stages for i in out_indices))
+        self.out_indices = tuple(
+            sorted(check_out_indices(out_indices, num_stages, 'stage')))
         self.frozen_stages = frozen_stages
         self.gap_before_final_norm = gap_before_final_norm
 
@@ -226,21 +220,6 @@ class WTConvNeXt(BaseModule):
                 self.add_module(f'norm{i}',
                                 build_norm_layer(norm_cfg, channels)[1])
         self._freeze_stages()
-
-    def _check_arch(self, arch: Union[str, dict]) -> dict:
-        if isinstance(arch, str):
-            if arch not in self.arch_settings:
-                raise ValueError(f'arch must be one of '
-                                 f'{sorted(self.arch_settings)} or a dict, '
-                                 f'got {arch!r}')
-            return self.arch_settings[arch]
-        keys = ('depths', 'channels', 'wt_levels')
-        if not isinstance(arch, dict) or any(k not in arch for k in keys) or \
-                len({len(arch[k]) for k in keys}) != 1:
-            raise ValueError(f'a custom arch must be a dict of {keys}, lists '
-                             f'of one length (one entry per stage); got '
-                             f'{arch!r}')
-        return arch
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

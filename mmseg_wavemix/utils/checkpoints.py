@@ -1,11 +1,14 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Does a checkpoint fit the model of a config? Checked by the tools before
-any evaluation, fine-tuning (``load_from``) or ``--resume``, so that a
-checkpoint of another model stops with one line instead of loading partly
-(mmengine only warns) and reporting a meaningless score."""
+"""Checkpoint files for the tools: reading them (weights only, mmengine's
+types allowed), saving converted weights, and whether a checkpoint fits the
+model of a config, checked before any evaluation, fine-tuning
+(``load_from``) or ``--resume``, so that a checkpoint of another model stops
+with one line instead of loading partly (mmengine only warns) and reporting
+a meaningless score."""
 import logging
+import os
 import os.path as osp
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -18,21 +21,38 @@ from .checks import InputError
 MAX_KEYS_NAMED = 3
 
 
-def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The weights in ``path``: its ``state_dict``, or the file itself if it
-    is a plain state dict; a clear error if it is missing, unreadable or
-    holds no tensors."""
+def read_checkpoint(path: str) -> Any:
+    """What ``path`` holds (weights only: tensors, containers and the types
+    mmengine writes into its checkpoints); a clear error if it is missing or
+    unreadable."""
     if not osp.isfile(path):
         raise InputError(f'checkpoint not found: {path}')
     try:
         with mmengine_checkpoint_loading():
-            checkpoint = torch.load(path, map_location='cpu')
+            return torch.load(path, map_location='cpu')
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ''
         raise InputError(
             f'cannot read checkpoint {path}: it is truncated, corrupt or not '
             f'a PyTorch checkpoint ({type(e).__name__}: {reason[:200]})'
         ) from e
+
+
+def save_converted(state_dict: Dict[str, torch.Tensor], src: str,
+                   dst: str) -> None:
+    """Save converted weights as a checkpoint that ``load_from``,
+    ``init_cfg=Pretrained`` and tools/test.py read."""
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    torch.save(dict(state_dict=state_dict, meta=dict(converted_from=src)),
+               dst)
+    print(f'converted {len(state_dict)} tensors: {dst}')
+
+
+def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The weights in ``path``: its ``state_dict``, or the file itself if it
+    is a plain state dict; a clear error if it is missing, unreadable or
+    holds no tensors."""
+    checkpoint = read_checkpoint(path)
     state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(
         checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not any(
