@@ -35,6 +35,7 @@ setup(
     extras_require={
         'cls': read_requirements('cls.txt'),
         'tests': read_requirements('tests.txt'),
+        'deploy': read_requirements('deploy.txt'),
     },
     zip_safe=False,
 )

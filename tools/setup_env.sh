@@ -81,8 +81,8 @@ if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvisio
   "${PIP[@]}" install -q --no-deps "$TORCHVISION_SPEC"
 fi
 
-log "installing mmseg_wavemix (editable) with its test and classification extras"
-"${PIP[@]}" install -q -r "$ROOT/requirements/constraints.txt" -e "$ROOT[tests,cls]"
+log "installing mmseg_wavemix (editable) with its test, classification and deployment extras"
+"${PIP[@]}" install -q -r "$ROOT/requirements/constraints.txt" -e "$ROOT[tests,cls,deploy]"
 
 "$PY" - <<'PY'
 import mmcv.ops  # noqa: F401  (fails if mmcv was built without ops)

@@ -63,8 +63,10 @@ def _empty_bands(x: Tensor, h: int, w: int,
 def _band_rows_per_chunk(bands: Tensor) -> int:
     """Rows of the half-size ``bands`` (an LL band, or one of its shape) to
     transform per chunk: on CPU about ``_CHUNK_NUMEL`` full-size elements
-    (each band row spans 4x its elements at full size), elsewhere all."""
-    if bands.device.type != 'cpu':
+    (each band row spans 4x its elements at full size), elsewhere all, and
+    all in a compiled or exported graph (where the number of chunks would
+    depend on the input size)."""
+    if bands.device.type != 'cpu' or torch.compiler.is_compiling():
         return max(1, bands.shape[-2])
     band_row_numel = bands.numel() // max(1, bands.shape[-2])
     return max(1, _CHUNK_NUMEL // max(1, 4 * band_row_numel))
