@@ -116,3 +116,28 @@ def test_bad_input_is_one_line(tmp_path):
         env=dict(os.environ, PYTHONPATH=f'{shadow}{os.pathsep}{REPO_ROOT}'))
     assert 'onnxruntime is not installed: pip install -e .[deploy]' in \
         one_error_line(result)
+
+
+@pytest.mark.parametrize('config,arch', [
+    ('wtconvnext/wtconvnext-tiny_upernet_4xb2-amp-80k_cityscapes-512x1024.py',
+     dict(depths=[1] * 4, channels=[16] * 4, wt_levels=[2, 2, 1, 1])),
+    ('wavevit/wavevit-s_upernet_4xb2-amp-80k_cityscapes-512x1024.py',
+     dict(stem_hidden_dim=8, embed_dims=[16] * 4, num_heads=[1, 2, 2, 4],
+          mlp_ratios=[2] * 4, depths=[1] * 4, sr_ratios=[4, 2, 1, 1])),
+], ids=['wtconvnext', 'wavevit'])
+def test_other_wavelet_backbones_export(config, arch, tmp_path):
+    small = {
+        'model.decode_head.in_channels': [16] * 4,
+        'model.decode_head.channels': 16,
+        'model.auxiliary_head.in_channels': 16,
+        'model.auxiliary_head.channels': 16
+    }
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', config))
+    cfg.merge_from_dict(small)
+    cfg.model.backbone.arch = arch
+    cfg.dump(str(tmp_path / 'small.py'))
+    torch.save({'state_dict': build_model(cfg).state_dict()},
+               tmp_path / 'small.pth')
+    result = export(tmp_path / 'small.py', tmp_path / 'small.pth', '--out',
+                    tmp_path / 'small.onnx', '--shape', 64, 128, '--verify')
+    assert result.stdout.count('argmax agreement') == 2
