@@ -50,6 +50,7 @@ from mmseg_wavemix.utils.benchmark import (DTYPES, Bench, authors_parity,
                                            environment, gemm_peak_gflops,
                                            load_main_config, parse_entry,
                                            peak_memory_mb, summary, timed)
+from mmseg_wavemix.utils.checks import describe
 
 
 def parse_args(argv=None):
@@ -95,18 +96,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def failure(error: Exception) -> str:
-    """One line for a failed step: the error's type and first line."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ''
-    return f'{type(error).__name__}: {first}'[:300]
-
-
 def attempt(result, step, fn):
     """``fn()``, or None with the failure kept in ``result['errors']``."""
     try:
         return fn()
     except Exception as e:  # noqa: B902  (any failure is reported)
-        result.setdefault('errors', {})[step] = failure(e)
+        result.setdefault('errors', {})[step] = describe(e)[:300]
         return None
 
 

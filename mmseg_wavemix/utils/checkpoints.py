@@ -16,7 +16,7 @@ from torch import nn
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
 
-from .checks import InputError
+from .checks import InputError, describe
 
 MAX_KEYS_NAMED = 3
 
@@ -31,11 +31,9 @@ def read_checkpoint(path: str) -> Any:
         with mmengine_checkpoint_loading():
             return torch.load(path, map_location='cpu')
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else ''
         raise InputError(
             f'cannot read checkpoint {path}: it is truncated, corrupt or not '
-            f'a PyTorch checkpoint ({type(e).__name__}: {reason[:200]})'
-        ) from e
+            f'a PyTorch checkpoint ({describe(e)[:250]})') from e
 
 
 def save_converted(state_dict: Dict[str, torch.Tensor], src: str,

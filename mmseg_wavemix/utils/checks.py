@@ -23,6 +23,12 @@ class InputError(RuntimeError):
     it."""
 
 
+def describe(error: BaseException) -> str:
+    """``'Type: first line of the message'``, for one-line reports."""
+    text = str(error).strip()
+    return f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
+
+
 def check_segmentation_data(cfg: Config,
                             loaders: Iterable[str],
                             labels: str = 'sample') -> None:

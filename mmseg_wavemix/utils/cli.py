@@ -18,7 +18,7 @@ from mmengine.runner import Runner
 
 from mmseg_wavemix.compat import make_torchvision_importable
 
-from .checks import InputError
+from .checks import InputError, describe
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -74,10 +74,8 @@ def run_with_one_line_errors(main, args) -> None:
     except Exception as e:
         if args.debug:
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
         message = str(e) if isinstance(e, InputError) else (
-            f'{type(e).__name__}: {first} (run with --debug for the '
-            'traceback)')
+            f'{describe(e)} (run with --debug for the traceback)')
         sys.exit(f'error: {message}')
 
 
@@ -87,10 +85,9 @@ def check_model(cfg: Config) -> torch.nn.Module:
     try:
         return build_model(cfg)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
         raise InputError(f'cannot build the model of {cfg.filename}: '
-                         f'{type(e).__name__}: {first}; check model.* in '
-                         'the config and --cfg-options') from e
+                         f'{describe(e)}; check model.* in the config and '
+                         '--cfg-options') from e
 
 
 def resolve_config_path(path: str) -> str:

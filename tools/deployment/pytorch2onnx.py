@@ -25,7 +25,7 @@ from mmengine.config import Config, DictAction
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.models.accel import prepare_for_inference
 from mmseg_wavemix.utils.checkpoints import check_fits, load_state_dict
-from mmseg_wavemix.utils.checks import InputError
+from mmseg_wavemix.utils.checks import InputError, describe
 from mmseg_wavemix.utils.cli import check_model
 
 # Dynamic sizes are multiples of this (stride 32 backbones; WaveMix pads its
@@ -221,9 +221,7 @@ def main(argv=None):
         except InputError:
             raise
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-            raise InputError(f'export failed: {type(e).__name__}: {first}'
-                             ) from e
+            raise InputError(f'export failed: {describe(e)}') from e
         if args.verify:
             verify(model, args)
     except InputError as e:
