@@ -89,7 +89,7 @@ def prepare_for_inference(model: nn.Module,
         fuse_norm_layers(model)
     head = getattr(model, 'decode_head', None)
     if fold_classifier and isinstance(head, WaveMixHead) and \
-            head.can_fold_classifier and head.num_classes < head.channels:
+            head.fold_saves_flops:
         fold_head_classifier(head)
     if fuse_activation and device.type == 'cpu':
         fuse_conv_gelu(model)

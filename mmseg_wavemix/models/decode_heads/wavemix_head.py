@@ -68,8 +68,7 @@ class WaveMixHead(BaseDecodeHead):
                 conv_cfg=dict(type='deconv'),
                 norm_cfg=self.norm_cfg,
                 act_cfg=self.act_cfg) for i in range(num_upsamples)))
-        self.fold_classifier = fold_classifier and self.can_fold_classifier \
-            and self.num_classes < self.channels
+        self.fold_classifier = fold_classifier and self.fold_saves_flops
 
     def forward(self, inputs: List[Tensor]) -> Tensor:
         x = self._transform_inputs(inputs)
@@ -92,6 +91,12 @@ class WaveMixHead(BaseDecodeHead):
                  or self.dropout is not None) and \
             last.conv.groups == 1 and self.conv_seg.groups == 1 and \
             self.conv_seg.kernel_size == (1, 1)
+
+    @property
+    def fold_saves_flops(self) -> bool:
+        """Whether the classifier can be folded and has fewer classes than
+        ``channels``, so that folding it saves FLOPs."""
+        return self.can_fold_classifier and self.num_classes < self.channels
 
 
 def folded_deconv_params(deconv: nn.ConvTranspose2d,

@@ -28,6 +28,19 @@ _RULES = [
 ]
 
 
+def _unwrap(checkpoint: Mapping) -> Dict[str, Tensor]:
+    """The state dict in an authors' checkpoint (under ``'state_dict'`` or
+    ``'model'``, or the checkpoint itself), ``module.`` prefixes dropped."""
+    state_dict = checkpoint
+    for wrapper_key in ('state_dict', 'model'):
+        if isinstance(state_dict.get(wrapper_key), Mapping):
+            state_dict = state_dict[wrapper_key]
+    return {
+        k[len('module.'):] if k.startswith('module.') else k: v
+        for k, v in state_dict.items()
+    }
+
+
 def wavemix_convert(checkpoint: Mapping) -> Dict[str, Tensor]:
     """Map a state dict of ``wavemix.SemSegment.WaveMix`` or
     ``wavemix.classification.WaveMix`` to this package's names.
@@ -48,14 +61,10 @@ def wavemix_convert(checkpoint: Mapping) -> Dict[str, Tensor]:
     Raises:
         ValueError: If a key is not a WaveMix parameter or buffer.
     """
-    state_dict = checkpoint
-    for wrapper_key in ('state_dict', 'model'):
-        if isinstance(state_dict.get(wrapper_key), Mapping):
-            state_dict = state_dict[wrapper_key]
+    state_dict = _unwrap(checkpoint)
     converted = OrderedDict()
     unknown = []
     for key, value in state_dict.items():
-        key = key[len('module.'):] if key.startswith('module.') else key
         for pattern, rename in _RULES:
             match = pattern.match(key)
             if match:
@@ -76,14 +85,11 @@ def wavemix_convert(checkpoint: Mapping) -> Dict[str, Tensor]:
 # The authors' Wave-ViT: fixed Haar filter buffers (ours has none) and the
 # ImageNet heads (class attention, classifier, token-labelling head).
 _WAVEVIT_FILTERS = re.compile(r'\.(dwt\.w_(ll|lh|hl|hh)|idwt\.filters)$')
-_WAVEVIT_HEADS = ('post_network.', 'head.', 'aux_head.')
-_WAVEVIT_HEAD_NAMES = {
-    'post_network': 'post_network',
-    'head': 'fc',
-    'aux_head': 'aux_fc'
-}
+# theirs -> WaveViTClsHead's
+_WAVEVIT_HEADS = {'post_network': 'post_network', 'head': 'fc',
+                  'aux_head': 'aux_fc'}
 _WAVEVIT_BACKBONE = re.compile(r'^(patch_embed|block|norm)[1-9]\.')
-_WAVEVIT_NORM = re.compile(r'^(?:module\.)?(?:backbone\.)?norm([1-9])\.')
+_WAVEVIT_NORM = re.compile(r'^(?:backbone\.)?norm([1-9])\.')
 
 
 def wavevit_convert(checkpoint: Mapping,
@@ -109,29 +115,25 @@ def wavevit_convert(checkpoint: Mapping,
     Raises:
         ValueError: If a key is none of the above, or there is no backbone.
     """
-    state_dict = checkpoint
-    for wrapper_key in ('state_dict', 'model'):
-        if isinstance(state_dict.get(wrapper_key), Mapping):
-            state_dict = state_dict[wrapper_key]
+    state_dict = _unwrap(checkpoint)
     last_norm = max(
         (int(m[1]) for m in map(_WAVEVIT_NORM.match, state_dict) if m),
         default=None)
     converted = OrderedDict()
     unknown = []
     for key, value in state_dict.items():
-        key = key[len('module.'):] if key.startswith('module.') else key
         if key.startswith(('decode_head.', 'auxiliary_head.')):
             converted[key] = value
             continue
         name = key[len('backbone.'):] if key.startswith('backbone.') else key
         if _WAVEVIT_FILTERS.search(name):
             continue
-        head = name.split('.', 1)
-        if with_head and f'{head[0]}.' in _WAVEVIT_HEADS:
-            converted[f'head.{_WAVEVIT_HEAD_NAMES[head[0]]}.{head[1]}'] = value
-        elif with_head and head[0] == f'norm{last_norm}':
-            converted[f'head.norm.{head[1]}'] = value
-        elif name.startswith(_WAVEVIT_HEADS):
+        module, rest = name.split('.', 1) if '.' in name else (name, '')
+        if with_head and module in _WAVEVIT_HEADS:
+            converted[f'head.{_WAVEVIT_HEADS[module]}.{rest}'] = value
+        elif with_head and module == f'norm{last_norm}':
+            converted[f'head.norm.{rest}'] = value
+        elif module in _WAVEVIT_HEADS:
             continue
         elif _WAVEVIT_BACKBONE.match(name):
             converted[f'backbone.{name}'] = value
