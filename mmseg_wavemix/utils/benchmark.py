@@ -29,7 +29,7 @@ from mmseg_wavemix.models.utils import wavemix_convert
 
 from .analysis import build_model_from_config, count_flops
 from .authors_wavemix import build_authors_segmenter
-from .cli import resolve_config_path
+from .cli import build_model, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
@@ -72,8 +72,10 @@ class Bench:
             self.model = build_authors_segmenter(self.cfg.model,
                                                  args.authors_package)
         else:
-            self.cfg, self.model = build_model_from_config(
-                entry['path'], self._options(entry))
+            self.cfg = Config.fromfile(resolve_config_path(entry['path']))
+            if entry['with_cp']:
+                self.cfg.merge_from_dict(self._with_cp_options(self.cfg))
+            self.model = build_model(self.cfg)
         self.scope = self.cfg.get('default_scope', 'mmseg')
         self.model.to(self.device)
         self.infer_model = self.model
@@ -104,12 +106,9 @@ class Bench:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-6)
 
     @staticmethod
-    def _options(entry):
-        """Config overrides of the entry: ``with_cp`` (which replaces a
-        WaveMix's memory_efficient)."""
-        if not entry['with_cp']:
-            return None
-        cfg = Config.fromfile(resolve_config_path(entry['path']))
+    def _with_cp_options(cfg):
+        """The config overrides of ``with_cp`` (which replaces a WaveMix's
+        memory_efficient)."""
         options = {'model.backbone.with_cp': True}
         if 'memory_efficient' in cfg.model.get('backbone', {}):
             options['model.backbone.memory_efficient'] = False
