@@ -1,7 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Classification with mmpretrain: ``custom_imports =
 dict(imports=['mmseg_wavemix.classification'])`` registers the backbones,
-the Wave-ViT head and the training hooks in mmpretrain's registries.
+the Wave-ViT/SVT head and the training hooks in mmpretrain's registries.
 
 mmpretrain imports torchvision. Where the installed torchvision's compiled
 ops cannot load (a CUDA-linked wheel next to a CPU-only torch), this first
@@ -17,10 +17,11 @@ from mmpretrain.registry import HOOKS, MODELS  # noqa: E402
 
 from .engine.hooks import (FastInferenceHook, NonFiniteLossHook,  # noqa: E402
                            OptimizerSwitchHook)
-from .models.backbones import WaveMix, WaveViT, WTConvNeXt  # noqa: E402
+from .models.backbones import (ScatteringViT, WaveMix, WaveViT,  # noqa: E402
+                               WTConvNeXt)
 from .models.cls_heads import WaveViTClsHead  # noqa: E402,F401  (registers)
 
-for _module in (WaveMix, WaveViT, WTConvNeXt):
+for _module in (ScatteringViT, WaveMix, WaveViT, WTConvNeXt):
     MODELS.register_module(module=_module, force=True)
 for _hook in (FastInferenceHook, NonFiniteLossHook, OptimizerSwitchHook):
     HOOKS.register_module(module=_hook, force=True)

@@ -17,10 +17,11 @@ dict; ``module.`` prefixes allowed), ImageNet or segmentation.
 """
 import argparse
 import sys
+from functools import partial
 
 import mmseg_wavemix  # noqa: F401
 from mmseg_wavemix.models.utils import wavevit_convert
-from mmseg_wavemix.utils.checkpoints import read_checkpoint, save_converted
+from mmseg_wavemix.utils.checkpoints import convert_file
 from mmseg_wavemix.utils.checks import InputError
 
 
@@ -42,17 +43,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        checkpoint = read_checkpoint(args.src)
-        if not isinstance(checkpoint, dict):
-            raise InputError(f'{args.src} holds a '
-                             f'{type(checkpoint).__name__}, not a Wave-ViT '
-                             'state dict')
-        try:
-            state_dict = wavevit_convert(checkpoint,
-                                         with_head=args.with_head)
-        except ValueError as e:
-            raise InputError(f'{args.src}: {e}') from e
-        save_converted(state_dict, args.src, args.dst)
+        convert_file(args.src, args.dst,
+                     partial(wavevit_convert, with_head=args.with_head),
+                     'Wave-ViT')
     except InputError as e:
         sys.exit(f'error: {e}')
 

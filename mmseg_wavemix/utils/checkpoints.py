@@ -8,7 +8,7 @@ a meaningless score."""
 import logging
 import os
 import os.path as osp
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -44,6 +44,23 @@ def save_converted(state_dict: Dict[str, torch.Tensor], src: str,
     torch.save(dict(state_dict=state_dict, meta=dict(converted_from=src)),
                dst)
     print(f'converted {len(state_dict)} tensors: {dst}')
+
+
+def convert_file(src: str, dst: str,
+                 convert: Callable[[dict], Dict[str, torch.Tensor]],
+                 model: str) -> None:
+    """Read the authors' checkpoint ``src``, map it with ``convert`` (which
+    raises ValueError for what is not ``model``'s) and save the result to
+    ``dst``; an InputError naming ``src`` otherwise."""
+    checkpoint = read_checkpoint(src)
+    if not isinstance(checkpoint, dict):
+        raise InputError(f'{src} holds a {type(checkpoint).__name__}, not '
+                         f'a {model} state dict')
+    try:
+        state_dict = convert(checkpoint)
+    except ValueError as e:
+        raise InputError(f'{src}: {e}') from e
+    save_converted(state_dict, src, dst)
 
 
 def load_state_dict(path: str) -> Dict[str, torch.Tensor]:

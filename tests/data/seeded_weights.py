@@ -15,7 +15,7 @@ def seeded_state_dict(shapes: Dict[str, Sequence[int]],
     generator (seeded by ``seed`` and the key's rank in sorted order), scaled
     so that activations stay of order one: weights ~ N(0, 1 / fan_in), norm
     scales 1 +- 0.1, biases and running means small, running variances in
-    [0.5, 1.5]."""
+    [0.5, 1.5]; SVT's spectral weights alike (its low-pass gate 1 +- 0.1)."""
     state_dict = {}
     for rank, key in enumerate(sorted(shapes)):
         shape = tuple(shapes[key])
@@ -27,6 +27,13 @@ def seeded_state_dict(shapes: Dict[str, Sequence[int]],
             tensor = torch.rand(shape, generator=generator) + 0.5
         elif name in ('running_mean', 'bias'):
             tensor = torch.randn(shape, generator=generator) * 0.05
+        elif name == 'complex_weight_ll':  # SVT's low-pass gate
+            tensor = 1 + torch.randn(shape, generator=generator) * 0.1
+        elif name.startswith('complex_weight_lh_b'):  # SVT's complex biases
+            tensor = torch.randn(shape, generator=generator) * 0.05
+        elif name.startswith('complex_weight_lh'):  # (2, blocks, d, d)
+            tensor = torch.randn(shape, generator=generator) / math.sqrt(
+                2 * shape[-2])
         elif len(shape) == 1:  # a norm's scale
             tensor = 1 + torch.randn(shape, generator=generator) * 0.1
         else:

@@ -85,3 +85,33 @@ def test_wavevit_converter(tmp_path):
     assert failed.returncode != 0 and 'Traceback' not in failed.stderr
     assert "not Wave-ViT weights, e.g. ['classifier.weight']" in \
         failed.stderr
+
+
+def test_svt_converter(tmp_path):
+    """tools/convert_svt_weights.py: their checkpoint as their main.py saves
+    it ({'model': ...}, with the DTCWT filter buffers) -> backbone.* that
+    loads strictly into ScatteringViT; a foreign file in one line."""
+    import sys
+    from mmseg_wavemix.models.backbones import ScatteringViT
+    from ..conftest import DATA_DIR
+    sys.path.insert(0, DATA_DIR)
+    from seeded_weights import seeded_state_dict
+    fixtures = torch.load(
+        f'{DATA_DIR}/svt_reference_fixtures.pth', weights_only=True)
+    case = fixtures['cases'][0]
+    weights = seeded_state_dict(case['shapes'], case['seed'])
+    weights['block1.0.attn.xfm.h0o'] = torch.ones(1, 1, 13, 1)
+    src = tmp_path / 'svt_s.pth'
+    torch.save({'model': weights, 'epoch': 309}, src)
+    result = run_tool('convert_svt_weights.py', src, tmp_path / 'bb.pth')
+    assert 'converted' in result.stdout
+    converted = torch.load(tmp_path / 'bb.pth')['state_dict']
+    ScatteringViT('s').load_state_dict(
+        {k[len('backbone.'):]: v for k, v in converted.items()}, strict=True)
+
+    torch.save(fixtures, tmp_path / 'not_weights.pth')
+    failed = run_tool('convert_svt_weights.py', tmp_path / 'not_weights.pth',
+                      tmp_path / 'out.pth', check=False)
+    assert failed.returncode != 0 and 'Traceback' not in failed.stderr
+    assert 'not SVT weights' in failed.stderr
+    assert not (tmp_path / 'out.pth').exists()

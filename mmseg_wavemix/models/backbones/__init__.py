@@ -1,9 +1,11 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 from .wavemix import WaveMix
+from .svt import ScatteringViT
 from .wavemix_block import WaveletLevelMLP, WaveMixBlock
 from .wavevit import WaveViT
 from .wtconvnext import WTConvNeXt
 
 __all__ = [
-    'WaveMix', 'WaveMixBlock', 'WaveletLevelMLP', 'WaveViT', 'WTConvNeXt'
+    'ScatteringViT', 'WaveMix', 'WaveMixBlock', 'WaveletLevelMLP', 'WaveViT',
+    'WTConvNeXt'
 ]

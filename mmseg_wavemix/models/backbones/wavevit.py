@@ -130,35 +130,29 @@ class FFN(BaseModule):
 
 
 class WaveViTBlock(BaseModule):
-    """Pre-norm transformer block: wavelet attention (stages 1-2) or plain
-    attention, then the FFN, each with a residual and drop path.
+    """Pre-norm transformer block: a token mixer (wavelet attention, plain
+    attention, or SVT's scattering layer), then the FFN, each with a
+    residual and drop path.
 
     Args:
         dim (int): Channels.
-        num_heads (int): Attention heads.
+        attn (nn.Module): The token mixer, called as ``attn(x, h, w)`` on
+            (N, h * w, dim) tokens.
         mlp_ratio (float): FFN hidden channels are ``dim * mlp_ratio``.
-        sr_ratio (int): Key/value reduction of the wavelet attention.
-        wavelet (bool): Wavelet attention (else plain attention).
         drop_path_rate (float): Stochastic depth rate. Default: 0.
-        norm_cfg (dict): Norm of the wavelet attention's convolutions.
-            Default: dict(type='BN').
         with_cp (bool): Gradient checkpointing. Default: False.
     """
 
     def __init__(self,
                  dim: int,
-                 num_heads: int,
+                 attn: nn.Module,
                  mlp_ratio: float,
-                 sr_ratio: int,
-                 wavelet: bool,
                  drop_path_rate: float = 0.,
-                 norm_cfg: dict = dict(type='BN'),
                  with_cp: bool = False):
         super().__init__()
         self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = WaveAttention(dim, num_heads, sr_ratio, norm_cfg) \
-            if wavelet else Attention(dim, num_heads)
+        self.attn = attn
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = FFN(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path_rate) \
@@ -310,12 +304,10 @@ class WaveViT(BaseModule):
             blocks = ModuleList(
                 WaveViTBlock(
                     dim,
-                    arch['num_heads'][i],
+                    self._token_mixer(i, dim, arch['num_heads'][i],
+                                      arch['sr_ratios'][i], norm_cfg),
                     arch['mlp_ratios'][i],
-                    arch['sr_ratios'][i],
-                    wavelet=i < 2,
                     drop_path_rate=rates[first + j],
-                    norm_cfg=norm_cfg,
                     with_cp=with_cp) for j in range(depth))
             self.add_module(f'patch_embed{i + 1}', patch_embed)
             self.add_module(f'block{i + 1}', blocks)
@@ -323,10 +315,18 @@ class WaveViT(BaseModule):
                 self.add_module(f'norm{i + 1}', nn.LayerNorm(dim, eps=1e-6))
         self._freeze_stages()
 
+    def _token_mixer(self, stage: int, dim: int, num_heads: int,
+                     sr_ratio: int, norm_cfg: dict) -> nn.Module:
+        """A block's token mixer in ``stage`` (from 0): wavelet attention in
+        the first two stages, plain attention after."""
+        if stage < 2:
+            return WaveAttention(dim, num_heads, sr_ratio, norm_cfg)
+        return Attention(dim, num_heads)
+
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f'WaveViT expects images of shape (N, {self.in_channels}, H, '
+                f'{type(self).__name__} expects images of shape (N, {self.in_channels}, H, '
                 f'W), got {tuple(x.shape)}; set in_channels to match your '
                 'data')
         outs = []

@@ -1,5 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Convert the authors' WaveMix weights (pip ``wavemix==0.2.4``) to ours."""
+"""Convert the authors' weights (WaveMix from pip ``wavemix==0.2.4``,
+Wave-ViT, SVT) to this package's names."""
 import re
 from collections import OrderedDict
 from typing import Dict, Mapping
@@ -82,14 +83,51 @@ def wavemix_convert(checkpoint: Mapping) -> Dict[str, Tensor]:
     return converted
 
 
-# The authors' Wave-ViT: fixed Haar filter buffers (ours has none) and the
-# ImageNet heads (class attention, classifier, token-labelling head).
+# The authors' Wave-ViT and SVT (built on Wave-ViT's code): fixed wavelet
+# filter buffers (ours are not in the state dict) and the ImageNet heads
+# (class attention, classifier, token-labelling head).
 _WAVEVIT_FILTERS = re.compile(r'\.(dwt\.w_(ll|lh|hl|hh)|idwt\.filters)$')
+_SVT_FILTERS = re.compile(r'\.(xfm|ifm)\.[gh][01][oab]$')
 # theirs -> WaveViTClsHead's
-_WAVEVIT_HEADS = {'post_network': 'post_network', 'head': 'fc',
-                  'aux_head': 'aux_fc'}
-_WAVEVIT_BACKBONE = re.compile(r'^(patch_embed|block|norm)[1-9]\.')
-_WAVEVIT_NORM = re.compile(r'^(?:backbone\.)?norm([1-9])\.')
+_CLS_HEADS = {'post_network': 'post_network', 'head': 'fc',
+              'aux_head': 'aux_fc'}
+_BACKBONE = re.compile(r'^(patch_embed|block|norm)[1-9]\.')
+_NORM = re.compile(r'^(?:backbone\.)?norm([1-9])\.')
+
+
+def _wavevit_family_convert(checkpoint: Mapping, with_head: bool,
+                            filters: re.Pattern,
+                            model: str) -> Dict[str, Tensor]:
+    state_dict = _unwrap(checkpoint)
+    last_norm = max((int(m[1]) for m in map(_NORM.match, state_dict) if m),
+                    default=None)
+    converted = OrderedDict()
+    unknown = []
+    for key, value in state_dict.items():
+        if key.startswith(('decode_head.', 'auxiliary_head.')):
+            converted[key] = value
+            continue
+        name = key[len('backbone.'):] if key.startswith('backbone.') else key
+        if filters.search(name):
+            continue
+        module, rest = name.split('.', 1) if '.' in name else (name, '')
+        if with_head and module in _CLS_HEADS:
+            converted[f'head.{_CLS_HEADS[module]}.{rest}'] = value
+        elif with_head and module == f'norm{last_norm}':
+            converted[f'head.norm.{rest}'] = value
+        elif module in _CLS_HEADS:
+            continue
+        elif _BACKBONE.match(name):
+            converted[f'backbone.{name}'] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f'{len(unknown)} keys are not {model} weights, e.g. '
+            f'{unknown[:5]}; is this the right file?')
+    if not any(k.startswith('backbone.') for k in converted):
+        raise ValueError(f'the checkpoint holds no {model} backbone weights')
+    return converted
 
 
 def wavevit_convert(checkpoint: Mapping,
@@ -115,34 +153,30 @@ def wavevit_convert(checkpoint: Mapping,
     Raises:
         ValueError: If a key is none of the above, or there is no backbone.
     """
-    state_dict = _unwrap(checkpoint)
-    last_norm = max(
-        (int(m[1]) for m in map(_WAVEVIT_NORM.match, state_dict) if m),
-        default=None)
-    converted = OrderedDict()
-    unknown = []
-    for key, value in state_dict.items():
-        if key.startswith(('decode_head.', 'auxiliary_head.')):
-            converted[key] = value
-            continue
-        name = key[len('backbone.'):] if key.startswith('backbone.') else key
-        if _WAVEVIT_FILTERS.search(name):
-            continue
-        module, rest = name.split('.', 1) if '.' in name else (name, '')
-        if with_head and module in _WAVEVIT_HEADS:
-            converted[f'head.{_WAVEVIT_HEADS[module]}.{rest}'] = value
-        elif with_head and module == f'norm{last_norm}':
-            converted[f'head.norm.{rest}'] = value
-        elif module in _WAVEVIT_HEADS:
-            continue
-        elif _WAVEVIT_BACKBONE.match(name):
-            converted[f'backbone.{name}'] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(
-            f'{len(unknown)} keys are not Wave-ViT weights, e.g. '
-            f'{unknown[:5]}; is this the right file?')
-    if not any(k.startswith('backbone.') for k in converted):
-        raise ValueError('the checkpoint holds no Wave-ViT backbone weights')
-    return converted
+    return _wavevit_family_convert(checkpoint, with_head, _WAVEVIT_FILTERS,
+                                   'Wave-ViT')
+
+
+def svt_convert(checkpoint: Mapping,
+                with_head: bool = False) -> Dict[str, Tensor]:
+    """Map the authors' SVT weights (github badripatro/svt) to this
+    package's :class:`ScatteringViT`, as :func:`wavevit_convert` does for
+    Wave-ViT: the backbone under ``backbone.``, the DTCWT filter buffers
+    (``xfm.*``, ``ifm.*``) dropped, the ImageNet heads dropped or (with
+    ``with_head``) mapped to :class:`WaveViTClsHead`.
+
+    Args:
+        checkpoint (Mapping): A state dict; a dict holding it under
+            ``'state_dict'`` or ``'model'`` and ``module.`` prefixes are
+            accepted.
+        with_head (bool): For mmpretrain's ImageClassifier with
+            ``ScatteringViT(final_norm=False)`` and ``WaveViTClsHead``.
+            Default: False.
+
+    Returns:
+        dict[str, Tensor]: The converted state dict.
+
+    Raises:
+        ValueError: If a key is none of the above, or there is no backbone.
+    """
+    return _wavevit_family_convert(checkpoint, with_head, _SVT_FILTERS, 'SVT')
