@@ -34,6 +34,10 @@ PARAMS = {
     'wavevit-s_8xb128_in1k.py': 22_690_176,
     'wavevit-b_8xb128_in1k.py': 33_516_128,
     'wavevit-l_8xb128_in1k.py': 57_474_504,
+    # the SVT authors' ImageNet models
+    'svt-s_8xb128_in1k.py': 22_052_592,
+    'svt-b_8xb128_in1k.py': 32_878_544,
+    'svt-l_8xb128_in1k.py': 54_594_000,
 }
 
 

@@ -1,8 +1,8 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Each decoder config (MMSeg decoders on WaveMix pyramids, WTConvNeXt and
-Wave-ViT) trains two iterations through tools/train.py on generated
+"""Each decoder config (MMSeg decoders on WaveMix pyramids, WTConvNeXt,
+Wave-ViT and SVT) trains two iterations through tools/train.py on generated
 Cityscapes-format data (with a shrunken model and small crops, so that it runs
-in seconds on CPU); each Wave-ViT classification config likewise on
+in seconds on CPU); each Wave-ViT and SVT classification config likewise on
 scikit-learn's digits."""
 import glob
 import os.path as osp
@@ -18,9 +18,11 @@ CROP = (64, 128)
 DECODER_CONFIGS = sorted(
     glob.glob(osp.join(REPO_ROOT, 'configs', 'wavemix_decoders', '*.py')) +
     glob.glob(osp.join(REPO_ROOT, 'configs', 'wtconvnext', '*.py')) +
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavevit', '*.py')))
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavevit', '*.py')) +
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'svt', '*.py')))
 CLASSIFICATION_CONFIGS = sorted(
-    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavevit_cls', '*.py')))
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'wavevit_cls', '*.py')) +
+    glob.glob(osp.join(REPO_ROOT, 'configs', 'svt_cls', '*.py')))
 TINY_WAVEVIT = dict(
     stem_hidden_dim=8, embed_dims=[TINY_DIMS] * 4, num_heads=[1, 2, 2, 4],
     mlp_ratios=[2] * 4, depths=[1] * 4, sr_ratios=[4, 2, 1, 1])
@@ -48,7 +50,7 @@ def shrunken_config(config, data_root, work_dir):
         cfg.model.backbone.arch = dict(
             depths=[1, 1, 1, 1], channels=[TINY_DIMS] * 4,
             wt_levels=[2, 2, 1, 1])
-    elif cfg.model.backbone.type == 'WaveViT':
+    elif cfg.model.backbone.type in ('WaveViT', 'ScatteringViT'):
         cfg.model.backbone.arch = TINY_WAVEVIT
     else:
         cfg.model.backbone.update(
@@ -121,7 +123,7 @@ def digits(tmp_path_factory):
 def test_classification_config_trains_two_iterations(config, digits,
                                                      tmp_path):
     """The recipe (optimizer, schedule, Mixup/CutMix, label smoothing) on a
-    tiny Wave-ViT, 256 digits at 32x32 in batches of 128."""
+    tiny Wave-ViT or SVT, 256 digits at 32x32 in batches of 128."""
     cfg = Config.fromfile(config)
     cfg.model.backbone.arch = TINY_WAVEVIT
     cfg.model.head.update(in_channels=TINY_DIMS, num_heads=4, num_classes=10)
