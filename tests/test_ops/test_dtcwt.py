@@ -1,6 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""The level-1 DTCWT wrapper: pytorch_wavelets' numbers, in float32 under
-autocast, no filters in the state dict, odd sizes cropped back."""
+"""The level-1 DTCWT: pytorch_wavelets' numbers forward and inverse, exact
+gradients, float32 under autocast, no filters in the state dict, odd sizes
+cropped back, traceable."""
 import pytest
 import torch
 from pytorch_wavelets import DTCWTForward, DTCWTInverse
@@ -8,21 +9,45 @@ from pytorch_wavelets import DTCWTForward, DTCWTInverse
 from mmseg_wavemix.ops.dtcwt import DTCWT
 
 
-def test_equals_pytorch_wavelets_and_reconstructs():
-    x = torch.randn(2, 8, 28, 36)
+@pytest.mark.parametrize('size', [(28, 36), (6, 8), (57, 31)])
+def test_equals_pytorch_wavelets_and_reconstructs(size):
+    x = torch.randn(2, 8, *size)
     low, highs = DTCWT()(x)
     ref_low, ref_highs = DTCWTForward(
         J=1, biort='near_sym_b', qshift='qshift_b')(x)
-    assert low.shape == (2, 8, 28, 36) and highs.shape == (2, 8, 6, 14, 18,
-                                                           2)
-    torch.testing.assert_close(low, ref_low, rtol=0, atol=0)
-    torch.testing.assert_close(highs, ref_highs[0], rtol=0, atol=0)
-    inverse = DTCWT().inverse(low, highs, (28, 36))
+    h, w = (s + s % 2 for s in size)
+    assert low.shape == (2, 8, h, w)
+    assert highs.shape == (2, 8, 6, h // 2, w // 2, 2)
+    torch.testing.assert_close(low, ref_low, rtol=0, atol=1e-6)
+    torch.testing.assert_close(highs, ref_highs[0], rtol=0, atol=1e-6)
+    inverse = DTCWT().inverse(low, highs, size)
+    reference = DTCWTInverse(biort='near_sym_b', qshift='qshift_b')(
+        (low, [highs]))
     torch.testing.assert_close(
-        inverse,
-        DTCWTInverse(biort='near_sym_b', qshift='qshift_b')((low, [highs])),
-        rtol=0, atol=0)
+        inverse, reference[..., :size[0], :size[1]], rtol=0, atol=1e-6)
     torch.testing.assert_close(inverse, x, rtol=0, atol=1e-5)
+
+
+def test_exact_gradients():
+    """Autograd through plain ops (in float64 for float64 inputs): the exact
+    gradients, also at the borders (pytorch_wavelets' hand-written backward
+    is not)."""
+    dtcwt = DTCWT()
+    x = torch.randn(1, 2, 10, 12, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(dtcwt, (x, ))
+    low, highs = (t.detach().requires_grad_() for t in dtcwt(x))
+    torch.autograd.gradcheck(
+        lambda low, highs: dtcwt.inverse(low, highs, (9, 12)), (low, highs))
+
+
+def test_traceable():
+    """mmengine's FLOP counter and the ONNX exporter trace the model;
+    pytorch_wavelets' numpy indexing breaks tracing."""
+    dtcwt = DTCWT()
+    traced = torch.jit.trace(lambda x: dtcwt.inverse(*dtcwt(x), (16, 16)),
+                             torch.randn(1, 3, 16, 16))
+    x = torch.randn(1, 3, 16, 16)
+    torch.testing.assert_close(traced(x), x, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize('size', [(13, 14), (15, 17), (1, 2)])
@@ -38,7 +63,7 @@ def test_odd_sizes_are_cropped_back(size):
 def test_filters_follow_the_module_but_are_not_saved():
     dtcwt = DTCWT()
     assert dict(dtcwt.state_dict()) == {}
-    assert len(list(dtcwt.buffers())) == 12  # 6 analysis + 6 synthesis
+    assert len(list(dtcwt.buffers())) == 4  # h0, h1, g0, g1
     assert all(b.dtype == torch.float64 for b in dtcwt.double().buffers())
 
 

@@ -65,7 +65,7 @@ class ScatteringLayer(nn.Module):
                              f'({num_blocks})')
         self.num_blocks = num_blocks
         d = dim // num_blocks
-        self.dtcwt = DTCWT(biort='near_sym_b', qshift='qshift_b')
+        self.dtcwt = DTCWT(biort='near_sym_b')  # the authors' (J=1)
         # the authors' initialisation: N(0, 0.02^2) for all five
         self.complex_weight_ll = nn.Parameter(
             torch.randn(dim, *filter_size) * 0.02)
