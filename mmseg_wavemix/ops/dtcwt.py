@@ -39,7 +39,8 @@ def _load_biorthogonal(name: str) -> Tuple[Tensor, ...]:
     """pytorch_wavelets' level-1 filters ``(h0, g0, h1, g1)``, float32."""
     # its import of pkg_resources warns of a deprecation users cannot act on
     with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+        warnings.filterwarnings(
+            'ignore', message='pkg_resources is deprecated')
         try:
             from pytorch_wavelets.dtcwt.coeffs import biort
         except ImportError as e:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from pytorch_wavelets import DTCWTForward, DTCWTInverse
 
-from mmseg_wavemix.ops.dtcwt import DTCWT
+from mmseg_wavemix.ops import DTCWT
 
 
 @pytest.mark.parametrize('size', [(28, 36), (6, 8), (57, 31)])

@@ -124,7 +124,10 @@ def test_bad_input_is_one_line(tmp_path):
     ('wavevit/wavevit-s_upernet_4xb2-amp-80k_cityscapes-512x1024.py',
      dict(stem_hidden_dim=8, embed_dims=[16] * 4, num_heads=[1, 2, 2, 4],
           mlp_ratios=[2] * 4, depths=[1] * 4, sr_ratios=[4, 2, 1, 1])),
-], ids=['wtconvnext', 'wavevit'])
+    ('svt/svt-s_upernet_8xb2-amp-160k_ade20k-512x512.py',
+     dict(stem_hidden_dim=8, embed_dims=[16] * 4, num_heads=[1, 2, 2, 4],
+          mlp_ratios=[2] * 4, depths=[1] * 4, sr_ratios=[4, 2, 1, 1])),
+], ids=['wtconvnext', 'wavevit', 'svt'])
 def test_other_wavelet_backbones_export(config, arch, tmp_path):
     small = {
         'model.decode_head.in_channels': [16] * 4,

@@ -18,7 +18,7 @@ from mmengine.utils import to_2tuple
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from mmseg_wavemix.ops.dtcwt import DTCWT
+from mmseg_wavemix.ops import DTCWT
 from .wavevit import Attention, WaveViT, _tokens_to_map
 
 

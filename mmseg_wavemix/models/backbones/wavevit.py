@@ -326,9 +326,9 @@ class WaveViT(BaseModule):
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f'{type(self).__name__} expects images of shape (N, {self.in_channels}, H, '
-                f'W), got {tuple(x.shape)}; set in_channels to match your '
-                'data')
+                f'{type(self).__name__} expects images of shape '
+                f'(N, {self.in_channels}, H, W), got {tuple(x.shape)}; set '
+                'in_channels to match your data')
         outs = []
         for i in range(len(self.depths)):
             x, h, w = getattr(self, f'patch_embed{i + 1}')(x)
