@@ -120,3 +120,26 @@ def test_amp_training_step_with_memory_efficient_layers():
         scaler.update()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_svt_amp_step_on_cuda_matches_the_cpu(dtype):
+    """SVT under CUDA autocast: the DTCWT in float32 (the authors' code
+    fails under bf16), finite gradients, and the fp32 CUDA forward equal to
+    the CPU one."""
+    from mmseg_wavemix.models.backbones import ScatteringViT
+    torch.manual_seed(0)
+    cpu = ScatteringViT('s').eval()
+    model = copy.deepcopy(cpu).cuda()
+    x = torch.randn(2, 3, 224, 224)
+    # cuDNN's convolutions use TF32 on Ampere and later by default
+    with torch.no_grad(), torch.backends.cudnn.flags(
+            enabled=True, allow_tf32=False):
+        for a, b in zip(model(x.cuda()), cpu(x)):
+            torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
+    model.train()
+    with torch.autocast('cuda', dtype=dtype):
+        outs = model(x.cuda())
+    sum(o.float().square().mean() for o in outs).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in model.parameters())
