@@ -27,7 +27,7 @@ for dtype in fp32 fp16; do
     --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
 done
 step "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C --compare $C@fp16 $C@fp16,fast \
-  authors authors@fp16 $SEGFORMER@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda \
+  $C@fp16,fast,compile authors authors@fp16 $SEGFORMER@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda \
   --shape 1024 2048 --repeat 20 --warmup 5 --json "$OUT/inference_1024x2048_cuda.json"
 step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16 --compare $C@fp16,with_cp $C \
   authors --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 --batch 5 --train \

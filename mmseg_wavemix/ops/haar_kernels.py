@@ -6,7 +6,9 @@ On CUDA, where Triton is installed, one fused kernel each way
 (:mod:`.haar_triton`). Elsewhere two memory-bound passes of contiguous-row
 arithmetic (no 2x2 gathers): on CPU the rows are processed in chunks that
 keep the temporaries in cache; on other devices in one piece, since each
-chunk is a few kernel launches and small chunks leave a GPU idle.
+chunk is a few kernel launches and small chunks leave a GPU idle. In a
+graph being compiled or exported (``torch.compile``, ``torch.export``) the
+same arithmetic out of place, in one piece, for the compiler to fuse.
 """
 from typing import Tuple, Union
 
@@ -63,13 +65,26 @@ def _empty_bands(x: Tensor, h: int, w: int,
 def _band_rows_per_chunk(bands: Tensor) -> int:
     """Rows of the half-size ``bands`` (an LL band, or one of its shape) to
     transform per chunk: on CPU about ``_CHUNK_NUMEL`` full-size elements
-    (each band row spans 4x its elements at full size), elsewhere all, and
-    all in a compiled or exported graph (where the number of chunks would
-    depend on the input size)."""
-    if bands.device.type != 'cpu' or torch.compiler.is_compiling():
+    (each band row spans 4x its elements at full size), elsewhere all."""
+    if bands.device.type != 'cpu':
         return max(1, bands.shape[-2])
     band_row_numel = bands.numel() // max(1, bands.shape[-2])
     return max(1, _CHUNK_NUMEL // max(1, 4 * band_row_numel))
+
+
+def _row_pair_terms(x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The half-sums and half-differences of each row pair of ``x`` (even
+    height and width), split into even and odd columns:
+    ``(sum_even, sum_odd, diff_even, diff_odd)``; LL = s_even + s_odd,
+    LH = d_even + d_odd, HL = s_even - s_odd, HH = d_even - d_odd."""
+    h, w = x.shape[-2:]
+    rows = x.unflatten(-2, (h // 2, 2))
+    top, bottom = rows[..., 0, :], rows[..., 1, :]
+    half_sum = torch.lerp(top, bottom, 0.5)
+    half_diff = top - half_sum
+    sum_even, sum_odd = half_sum.unflatten(-1, (w // 2, 2)).unbind(-1)
+    diff_even, diff_odd = half_diff.unflatten(-1, (w // 2, 2)).unbind(-1)
+    return sum_even, sum_odd, diff_even, diff_odd
 
 
 def _analysis_rows(x: Tensor, ll: Tensor, highs: Tensor) -> None:
@@ -80,20 +95,26 @@ def _analysis_rows(x: Tensor, ll: Tensor, highs: Tensor) -> None:
     gathers: the half-sum and half-difference of each row pair
     (``s = (top + bottom) / 2`` as a lerp, ``d = top - s``), then the sum and
     difference of each column pair of ``s`` and ``d``, written straight into
-    the outputs: LL = s_even + s_odd, HL = s_even - s_odd, LH = d_even + d_odd,
-    HH = d_even - d_odd.
+    the outputs.
     """
-    h, w = x.shape[-2:]
-    rows = x.unflatten(-2, (h // 2, 2))
-    top, bottom = rows[..., 0, :], rows[..., 1, :]
-    half_sum = torch.lerp(top, bottom, 0.5)
-    half_diff = top - half_sum
-    sum_even, sum_odd = half_sum.unflatten(-1, (w // 2, 2)).unbind(-1)
-    diff_even, diff_odd = half_diff.unflatten(-1, (w // 2, 2)).unbind(-1)
+    sum_even, sum_odd, diff_even, diff_odd = _row_pair_terms(x)
     torch.add(sum_even, sum_odd, out=ll)
     torch.add(diff_even, diff_odd, out=highs[..., 0, :, :])
     torch.sub(sum_even, sum_odd, out=highs[..., 1, :, :])
     torch.sub(diff_even, diff_odd, out=highs[..., 2, :, :])
+
+
+def _analysis_graph(x: Tensor,
+                    packed: bool) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """:func:`analysis` as out-of-place ops, for compiled and exported graphs
+    (Dynamo breaks the graph at ``out=`` views; Inductor fuses these)."""
+    sum_even, sum_odd, diff_even, diff_odd = _row_pair_terms(x)
+    ll = sum_even + sum_odd
+    highs = torch.stack(
+        [diff_even + diff_odd, sum_even - sum_odd, diff_even - diff_odd],
+        dim=-3)
+    return torch.cat([ll, highs.flatten(1, 2)], dim=1) if packed else (ll,
+                                                                        highs)
 
 
 def analysis(x: Tensor,
@@ -101,6 +122,8 @@ def analysis(x: Tensor,
     """One Haar level of an input with even height and width (any memory
     layout). Returns ``(ll, highs)``, or the packed level (see
     :func:`_empty_bands`) if ``packed``."""
+    if torch.compiler.is_compiling():
+        return _analysis_graph(x, packed)
     h, w = x.shape[-2:]
     ll, highs, out = _empty_bands(x, h // 2, w // 2, packed)
     if haar_triton.applies(x):
@@ -130,9 +153,22 @@ def _synthesis_rows(ll: Tensor, highs: Tensor, x: Tensor) -> None:
     torch.sub(half_sum, half_diff, out=rows[..., 1, :])
 
 
+def _synthesis_graph(ll: Tensor, highs: Tensor) -> Tensor:
+    """:func:`synthesis` as out-of-place ops (see :func:`_analysis_graph`)."""
+    lh, hl, hh = highs.unbind(dim=-3)
+    even = torch.lerp(ll, hl, 0.5)
+    half_sum = torch.stack([even, ll - even], dim=-1).flatten(-2)
+    even = torch.lerp(lh, hh, 0.5)
+    half_diff = torch.stack([even, lh - even], dim=-1).flatten(-2)
+    return torch.stack([half_sum + half_diff, half_sum - half_diff],
+                       dim=-2).flatten(-3, -2)
+
+
 def synthesis(ll: Tensor, highs: Tensor) -> Tensor:
     """Inverse of :func:`analysis` (output of even size 2h x 2w, in the
     memory format of ``ll``)."""
+    if torch.compiler.is_compiling():
+        return _synthesis_graph(ll, highs)
     h, w = ll.shape[-2:]
     x = torch.empty((*ll.shape[:-2], 2 * h, 2 * w),
                     dtype=ll.dtype,

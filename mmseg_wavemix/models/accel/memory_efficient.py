@@ -16,9 +16,10 @@ much of that is avoidable cheaply:
   backward, as in-place activated BatchNorm (Rota Bulo et al., CVPR 2018).
 
 Gradients equal autograd's up to float rounding. The recomputation works
-in every dtype (autocast too); the BatchNorm recovery needs float32
-activations and a BatchNorm of one process, and elsewhere keeps ``z`` as
-usual, saying so once (see :func:`batch_norm_add`).
+in every dtype (autocast too) and under ``torch.compile``; the BatchNorm
+recovery needs float32 activations and a BatchNorm of one process, and
+elsewhere keeps ``z`` as usual, saying so once (see
+:func:`batch_norm_add`); compiled, it keeps ``z``.
 """
 import warnings
 from typing import Optional, Tuple
@@ -165,7 +166,7 @@ def batch_norm_add(z: Tensor, norm: _BatchNorm, x: Tensor) -> Tensor:
     Used for ``nn.BatchNorm2d`` and mmengine's ``_BatchNormXd`` (what SyncBN
     becomes in one process) with affine parameters, float32 tensors and no
     ``|weight|`` below :data:`MIN_ABS_BN_WEIGHT`, in training mode (not
-    frozen by ``norm_eval``). Otherwise it is
+    frozen by ``norm_eval``), not in a graph being compiled. Otherwise it is
     ``norm(z) + x`` as usual, with a warning the first time for SyncBN
     across processes (its statistics need an all-reduce this function does
     not do) and for lower precision (``z`` recovered from a float16/bfloat16
@@ -181,6 +182,9 @@ def batch_norm_add(z: Tensor, norm: _BatchNorm, x: Tensor) -> Tensor:
         Tensor: ``norm(z) + x``. Do not modify it in place before backward
         (autograd would raise an error).
     """
+    if torch.compiler.is_compiling():
+        # the |weight| check below depends on data: it would break the graph
+        return norm(z).add_(x)
     reason = None
     if not _is_plain_batch_norm(norm):
         reason = (f'{type(norm).__name__} is not a one-process BatchNorm '
