@@ -18,38 +18,16 @@ it, ``{'state_dict': ...}`` or a bare state dict; ``module.`` prefixes
 allowed). The DTCWT's fixed filters in it are dropped (ours are not
 stored).
 """
-import argparse
-import sys
-from functools import partial
-
 import mmseg_wavemix  # noqa: F401
 from mmseg_wavemix.models.utils import svt_convert
-from mmseg_wavemix.utils.checkpoints import convert_file
-from mmseg_wavemix.utils.checks import InputError
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Convert the SVT authors' weights to an mmseg / "
-        'mmpretrain checkpoint')
-    parser.add_argument('src', help="the authors' checkpoint")
-    parser.add_argument('dst', help='where to save the converted checkpoint')
-    parser.add_argument(
-        '--with-head',
-        action='store_true',
-        help='keep their ImageNet heads, for mmpretrain\'s ImageClassifier '
-        'with ScatteringViT(final_norm=False) and WaveViTClsHead '
-        '(configs/svt_cls)')
-    return parser.parse_args(argv)
+from mmseg_wavemix.utils.cli import convert_weights_main
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        convert_file(args.src, args.dst,
-                     partial(svt_convert, with_head=args.with_head), 'SVT')
-    except InputError as e:
-        sys.exit(f'error: {e}')
+    convert_weights_main(
+        svt_convert, 'SVT',
+        'ScatteringViT(final_norm=False) and WaveViTClsHead '
+        '(configs/svt_cls)', argv)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,8 @@ import logging
 import os
 import os.path as osp
 import sys
+from functools import partial
+from typing import Callable
 
 import torch
 from mmengine.config import Config, DictAction
@@ -18,6 +20,7 @@ from mmengine.runner import Runner
 
 from mmseg_wavemix.compat import make_torchvision_importable
 
+from .checkpoints import convert_file
 from .checks import InputError, describe
 
 
@@ -77,6 +80,36 @@ def run_with_one_line_errors(main, args) -> None:
         message = str(e) if isinstance(e, InputError) else (
             f'{describe(e)} (run with --debug for the traceback)')
         sys.exit(f'error: {message}')
+
+
+def convert_weights_main(convert: Callable[..., dict], model: str,
+                         classifier: str, argv=None) -> None:
+    """The command line of a converter of the authors' weights whose
+    ``convert(checkpoint, with_head)`` maps their state dict to ours:
+    ``SRC DST [--with-head]``; a bad source ends it with one line.
+
+    Args:
+        convert (Callable): The mapping, e.g. ``wavevit_convert``.
+        model (str): The model's name in messages.
+        classifier (str): The mmpretrain model ``--with-head`` is for.
+        argv (list[str], optional): Arguments. Default: ``sys.argv``.
+    """
+    parser = argparse.ArgumentParser(
+        description=f"Convert the {model} authors' weights to an mmseg / "
+        'mmpretrain checkpoint')
+    parser.add_argument('src', help="the authors' checkpoint")
+    parser.add_argument('dst', help='where to save the converted checkpoint')
+    parser.add_argument(
+        '--with-head',
+        action='store_true',
+        help="keep their ImageNet heads, for mmpretrain's ImageClassifier "
+        f'with {classifier}')
+    args = parser.parse_args(argv)
+    try:
+        convert_file(args.src, args.dst,
+                     partial(convert, with_head=args.with_head), model)
+    except InputError as e:
+        sys.exit(f'error: {e}')
 
 
 def check_model(cfg: Config) -> torch.nn.Module:

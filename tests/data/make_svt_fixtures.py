@@ -24,15 +24,14 @@ import torch
 
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_wavevit_fixtures import (count, stage_features,  # noqa: E402
+from make_wavevit_fixtures import (load_seeded_weights,  # noqa: E402
+                                   parameter_counts, reference_case,
                                    stand_in_for_timm)
-from seeded_weights import seeded_state_dict  # noqa: E402
 
 OUT = osp.join(HERE, 'svt_reference_fixtures.pth')
 NUM_CLASSES = 10
 # The DTCWT's fixed filters (pytorch_wavelets buffers): not weights.
 FILTER_BUFFERS = ('.xfm.', '.ifm.')
-HEADS = ('post_network.', 'head.', 'aux_head.')
 
 
 def main():
@@ -43,30 +42,20 @@ def main():
     sys.path.insert(0, args.code)
     import svt
 
-    fixtures = dict(num_classes=NUM_CLASSES, num_params={}, cases=[])
-    for arch in ('s', 'b', 'l'):
-        imagenet = getattr(svt, f'svt_{arch}')()
-        fixtures['num_params'][arch] = dict(
-            with_heads=count(imagenet), backbone=count(imagenet, HEADS))
+    fixtures = dict(
+        num_classes=NUM_CLASSES,
+        num_params=parameter_counts(lambda arch: getattr(svt, f'svt_{arch}')
+                                    ()),
+        cases=[])
     for seed, arch in enumerate(('s', 'l')):
         model = getattr(svt, f'svt_{arch}')(num_classes=NUM_CLASSES)
-        shapes = {
-            k: tuple(v.shape)
-            for k, v in model.state_dict().items()
-            if not any(f in k for f in FILTER_BUFFERS)
-        }
-        missing, unexpected = model.load_state_dict(
-            seeded_state_dict(shapes, seed), strict=False)
-        assert not unexpected and all(
-            any(f in k for f in FILTER_BUFFERS) for k in missing), missing
+        shapes = load_seeded_weights(
+            model, seed, lambda key: any(f in key for f in FILTER_BUFFERS))
         model.eval()
         generator = torch.Generator().manual_seed(200 + seed)
         inputs = torch.randn(1, 3, 224, 224, generator=generator)
-        with torch.no_grad():
-            fixtures['cases'].append(
-                dict(arch=arch, seed=seed, shapes=shapes, inputs=inputs,
-                     features=stage_features(model, inputs),
-                     logits=model(inputs)))
+        fixtures['cases'].append(
+            reference_case(model, arch, seed, shapes, inputs))
     torch.save(fixtures, OUT)
     print(f'wrote {OUT}: {fixtures["num_params"]}')
 

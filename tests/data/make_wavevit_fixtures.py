@@ -89,6 +89,41 @@ def count(model, skip=()):
                if not name.startswith(skip))
 
 
+def parameter_counts(build):
+    """The authors' counts of S/B/L (``build(arch)``: their ImageNet model)
+    with and without the heads."""
+    counts = {}
+    for arch in ('s', 'b', 'l'):
+        model = build(arch)
+        counts[arch] = dict(with_heads=count(model),
+                            backbone=count(model, HEADS))
+    return counts
+
+
+def reference_case(model, arch, seed, shapes, inputs):
+    """What the tests compare with: the stage features and the eval-mode
+    logits of ``model`` (made from ``seed`` and ``shapes``) for ``inputs``.
+    """
+    with torch.no_grad():
+        return dict(arch=arch, seed=seed, shapes=shapes, inputs=inputs,
+                    features=stage_features(model, inputs),
+                    logits=model(inputs))
+
+
+def load_seeded_weights(model, seed, is_filter):
+    """Seeded weights (``seeded_weights.py``) for every tensor of ``model``
+    but its fixed filters (``is_filter(key)``); returns their shapes, from
+    which the tests make the same weights."""
+    shapes = {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items() if not is_filter(k)
+    }
+    missing, unexpected = model.load_state_dict(
+        seeded_state_dict(shapes, seed), strict=False)
+    assert not unexpected and all(map(is_filter, missing)), missing
+    return shapes
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('code', help="the authors' classification folder")
@@ -97,31 +132,21 @@ def main():
     sys.path.insert(0, args.code)
     import wavevit
 
-    fixtures = dict(num_classes=NUM_CLASSES, num_params={}, cases=[])
-    for arch in ('s', 'b', 'l'):
-        imagenet = getattr(wavevit, f'wavevit_{arch}')()
-        fixtures['num_params'][arch] = dict(
-            with_heads=count(imagenet), backbone=count(imagenet, HEADS))
+    fixtures = dict(
+        num_classes=NUM_CLASSES,
+        num_params=parameter_counts(
+            lambda arch: getattr(wavevit, f'wavevit_{arch}')()),
+        cases=[])
     for seed, arch in enumerate(('s', 'b')):
         model = getattr(wavevit, f'wavevit_{arch}')(num_classes=NUM_CLASSES)
-        shapes = {
-            k: tuple(v.shape)
-            for k, v in model.state_dict().items()
-            if not k.endswith(FILTER_BUFFERS)
-        }
-        missing, unexpected = model.load_state_dict(
-            seeded_state_dict(shapes, seed), strict=False)
-        assert not unexpected and all(
-            k.endswith(FILTER_BUFFERS) for k in missing), missing
+        shapes = load_seeded_weights(
+            model, seed, lambda key: key.endswith(FILTER_BUFFERS))
         model.float().eval()  # their filters are fp16 buffers
         generator = torch.Generator().manual_seed(100 + seed)
         for size in SIZES:
             inputs = torch.randn(2, 3, *size, generator=generator)
-            with torch.no_grad():
-                fixtures['cases'].append(
-                    dict(arch=arch, seed=seed, shapes=shapes, inputs=inputs,
-                         features=stage_features(model, inputs),
-                         logits=model(inputs)))
+            fixtures['cases'].append(
+                reference_case(model, arch, seed, shapes, inputs))
     torch.save(fixtures, OUT)
     print(f'wrote {OUT}: {fixtures["num_params"]}')
 

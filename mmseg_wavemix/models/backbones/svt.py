@@ -8,7 +8,7 @@ scattering layer and plain attention in the other three stages; module and
 parameter names are the authors' (github badripatro/svt, ``svt.py``),
 without the DTCWT's fixed filter buffers.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -166,29 +166,15 @@ class ScatteringViT(WaveViT):
             Default: the authors' (truncated normal std 0.02 for linear
             layers, He normal by fan-out for convolutions, LayerNorm 1/0;
             the scattering weights N(0, 0.02^2) when built).
+
+    Arguments after ``img_size`` are :class:`WaveViT`'s, passed by keyword.
     """
     arch_settings = WaveViT.arch_settings  # the authors': the same numbers
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
                  img_size: Union[int, Tuple[int, int]] = 224,
-                 in_channels: int = 3,
-                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
-                 final_norm: bool = True,
-                 drop_path_rate: float = 0.,
-                 norm_cfg: dict = dict(type='BN'),
-                 frozen_stages: int = 0,
-                 norm_eval: bool = False,
-                 with_cp: bool = False,
-                 init_cfg: Optional[Union[dict, list]] = [
-                     dict(type='TruncNormal', layer='Linear', std=.02,
-                          bias=0.),
-                     dict(type='Constant', layer='LayerNorm', val=1.,
-                          bias=0.),
-                     dict(type='Kaiming', layer='Conv2d', mode='fan_out',
-                          nonlinearity='relu', distribution='normal',
-                          bias=0.)
-                 ]):
+                 **kwargs):
         img_size = to_2tuple(img_size)
         if len(img_size) != 2 or min(img_size) < 1:
             raise ValueError(f'img_size must be a positive int or (H, W), '
@@ -197,18 +183,8 @@ class ScatteringViT(WaveViT):
         # the first-stage grid after the stem's two stride-2 convolutions
         # (ceil(s / 4)), rounded up to even as the DTCWT pads it.
         self.filter_size = tuple(2 * -(-s // 8) for s in img_size)
-        self.img_size = img_size
-        super().__init__(
-            arch=arch,
-            in_channels=in_channels,
-            out_indices=out_indices,
-            final_norm=final_norm,
-            drop_path_rate=drop_path_rate,
-            norm_cfg=norm_cfg,
-            frozen_stages=frozen_stages,
-            norm_eval=norm_eval,
-            with_cp=with_cp,
-            init_cfg=init_cfg)
+        self.img_size = tuple(img_size)
+        super().__init__(arch=arch, **kwargs)
 
     def _token_mixer(self, stage: int, dim: int, num_heads: int,
                      sr_ratio: int, norm_cfg: dict) -> nn.Module:
