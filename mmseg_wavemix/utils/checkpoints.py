@@ -111,6 +111,14 @@ def _likely_cause(model: nn.Module, state_dict: dict, missing: list,
         return ('it holds the backbone only (no decode head): to fine-tune '
                 'from it, load it with --strict-load false')
     if mismatched and all(
+            k.endswith('.complex_weight_ll') for k, _, _ in mismatched):
+        key, ckpt, ours = mismatched[0]
+        return (f'it was made for another img_size (SVT\'s low-pass '
+                f'filters are {ckpt[1]}x{ckpt[2]} there, {ours[1]}x{ours[2]} '
+                'in the model): set the backbone\'s img_size to '
+                f'({4 * ckpt[1]}, {4 * ckpt[2]}), which gives these filters; '
+                'the model still takes any input size')
+    if mismatched and all(
             k.startswith(('decode_head.', 'auxiliary_head.', 'head.'))
             for k, _, _ in mismatched):
         key, ckpt, ours = mismatched[0]

@@ -42,3 +42,14 @@ def test_the_resized_filter_gets_gradients():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ScatteringViT(**kwargs)
+
+
+def test_a_checkpoint_of_another_img_size_is_named_as_such():
+    """tools/test.py checks a checkpoint against the config before loading
+    it: SVT weights of another img_size get their own cause."""
+    from mmseg_wavemix.utils.checkpoints import check_fits
+    from mmseg_wavemix.utils.checks import InputError
+    weights = ScatteringViT(TINY).state_dict()
+    with pytest.raises(InputError) as error:
+        check_fits(ScatteringViT(TINY, img_size=512), weights, 'svt.pth')
+    assert "set the backbone's img_size to (224, 224)" in str(error.value)
