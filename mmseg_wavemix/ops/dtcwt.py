@@ -6,9 +6,9 @@ compare the two), in plain PyTorch.
 
 Why not pytorch_wavelets itself: it builds its symmetric-padding indices in
 numpy on every call, which cannot be traced (mmengine's FLOP counter, ONNX
-export) and costs a host-to-device copy per filter on a GPU, and its
-hand-written backward is not the exact gradient at the borders. The filter
-coefficients are still pytorch_wavelets'.
+export, ``torch.compile``) and costs a host-to-device copy per filter on a
+GPU. The filter coefficients are still pytorch_wavelets'; the gradients
+(autograd's here, its hand-written backward there) agree too.
 
 Level 1 filters the rows and then the columns of the input with the
 biorthogonal low-pass ``h0`` and high-pass ``h1`` (half-sample symmetric
@@ -21,9 +21,8 @@ way and sums.
 
 The transform runs in float32 (float64 for float64 inputs) with autocast
 off: its perfect reconstruction needs the precision, and SVT's authors run
-it in float32.
-Odd sizes are extended by their last row/column (as pytorch_wavelets) and
-cropped back by :meth:`DTCWT.inverse`.
+it in float32. Odd sizes are extended by their last row/column (as
+pytorch_wavelets) and cropped back by :meth:`DTCWT.inverse`.
 """
 import math
 import warnings
@@ -106,7 +105,7 @@ class DTCWT(nn.Module):
     decimate) and the six oriented complex high-pass bands
     (N, C, 6, H / 2, W / 2, 2), real and imaginary parts last, as
     pytorch_wavelets' ``DTCWTForward(J=1)``; :meth:`inverse` takes both back
-    to (N, C, H, W). Gradients are autograd's (exact).
+    to (N, C, H, W). Gradients are autograd's.
 
     Args:
         biort (str): pytorch_wavelets' name of the level-1 filters.
