@@ -113,8 +113,9 @@ def _analysis_graph(x: Tensor,
     highs = torch.stack(
         [diff_even + diff_odd, sum_even - sum_odd, diff_even - diff_odd],
         dim=-3)
-    return torch.cat([ll, highs.flatten(1, 2)], dim=1) if packed else (ll,
-                                                                        highs)
+    if packed:
+        return torch.cat([ll, highs.flatten(1, 2)], dim=1)
+    return ll, highs
 
 
 def analysis(x: Tensor,
