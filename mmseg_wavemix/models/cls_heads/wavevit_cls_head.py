@@ -1,5 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""The ImageNet head of Wave-ViT for mmpretrain's ImageClassifier."""
+"""The ImageNet head of Wave-ViT (and SVT) for mmpretrain's
+ImageClassifier."""
 from typing import Optional, Tuple
 
 import torch
@@ -65,7 +66,8 @@ class WaveViTClsHead(ClsHead):
     tokens) refined by a class-attention block, the stage's LayerNorm, then
     a linear classifier of the class token plus half the maximum over the
     tokens of the token-labelling classifier (the authors' eval-time
-    output). Use it with ``WaveViT(final_norm=False)``.
+    output). Use it with ``WaveViT(final_norm=False)``; SVT's authors use
+    the same head (``ScatteringViT(final_norm=False)``).
 
     Token labelling itself (dense per-token targets from a teacher and
     MixToken) is not part of this head: trained with image labels, the loss
