@@ -52,6 +52,11 @@ def parse_args(argv=None):
         action='store_true',
         help='fold BatchNorm into the convolutions and use channels_last '
         '(FastInferenceHook): same predictions up to float rounding, faster')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision (mmengine\'s TestLoop fp16): float16 on CUDA, '
+        'bfloat16 on CPU; with --fast the fastest on a GPU')
     add_common_args(parser)
     add_check_args(parser)
     return parser.parse_args(argv)
@@ -113,6 +118,9 @@ def test(args):
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'),
+                            fp16=True)
     if args.fast:
         cfg.custom_hooks = [
             *cfg.get('custom_hooks', []),

@@ -81,6 +81,16 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
             for text in (log, fast_log)]
     assert miou[1] == pytest.approx(miou[0], abs=0.05)
 
+    # --amp: mmengine's mixed-precision test loop (bfloat16 on CPU)
+    amp = run_tool('test.py', MAIN_CONFIG, work_dir / 'iter_6.pth',
+                   '--work-dir', tmp_path / 'amp_dir', '--fast', '--amp',
+                   '--cfg-options', *TINY_MODEL,
+                   *data_root_options(small_cityscapes))
+    amp_log = amp.stdout + amp.stderr
+    assert re.search(r"test_cfg = dict\(.*fp16=True", amp_log)
+    amp_miou = float(re.findall(r'mIoU: ([\d.]+)', amp_log)[-1])
+    assert amp_miou == pytest.approx(miou[0], abs=1.0)
+
     # A user's own image through mmseg's inferencer, as the README shows.
     from mmseg.apis import MMSegInferencer
     cfg = Config.fromfile(MAIN_CONFIG)
