@@ -33,6 +33,10 @@ step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16 --compare 
   authors --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 --batch 5 --train \
   --repeat 5 --warmup 2 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
 
+# Last, as its compile time is not known yet: the training step compiled (Inductor fuses the elementwise work).
+step "Training 1024x2048, batch 5, compiled" python3 tools/benchmark.py $C@fp16 --compare $C@fp16,compile \
+  --device cuda --shape 1024 2048 --batch 5 --train --repeat 5 --warmup 3 --no-flops \
+  --json "$OUT/train_b5_1024x2048_cuda_compiled.json"
 echo; echo "=== Summary ($OUT)"
 python3 - "$OUT" <<'PY'
 import glob, json, os, sys

@@ -125,7 +125,9 @@ class SoftmaxFocalLoss(nn.Module):
 
         if reduction == 'mean':
             divisor = valid.sum() if avg_factor is None else avg_factor
-            loss = loss.sum() / max(float(divisor), 1.)
+            # on the device: no host sync for the count of valid pixels
+            loss = loss.sum() / (divisor.clamp(min=1) if torch.is_tensor(
+                divisor) else max(divisor, 1.))
         elif reduction == 'sum':
             loss = loss.sum()
         return self.loss_weight * loss

@@ -77,3 +77,17 @@ def test_errors():
     with pytest.raises(ValueError, match="loss_name must start with 'loss_'"):
         SoftmaxFocalLoss(loss_name='focal')
     assert SoftmaxFocalLoss(loss_name='loss_f').loss_name == 'loss_f'
+
+
+def test_mean_divisor_edge_cases():
+    """All pixels ignored: a zero loss (the divisor is clamped to 1, on the
+    device); ``avg_factor`` replaces the count of valid pixels."""
+    pred = torch.randn(1, 3, 2, 2)
+    target = torch.full((1, 2, 2), 255)
+    loss = SoftmaxFocalLoss(ignore_index=255)(pred, target)
+    assert loss.item() == 0
+    target = torch.randint(0, 3, (1, 2, 2))
+    plain = SoftmaxFocalLoss(reduction='sum')(pred, target)
+    for factor in (8., torch.tensor(8)):
+        torch.testing.assert_close(
+            SoftmaxFocalLoss()(pred, target, avg_factor=factor), plain / 8)
