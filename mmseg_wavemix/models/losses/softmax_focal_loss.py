@@ -99,9 +99,9 @@ class SoftmaxFocalLoss(nn.Module):
         num_classes = pred.shape[1]
         valid = target != ignore_index
         labels = torch.where(valid, target, torch.zeros_like(target)).long()
-        if labels.numel() and (labels.min() < 0 or
-                               labels.max() >= num_classes):
-            bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
+        outside = (labels < 0) | (labels >= num_classes)
+        if outside.any():  # one host sync per step for this check
+            bad = labels[outside][0].item()
             raise ValueError(
                 f'label {bad} is outside 0..{num_classes - 1} and is not the '
                 f'ignore_index {ignore_index}; check the label maps or '
