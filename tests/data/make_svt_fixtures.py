@@ -44,8 +44,8 @@ def main():
 
     fixtures = dict(
         num_classes=NUM_CLASSES,
-        num_params=parameter_counts(lambda arch: getattr(svt, f'svt_{arch}')
-                                    ()),
+        num_params=parameter_counts(
+            lambda arch: getattr(svt, f'svt_{arch}')()),
         cases=[])
     for seed, arch in enumerate(('s', 'l')):
         model = getattr(svt, f'svt_{arch}')(num_classes=NUM_CLASSES)
