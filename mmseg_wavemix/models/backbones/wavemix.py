@@ -15,7 +15,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import haar_lowpass
 
-from ..utils.arch import check_out_indices, select_arch
+from ..utils.arch import (check_frozen_stages, check_out_indices,
+                          select_arch)
 from .wavemix_block import WaveMixBlock, check_embed_dims_and_level
 
 STEM_TYPES = ('strided', 'patchify')
@@ -144,9 +145,7 @@ class WaveMix(BaseModule):
             raise ValueError(
                 'out_downsamples must give one integer >= 0 per entry of '
                 f'out_indices {out_indices}, got {out_downsamples!r}')
-        if not -1 <= frozen_stages <= depth:
-            raise ValueError(f'frozen_stages must be in [-1, {depth}] (depth='
-                             f'{depth}), got {frozen_stages!r}')
+        check_frozen_stages(frozen_stages, depth, 'block', lowest=-1)
 
         self.in_channels = in_channels
         self.embed_dims = embed_dims

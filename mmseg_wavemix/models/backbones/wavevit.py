@@ -21,7 +21,8 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import haar_dwt, haar_idwt
-from ..utils.arch import check_out_indices, select_arch
+from ..utils.arch import (check_frozen_stages, check_out_indices,
+                          select_arch)
 
 
 def _tokens_to_map(x: Tensor, h: int, w: int) -> Tensor:
@@ -285,9 +286,7 @@ class WaveViT(BaseModule):
         self.embed_dims = list(arch['embed_dims'])
         self.depths = list(arch['depths'])
         num_stages = len(self.depths)
-        if not 0 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [0, {num_stages}], '
-                             f'got {frozen_stages!r}')
+        check_frozen_stages(frozen_stages, num_stages, 'stage')
         self.in_channels = in_channels
         self.out_indices = tuple(
             sorted(check_out_indices(out_indices, num_stages, 'stage')))

@@ -13,7 +13,8 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..utils import WTConv2d
-from ..utils.arch import check_out_indices, select_arch
+from ..utils.arch import (check_frozen_stages, check_out_indices,
+                          select_arch)
 
 
 class WTConvNeXtBlock(BaseModule):
@@ -173,9 +174,7 @@ class WTConvNeXt(BaseModule):
         self.channels = list(arch['channels'])
         self.wt_levels = list(arch['wt_levels'])
         num_stages = len(self.depths)
-        if not 0 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [0, {num_stages}], '
-                             f'got {frozen_stages!r}')
+        check_frozen_stages(frozen_stages, num_stages, 'stage')
         self.in_channels = in_channels
         self.out_indices = tuple(
             sorted(check_out_indices(out_indices, num_stages, 'stage')))

@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Argument checks the backbones share: a named arch or a custom one, and
-output indices."""
+"""Argument checks the backbones share: a named arch or a custom one,
+output indices and frozen stages."""
 from typing import Sequence, Tuple, Union
 
 
@@ -33,3 +33,12 @@ def check_out_indices(out_indices: Union[int, Sequence[int]], num: int,
         raise ValueError(f'out_indices must be {unit} indices in [-{num}, '
                          f'{num - 1}], got {out_indices!r}')
     return tuple(i % num for i in indices)
+
+
+def check_frozen_stages(frozen_stages: int, num: int, unit: str,
+                        lowest: int = 0) -> None:
+    """A ValueError unless ``frozen_stages`` is in [``lowest``, ``num``]
+    (``num`` ``unit`` s: blocks or stages)."""
+    if not lowest <= frozen_stages <= num:
+        raise ValueError(f'frozen_stages must be in [{lowest}, {num}] '
+                         f'({unit}s), got {frozen_stages!r}')
