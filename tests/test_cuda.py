@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmseg_wavemix.models.accel import prepare_for_inference
+from mmseg_wavemix.models.accel import (PointwiseGEMM, prepare_for_inference,
+                                        prepare_for_training)
 from mmseg_wavemix.models.backbones import WaveMixBlock
 from mmseg_wavemix.ops import haar_dwt, haar_dwt_packed, haar_triton
 from mmseg_wavemix.utils.analysis import build_model_from_config
@@ -143,3 +144,54 @@ def test_svt_amp_step_on_cuda_matches_the_cpu(dtype):
     sum(o.float().square().mean() for o in outs).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all()
                for p in model.parameters())
+
+
+def test_pointwise_gemm_equals_the_convolution_in_fp16():
+    """The 1x1 convolution as a GEMM with the bias in cuBLASLt's epilogue:
+    output and gradients as close to the float64 ones as the convolution's
+    (both round in fp16, differently), in channels_last."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(48, 24, 1).cuda()
+    gemm = PointwiseGEMM.from_conv(copy.deepcopy(conv))
+    reference = copy.deepcopy(conv).double()
+    x = torch.randn(2, 48, 16, 24, device='cuda').contiguous(
+        memory_format=torch.channels_last)
+    results = []
+    for layer in (reference, conv, gemm):
+        xg = x.clone().double().requires_grad_() if layer is reference \
+            else x.clone().requires_grad_()
+        with torch.autocast('cuda', dtype=torch.float16,
+                            enabled=layer is not reference):
+            out = layer(xg)
+        out.double().square().sum().backward()
+        results.append((out.double(), xg.grad.double(),
+                        layer.weight.grad.double(), layer.bias.grad.double()))
+    assert results[2][0].is_contiguous(memory_format=torch.channels_last)
+    for exact, ours_conv, ours_gemm in zip(*results):
+        conv_error = (ours_conv - exact).abs().max()
+        gemm_error = (ours_gemm - exact).abs().max()
+        assert gemm_error <= 2 * conv_error + 1e-3 * exact.abs().max()
+
+
+def test_prepare_for_training_gives_the_same_amp_gradients():
+    torch.manual_seed(0)
+    _, plain = build_model_from_config(
+        f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
+            'model.decode_head.num_classes': 5
+        })
+    plain.cuda().train()
+    fast = prepare_for_training(copy.deepcopy(plain))
+    assert any(isinstance(m, PointwiseGEMM) for m in fast.modules())
+    inputs = torch.randn(2, 3, 128, 256, device='cuda')
+    grads = []
+    for model in (plain, fast):
+        with torch.autocast('cuda', dtype=torch.float16):
+            logits = model(inputs, mode='tensor')
+        logits.float().square().mean().backward()
+        grads.append({n: p.grad.float() for n, p in model.named_parameters()
+                      if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        if not name.endswith('upsample.bias'):  # BN follows: true grad 0
+            torch.testing.assert_close(grads[1][name], grad, rtol=5e-2,
+                                       atol=5e-3, msg=name)

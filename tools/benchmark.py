@@ -12,6 +12,8 @@ classifier folded into its last transposed convolution, for inference; FLOPs
 are counted on the model that runs), ``fuse_activation`` (each WaveMix level's
 GELU inside its first convolution, for inference on CPU), ``fast`` (the
 inference model of ``tools/test.py --fast``, from ``prepare_for_inference``),
+``fast_train`` (the training model of ``FastTrainingHook``, from
+``prepare_for_training``),
 ``compile`` (torch.compile) and ``with_cp`` (the backbone's gradient
 checkpointing). One config may appear with several option sets.
 
@@ -39,6 +41,7 @@ Example:
         --shape 512 1024 --train --json work_dirs/benchmark.json
 """
 import argparse
+import gc
 import json
 import os
 
@@ -80,6 +83,8 @@ def parse_args(argv=None):
     parser.add_argument('--fast', action='store_true',
                         help='the inference model of tools/test.py --fast '
                         '(FastInferenceHook)')
+    parser.add_argument('--fast-train', action='store_true',
+                        help='the training model of FastTrainingHook')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model')
     parser.add_argument('--with-cp', action='store_true',
@@ -93,6 +98,10 @@ def parse_args(argv=None):
                         help='skip the FLOP count (it runs one more pass)')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak-memory measurement')
+    parser.add_argument(
+        '--no-cudnn-benchmark', action='store_true',
+        help="leave cuDNN's algorithm search off (tools/train.py and "
+        "tools/test.py turn it on: mmseg's env_cfg)")
     return parser.parse_args(argv)
 
 
@@ -108,6 +117,7 @@ def attempt(result, step, fn):
 def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     specs = [args.config, *args.compare]
     entries = [parse_entry(spec, args) for spec in specs]
     load_main_config(args)  # fails early if the first entry is `authors`
@@ -157,7 +167,12 @@ def run(args):
             results[bench.name][mode] = summary(times[bench.name],
                                                 usages[bench.name],
                                                 args.batch)
-    del benches
+    # Peak memory is measured in fresh processes: this one's models and the
+    # CUDA allocator's cache would leave them too little of the GPU.
+    benches = bench = running = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     if not args.no_flops:
         add_throughput(results, args)
     if not args.no_memory:

@@ -20,30 +20,30 @@ step() { echo; echo "=== $1"; shift; "$@" || { status=1; echo "=== failed: $*"; 
 
 python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())' || exit 1
 step "CUDA tests" python3 -m pytest tests/test_cuda.py tests/test_ops -q -p no:warnings
-step "Haar DWT, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
-  --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda.json"
 for dtype in fp32 fp16; do
   step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
     --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
 done
-step "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C --compare $C@fp16 $C@fp16,fast \
-  $C@fp16,fast,compile authors authors@fp16 $SEGFORMER@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda \
-  --shape 1024 2048 --repeat 20 --warmup 5 --json "$OUT/inference_1024x2048_cuda.json"
-step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16 --compare $C@fp16,with_cp $C \
-  authors --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 --batch 5 --train \
-  --repeat 5 --warmup 2 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
+step "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16 --compare $C@fp16,fast \
+  $C@fp16,fast,compile $C authors authors@fp16 $SEGFORMER@fp16 --authors-package "$AUTHORS_PACKAGE" \
+  --device cuda --shape 1024 2048 --repeat 15 --warmup 5 --no-memory --json "$OUT/inference_1024x2048_cuda.json"
+step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16 --compare $C@fp16,fast_train authors \
+  --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 --batch 5 --train --repeat 5 \
+  --warmup 2 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
+step "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast_train \
+  --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json"
 
 # Last, as its compile time is not known yet: the training step compiled (Inductor fuses the elementwise work).
-step "Training 1024x2048, batch 5, compiled" python3 tools/benchmark.py $C@fp16 --compare $C@fp16,compile \
-  --device cuda --shape 1024 2048 --batch 5 --train --repeat 5 --warmup 3 --no-flops \
-  --json "$OUT/train_b5_1024x2048_cuda_compiled.json"
+step "Training 1024x2048, batch 5, compiled" python3 tools/benchmark.py $C@fp16,fast_train \
+  --compare $C@fp16,fast_train,compile --device cuda --shape 1024 2048 --batch 5 --train --repeat 5 \
+  --warmup 3 --no-flops --json "$OUT/train_b5_1024x2048_cuda_compiled.json"
 echo; echo "=== Summary ($OUT)"
 python3 - "$OUT" <<'PY'
 import glob, json, os, sys
 for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
     data = json.load(open(path))
     print(os.path.basename(path))
-    for name, r in data['results'].items():
+    for name, r in data.get('results', {}).items():
         if 'median_ms' in r:
             print(f'  {name:24s} {r["median_ms"]:8.2f} ms')
             continue

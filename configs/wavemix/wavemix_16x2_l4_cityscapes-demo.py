@@ -20,7 +20,8 @@ custom_hooks = [
         type='OptimizerSwitchHook',
         optimizer=dict(type='SGD', lr=1e-3, momentum=0.9),
         final_iters=40),
-    dict(type='NonFiniteLossHook')
+    dict(type='NonFiniteLossHook'),
+    dict(type='FastTrainingHook')
 ]
 randomness = dict(seed=0)
 train_cfg = dict(max_iters=max_iters, val_interval=80)

@@ -1,8 +1,9 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 from .atomic_local_backend import AtomicLocalBackend
-from .hooks import FastInferenceHook, NonFiniteLossHook, OptimizerSwitchHook
+from .hooks import (FastInferenceHook, FastTrainingHook, NonFiniteLossHook,
+                    OptimizerSwitchHook)
 
 __all__ = [
-    'AtomicLocalBackend', 'FastInferenceHook', 'NonFiniteLossHook',
-    'OptimizerSwitchHook'
+    'AtomicLocalBackend', 'FastInferenceHook', 'FastTrainingHook',
+    'NonFiniteLossHook', 'OptimizerSwitchHook'
 ]

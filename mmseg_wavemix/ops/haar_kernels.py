@@ -7,8 +7,9 @@ On CUDA, where Triton is installed, one fused kernel each way
 arithmetic (no 2x2 gathers): on CPU the rows are processed in chunks that
 keep the temporaries in cache; on other devices in one piece, since each
 chunk is a few kernel launches and small chunks leave a GPU idle. In a
-graph being compiled or exported (``torch.compile``, ``torch.export``) the
-same arithmetic out of place, in one piece, for the compiler to fuse.
+graph being compiled, exported or traced (``torch.compile``,
+``torch.export``, ``torch.jit.trace``) the same arithmetic out of place, in
+one piece, for the compiler to fuse.
 """
 from typing import Tuple, Union
 
@@ -60,6 +61,14 @@ def _empty_bands(x: Tensor, h: int, w: int,
         return ll, highs, highs
     highs = x.new_empty(*x.shape[:-2], 3, h, w)
     return x.new_empty(*x.shape[:-2], h, w), highs, highs
+
+
+def _in_graph() -> bool:
+    """Whether the ops are being recorded into a graph (``torch.compile``,
+    ``torch.export``, a ``torch.jit`` trace for FLOP counters and ONNX):
+    then a level is the out-of-place arithmetic, which every graph can hold
+    (a trace would not record a Triton kernel)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _band_rows_per_chunk(bands: Tensor) -> int:
@@ -123,7 +132,7 @@ def analysis(x: Tensor,
     """One Haar level of an input with even height and width (any memory
     layout). Returns ``(ll, highs)``, or the packed level (see
     :func:`_empty_bands`) if ``packed``."""
-    if torch.compiler.is_compiling():
+    if _in_graph():
         return _analysis_graph(x, packed)
     h, w = x.shape[-2:]
     ll, highs, out = _empty_bands(x, h // 2, w // 2, packed)
@@ -168,7 +177,7 @@ def _synthesis_graph(ll: Tensor, highs: Tensor) -> Tensor:
 def synthesis(ll: Tensor, highs: Tensor) -> Tensor:
     """Inverse of :func:`analysis` (output of even size 2h x 2w, in the
     memory format of ``ll``)."""
-    if torch.compiler.is_compiling():
+    if _in_graph():
         return _synthesis_graph(ll, highs)
     h, w = ll.shape[-2:]
     x = torch.empty((*ll.shape[:-2], 2 * h, 2 * w),

@@ -23,7 +23,8 @@ from mmengine.config import Config
 from mmseg_wavemix.models.accel import (cpu_has_bf16_convolution,
                                         fold_head_classifier, fuse_conv_gelu,
                                         fuse_norm_layers,
-                                        prepare_for_inference)
+                                        prepare_for_inference,
+                                        prepare_for_training)
 from mmseg_wavemix.models.decode_heads import WaveMixHead
 from mmseg_wavemix.models.utils import wavemix_convert
 
@@ -33,7 +34,7 @@ from .cli import build_model, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
-         'fast', 'compile', 'with_cp')
+         'fast', 'fast_train', 'compile', 'with_cp')
 AUTHORS = 'authors'
 
 
@@ -84,6 +85,8 @@ class Bench:
             self.infer_model = copy.deepcopy(self.model).eval()
         if entry['fast']:
             prepare_for_inference(self.infer_model)
+        if entry['fast_train']:
+            prepare_for_training(self.model)
         if entry['fuse_norm']:
             fuse_norm_layers(self.infer_model)
         if entry['fold_classifier']:
@@ -222,9 +225,13 @@ def peak_memory_mb(entry, args, train):
 def _peak_memory_worker(entry, args, train):
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     bench = Bench(entry, args)
     step = bench.train_step if train else bench.infer
     if bench.device.type == 'cuda':
+        # after one step: cuDNN's algorithm search (cudnn.benchmark) tries
+        # large workspaces in the first
+        step()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         step()
@@ -319,4 +326,6 @@ def environment(args):
         cpu_bf16_convolution=cpu_has_bf16_convolution(),
         cuda_device=torch.cuda.get_device_name()
         if args.device == 'cuda' else None,
+        cuda=torch.version.cuda if args.device == 'cuda' else None,
+        cudnn_benchmark=torch.backends.cudnn.benchmark,
         glibc_tunables=os.environ.get('GLIBC_TUNABLES'))

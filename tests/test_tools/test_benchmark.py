@@ -165,3 +165,17 @@ def test_benchmark_haar(tmp_path):
         'ours', 'pytorch_wavelets', 'grouped conv2d', 'x.clone()'
     }
     assert all(r['median_ms'] > 0 for r in results.values())
+
+
+def test_profile_tool_lists_where_the_time_goes(tmp_path):
+    out = tmp_path / 'profile.json'
+    result = run_tool('analysis_tools/profile_model.py', f'{DEMO}@bf16',
+                      '--shape', 64, 128, '--batch', 2, '--train', '--rows',
+                      8, '--json', out)
+    assert 'training step, 2x3x64x128' in result.stdout
+    rows = json.loads(out.read_text())['rows']
+    assert len(rows) == 8
+    assert any('convolution_backward' in row['name'] for row in rows)
+    assert sorted((r['ms'] for r in rows), reverse=True) == \
+        [r['ms'] for r in rows]
+    assert 0 < sum(r['share'] for r in rows) <= 1 + 1e-6

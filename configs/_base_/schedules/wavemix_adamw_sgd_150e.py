@@ -22,7 +22,8 @@ custom_hooks = [
         type='OptimizerSwitchHook',
         optimizer=dict(type='SGD', lr=1e-3, momentum=0.9),
         final_iters=sgd_iters),
-    dict(type='NonFiniteLossHook')  # stop before saving NaN weights
+    dict(type='NonFiniteLossHook'),  # stop before saving NaN weights
+    dict(type='FastTrainingHook')  # CUDA: channels_last, 1x1 convs as GEMMs
 ]
 
 train_cfg = dict(

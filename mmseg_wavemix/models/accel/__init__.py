@@ -2,11 +2,13 @@
 """Every speed path of the package, apart from the models they speed up.
 
 - Inference: :func:`prepare_for_inference` (BatchNorm and classifier
-  folding, the GELU fused into its convolution on CPU, channels_last), what
+  folding, the GELU fused into its convolution on CPU, 1x1 convolutions as
+  GEMMs with their bias on CUDA, channels_last), what
   ``tools/test.py --fast``, ``FastInferenceHook`` and ``tools/benchmark.py``
   call.
 - Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
-  ``WaveMix(memory_efficient=True)`` builds.
+  ``WaveMix(memory_efficient=True)`` builds; on CUDA
+  :func:`prepare_for_training` (channels_last, 1x1 convolutions as GEMMs).
 
 Each path equals the plain model up to float rounding (tests/test_accel).
 """
@@ -16,10 +18,14 @@ from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
 from .inference import fold_head_classifier, prepare_for_inference
 from .memory_efficient import (MemoryEfficientLevelMLP, batch_norm_add,
                                conv_gelu_conv2d)
+from .pointwise_gemm import PointwiseGEMM, pointwise_convs_as_gemm
+from .training import prepare_for_training
 
 __all__ = [
-    'FusedConvGELU', 'MemoryEfficientLevelMLP', 'batch_norm_add',
+    'FusedConvGELU', 'MemoryEfficientLevelMLP', 'PointwiseGEMM',
+    'batch_norm_add',
     'conv_gelu_conv2d', 'cpu_has_bf16_convolution', 'fold_head_classifier',
     'fuse_conv_bn', 'fuse_conv_gelu', 'fuse_norm_layers', 'fusable_dtypes',
-    'prepare_for_inference'
+    'pointwise_convs_as_gemm', 'prepare_for_inference',
+    'prepare_for_training'
 ]

@@ -8,6 +8,7 @@ import torch.nn as nn
 from ..decode_heads.wavemix_head import WaveMixHead, folded_deconv_params
 from .fuse_norm import fuse_norm_layers
 from .fused_conv_gelu import fuse_conv_gelu
+from .pointwise_gemm import pointwise_convs_as_gemm
 
 
 @torch.no_grad()
@@ -67,6 +68,8 @@ def prepare_for_inference(model: nn.Module,
     - On CPU, each WaveMix level's GELU run inside its first convolution by
       oneDNN, in float32 and, where the CPU has bf16 convolutions, in
       bfloat16 (:class:`FusedConvGELU`); other dtypes run the plain layers.
+    - On CUDA, each 1x1 convolution run as a GEMM with the bias in its
+      epilogue (:class:`PointwiseGEMM`): no separate pass to add it.
     - channels_last memory, which oneDNN's convolutions and cuDNN's tensor
       cores prefer.
 
@@ -93,6 +96,8 @@ def prepare_for_inference(model: nn.Module,
         fold_head_classifier(head)
     if fuse_activation and device.type == 'cpu':
         fuse_conv_gelu(model)
+    if channels_last and device.type == 'cuda':  # it needs channels_last
+        pointwise_convs_as_gemm(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model

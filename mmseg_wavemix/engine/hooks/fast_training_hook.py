@@ -1,0 +1,26 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+
+from mmseg_wavemix.models.accel import prepare_for_training
+
+
+@HOOKS.register_module()
+class FastTrainingHook(Hook):
+    """Prepare the model for faster training on CUDA before the first
+    iteration, with :func:`~mmseg_wavemix.models.accel.prepare_for_training`
+    (channels_last, 1x1 convolutions as GEMMs with their bias). The same
+    parameters, state dict, losses and gradients (up to float rounding); on
+    CPU it does nothing.
+
+    Measured on an H100 (README "Performance"): the recipe's batch-5 AMP step
+    at 1024x2048 takes a fifth less time.
+    """
+
+    priority = 'LOW'
+
+    def before_train(self, runner) -> None:
+        model = runner.model
+        prepare_for_training(
+            model.module if is_model_wrapper(model) else model)

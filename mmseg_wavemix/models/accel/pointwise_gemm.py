@@ -1,0 +1,69 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""1x1 convolutions as GEMMs with the bias in the epilogue, for GPUs."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def is_pointwise_conv2d(conv: nn.Module) -> bool:
+    """An ``nn.Conv2d`` itself (no subclass) that is a per-pixel matrix
+    product: 1x1 kernel, stride 1, no padding, one group."""
+    return type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and \
+        conv.stride == (1, 1) and conv.dilation == (1, 1) and \
+        conv.groups == 1 and conv.padding in ((0, 0), 'valid') and \
+        conv.padding_mode == 'zeros'
+
+
+class PointwiseGEMM(nn.Conv2d):
+    """A 1x1 convolution run as one matrix product with the bias added in it.
+
+    A channels_last tensor (N, C, H, W) is the row-major (N*H*W, C) matrix,
+    so the convolution is ``F.linear`` on that view, which cuBLASLt computes
+    with the bias in its epilogue. cuDNN's 1x1 convolution calls the same
+    GEMM kernels but adds the bias afterwards in a separate pass over the
+    output (in WaveMix's fp16 inference on an H100 bias additions took a
+    third of the GPU time). Other layouts, or while tracing (FLOP counters,
+    ONNX), run the convolution itself.
+
+    Build it with :meth:`from_conv`; it is an ``nn.Conv2d``, so code that
+    reads ``weight`` or ``bias`` keeps working.
+    """
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> 'PointwiseGEMM':
+        """A PointwiseGEMM sharing the parameters of ``conv``."""
+        if not is_pointwise_conv2d(conv):
+            raise TypeError('PointwiseGEMM needs a 1x1 nn.Conv2d with stride '
+                            f'1, no padding and one group, got {conv!r}')
+        gemm = cls(conv.in_channels, conv.out_channels, 1,
+                   bias=conv.bias is not None, device='meta')
+        gemm.weight, gemm.bias = conv.weight, conv.bias
+        gemm.train(conv.training)
+        return gemm
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.permute(0, 2, 3, 1)
+        if not rows.is_contiguous() or torch.jit.is_tracing():
+            return super().forward(x)
+        n, h, w, c = rows.shape
+        weight = self.weight.view(self.out_channels, c)
+        out = F.linear(rows.view(n * h * w, c), weight, self.bias)
+        return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def pointwise_convs_as_gemm(module: nn.Module) -> nn.Module:
+    """Replace every 1x1 ``nn.Conv2d`` in ``module`` by a
+    :class:`PointwiseGEMM` sharing its weights, in place.
+
+    Args:
+        module (nn.Module): A model or any part of it.
+
+    Returns:
+        nn.Module: ``module``.
+    """
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if is_pointwise_conv2d(child):
+                setattr(parent, name, PointwiseGEMM.from_conv(child))
+    return module

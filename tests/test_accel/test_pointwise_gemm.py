@@ -1,0 +1,84 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""1x1 convolutions as GEMMs (the CUDA step of prepare_for_inference and
+prepare_for_training): the convolution's numbers on any device."""
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmseg_wavemix.engine import FastTrainingHook
+from mmseg_wavemix.models.accel import (PointwiseGEMM, pointwise_convs_as_gemm,
+                                        prepare_for_training)
+
+from ..test_engine.test_fast_inference_hook import demo_model
+
+
+def test_equals_the_convolution_with_gradients():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(12, 7, 1)
+    gemm = PointwiseGEMM.from_conv(copy.deepcopy(conv))
+    x = torch.randn(2, 12, 5, 6).contiguous(memory_format=torch.channels_last)
+    results = []
+    for layer in (conv, gemm):
+        xg = x.clone().requires_grad_()
+        out = layer(xg)
+        out.square().sum().backward()
+        results.append((out, xg.grad, layer.weight.grad, layer.bias.grad))
+    assert results[1][0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_other_layouts_and_traces_run_the_convolution():
+    conv = nn.Conv2d(4, 3, 1)
+    gemm = PointwiseGEMM.from_conv(conv)
+    x = torch.randn(1, 4, 3, 5)  # NCHW: not a row-major matrix
+    torch.testing.assert_close(gemm(x), conv(x))
+    graph = torch.jit.trace(
+        gemm, x.contiguous(memory_format=torch.channels_last)).graph
+    assert 'aten::_convolution' in str(graph)
+    assert 'aten::linear' not in str(graph)
+
+
+@pytest.mark.parametrize('conv', [
+    nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 1, stride=2),
+    nn.Conv2d(4, 4, 1, groups=2), nn.Conv2d(4, 4, 1, padding=1)
+])
+def test_only_pointwise_convolutions_are_replaced(conv):
+    with pytest.raises(TypeError, match='1x1 nn.Conv2d'):
+        PointwiseGEMM.from_conv(conv)
+    model = nn.Sequential(conv, nn.Conv2d(4, 2, 1))
+    pointwise_convs_as_gemm(model)
+    assert type(model[0]) is nn.Conv2d and type(model[1]) is PointwiseGEMM
+
+
+def test_a_model_keeps_its_parameters_and_state_dict():
+    model = demo_model(8, 3).train()
+    params = list(model.parameters())
+    keys = list(model.state_dict())
+    pointwise_convs_as_gemm(model)
+    gemms = [m for m in model.modules() if isinstance(m, PointwiseGEMM)]
+    pointwise_convs_as_gemm(model)  # nothing left to replace
+    assert gemms and gemms == [
+        m for m in model.modules() if isinstance(m, PointwiseGEMM)]
+    assert all(a is b for a, b in zip(model.parameters(), params))
+    assert list(model.state_dict()) == keys
+    model.to(memory_format=torch.channels_last)
+    inputs = torch.randn(2, 3, 64, 128)
+    plain = demo_model(8, 3).train()
+    plain.load_state_dict(model.state_dict())
+    for m in (model, plain):
+        m(inputs, mode='tensor').square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), model.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5,
+                                   msg=name)
+
+
+def test_training_preparation_is_for_cuda_only():
+    model = demo_model(8, 3).train()
+    FastTrainingHook().before_train(SimpleNamespace(model=model))
+    assert prepare_for_training(model) is model
+    assert not any(isinstance(m, PointwiseGEMM) for m in model.modules())
+    assert model.backbone.stem[0].weight.is_contiguous()
