@@ -10,7 +10,8 @@ from mmseg_wavemix.models.accel import prepare_for_inference
 class FastInferenceHook(Hook):
     """Prepare the model for fast testing once its weights are loaded, with
     :func:`~mmseg_wavemix.models.accel.prepare_for_inference` (folded
-    BatchNorm and classifier, the GELU fused on CPU, channels_last).
+    BatchNorm and classifier, the GELU fused on CPU, 1x1 convolutions as
+    GEMMs on CUDA, channels_last).
 
     The logits are the same up to float rounding. It acts before testing
     only (``tools/test.py --fast`` adds it): folded layers cannot be trained,
@@ -22,8 +23,8 @@ class FastInferenceHook(Hook):
             saves FLOPs. Default: True.
         fuse_activation (bool): Fuse each WaveMix level's GELU into its
             first convolution (CPU). Default: True.
-        channels_last (bool): Convert the model to channels_last.
-            Default: True.
+        channels_last (bool): Convert the model to channels_last (and on
+            CUDA run its 1x1 convolutions as GEMMs). Default: True.
     """
 
     priority = 'LOW'
