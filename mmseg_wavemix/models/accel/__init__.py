@@ -23,9 +23,8 @@ from .training import prepare_for_training
 
 __all__ = [
     'FusedConvGELU', 'MemoryEfficientLevelMLP', 'PointwiseGEMM',
-    'batch_norm_add',
-    'conv_gelu_conv2d', 'cpu_has_bf16_convolution', 'fold_head_classifier',
-    'fuse_conv_bn', 'fuse_conv_gelu', 'fuse_norm_layers', 'fusable_dtypes',
-    'pointwise_convs_as_gemm', 'prepare_for_inference',
-    'prepare_for_training'
+    'batch_norm_add', 'conv_gelu_conv2d', 'cpu_has_bf16_convolution',
+    'fold_head_classifier', 'fuse_conv_bn', 'fuse_conv_gelu',
+    'fuse_norm_layers', 'fusable_dtypes', 'pointwise_convs_as_gemm',
+    'prepare_for_inference', 'prepare_for_training'
 ]
