@@ -195,3 +195,31 @@ def test_prepare_for_training_gives_the_same_amp_gradients():
         if not name.endswith('upsample.bias'):  # BN follows: true grad 0
             torch.testing.assert_close(grads[1][name], grad, rtol=5e-2,
                                        atol=5e-3, msg=name)
+
+
+@pytest.mark.parametrize('compile', [False, True])
+def test_cuda_graphs_give_the_eager_logits(compile, monkeypatch):
+    """prepare_for_inference's CUDA graphs (and compiled ones) compute the
+    eager model's logits, one graph per input size, in fresh tensors, also
+    with autocast entered once around several calls (its weight-cast cache
+    must not reach the recording)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', True)  # as test.py
+    model = _demo_model()
+    eager = prepare_for_inference(copy.deepcopy(model), cuda_graphs=False)
+    graphed = prepare_for_inference(copy.deepcopy(model), compile=compile)
+    big = torch.randn(1, 3, 256, 512, device='cuda')
+    small = torch.randn(2, 3, 128, 256, device='cuda')
+    inputs = [big, small, big * 0.5, small.flip(-1)]
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.float16):
+        outs = [graphed(x, mode='tensor') for x in inputs]
+        refs = [eager(x, mode='tensor') for x in inputs]
+    assert len(graphed.backbone.forward.graphs) == 2
+    assert len(graphed.decode_head.forward.graphs) == 2
+    for out, ref in zip(outs, refs):  # the first outputs were not replaced
+        torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+        agreement = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+        assert agreement >= 0.995, agreement
+    with torch.no_grad():  # fp32: another signature
+        torch.testing.assert_close(
+            graphed(big, mode='tensor'), eager(big, mode='tensor'),
+            rtol=1e-4, atol=1e-4)

@@ -84,7 +84,8 @@ class Bench:
                                         'fuse_activation')):
             self.infer_model = copy.deepcopy(self.model).eval()
         if entry['fast']:
-            prepare_for_inference(self.infer_model)
+            # its own compile: Inductor's kernels inside its CUDA graphs
+            prepare_for_inference(self.infer_model, compile=entry['compile'])
         if entry['fast_train']:
             prepare_for_training(self.model)
         if entry['fuse_norm']:
@@ -103,7 +104,8 @@ class Bench:
             for model in {self.model, self.infer_model}:
                 model.to(memory_format=torch.channels_last)
             self.inputs = self.inputs.to(memory_format=torch.channels_last)
-        self.infer_forward = self._maybe_compile(self.infer_model)
+        self.infer_forward = self.infer_model if entry['fast'] else \
+            self._maybe_compile(self.infer_model)
         self.train_forward = self._maybe_compile(self.model) \
             if self.infer_model is not self.model else self.infer_forward
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-6)

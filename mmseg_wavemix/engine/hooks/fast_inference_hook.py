@@ -11,7 +11,7 @@ class FastInferenceHook(Hook):
     """Prepare the model for fast testing once its weights are loaded, with
     :func:`~mmseg_wavemix.models.accel.prepare_for_inference` (folded
     BatchNorm and classifier, the GELU fused on CPU, 1x1 convolutions as
-    GEMMs on CUDA, channels_last).
+    GEMMs and CUDA graphs on CUDA, channels_last).
 
     The logits are the same up to float rounding. It acts before testing
     only (``tools/test.py --fast`` adds it): folded layers cannot be trained,
@@ -25,6 +25,10 @@ class FastInferenceHook(Hook):
             first convolution (CPU). Default: True.
         channels_last (bool): Convert the model to channels_last (and on
             CUDA run its 1x1 convolutions as GEMMs). Default: True.
+        cuda_graphs (bool): On CUDA, replay the backbone and head as CUDA
+            graphs, one recorded per input size. Default: True.
+        compile (bool): Record the graphs from ``torch.compile``'s kernels
+            (a minute of compilation per input size). Default: False.
     """
 
     priority = 'LOW'
@@ -33,12 +37,16 @@ class FastInferenceHook(Hook):
                  fuse_norm: bool = True,
                  fold_classifier: bool = True,
                  fuse_activation: bool = True,
-                 channels_last: bool = True):
+                 channels_last: bool = True,
+                 cuda_graphs: bool = True,
+                 compile: bool = False):
         self.steps = dict(
             fuse_norm=fuse_norm,
             fold_classifier=fold_classifier,
             fuse_activation=fuse_activation,
-            channels_last=channels_last)
+            channels_last=channels_last,
+            cuda_graphs=cuda_graphs,
+            compile=compile)
 
     def before_test(self, runner) -> None:
         model = runner.model

@@ -3,7 +3,7 @@
 
 - Inference: :func:`prepare_for_inference` (BatchNorm and classifier
   folding, the GELU fused into its convolution on CPU, 1x1 convolutions as
-  GEMMs with their bias on CUDA, channels_last), what
+  GEMMs with their bias on CUDA, channels_last, CUDA graphs), what
   ``tools/test.py --fast``, ``FastInferenceHook`` and ``tools/benchmark.py``
   call.
 - Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
@@ -12,6 +12,7 @@
 
 Each path equals the plain model up to float rounding (tests/test_accel).
 """
+from .cuda_graphs import CUDAGraphs, cuda_graph_forwards
 from .fuse_norm import fuse_conv_bn, fuse_norm_layers
 from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
                               fusable_dtypes, fuse_conv_gelu)
@@ -22,9 +23,9 @@ from .pointwise_gemm import PointwiseGEMM, pointwise_convs_as_gemm
 from .training import prepare_for_training
 
 __all__ = [
-    'FusedConvGELU', 'MemoryEfficientLevelMLP', 'PointwiseGEMM',
+    'CUDAGraphs', 'FusedConvGELU', 'MemoryEfficientLevelMLP', 'PointwiseGEMM',
     'batch_norm_add', 'conv_gelu_conv2d', 'cpu_has_bf16_convolution',
-    'fold_head_classifier', 'fuse_conv_bn', 'fuse_conv_gelu',
-    'fuse_norm_layers', 'fusable_dtypes', 'pointwise_convs_as_gemm',
-    'prepare_for_inference', 'prepare_for_training'
+    'cuda_graph_forwards', 'fold_head_classifier', 'fuse_conv_bn',
+    'fuse_conv_gelu', 'fuse_norm_layers', 'fusable_dtypes',
+    'pointwise_convs_as_gemm', 'prepare_for_inference', 'prepare_for_training'
 ]

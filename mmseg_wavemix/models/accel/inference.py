@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from ..decode_heads.wavemix_head import WaveMixHead, folded_deconv_params
+from .cuda_graphs import cuda_graph_forwards
 from .fuse_norm import fuse_norm_layers
 from .fused_conv_gelu import fuse_conv_gelu
 from .pointwise_gemm import pointwise_convs_as_gemm
@@ -56,7 +57,9 @@ def prepare_for_inference(model: nn.Module,
                           fuse_norm: bool = True,
                           fold_classifier: bool = True,
                           fuse_activation: bool = True,
-                          channels_last: bool = True) -> nn.Module:
+                          channels_last: bool = True,
+                          cuda_graphs: bool = True,
+                          compile: bool = False) -> nn.Module:
     """Prepare a trained model for fast inference, in place. Each step is
     chosen here, once, for the device (and the CPU's instructions), and the
     logits stay the same up to float rounding:
@@ -72,13 +75,20 @@ def prepare_for_inference(model: nn.Module,
       epilogue (:class:`PointwiseGEMM`): no separate pass to add it.
     - channels_last memory, which oneDNN's convolutions and cuDNN's tensor
       cores prefer.
+    - On CUDA, the forward of the backbone and the head replayed as CUDA
+      graphs, one recorded per input size (:class:`CUDAGraphs`): at batch 1
+      the host cannot launch the kernels as fast as the GPU runs them.
+      Optionally (``compile``) recorded from ``torch.compile``'s kernels.
 
     Args:
         model (nn.Module): The model (moved to ``device``, set to eval).
         device (str | torch.device, optional): Where it will run.
             Default: None (where its parameters are).
-        fuse_norm, fold_classifier, fuse_activation, channels_last
-            (bool): Each step. Default: True.
+        fuse_norm, fold_classifier, fuse_activation, channels_last,
+            cuda_graphs (bool): Each step. Default: True.
+        compile (bool): With ``cuda_graphs``, record the graphs from
+            ``torch.compile``'s kernels (about a minute of compilation at
+            the first call of each input size). Default: False.
 
     Returns:
         nn.Module: ``model``.
@@ -100,4 +110,6 @@ def prepare_for_inference(model: nn.Module,
         pointwise_convs_as_gemm(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if cuda_graphs and device.type == 'cuda':
+        cuda_graph_forwards(model, compile=compile)
     return model

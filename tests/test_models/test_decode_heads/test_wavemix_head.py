@@ -114,3 +114,32 @@ def test_fold_head_classifier_refuses_nonlinear_heads():
 def test_bad_num_upsamples():
     with pytest.raises(ValueError, match='num_upsamples'):
         WaveMixHead(in_channels=8, channels=2, num_classes=2, num_upsamples=0)
+
+
+@pytest.mark.parametrize('size', [(32, 48), (16, 24)])
+def test_loss_by_feat_gives_mmsegs_losses_and_accuracy(size):
+    """The head's own loss_by_feat (no same-size resize, argmax accuracy)
+    equals mmseg's BaseDecodeHead.loss_by_feat, with ignored pixels and
+    with logits smaller than the labels."""
+    from mmengine.structures import PixelData
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+    from mmseg.structures import SegDataSample
+    torch.manual_seed(0)
+    head = WaveMixHead(
+        in_channels=16, channels=4, num_classes=5, dropout_ratio=0,
+        loss_decode=[
+            dict(type='CrossEntropyLoss', loss_weight=1.0),
+            dict(type='CrossEntropyLoss', loss_weight=0.5)
+        ])
+    labels = torch.randint(0, 5, (2, 1, 32, 48))
+    labels[:, :, :4] = 255  # ignored
+    samples = [
+        SegDataSample(gt_sem_seg=PixelData(data=label)) for label in labels
+    ]
+    logits = torch.randn(2, 5, *size, requires_grad=True)
+    ours = head.loss_by_feat(logits, samples)
+    mmseg = BaseDecodeHead.loss_by_feat(head, logits, samples)
+    assert ours.keys() == mmseg.keys()
+    for key in mmseg:
+        torch.testing.assert_close(ours[key], mmseg[key])
+    assert ours['acc_seg'].shape == (1, ) and 5 < ours['acc_seg'].item() < 95
