@@ -197,16 +197,15 @@ def test_prepare_for_training_gives_the_same_amp_gradients():
                                        atol=5e-3, msg=name)
 
 
-@pytest.mark.parametrize('compile', [False, True])
-def test_cuda_graphs_give_the_eager_logits(compile, monkeypatch):
-    """prepare_for_inference's CUDA graphs (and compiled ones) compute the
-    eager model's logits, one graph per input size, in fresh tensors, also
-    with autocast entered once around several calls (its weight-cast cache
-    must not reach the recording)."""
-    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', True)  # as test.py
+def test_cuda_graphs_give_the_eager_logits(monkeypatch):
+    """prepare_for_inference's CUDA graphs compute the eager model's logits,
+    one graph per input size, in fresh tensors, also with autocast entered
+    once around several calls (its weight-cast cache must not reach the
+    recording)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', True)  # test.py
     model = _demo_model()
     eager = prepare_for_inference(copy.deepcopy(model), cuda_graphs=False)
-    graphed = prepare_for_inference(copy.deepcopy(model), compile=compile)
+    graphed = prepare_for_inference(copy.deepcopy(model))
     big = torch.randn(1, 3, 256, 512, device='cuda')
     small = torch.randn(2, 3, 128, 256, device='cuda')
     inputs = [big, small, big * 0.5, small.flip(-1)]
@@ -217,9 +216,34 @@ def test_cuda_graphs_give_the_eager_logits(compile, monkeypatch):
     assert len(graphed.decode_head.forward.graphs) == 2
     for out, ref in zip(outs, refs):  # the first outputs were not replaced
         torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
-        agreement = (out.argmax(1) == ref.argmax(1)).float().mean().item()
-        assert agreement >= 0.995, agreement
     with torch.no_grad():  # fp32: another signature
         torch.testing.assert_close(
             graphed(big, mode='tensor'), eager(big, mode='tensor'),
             rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_cuda_graphs_replay_the_compiled_model(monkeypatch):
+    """With ``compile`` the graphs replay exactly what the compiled model
+    computes, and that agrees with the eager model (Inductor keeps fused
+    intermediates in float32 and cuDNN may pick other algorithms: its
+    logits differ from eager fp16 by more than rounding, so the argmax and
+    the scale of the differences are checked)."""
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', True)
+    model = _demo_model()
+    eager = prepare_for_inference(copy.deepcopy(model), cuda_graphs=False)
+    compiled = copy.deepcopy(eager)
+    compiled.backbone.compile(dynamic=False)
+    compiled.decode_head.compile(dynamic=False)
+    graphed = prepare_for_inference(copy.deepcopy(model), compile=True)
+    inputs = torch.randn(1, 3, 256, 512, device='cuda')
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.float16):
+        ref = eager(inputs, mode='tensor')
+        expected = compiled(inputs, mode='tensor')
+        out = graphed(inputs, mode='tensor')
+        again = graphed(inputs * 0.5, mode='tensor')
+        expected_again = compiled(inputs * 0.5, mode='tensor')
+    torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(again, expected_again, rtol=1e-3, atol=1e-3)
+    assert (out - ref).abs().max() <= 2e-2 * ref.abs().max()
+    agreement = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+    assert agreement >= 0.995, agreement

@@ -14,8 +14,9 @@ GELU inside its first convolution, for inference on CPU), ``fast`` (the
 inference model of ``tools/test.py --fast``, from ``prepare_for_inference``),
 ``fast_train`` (the training model of ``FastTrainingHook``, from
 ``prepare_for_training``),
-``compile`` (torch.compile) and ``with_cp`` (the backbone's gradient
-checkpointing). One config may appear with several option sets.
+``compile`` (torch.compile; with ``fast``, the CUDA graphs of
+``prepare_for_inference(compile=True)``) and ``with_cp`` (the backbone's
+gradient checkpointing). One config may appear with several option sets.
 
 An entry that fails (to build, or in one of its steps: out of memory, an
 operation its model does not support) is reported in its row and in the JSON
