@@ -17,10 +17,10 @@ class CUDAGraphs:
 
     At batch 1 WaveMix's kernels are short and the host cannot launch them as
     fast as the GPU runs them: the GPU waits. A graph launches them all at
-    once. The first call with a new signature (shapes,
-    strides, dtypes, autocast dtype) runs ``fn`` twice on a side stream, as
-    cuDNN's algorithm search and Triton's compilation need, then records it;
-    later calls copy the inputs into the recorded ones and replay.
+    once. The first call with a new signature (shapes, strides, dtypes,
+    autocast dtype) runs ``fn`` twice on a side stream, as cuDNN's algorithm
+    search and Triton's compilation need, then records it; later calls copy
+    the inputs into the recorded ones and replay.
 
     It applies to inference on CUDA: calls with gradients enabled, inputs
     that are not CUDA tensors, under tracing or compilation run ``fn``
@@ -67,7 +67,7 @@ class CUDAGraphs:
                         f'CUDA graphs are recorded for {self.max_graphs} '
                         'input sizes; others run without (pad or resize '
                         'test images to a few sizes to get them)')
-                return self.fn(inputs)
+                return self.fn(*args)
             self.graphs[key] = self._record(inputs, tensors)
         graph, static_inputs, static_output = self.graphs[key]
         for static, tensor in zip(static_inputs, tensors):
