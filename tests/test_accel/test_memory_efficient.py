@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from mmengine.model import revert_sync_batchnorm
 
 from mmseg_wavemix.models.accel import (MemoryEfficientLevelMLP,
-                                        batch_norm_add, conv_gelu_conv2d)
+                                        batch_norm_add, conv_gelu_conv2d,
+                                        upsample_batch_norm_add)
 from mmseg_wavemix.models.backbones import WaveMix, WaveMixBlock
 
 
@@ -167,22 +168,68 @@ def test_block_keeps_less_for_backward_and_computes_the_same():
                                        atol=1e-4)
 
 
-def test_under_bf16_autocast_the_recomputation_applies():
-    """AMP: the hidden layers are still recomputed (the BatchNorm recovery
-    needs float32, and says so)."""
+def test_under_bf16_autocast_the_recomputations_apply():
+    """AMP: the hidden layers are recomputed, and the finest BatchNorm input
+    too (recovering it needs float32)."""
     plain, block = plain_and_memory_efficient(embed_dims=32, level=2)
     x = torch.randn(1, 32, 64, 64, requires_grad=True)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         plain_bytes, expected = saved_bytes(lambda: plain(x))
-        with pytest.warns(UserWarning, match='bfloat16 activations'):
-            ours_bytes, out = saved_bytes(lambda: block(x))
+        ours_bytes, out = saved_bytes(lambda: block(x))
     assert out.dtype == expected.dtype == torch.bfloat16
+    assert type(out.grad_fn).__name__ == \
+        '_UpsampleBatchNormAddFunctionBackward'
     torch.testing.assert_close(out.float(), expected.float(), rtol=3e-2,
                                atol=3e-2)
-    assert ours_bytes < 0.8 * plain_bytes
+    assert ours_bytes < 0.6 * plain_bytes
     grad, = torch.autograd.grad(out.float().sum(), x)
     expected_grad, = torch.autograd.grad(expected.float().sum(), x)
     torch.testing.assert_close(grad, expected_grad, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.bfloat16])
+def test_upsample_batch_norm_add_recomputes_the_norm_input(dtype):
+    """Outside float32 the transposed convolution is recomputed in backward:
+    the same outputs, gradients and running statistics as the layers, and
+    only h (which the transposed convolution keeps anyway), not its
+    output."""
+    torch.manual_seed(0)
+    upsample, norm = nn.ConvTranspose2d(6, 4, 4, 2, 1), trained_bn(4)
+    reference = copy.deepcopy(nn.Sequential(upsample, norm))
+    autocast = dtype == torch.bfloat16
+    if not autocast:
+        upsample, norm, reference = upsample.double(), norm.double(), \
+            reference.double()
+    h = torch.randn(2, 6, 20, 28, dtype=dtype, requires_grad=True)
+    x = torch.randn(2, 4, 40, 56, dtype=dtype, requires_grad=True)
+    weight = torch.randn(2, 4, 40, 56)
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+        ours_bytes, out = saved_bytes(
+            lambda: upsample_batch_norm_add(h, upsample, norm, x))
+        plain_bytes, expected = saved_bytes(lambda: reference(h) + x)
+    assert type(out.grad_fn).__name__ == \
+        '_UpsampleBatchNormAddFunctionBackward'
+    torch.testing.assert_close(out, expected)
+    # (less a little: it keeps the float32 weight, autocast a bf16 copy)
+    assert plain_bytes - ours_bytes >= 0.9 * out.numel() * out.element_size()
+    for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+        torch.testing.assert_close(
+            getattr(norm, name), getattr(reference[1], name))
+    ours = torch.autograd.grad(
+        (out.float() * weight).sum(),
+        [h, x, *upsample.parameters(), *norm.parameters()])
+    plain = torch.autograd.grad((expected.float() * weight).sum(),
+                                [h, x, *reference.parameters()])
+    for a, b in zip(ours, plain):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
+
+
+def test_upsample_batch_norm_add_in_float32_recovers_the_input():
+    upsample, norm = nn.ConvTranspose2d(6, 4, 4, 2, 1), trained_bn(4)
+    h = torch.randn(2, 6, 5, 7, requires_grad=True)
+    out = upsample_batch_norm_add(h, upsample, norm, torch.randn(2, 4, 10, 14))
+    assert type(out.grad_fn).__name__ == '_BatchNormAddFunctionBackward'
 
 
 def test_plain_mlp_in_eval_and_frozen_norms():

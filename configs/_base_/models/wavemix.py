@@ -27,9 +27,10 @@ model = dict(
         out_indices=(-1, ),  # the last block
         norm_cfg=norm_cfg,
         with_cp=False,
-        # level MLPs that recompute their hidden layers in backward and, with
-        # BN in fp32, recover the last BN's input: ~40% less training memory
-        # for ~5% more time (README "Performance"); not with with_cp
+        # level MLPs that recompute their hidden layers in backward and do
+        # not keep the last BN's input (recovered in fp32, recomputed under
+        # AMP): ~40% less training memory for ~5% more time (README
+        # "Performance"); not with with_cp
         memory_efficient=True),
     decode_head=dict(
         type='WaveMixHead',

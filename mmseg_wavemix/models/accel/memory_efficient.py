@@ -9,17 +9,22 @@ much of that is avoidable cheaply:
   the GELU keeps ``h = conv1(x)``. :func:`conv_gelu_conv2d` keeps ``x``
   only and recomputes ``h`` and ``gelu(h)`` in backward (in WaveMix a 1x1
   convolution, about 3% of a block's FLOPs, for a third of its memory).
-- ``batch_norm(z) + x`` (the finest level, whose output is the block's):
-  BatchNorm keeps ``z``. :func:`batch_norm_add` keeps the output and ``x``
+- ``batch_norm(upsample(h)) + x`` (the finest level, whose output is the
+  block's): BatchNorm keeps its input ``z = upsample(h)``, a full-resolution
+  tensor. In float32 :func:`batch_norm_add` keeps the output and ``x``
   instead, which the next layer and the block's own first convolution keep
   anyway, and recovers ``z = (out - x - beta) / gamma / invstd + mean`` in
   backward, as in-place activated BatchNorm (Rota Bulo et al., CVPR 2018).
+  In lower precision (autocast) that recovery would lose too much, so
+  :func:`upsample_batch_norm_add` recomputes ``z`` from ``h`` in backward
+  (``h`` is kept for the transposed convolution's weight gradient anyway):
+  one more transposed convolution per block and step.
 
-Gradients equal autograd's up to float rounding. The recomputation works
+Gradients equal autograd's up to float rounding. The recomputations work
 in every dtype (autocast too) and under ``torch.compile``; the BatchNorm
-recovery needs float32 activations and a BatchNorm of one process, and
-elsewhere keeps ``z`` as usual, saying so once (see
-:func:`batch_norm_add`); compiled, it keeps ``z``.
+input is not kept with a BatchNorm of one process in training, and
+elsewhere is kept as usual, saying so once for SyncBN across processes;
+compiled, it is kept.
 """
 import warnings
 from typing import Optional, Tuple
@@ -44,15 +49,24 @@ def _conv(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                     conv.groups)
 
 
+def _conv_transpose(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                    conv: nn.ConvTranspose2d) -> Tensor:
+    return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding,
+                              conv.output_padding, conv.groups, conv.dilation)
+
+
 def _conv_backward(grad_out: Tensor, inputs: Tensor, weight: Tensor,
-                   has_bias: bool, conv: nn.Conv2d, needs: Tuple[bool, ...]):
-    """Gradients of ``conv(inputs)`` for the input, weight and bias. Under
-    autocast the forward ran in a lower precision than the weight: so does
-    this, and the weight's gradients are cast back."""
+                   has_bias: bool, conv: nn.Module, needs: Tuple[bool, ...]):
+    """Gradients of ``conv(inputs)`` (an ``nn.Conv2d`` or
+    ``nn.ConvTranspose2d``) for the input, weight and bias. Under autocast
+    the forward ran in a lower precision than the weight: so does this, and
+    the weight's gradients are cast back."""
+    transposed = isinstance(conv, nn.ConvTranspose2d)
     grad_in, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         grad_out.to(inputs.dtype), inputs, weight.to(inputs.dtype),
-        [weight.shape[0]] if has_bias else None, conv.stride, conv.padding,
-        conv.dilation, False, [0, 0], conv.groups,
+        [conv.out_channels] if has_bias else None, conv.stride, conv.padding,
+        conv.dilation, transposed,
+        conv.output_padding if transposed else [0, 0], conv.groups,
         [needs[0], needs[1], has_bias and needs[2]])
     if grad_weight is not None:
         grad_weight = grad_weight.to(weight.dtype)
@@ -199,15 +213,96 @@ def batch_norm_add(z: Tensor, norm: _BatchNorm, x: Tensor) -> Tensor:
             bool(norm.weight.abs().min() < MIN_ABS_BN_WEIGHT):
         # In place: BatchNorm does not keep its output for backward.
         return norm(z).add_(x)
+    return _BatchNormAddFunction.apply(z, x, norm.weight, norm.bias,
+                                       norm.running_mean, norm.running_var,
+                                       _count_batch(norm), norm.eps)
+
+
+def _count_batch(norm: _BatchNorm) -> float:
+    """nn.BatchNorm2d's bookkeeping before a training step: the batch
+    counted, and the momentum of the running statistics (momentum None: a
+    cumulative average)."""
     momentum = 0. if norm.momentum is None else norm.momentum
     if norm.track_running_stats:
-        # nn.BatchNorm2d's bookkeeping (momentum None: cumulative average)
         norm.num_batches_tracked.add_(1)
         if norm.momentum is None:
             momentum = 1. / float(norm.num_batches_tracked)
-    return _BatchNormAddFunction.apply(z, x, norm.weight, norm.bias,
-                                       norm.running_mean, norm.running_var,
-                                       momentum, norm.eps)
+    return momentum
+
+
+class _UpsampleBatchNormAddFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, h: Tensor, x: Tensor, up_weight: Tensor,
+                up_bias: Optional[Tensor], weight: Tensor, bias: Tensor,
+                running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                momentum: float, eps: float,
+                upsample: nn.ConvTranspose2d) -> Tensor:
+        z = _conv_transpose(h, up_weight.to(h.dtype),
+                            None if up_bias is None else up_bias.to(h.dtype),
+                            upsample)
+        out, mean, invstd = torch.native_batch_norm(z, weight, bias,
+                                                    running_mean, running_var,
+                                                    True, momentum, eps)
+        del z
+        out.add_(x)
+        ctx.save_for_backward(h, up_weight, up_bias, weight, mean, invstd)
+        ctx.upsample, ctx.eps = upsample, eps
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        h, up_weight, up_bias, weight, mean, invstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        z = _conv_transpose(h, up_weight.to(h.dtype),
+                            None if up_bias is None else up_bias.to(h.dtype),
+                            ctx.upsample)
+        grad_z, grad_weight, grad_bias = \
+            torch.ops.aten.native_batch_norm_backward(
+                grad_out, z, weight, None, None, mean, invstd, True, ctx.eps,
+                [True, needs[4], needs[5]])
+        del z
+        grad_h, grad_up_weight, grad_up_bias = _conv_backward(
+            grad_z, h, up_weight, up_bias is not None, ctx.upsample,
+            (needs[0], needs[2], needs[3]))
+        return grad_h, grad_out, grad_up_weight, grad_up_bias, grad_weight, \
+            grad_bias, None, None, None, None, None
+
+
+def upsample_batch_norm_add(h: Tensor, upsample: nn.ConvTranspose2d,
+                            norm: _BatchNorm, x: Tensor) -> Tensor:
+    """``norm(upsample(h)) + x`` for a BatchNorm in training that does not
+    keep the norm's input ``upsample(h)`` for backward.
+
+    Float32 activations: :func:`batch_norm_add` (the input recovered from
+    the output, no extra work). Other dtypes (autocast): the input is
+    recomputed from ``h`` in backward, one more transposed convolution;
+    ``h`` is kept for the transposed convolution's weight gradient anyway.
+    The running statistics are updated exactly as ``norm`` would. Where
+    neither applies (SyncBN across processes, eval mode, no affine
+    parameters, a graph being compiled) it is ``norm(upsample(h)) + x``.
+
+    Args:
+        h (Tensor): Input of the transposed convolution, (N, C, H, W).
+        upsample (nn.ConvTranspose2d): The transposed convolution.
+        norm (_BatchNorm): The norm after it.
+        x (Tensor): The residual, shaped like the output.
+
+    Returns:
+        Tensor: ``norm(upsample(h)) + x``. Do not modify it in place before
+        backward.
+    """
+    float32 = h.dtype == x.dtype == torch.float32
+    if float32 or torch.compiler.is_compiling() or \
+            not _is_plain_batch_norm(norm):
+        return batch_norm_add(upsample(h), norm, x)
+    if not norm.training or not norm.affine:
+        return norm(upsample(h)).add_(x)
+    return _UpsampleBatchNormAddFunction.apply(
+        h, x, upsample.weight, upsample.bias, norm.weight, norm.bias,
+        norm.running_mean, norm.running_var, _count_batch(norm), norm.eps,
+        upsample)
 
 
 _warned = set()
@@ -223,10 +318,9 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
     """A :class:`WaveletLevelMLP` that, in training, keeps fewer activations
     for backward: only its input for the 1x1 conv, GELU and 1x1 conv
     (:func:`conv_gelu_conv2d`), and for the finest level (the one with a
-    residual) the block output instead of its BatchNorm's input
-    (:func:`batch_norm_add`). Same parameters and state dict as the plain
-    MLP; in evaluation, without gradients or under tracing it is the plain
-    MLP.
+    residual) not its BatchNorm's input (:func:`upsample_batch_norm_add`).
+    Same parameters and state dict as the plain MLP; in evaluation, without
+    gradients or under tracing it is the plain MLP.
 
     Args:
         *args, **kwargs: Those of :class:`WaveletLevelMLP`; it needs the
@@ -248,7 +342,7 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
         if not (self.training and torch.is_grad_enabled()) or \
                 torch.jit.is_tracing():
             return super().forward(x, residual)
-        x = self.upsample(conv_gelu_conv2d(x, self.fc1, self.fc2))
+        h = conv_gelu_conv2d(x, self.fc1, self.fc2)
         if residual is None:
-            return self.norm(x)
-        return batch_norm_add(x, self.norm, residual)
+            return self.norm(self.upsample(h))
+        return upsample_batch_norm_add(h, self.upsample, self.norm, residual)

@@ -76,8 +76,9 @@ class WaveMix(BaseModule):
             Default: 'native'.
         with_cp (bool): Gradient checkpointing of each block. Default: False.
         memory_efficient (bool): Level MLPs that recompute their hidden layer
-            in backward and recover their BatchNorm input from the block
-            output (see :class:`~mmseg_wavemix.models.accel.
+            in backward and do not keep the finest BatchNorm input (recovered
+            from the block output in float32, recomputed under AMP; see
+            :class:`~mmseg_wavemix.models.accel.
             MemoryEfficientLevelMLP` for what applies where): about 40% less
             training memory for ~5% more time, same results up to float
             rounding. Not together with ``with_cp``. Default: False.
