@@ -19,7 +19,7 @@ status=0
 step() { echo; echo "=== $1"; shift; "$@" || { status=1; echo "=== failed: $*"; }; }
 
 python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())' || exit 1
-step "CUDA tests" python3 -m pytest tests/test_cuda.py tests/test_ops -q -p no:warnings
+step "CUDA tests" python3 -m pytest tests/test_cuda.py tests/test_ops -q -p no:warnings -rf --tb=short
 for dtype in fp32 fp16; do
   step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
     --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
@@ -32,11 +32,9 @@ step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16 --compare 
   --warmup 2 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
 step "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast_train \
   --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json"
-
-# Last, as its compile time is not known yet: the training step compiled (Inductor fuses the elementwise work).
-step "Training 1024x2048, batch 5, compiled" python3 tools/benchmark.py $C@fp16,fast_train \
-  --compare $C@fp16,fast_train,compile --device cuda --shape 1024 2048 --batch 5 --train --repeat 5 \
-  --warmup 3 --no-flops --json "$OUT/train_b5_1024x2048_cuda_compiled.json"
+step "What the training step keeps for backward" python3 tools/analysis_tools/profile_model.py \
+  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --memory --rows 12 \
+  --json "$OUT/memory_train_b5.json"
 echo; echo "=== Summary ($OUT)"
 python3 - "$OUT" <<'PY'
 import glob, json, os, sys

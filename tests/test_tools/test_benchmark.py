@@ -179,3 +179,21 @@ def test_profile_tool_lists_where_the_time_goes(tmp_path):
     assert sorted((r['ms'] for r in rows), reverse=True) == \
         [r['ms'] for r in rows]
     assert 0 < sum(r['share'] for r in rows) <= 1 + 1e-6
+
+
+def test_profile_tool_lists_what_training_keeps_for_backward(tmp_path):
+    out = tmp_path / 'memory.json'
+    result = run_tool('analysis_tools/profile_model.py', f'{DEMO}@bf16',
+                      '--shape', 64, 128, '--batch', 2, '--memory', '--rows',
+                      50, '--json', out)
+    assert 'MiB kept for backward' in result.stdout
+    data = json.loads(out.read_text())
+    rows = data['rows']
+    assert data['total_bytes'] == sum(r['bytes'] for r in rows) > 0
+    # the memory-efficient level MLPs keep their inputs; no PyTorch file
+    # is named, the lines that called into it are
+    assert any(r['name'].startswith('memory_efficient.py:') for r in rows)
+    assert not any(r['name'].startswith(('functional.py', 'conv.py'))
+                   for r in rows)
+    assert sorted((r['bytes'] for r in rows), reverse=True) == \
+        [r['bytes'] for r in rows]

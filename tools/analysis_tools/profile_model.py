@@ -1,6 +1,8 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Where a model's time goes: the operators and kernels of an inference (or
 training) step, by their own time on the device, from ``torch.profiler``.
+With ``--memory``, where its training memory goes: what autograd keeps for
+backward in one training step, by the source line that kept it.
 
 The entry is one of ``tools/benchmark.py`` (``CONFIG[@OPTIONS]``, e.g.
 ``@fp16,fast``), built and run the same way, with cuDNN's autotuning as in
@@ -13,6 +15,9 @@ Example:
 """
 import argparse
 import json
+import os.path as osp
+import traceback
+from collections import Counter
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -39,6 +44,10 @@ def parse_args(argv=None):
                         help='rows of the table (default: 25)')
     parser.add_argument('--no-cudnn-benchmark', action='store_true',
                         help="leave cuDNN's algorithm search off")
+    parser.add_argument(
+        '--memory', action='store_true',
+        help='the activations a training step keeps for backward, by the '
+        'source line that keeps them, not the time')
     parser.add_argument('--trace', help='write a Chrome trace to this file')
     parser.add_argument('--json', help='write the rows to this file')
     return parser.parse_args(argv)
@@ -79,10 +88,87 @@ def rows(prof, device, count):
     ], total / 1e3
 
 
+TORCH_DIR = osp.dirname(torch.__file__)
+
+
+def saved_tensors_by_line(bench, warmup):
+    """What autograd keeps for backward in a training step of ``bench``:
+    each storage once, parameters left out, attributed to the innermost
+    source line outside PyTorch. Returns the rows (bytes, count, line) and,
+    on CUDA, the allocator's bytes kept after the forward and its peak over
+    the step (both above the parameters, gradients and optimizer state)."""
+    for _ in range(warmup):
+        bench.train_step()
+    seen, by_line, counts = set(), Counter(), Counter()
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen and \
+                not isinstance(tensor, torch.nn.Parameter):
+            seen.add(storage.data_ptr())
+            frames = [
+                f for f in traceback.extract_stack()[:-1]
+                if not f.filename.startswith(TORCH_DIR)
+            ]
+            frame = frames[-1]
+            line = f'{osp.basename(frame.filename)}:{frame.lineno} ' \
+                f'{(frame.line or "").strip()}'
+            by_line[line] += storage.nbytes()
+            counts[line] += 1
+        return tensor
+
+    cuda = bench.device.type == 'cuda'
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    bench.model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            bench.autocast():
+        losses = bench.train_forward(bench.inputs, bench.data_samples(),
+                                     mode='loss')
+    loss = sum(v for k, v in losses.items() if 'loss' in k)
+    kept = torch.cuda.memory_allocated() - base if cuda else None
+    loss.backward()
+    bench.optimizer.zero_grad(set_to_none=True)
+    peak = torch.cuda.max_memory_allocated() - base if cuda else None
+    rows = [
+        dict(name=line, calls=counts[line], bytes=nbytes)
+        for line, nbytes in by_line.most_common()
+    ]
+    return rows, kept, peak
+
+
+def main_memory(args, bench):
+    rows, kept, peak = saved_tensors_by_line(bench, args.warmup)
+    total = sum(r['bytes'] for r in rows) or 1
+    for row in rows:
+        row['share'] = row['bytes'] / total
+    mib = 2**20
+    print(f'{args.config}: training step, {args.batch}x3x{args.shape[0]}x'
+          f'{args.shape[1]}, {total / mib:.1f} MiB kept for backward' +
+          ('' if kept is None else
+           f' (CUDA allocator: {kept / mib:.0f} MiB after the forward, '
+           f'peak {peak / mib:.0f} MiB above the parameters and state)'))
+    for row in rows[:args.rows]:
+        print(f'{row["bytes"] / mib:10.1f} MiB {100 * row["share"]:5.1f}% '
+              f'{row["calls"]:5d}x  {row["name"][:100]}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(entry=args.config, mode='saved for backward',
+                           total_bytes=total, kept_after_forward_bytes=kept,
+                           peak_bytes=peak, rows=rows[:args.rows]), f,
+                      indent=1)
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    if args.memory:
+        args.train = True
     bench = Bench(parse_entry(args.config, bench_args(args)), bench_args(args))
+    if args.memory:
+        return main_memory(args, bench)
     prof = profile_step(bench, args.train, args.warmup)
     table, total_ms = rows(prof, args.device, args.rows)
     mode = 'training step' if args.train else 'inference'
