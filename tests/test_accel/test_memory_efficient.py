@@ -9,6 +9,7 @@ from mmengine.model import revert_sync_batchnorm
 
 from mmseg_wavemix.models.accel import (MemoryEfficientLevelMLP,
                                         batch_norm_add, conv_gelu_conv2d,
+                                        pointwise_convs_as_gemm,
                                         upsample_batch_norm_add)
 from mmseg_wavemix.models.backbones import WaveMix, WaveMixBlock
 
@@ -230,6 +231,42 @@ def test_upsample_batch_norm_add_in_float32_recovers_the_input():
     h = torch.randn(2, 6, 5, 7, requires_grad=True)
     out = upsample_batch_norm_add(h, upsample, norm, torch.randn(2, 4, 10, 14))
     assert type(out.grad_fn).__name__ == '_BatchNormAddFunctionBackward'
+
+
+@pytest.mark.parametrize('autocast', [False, True])
+def test_level_mlps_run_their_1x1_convs_as_gemms(autocast, monkeypatch):
+    """After prepare_for_training's GEMM step (done here on CPU) the level
+    MLPs' recomputed 1x1 convolutions are GEMMs too, with the plain layers'
+    outputs and gradients."""
+    torch.manual_seed(0)
+    plain, block = plain_and_memory_efficient(embed_dims=32, level=2)
+    pointwise_convs_as_gemm(block)
+    channels_last = torch.channels_last
+    plain.to(memory_format=channels_last)
+    block.to(memory_format=channels_last)
+    linear_calls = []
+    linear = F.linear
+    monkeypatch.setattr(F, 'linear', lambda *args: linear_calls.append(1) or
+                        linear(*args))
+    x = torch.randn(2, 32, 32, 32).contiguous(memory_format=channels_last)
+    weight = torch.randn(2, 32, 32, 32)
+    results = []
+    for model in (plain, block):
+        xg = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            out = model(xg)
+        (out.float() * weight).sum().backward()
+        results.append((out.float(), xg.grad,
+                        *(p.grad for p in model.parameters())))
+    # the reduction conv once, fc1 and fc2 of each level, fc1 again in
+    # each level's backward
+    assert len(linear_calls) == 1 + 3 * 2
+    names = ['out', 'x', *(n for n, _ in block.named_parameters())]
+    for name, ours, expected in zip(names, results[1], results[0]):
+        if not name.endswith('upsample.bias'):  # BN follows: true grad 0
+            scale = expected.abs().max()
+            error = (ours - expected).abs().max()
+            assert error <= (3e-2 if autocast else 1e-5) * scale, name
 
 
 def test_plain_mlp_in_eval_and_frozen_norms():

@@ -37,6 +37,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..backbones.wavemix_block import WaveletLevelMLP
+from .pointwise_gemm import (PointwiseGEMM, pointwise_linear,
+                             pointwise_linear_backward)
 
 # BatchNorm scales below this (in absolute value) make the recovery of its
 # input inaccurate; such layers keep their input as usual.
@@ -45,6 +47,13 @@ MIN_ABS_BN_WEIGHT = 1e-3
 
 def _conv(x: Tensor, weight: Tensor, bias: Optional[Tensor],
           conv: nn.Conv2d) -> Tensor:
+    """``conv`` with these parameters; as a GEMM where ``conv`` is a
+    :class:`PointwiseGEMM` (prepare_for_training) and ``x`` channels_last.
+    """
+    out = pointwise_linear(x, weight, bias) if isinstance(
+        conv, PointwiseGEMM) else None
+    if out is not None:
+        return out
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
                     conv.groups)
 
@@ -61,13 +70,20 @@ def _conv_backward(grad_out: Tensor, inputs: Tensor, weight: Tensor,
     ``nn.ConvTranspose2d``) for the input, weight and bias. Under autocast
     the forward ran in a lower precision than the weight: so does this, and
     the weight's gradients are cast back."""
-    transposed = isinstance(conv, nn.ConvTranspose2d)
-    grad_in, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad_out.to(inputs.dtype), inputs, weight.to(inputs.dtype),
-        [conv.out_channels] if has_bias else None, conv.stride, conv.padding,
-        conv.dilation, transposed,
-        conv.output_padding if transposed else [0, 0], conv.groups,
-        [needs[0], needs[1], has_bias and needs[2]])
+    grad_out = grad_out.to(inputs.dtype)
+    needs = (needs[0], needs[1], has_bias and needs[2])
+    grads = pointwise_linear_backward(
+        grad_out, inputs, weight.to(inputs.dtype), needs) if isinstance(
+            conv, PointwiseGEMM) else None
+    if grads is None:
+        transposed = isinstance(conv, nn.ConvTranspose2d)
+        grads = torch.ops.aten.convolution_backward(
+            grad_out, inputs, weight.to(inputs.dtype),
+            [conv.out_channels] if has_bias else None, conv.stride,
+            conv.padding, conv.dilation, transposed,
+            conv.output_padding if transposed else [0, 0], conv.groups,
+            list(needs))
+    grad_in, grad_weight, grad_bias = grads
     if grad_weight is not None:
         grad_weight = grad_weight.to(weight.dtype)
     if grad_bias is not None:
@@ -84,9 +100,8 @@ class _ConvGELUConvFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight1, bias1, weight2)
         ctx.convs = conv1, conv2
         ctx.has_bias = bias1 is not None, bias2 is not None
-        return F.conv2d(
-            F.gelu(_conv(x, weight1, bias1, conv1)), weight2, bias2,
-            conv2.stride, conv2.padding, conv2.dilation, conv2.groups)
+        return _conv(
+            F.gelu(_conv(x, weight1, bias1, conv1)), weight2, bias2, conv2)
 
     @staticmethod
     @once_differentiable

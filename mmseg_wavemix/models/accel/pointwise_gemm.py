@@ -1,5 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """1x1 convolutions as GEMMs with the bias in the epilogue, for GPUs."""
+from typing import Optional, Tuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,13 +45,50 @@ class PointwiseGEMM(nn.Conv2d):
         return gemm
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.permute(0, 2, 3, 1)
-        if not rows.is_contiguous() or torch.jit.is_tracing():
-            return super().forward(x)
-        n, h, w, c = rows.shape
-        weight = self.weight.view(self.out_channels, c)
-        out = F.linear(rows.view(n * h * w, c), weight, self.bias)
-        return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+        out = pointwise_linear(x, self.weight, self.bias)
+        return super().forward(x) if out is None else out
+
+
+def _rows(x: Tensor) -> Optional[Tensor]:
+    """The (N*H*W, C) row-major view of a channels_last (N, C, H, W) tensor,
+    or None for other layouts and while tracing."""
+    rows = x.permute(0, 2, 3, 1)
+    if not rows.is_contiguous() or torch.jit.is_tracing():
+        return None
+    return rows.view(-1, rows.shape[-1])
+
+
+def _image(rows: Tensor, like: Tensor) -> Tensor:
+    """Rows (N*H*W, C') back to a channels_last (N, C', H, W) tensor."""
+    n, _, h, w = like.shape
+    return rows.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def pointwise_linear(x: Tensor, weight: Tensor,
+                     bias: Optional[Tensor]) -> Optional[Tensor]:
+    """A 1x1 convolution of a channels_last ``x`` as ``F.linear`` on its
+    rows (the bias in the GEMM's epilogue), or None where ``x`` is not
+    channels_last or a trace is being recorded."""
+    rows = _rows(x)
+    if rows is None:
+        return None
+    return _image(F.linear(rows, weight.view(weight.shape[0], -1), bias), x)
+
+
+def pointwise_linear_backward(grad_out: Tensor, x: Tensor, weight: Tensor,
+                              needs: Tuple[bool, bool, bool]):
+    """Gradients of :func:`pointwise_linear` for ``x``, the weight and the
+    bias (each None where not needed), in the dtype of ``x``, as two GEMMs
+    and a column sum; None where the tensors are not channels_last."""
+    grad_rows, rows = _rows(grad_out), _rows(x)
+    if grad_rows is None or rows is None:
+        return None
+    matrix = weight.view(weight.shape[0], -1)
+    grad_x = _image(grad_rows.mm(matrix), x) if needs[0] else None
+    grad_weight = grad_rows.t().mm(rows).view_as(weight) if needs[1] \
+        else None
+    grad_bias = grad_rows.sum(0, dtype=torch.float32) if needs[2] else None
+    return grad_x, grad_weight, grad_bias
 
 
 def pointwise_convs_as_gemm(module: nn.Module) -> nn.Module:
