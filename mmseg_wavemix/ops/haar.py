@@ -73,11 +73,11 @@ class _HaarIDWTFunction(torch.autograd.Function):
 
 def _check_input(x: Tensor, name: str = 'x') -> None:
     if x.dim() < 2:
-        raise ValueError(f'{name} must have at least 2 dimensions (..., H, W), '
-                         f'got shape {tuple(x.shape)}')
+        raise ValueError(f'{name} must have at least 2 dimensions '
+                         f'(..., H, W), got shape {tuple(x.shape)}')
     if not x.is_floating_point():
-        raise TypeError(f'{name} must be a floating point tensor, got {x.dtype}; '
-                        f'convert it with {name}.float()')
+        raise TypeError(f'{name} must be a floating point tensor, got '
+                        f'{x.dtype}; convert it with {name}.float()')
 
 
 def haar_dwt(x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -188,7 +188,8 @@ class PytorchWaveletsHaarDWT(torch.nn.Module):
         self._mode = mode_to_int('zero')
         wavelet = pywt.Wavelet('haar')
         filters = prep_filt_afb2d(wavelet.dec_lo, wavelet.dec_hi, device='cpu')
-        for name, filt in zip(('h0_col', 'h1_col', 'h0_row', 'h1_row'), filters):
+        names = ('h0_col', 'h1_col', 'h0_row', 'h1_row')
+        for name, filt in zip(names, filters):
             self.register_buffer(name, filt, persistent=False)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:

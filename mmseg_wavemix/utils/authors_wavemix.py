@@ -3,7 +3,8 @@
 benchmarks and parity checks. The package is not a dependency: install it
 apart from the environment, e.g.::
 
-    pip install --no-deps --target work_dirs/authors_wavemix wavemix==0.2.4 einops
+    pip install --no-deps --target work_dirs/authors_wavemix \
+        wavemix==0.2.4 einops
 
 and pass that directory to :func:`import_authors_segmenter`.
 """

@@ -26,7 +26,8 @@ def run_tool(script, *args, timeout=900, check=True):
     """Run ``tools/<script>`` with this interpreter; return the result."""
     env = tool_env()
     result = subprocess.run(
-        [sys.executable, osp.join(REPO_ROOT, 'tools', script), *map(str, args)],
+        [sys.executable,
+         osp.join(REPO_ROOT, 'tools', script), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes, run_tool
+from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
+                        run_tool)
 
 TINY = [
     'model.backbone.embed_dims=16', 'model.backbone.depth=1',

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
-from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes, run_tool
+from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
+                        run_tool)
 
 MAX_ITERS = 12
 # The main config with a tiny model, a checkpoint and a validation (for the

@@ -70,7 +70,8 @@ def make_scene(rng: np.random.RandomState, height: int, width: int) -> list:
                      [int(vanish + 30), horizon + 1],
                      [int(road_right + walk), height - 1]])
     add('road', [[int(road_left), height - 1], [int(vanish - 10), horizon + 1],
-                 [int(vanish + 10), horizon + 1], [int(road_right), height - 1]])
+                 [int(vanish + 10), horizon + 1],
+                 [int(road_right), height - 1]])
     for _ in range(rng.randint(1, 4)):  # cars on the road, bigger when near
         depth = rng.uniform(0.25, 1.0)
         cy = horizon + depth * (height - horizon) * 0.9

@@ -13,7 +13,8 @@ _LEVEL_MLP_LAYERS = {'0': 'fc1', '3': 'fc2', '4': 'upsample', '5': 'bn'}
 
 _RULES = [
     # stem (both the strided and the patchify stem keep their indices)
-    (re.compile(r'^conv\.(\d+)\.(.+)$'), lambda m: f'backbone.stem.{m[1]}.{m[2]}'),
+    (re.compile(r'^conv\.(\d+)\.(.+)$'),
+     lambda m: f'backbone.stem.{m[1]}.{m[2]}'),
     (re.compile(r'^layers\.(\d+)\.reduction\.(.+)$'),
      lambda m: f'backbone.layers.{m[1]}.reduction.{m[2]}'),
     # Level1Waveblock's unit is "feedforward", LevelkWaveblock's "feedforwardk"
@@ -23,7 +24,8 @@ _RULES = [
     # segmentation decoder: two ConvTranspose2d then the 1x1 classifier
     (re.compile(r'^expand\.([01])\.(.+)$'),
      lambda m: f'decode_head.upsamples.{m[1]}.conv.{m[2]}'),
-    (re.compile(r'^expand\.2\.(.+)$'), lambda m: f'decode_head.conv_seg.{m[1]}'),
+    (re.compile(r'^expand\.2\.(.+)$'),
+     lambda m: f'decode_head.conv_seg.{m[1]}'),
     # classification: AdaptiveAvgPool2d, Rearrange, Linear
     (re.compile(r'^pool\.2\.(.+)$'), lambda m: f'head.fc.{m[1]}'),
 ]

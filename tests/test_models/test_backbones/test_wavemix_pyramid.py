@@ -61,7 +61,8 @@ def test_pyramid_strides_and_channels(pyramid_backbone):
                                        for s in (4, 8, 16, 32)]
     d8 = WaveMix(embed_dims=D, depth=4, level=2, out_indices=(0, 1, 2, 3),
                  out_downsamples=(0, 1, 1, 1))
-    assert [o.shape[-1] for o in d8(torch.randn(1, 3, 64, 64))] == [16, 8, 8, 8]
+    outs = d8(torch.randn(1, 3, 64, 64))
+    assert [o.shape[-1] for o in outs] == [16, 8, 8, 8]
 
 
 def test_pyramid_levels_are_haar_lowpass_of_block_outputs(pyramid_backbone):

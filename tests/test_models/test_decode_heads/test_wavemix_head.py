@@ -13,8 +13,8 @@ def test_paper_head():
     out = head([torch.randn(2, 32, 8, 12)])
     assert out.shape == (2, 5, 32, 48)
     deconvs = [m for m in head.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert [(d.in_channels, d.out_channels) for d in deconvs] == [(32, 16),
-                                                                 (16, 8)]
+    channels = [(d.in_channels, d.out_channels) for d in deconvs]
+    assert channels == [(32, 16), (16, 8)]
     assert all(d.bias is not None for d in deconvs)
     # no norm or activation unless configured, as in the paper
     assert not any(

@@ -57,7 +57,6 @@ def test_segmentation_parity(reference_fixtures, case, dwt_backend):
     torch.testing.assert_close(logits, fixture['outputs'], atol=1e-4, rtol=0)
 
 
-
 def test_prefixed_and_wrapped_state_dicts(reference_fixtures):
     state_dict = reference_fixtures['segmentation'][1]['state_dict']
     expected = wavemix_convert(state_dict)
