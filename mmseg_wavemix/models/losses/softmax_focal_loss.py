@@ -107,8 +107,10 @@ class SoftmaxFocalLoss(nn.Module):
                 f'ignore_index {ignore_index}; check the label maps or '
                 'num_classes')
 
-        # fp32 for the log-probabilities: stable under autocast.
-        log_prob = F.log_softmax(pred.float(), dim=1)
+        # fp32 for the log-probabilities: stable under autocast. (dtype=
+        # casts inside the kernel: no float32 copy of the logits, 0.8 GB at
+        # batch 5 and 1024x2048.)
+        log_prob = F.log_softmax(pred, dim=1, dtype=torch.float32)
         log_pt = log_prob.gather(1, labels.unsqueeze(1)).squeeze(1)
         loss = -log_pt
         if self.gamma:
