@@ -28,9 +28,8 @@ model = dict(
         norm_cfg=norm_cfg,
         with_cp=False,
         # level MLPs that recompute their hidden layers in backward and do
-        # not keep the last BN's input (recovered in fp32, recomputed under
-        # AMP): ~40% less training memory for ~5% more time (README
-        # "Performance"); not with with_cp
+        # not keep the last BN's input (recovered in fp32); under AMP each
+        # keeps only its input (README "Performance"); not with with_cp
         memory_efficient=True),
     decode_head=dict(
         type='WaveMixHead',

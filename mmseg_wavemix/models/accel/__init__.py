@@ -18,7 +18,7 @@ from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
                               fusable_dtypes, fuse_conv_gelu)
 from .inference import fold_head_classifier, prepare_for_inference
 from .memory_efficient import (MemoryEfficientLevelMLP, batch_norm_add,
-                               conv_gelu_conv2d, upsample_batch_norm_add)
+                               conv_gelu_conv2d, level_mlp_keeping_its_input)
 from .pointwise_gemm import PointwiseGEMM, pointwise_convs_as_gemm
 from .training import prepare_for_training
 
@@ -27,6 +27,6 @@ __all__ = [
     'batch_norm_add', 'conv_gelu_conv2d', 'cpu_has_bf16_convolution',
     'cuda_graph_forwards', 'fold_head_classifier', 'fuse_conv_bn',
     'fuse_conv_gelu', 'fuse_norm_layers', 'fusable_dtypes',
-    'pointwise_convs_as_gemm', 'prepare_for_inference', 'prepare_for_training',
-    'upsample_batch_norm_add'
+    'level_mlp_keeping_its_input', 'pointwise_convs_as_gemm',
+    'prepare_for_inference', 'prepare_for_training'
 ]

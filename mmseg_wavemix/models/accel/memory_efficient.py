@@ -9,22 +9,21 @@ much of that is avoidable cheaply:
   the GELU keeps ``h = conv1(x)``. :func:`conv_gelu_conv2d` keeps ``x``
   only and recomputes ``h`` and ``gelu(h)`` in backward (in WaveMix a 1x1
   convolution, about 3% of a block's FLOPs, for a third of its memory).
-- ``batch_norm(upsample(h)) + x`` (the finest level, whose output is the
-  block's): BatchNorm keeps its input ``z = upsample(h)``, a full-resolution
-  tensor. In float32 :func:`batch_norm_add` keeps the output and ``x``
-  instead, which the next layer and the block's own first convolution keep
-  anyway, and recovers ``z = (out - x - beta) / gamma / invstd + mean`` in
-  backward, as in-place activated BatchNorm (Rota Bulo et al., CVPR 2018).
-  In lower precision (autocast) that recovery would lose too much, so
-  :func:`upsample_batch_norm_add` recomputes ``z`` from ``h`` in backward
-  (``h`` is kept for the transposed convolution's weight gradient anyway):
-  one more transposed convolution per block and step.
+- ``batch_norm(z) + x`` (the finest level, whose output is the block's):
+  BatchNorm keeps its input ``z``, a full-resolution tensor. In float32
+  :func:`batch_norm_add` keeps the output and ``x`` instead, which the next
+  layer and the block's own first convolution keep anyway, and recovers
+  ``z = (out - x - beta) / gamma / invstd + mean`` in backward, as in-place
+  activated BatchNorm (Rota Bulo et al., CVPR 2018).
+- In lower precision (autocast) that recovery would lose too much:
+  :func:`level_mlp_keeping_its_input` keeps only the level's input and
+  recomputes all of the level in backward but the BatchNorm statistics (a
+  transposed and a 1x1 convolution more than above, per level and step).
 
-Gradients equal autograd's up to float rounding. The recomputations work
-in every dtype (autocast too) and under ``torch.compile``; the BatchNorm
-input is not kept with a BatchNorm of one process in training, and
-elsewhere is kept as usual, saying so once for SyncBN across processes;
-compiled, it is kept.
+Gradients equal autograd's up to float rounding. It works under
+``torch.compile`` (where the BatchNorm input is kept: the recovery's check
+depends on data) and with a BatchNorm of one process; with SyncBN across
+processes the BatchNorm input is kept, saying so once.
 """
 import warnings
 from typing import Optional, Tuple
@@ -245,79 +244,96 @@ def _count_batch(norm: _BatchNorm) -> float:
     return momentum
 
 
-class _UpsampleBatchNormAddFunction(torch.autograd.Function):
+class _LevelMLPFunction(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, h: Tensor, x: Tensor, up_weight: Tensor,
-                up_bias: Optional[Tensor], weight: Tensor, bias: Tensor,
-                running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                momentum: float, eps: float,
-                upsample: nn.ConvTranspose2d) -> Tensor:
-        z = _conv_transpose(h, up_weight.to(h.dtype),
-                            None if up_bias is None else up_bias.to(h.dtype),
-                            upsample)
-        out, mean, invstd = torch.native_batch_norm(z, weight, bias,
-                                                    running_mean, running_var,
-                                                    True, momentum, eps)
+    def forward(ctx, x: Tensor, residual: Optional[Tensor], *params_and_args):
+        *params, running_mean, running_var, momentum, eps, mlp = \
+            params_and_args
+        ctx.mlp, ctx.eps = mlp, eps
+        ctx.save_for_backward(x, *params[:6], params[6])
+        z = _level_mlp_before_norm(x, params[:6], mlp)
+        # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
+        out, mean, invstd, reserve = \
+            torch.ops.aten._batch_norm_with_update(z, params[6], params[7],
+                                                   running_mean, running_var,
+                                                   momentum, eps)
         del z
-        out.add_(x)
-        ctx.save_for_backward(h, up_weight, up_bias, weight, mean, invstd)
-        ctx.upsample, ctx.eps = upsample, eps
-        return out
+        ctx.stats = running_mean, running_var, mean, invstd, reserve
+        return out if residual is None else out.add_(residual)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        h, up_weight, up_bias, weight, mean, invstd = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        z = _conv_transpose(h, up_weight.to(h.dtype),
-                            None if up_bias is None else up_bias.to(h.dtype),
-                            ctx.upsample)
-        grad_z, grad_weight, grad_bias = \
-            torch.ops.aten.native_batch_norm_backward(
-                grad_out, z, weight, None, None, mean, invstd, True, ctx.eps,
-                [True, needs[4], needs[5]])
+        x, w1, b1, w2, b2, wt, bt, weight = ctx.saved_tensors
+        running_mean, running_var, mean, invstd, reserve = ctx.stats
+        mlp, needs = ctx.mlp, ctx.needs_input_grad
+
+        def cast(t):
+            return None if t is None else t.to(x.dtype)
+
+        hidden = _conv(x, cast(w1), cast(b1), mlp.fc1)
+        activation = F.gelu(hidden)
+        h = _conv(activation, cast(w2), cast(b2), mlp.fc2)
+        z = _conv_transpose(h, cast(wt), cast(bt), mlp.upsample)
+        grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
+            grad_out, z, weight, running_mean, running_var, mean, invstd,
+            True, ctx.eps, [True, needs[8], needs[9]], reserve)
         del z
-        grad_h, grad_up_weight, grad_up_bias = _conv_backward(
-            grad_z, h, up_weight, up_bias is not None, ctx.upsample,
+        grad_h, grad_wt, grad_bt = _conv_backward(grad_z, h, wt, bt
+                                                  is not None, mlp.upsample,
+                                                  (True, needs[6], needs[7]))
+        del grad_z, h
+        grad_act, grad_w2, grad_b2 = _conv_backward(
+            grad_h, activation, w2, b2 is not None, mlp.fc2,
+            (True, needs[4], needs[5]))
+        del grad_h, activation
+        grad_hidden = torch.ops.aten.gelu_backward.grad_input(
+            grad_act, hidden, grad_input=grad_act)
+        del hidden
+        grad_x, grad_w1, grad_b1 = _conv_backward(
+            grad_hidden, x, w1, b1 is not None, mlp.fc1,
             (needs[0], needs[2], needs[3]))
-        return grad_h, grad_out, grad_up_weight, grad_up_bias, grad_weight, \
-            grad_bias, None, None, None, None, None
+        return (grad_x, grad_out if needs[1] else None, grad_w1, grad_b1,
+                grad_w2, grad_b2, grad_wt, grad_bt, grad_weight, grad_bias,
+                None, None, None, None, None)
 
 
-def upsample_batch_norm_add(h: Tensor, upsample: nn.ConvTranspose2d,
-                            norm: _BatchNorm, x: Tensor) -> Tensor:
-    """``norm(upsample(h)) + x`` for a BatchNorm in training that does not
-    keep the norm's input ``upsample(h)`` for backward.
+def _level_mlp_before_norm(x: Tensor, params, mlp: WaveletLevelMLP) -> Tensor:
+    w1, b1, w2, b2, wt, bt = (None if p is None else p.to(x.dtype)
+                              for p in params)
+    h = _conv(F.gelu(_conv(x, w1, b1, mlp.fc1)), w2, b2, mlp.fc2)
+    return _conv_transpose(h, wt, bt, mlp.upsample)
 
-    Float32 activations: :func:`batch_norm_add` (the input recovered from
-    the output, no extra work). Other dtypes (autocast): the input is
-    recomputed from ``h`` in backward, one more transposed convolution;
-    ``h`` is kept for the transposed convolution's weight gradient anyway.
-    The running statistics are updated exactly as ``norm`` would. Where
-    neither applies (SyncBN across processes, eval mode, no affine
-    parameters, a graph being compiled) it is ``norm(upsample(h)) + x``.
+
+def level_mlp_keeping_its_input(mlp: WaveletLevelMLP, x: Tensor,
+                                residual: Optional[Tensor] = None) -> Tensor:
+    """``mlp(x, residual)`` in training that keeps only ``x`` (and per-channel
+    statistics) for backward: the 1x1 convolutions, GELU, transposed
+    convolution and the BatchNorm's input are recomputed there. For a
+    BatchNorm of one process (SyncBN across processes needs its own
+    statistics: use the layers), with affine parameters and running
+    statistics, in training mode.
+    Under autocast it computes in the autocast dtype, as the layers would;
+    the running statistics are updated exactly as the norm would.
 
     Args:
-        h (Tensor): Input of the transposed convolution, (N, C, H, W).
-        upsample (nn.ConvTranspose2d): The transposed convolution.
-        norm (_BatchNorm): The norm after it.
-        x (Tensor): The residual, shaped like the output.
+        mlp (WaveletLevelMLP): The level MLP (exact GELU, no dropout).
+        x (Tensor): Its input, (N, C, H, W).
+        residual (Tensor, optional): Added to the output. Default: None.
 
     Returns:
-        Tensor: ``norm(upsample(h)) + x``. Do not modify it in place before
+        Tensor: ``mlp(x, residual)``. Do not modify it in place before
         backward.
     """
-    float32 = h.dtype == x.dtype == torch.float32
-    if float32 or torch.compiler.is_compiling() or \
-            not _is_plain_batch_norm(norm):
-        return batch_norm_add(upsample(h), norm, x)
-    if not norm.training or not norm.affine:
-        return norm(upsample(h)).add_(x)
-    return _UpsampleBatchNormAddFunction.apply(
-        h, x, upsample.weight, upsample.bias, norm.weight, norm.bias,
-        norm.running_mean, norm.running_var, _count_batch(norm), norm.eps,
-        upsample)
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    fc1, fc2, upsample, norm = mlp.fc1, mlp.fc2, mlp.upsample, mlp.norm
+    return _LevelMLPFunction.apply(x, residual, fc1.weight, fc1.bias,
+                                   fc2.weight, fc2.bias, upsample.weight,
+                                   upsample.bias, norm.weight, norm.bias,
+                                   norm.running_mean, norm.running_var,
+                                   _count_batch(norm), norm.eps, mlp)
 
 
 _warned = set()
@@ -331,11 +347,13 @@ def _warn_once(message: str) -> None:
 
 class MemoryEfficientLevelMLP(WaveletLevelMLP):
     """A :class:`WaveletLevelMLP` that, in training, keeps fewer activations
-    for backward: only its input for the 1x1 conv, GELU and 1x1 conv
-    (:func:`conv_gelu_conv2d`), and for the finest level (the one with a
-    residual) not its BatchNorm's input (:func:`upsample_batch_norm_add`).
-    Same parameters and state dict as the plain MLP; in evaluation, without
-    gradients or under tracing it is the plain MLP.
+    for backward. In float32: only its input for the 1x1 conv, GELU and 1x1
+    conv (:func:`conv_gelu_conv2d`), and for the finest level (the one with
+    a residual) the block output instead of its BatchNorm's input
+    (:func:`batch_norm_add`). In other dtypes (autocast): only its input
+    (:func:`level_mlp_keeping_its_input`). Same parameters and state dict as
+    the plain MLP; in evaluation, without gradients or under tracing it is
+    the plain MLP.
 
     Args:
         *args, **kwargs: Those of :class:`WaveletLevelMLP`; it needs the
@@ -357,7 +375,15 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
         if not (self.training and torch.is_grad_enabled()) or \
                 torch.jit.is_tracing():
             return super().forward(x, residual)
-        h = conv_gelu_conv2d(x, self.fc1, self.fc2)
+        norm = self.norm
+        # float32: the BatchNorm input is recovered, not recomputed (free)
+        float32 = x.dtype == torch.float32 and \
+            not torch.is_autocast_enabled(x.device.type)
+        if not float32 and not torch.compiler.is_compiling() and \
+                _is_plain_batch_norm(norm) and norm.training and \
+                norm.affine and norm.track_running_stats:
+            return level_mlp_keeping_its_input(self, x, residual)
+        z = self.upsample(conv_gelu_conv2d(x, self.fc1, self.fc2))
         if residual is None:
-            return self.norm(self.upsample(h))
-        return upsample_batch_norm_add(h, self.upsample, self.norm, residual)
+            return norm(z)
+        return batch_norm_add(z, norm, residual)

@@ -77,11 +77,12 @@ class WaveMix(BaseModule):
         with_cp (bool): Gradient checkpointing of each block. Default: False.
         memory_efficient (bool): Level MLPs that recompute their hidden layer
             in backward and do not keep the finest BatchNorm input (recovered
-            from the block output in float32, recomputed under AMP; see
-            :class:`~mmseg_wavemix.models.accel.
-            MemoryEfficientLevelMLP` for what applies where): about 40% less
-            training memory for ~5% more time, same results up to float
-            rounding. Not together with ``with_cp``. Default: False.
+            from the block output in float32); under AMP each keeps only its
+            input (see :class:`~mmseg_wavemix.models.accel.
+            MemoryEfficientLevelMLP` for what applies where): in float32 on
+            CPU about 40% less training memory for ~5% more time; the same
+            results up to float rounding. Not together with ``with_cp``.
+            Default: False.
         frozen_stages (int): -1 none, 0 the stem, k the stem and blocks
             0..k-1 (no gradients, norm layers in eval mode). Default: -1.
         norm_eval (bool): Keep norm layers in eval mode in training.
