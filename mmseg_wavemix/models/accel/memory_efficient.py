@@ -247,17 +247,20 @@ def _count_batch(norm: _BatchNorm) -> float:
 class _LevelMLPFunction(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, x: Tensor, residual: Optional[Tensor], *params_and_args):
-        *params, running_mean, running_var, momentum, eps, mlp = \
-            params_and_args
+    def forward(ctx, x: Tensor, residual: Optional[Tensor], w1: Tensor,
+                b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
+                wt: Tensor, bt: Optional[Tensor], weight: Tensor,
+                bias: Tensor, running_mean: Tensor, running_var: Tensor,
+                momentum: float, eps: float, mlp: WaveletLevelMLP) -> Tensor:
+        ctx.save_for_backward(x, w1, b1, w2, b2, wt, bt, weight)
         ctx.mlp, ctx.eps = mlp, eps
-        ctx.save_for_backward(x, *params[:6], params[6])
-        z = _level_mlp_before_norm(x, params[:6], mlp)
+        w1, b1, w2, b2, wt, bt = _cast(x.dtype, w1, b1, w2, b2, wt, bt)
+        z = _conv_transpose(
+            _conv(F.gelu(_conv(x, w1, b1, mlp.fc1)), w2, b2, mlp.fc2), wt, bt,
+            mlp.upsample)
         # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
-        out, mean, invstd, reserve = \
-            torch.ops.aten._batch_norm_with_update(z, params[6], params[7],
-                                                   running_mean, running_var,
-                                                   momentum, eps)
+        out, mean, invstd, reserve = torch.ops.aten._batch_norm_with_update(
+            z, weight, bias, running_mean, running_var, momentum, eps)
         del z
         ctx.stats = running_mean, running_var, mean, invstd, reserve
         return out if residual is None else out.add_(residual)
@@ -266,23 +269,19 @@ class _LevelMLPFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, w1, b1, w2, b2, wt, bt, weight = ctx.saved_tensors
-        running_mean, running_var, mean, invstd, reserve = ctx.stats
         mlp, needs = ctx.mlp, ctx.needs_input_grad
-
-        def cast(t):
-            return None if t is None else t.to(x.dtype)
-
-        hidden = _conv(x, cast(w1), cast(b1), mlp.fc1)
+        w1_, b1_, w2_, b2_, wt_, bt_ = _cast(x.dtype, w1, b1, w2, b2, wt, bt)
+        hidden = _conv(x, w1_, b1_, mlp.fc1)
         activation = F.gelu(hidden)
-        h = _conv(activation, cast(w2), cast(b2), mlp.fc2)
-        z = _conv_transpose(h, cast(wt), cast(bt), mlp.upsample)
+        h = _conv(activation, w2_, b2_, mlp.fc2)
+        z = _conv_transpose(h, wt_, bt_, mlp.upsample)
         grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
-            grad_out, z, weight, running_mean, running_var, mean, invstd,
-            True, ctx.eps, [True, needs[8], needs[9]], reserve)
+            grad_out, z, weight, *ctx.stats[:4], True, ctx.eps,
+            [True, needs[8], needs[9]], ctx.stats[4])
         del z
-        grad_h, grad_wt, grad_bt = _conv_backward(grad_z, h, wt, bt
-                                                  is not None, mlp.upsample,
-                                                  (True, needs[6], needs[7]))
+        grad_h, grad_wt, grad_bt = _conv_backward(
+            grad_z, h, wt, bt is not None, mlp.upsample,
+            (True, needs[6], needs[7]))
         del grad_z, h
         grad_act, grad_w2, grad_b2 = _conv_backward(
             grad_h, activation, w2, b2 is not None, mlp.fc2,
@@ -299,11 +298,9 @@ class _LevelMLPFunction(torch.autograd.Function):
                 None, None, None, None, None)
 
 
-def _level_mlp_before_norm(x: Tensor, params, mlp: WaveletLevelMLP) -> Tensor:
-    w1, b1, w2, b2, wt, bt = (None if p is None else p.to(x.dtype)
-                              for p in params)
-    h = _conv(F.gelu(_conv(x, w1, b1, mlp.fc1)), w2, b2, mlp.fc2)
-    return _conv_transpose(h, wt, bt, mlp.upsample)
+def _cast(dtype: torch.dtype, *params: Optional[Tensor]):
+    """The parameters in the activations' dtype (autocast's, if it ran)."""
+    return tuple(None if p is None else p.to(dtype) for p in params)
 
 
 def level_mlp_keeping_its_input(mlp: WaveletLevelMLP, x: Tensor,
