@@ -252,37 +252,43 @@ class _LevelMLPFunction(torch.autograd.Function):
                 wt: Tensor, bt: Optional[Tensor], weight: Tensor,
                 bias: Tensor, running_mean: Tensor, running_var: Tensor,
                 momentum: float, eps: float, mlp: WaveletLevelMLP) -> Tensor:
-        ctx.save_for_backward(x, w1, b1, w2, b2, wt, bt, weight)
-        ctx.mlp, ctx.eps = mlp, eps
-        w1, b1, w2, b2, wt, bt = _cast(x.dtype, w1, b1, w2, b2, wt, bt)
+        ctx.save_for_backward(x, w1, b1, w2, b2, wt, weight)
+        ctx.mlp, ctx.eps, ctx.has_bt = mlp, eps, bt is not None
+        w1, b1, w2, b2, wt = _cast(x.dtype, w1, b1, w2, b2, wt)
+        # The transposed conv's bias is left out: the BatchNorm in training
+        # subtracts it again with the mean (its gradient is 0), one pass over
+        # the largest tensor less. Only the running mean keeps it.
         z = _conv_transpose(
-            _conv(F.gelu(_conv(x, w1, b1, mlp.fc1)), w2, b2, mlp.fc2), wt, bt,
-            mlp.upsample)
+            _conv(F.gelu(_conv(x, w1, b1, mlp.fc1)), w2, b2, mlp.fc2), wt,
+            None, mlp.upsample)
         # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
         out, mean, invstd, reserve = torch.ops.aten._batch_norm_with_update(
             z, weight, bias, running_mean, running_var, momentum, eps)
         del z
+        if bt is not None:
+            running_mean.add_(bt, alpha=momentum)
         ctx.stats = running_mean, running_var, mean, invstd, reserve
         return out if residual is None else out.add_(residual)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        x, w1, b1, w2, b2, wt, bt, weight = ctx.saved_tensors
+        x, w1, b1, w2, b2, wt, weight = ctx.saved_tensors
         mlp, needs = ctx.mlp, ctx.needs_input_grad
-        w1_, b1_, w2_, b2_, wt_, bt_ = _cast(x.dtype, w1, b1, w2, b2, wt, bt)
+        w1_, b1_, w2_, b2_, wt_ = _cast(x.dtype, w1, b1, w2, b2, wt)
         hidden = _conv(x, w1_, b1_, mlp.fc1)
         activation = F.gelu(hidden)
         h = _conv(activation, w2_, b2_, mlp.fc2)
-        z = _conv_transpose(h, wt_, bt_, mlp.upsample)
+        z = _conv_transpose(h, wt_, None, mlp.upsample)
         grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
             grad_out, z, weight, *ctx.stats[:4], True, ctx.eps,
             [True, needs[8], needs[9]], ctx.stats[4])
         del z
-        grad_h, grad_wt, grad_bt = _conv_backward(
-            grad_z, h, wt, bt is not None, mlp.upsample,
-            (True, needs[6], needs[7]))
+        grad_h, grad_wt, _ = _conv_backward(grad_z, h, wt, False, mlp.upsample,
+                                            (True, needs[6], False))
         del grad_z, h
+        grad_bt = wt.new_zeros(mlp.upsample.out_channels) if ctx.has_bt and \
+            needs[7] else None
         grad_act, grad_w2, grad_b2 = _conv_backward(
             grad_h, activation, w2, b2 is not None, mlp.fc2,
             (True, needs[4], needs[5]))
