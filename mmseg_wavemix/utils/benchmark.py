@@ -171,18 +171,20 @@ class Bench:
     def infer(self):
         self.logits()
 
-    def train_step(self):
+    def loss(self):
+        """The training loss of one forward (the model in training mode)."""
         self.model.train()
         samples = self.data_samples()
         with self.autocast():
             if self.authors:
                 logits = self.train_forward(self.inputs)
                 target = torch.stack([s.gt_sem_seg.data[0] for s in samples])
-                loss = F.cross_entropy(logits.float(), target)
-            else:
-                losses = self.train_forward(self.inputs, samples, mode='loss')
-                loss = sum(v for k, v in losses.items() if 'loss' in k)
-        loss.backward()
+                return F.cross_entropy(logits.float(), target)
+            losses = self.train_forward(self.inputs, samples, mode='loss')
+            return sum(v for k, v in losses.items() if 'loss' in k)
+
+    def train_step(self):
+        self.loss().backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.sync()

@@ -122,12 +122,8 @@ def saved_tensors_by_line(bench, warmup):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    bench.model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            bench.autocast():
-        losses = bench.train_forward(bench.inputs, bench.data_samples(),
-                                     mode='loss')
-    loss = sum(v for k, v in losses.items() if 'loss' in k)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = bench.loss()
     kept = torch.cuda.memory_allocated() - base if cuda else None
     loss.backward()
     bench.optimizer.zero_grad(set_to_none=True)

@@ -44,6 +44,11 @@ from .pointwise_gemm import (PointwiseGEMM, pointwise_linear,
 MIN_ABS_BN_WEIGHT = 1e-3
 
 
+def _cast(dtype: torch.dtype, *params: Optional[Tensor]):
+    """The parameters in the activations' dtype (autocast's, if it ran)."""
+    return tuple(None if p is None else p.to(dtype) for p in params)
+
+
 def _conv(x: Tensor, weight: Tensor, bias: Optional[Tensor],
           conv: nn.Conv2d) -> Tensor:
     """``conv`` with these parameters; as a GEMM where ``conv`` is a
@@ -108,8 +113,7 @@ class _ConvGELUConvFunction(torch.autograd.Function):
         x, weight1, bias1, weight2 = ctx.saved_tensors
         conv1, conv2 = ctx.convs
         needs = ctx.needs_input_grad
-        hidden = _conv(x, weight1.to(x.dtype),
-                       None if bias1 is None else bias1.to(x.dtype), conv1)
+        hidden = _conv(x, *_cast(x.dtype, weight1, bias1), conv1)
         activation = F.gelu(hidden)
         grad_act, grad_weight2, grad_bias2 = _conv_backward(
             grad_out, activation, weight2, ctx.has_bias[1], conv2,
@@ -302,11 +306,6 @@ class _LevelMLPFunction(torch.autograd.Function):
         return (grad_x, grad_out if needs[1] else None, grad_w1, grad_b1,
                 grad_w2, grad_b2, grad_wt, grad_bt, grad_weight, grad_bias,
                 None, None, None, None, None)
-
-
-def _cast(dtype: torch.dtype, *params: Optional[Tensor]):
-    """The parameters in the activations' dtype (autocast's, if it ran)."""
-    return tuple(None if p is None else p.to(dtype) for p in params)
 
 
 def level_mlp_keeping_its_input(mlp: WaveletLevelMLP, x: Tensor,
