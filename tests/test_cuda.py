@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmseg_wavemix.models.accel import (PointwiseGEMM, prepare_for_inference,
+from mmseg_wavemix.models.accel import (FusedLevelMLP, PointwiseGEMM,
+                                        fuse_level_mlps, fuse_norm_layers,
+                                        prepare_for_inference,
                                         prepare_for_training)
 from mmseg_wavemix.models.backbones import WaveMixBlock
 from mmseg_wavemix.ops import haar_dwt, haar_dwt_packed, haar_triton
@@ -248,4 +250,52 @@ def test_compiled_cuda_graphs_replay_the_compiled_model(monkeypatch):
     torch.testing.assert_close(again, expected_again, rtol=1e-3, atol=1e-3)
     assert (out - ref).abs().max() <= 2e-2 * ref.abs().max()
     agreement = (out.argmax(1) == ref.argmax(1)).float().mean().item()
+    assert agreement >= 0.995, agreement
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(dtype):
+    """The Triton level MLPs at WaveMix's width (every tile size the tuner
+    may pick), channels_last: the block's output as close to float64 as
+    the plain layers' in ``dtype``."""
+    torch.manual_seed(0)
+    block = WaveMixBlock(256, level=4)
+    for module in block.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    block = fuse_norm_layers(block.eval())
+    exact = copy.deepcopy(block).double()
+    layers = copy.deepcopy(block).cuda().to(memory_format=torch.channels_last)
+    fused = fuse_level_mlps(copy.deepcopy(layers))
+    assert all(isinstance(m, FusedLevelMLP) for m in fused.mlps)
+    x = torch.randn(2, 256, 64, 128, dtype=torch.float64)
+    device_x = x.to('cuda').contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = exact(x)
+        with torch.autocast('cuda', dtype=dtype):
+            ref = layers(device_x)
+            out = fused(device_x)
+    assert out.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    layers_error = (ref.cpu().double() - expected).abs().max()
+    error = (out.cpu().double() - expected).abs().max()
+    assert error <= 1.5 * layers_error, (error, layers_error)
+
+
+def test_fused_level_mlps_in_cuda_graphs_agree_in_fp16():
+    model = _demo_model()
+    expected_model = prepare_for_inference(copy.deepcopy(model))
+    fused = prepare_for_inference(copy.deepcopy(model), fuse_mlp=True)
+    assert any(isinstance(m, FusedLevelMLP) for m in fused.modules())
+    inputs = torch.randn(1, 3, 256, 512, device='cuda')
+    with torch.no_grad():
+        exact = model(inputs, mode='tensor').argmax(1)
+        with torch.autocast('cuda', dtype=torch.float16):
+            expected = expected_model(inputs, mode='tensor')
+            out = fused(inputs, mode='tensor')
+            again = fused(inputs, mode='tensor')  # replayed
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+    assert (out - expected).abs().max() <= 1e-2 * expected.abs().max()
+    agreement = (out.argmax(1) == exact).float().mean().item()
     assert agreement >= 0.995, agreement

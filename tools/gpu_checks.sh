@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA tests and the GPU benchmarks in one run (a few minutes on an H100/H200), a short table last.
+# The CUDA tests and the GPU benchmarks in one run (under 10 minutes on an H100/H200), a short table last;
+# the most wanted first, each step's JSON written as it ends.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #
@@ -19,14 +20,10 @@ status=0
 step() { echo; echo "=== $1"; shift; "$@" || { status=1; echo "=== failed: $*"; }; }
 
 python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())' || exit 1
-step "CUDA tests" python3 -m pytest tests/test_cuda.py tests/test_ops -q -p no:warnings -rf --tb=short
-for dtype in fp32 fp16; do
-  step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
-    --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
-done
+step "CUDA tests" python3 -m pytest tests/test_cuda.py tests/test_ops -q -p no:warnings -rf --tb=short --durations=5
 step "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16 --compare $C@fp16,fast \
-  $C@fp16,fast,compile $C authors authors@fp16 $SEGFORMER@fp16 --authors-package "$AUTHORS_PACKAGE" \
-  --device cuda --shape 1024 2048 --repeat 15 --warmup 5 --no-memory --json "$OUT/inference_1024x2048_cuda.json"
+  $C@fp16,fast,fuse_mlp $C@fp16,fast,compile $C authors authors@fp16 $SEGFORMER@fp16 --authors-package "$AUTHORS_PACKAGE" \
+  --device cuda --shape 1024 2048 --repeat 10 --warmup 5 --no-memory --json "$OUT/inference_1024x2048_cuda.json"
 # The recipe's level MLPs keep only their inputs under AMP; the same model with the plain MLPs shows the trade.
 PLAIN_MLPS="$OUT/wavemix_256x16_l4_plain-mlps.py"
 printf "_base_ = '%s'\nmodel = dict(backbone=dict(memory_efficient=False))\n" "$PWD/$C" > "$PLAIN_MLPS"
@@ -38,6 +35,12 @@ step "Where the training step's time goes" python3 tools/analysis_tools/profile_
 step "What the training step keeps for backward" python3 tools/analysis_tools/profile_model.py \
   $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --memory --rows 12 \
   --json "$OUT/memory_train_b5.json"
+step "Where fused fp16 inference goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast,fuse_mlp \
+  --device cuda --shape 1024 2048 --rows 15 --json "$OUT/profile_infer_fused.json"
+for dtype in fp32 fp16; do
+  step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
+    --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
+done
 echo; echo "=== Summary ($OUT)"
 python3 - "$OUT" <<'PY'
 import glob, json, os, sys

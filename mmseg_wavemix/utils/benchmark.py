@@ -34,7 +34,7 @@ from .cli import build_model, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
-         'fast', 'fast_train', 'compile', 'with_cp')
+         'fast', 'fuse_mlp', 'fast_train', 'compile', 'with_cp')
 AUTHORS = 'authors'
 
 
@@ -52,6 +52,9 @@ def parse_entry(spec, args):
             raise SystemExit(
                 f'error: unknown option {option!r} in entry {spec!r}; use '
                 f'{", ".join((*DTYPES, *FLAGS))}')
+    if 'fuse_mlp' in options.split(',') and not entry['fast']:
+        raise SystemExit(f'error: fuse_mlp is a step of fast; add it to '
+                         f'{spec!r}')
     if entry['fast']:
         entry['channels_last'] = True
     if path == AUTHORS and entry['with_cp']:
@@ -85,7 +88,10 @@ class Bench:
             self.infer_model = copy.deepcopy(self.model).eval()
         if entry['fast']:
             # its own compile: Inductor's kernels inside its CUDA graphs
-            prepare_for_inference(self.infer_model, compile=entry['compile'])
+            prepare_for_inference(
+                self.infer_model,
+                compile=entry['compile'],
+                fuse_mlp=entry['fuse_mlp'])
         if entry['fast_train']:
             prepare_for_training(self.model)
         if entry['fuse_norm']:

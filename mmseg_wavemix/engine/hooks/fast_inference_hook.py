@@ -29,6 +29,9 @@ class FastInferenceHook(Hook):
             graphs, one recorded per input size. Default: True.
         compile (bool): Record the graphs from ``torch.compile``'s kernels
             (a minute of compilation per input size). Default: False.
+        fuse_mlp (bool): On CUDA, each WaveMix level MLP in three fused
+            kernels (:class:`~mmseg_wavemix.models.accel.FusedLevelMLP`).
+            Default: False.
     """
 
     priority = 'LOW'
@@ -39,14 +42,16 @@ class FastInferenceHook(Hook):
                  fuse_activation: bool = True,
                  channels_last: bool = True,
                  cuda_graphs: bool = True,
-                 compile: bool = False):
+                 compile: bool = False,
+                 fuse_mlp: bool = False):
         self.steps = dict(
             fuse_norm=fuse_norm,
             fold_classifier=fold_classifier,
             fuse_activation=fuse_activation,
             channels_last=channels_last,
             cuda_graphs=cuda_graphs,
-            compile=compile)
+            compile=compile,
+            fuse_mlp=fuse_mlp)
 
     def before_test(self, runner) -> None:
         model = runner.model

@@ -3,7 +3,8 @@
 
 - Inference: :func:`prepare_for_inference` (BatchNorm and classifier
   folding, the GELU fused into its convolution on CPU, 1x1 convolutions as
-  GEMMs with their bias on CUDA, channels_last, CUDA graphs), what
+  GEMMs with their bias on CUDA, optionally each level MLP in three Triton
+  and cuBLAS kernels on CUDA, channels_last, CUDA graphs), what
   ``tools/test.py --fast``, ``FastInferenceHook`` and ``tools/benchmark.py``
   call.
 - Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
@@ -14,6 +15,8 @@ Each path equals the plain model up to float rounding (tests/test_accel).
 """
 from .cuda_graphs import CUDAGraphs, cuda_graph_forwards
 from .fuse_norm import fuse_conv_bn, fuse_norm_layers
+from .fused_level_mlp import (FusedLevelMLP, can_fuse_level_mlp,
+                              fuse_level_mlps)
 from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
                               fusable_dtypes, fuse_conv_gelu)
 from .inference import fold_head_classifier, prepare_for_inference
@@ -23,10 +26,11 @@ from .pointwise_gemm import PointwiseGEMM, pointwise_convs_as_gemm
 from .training import prepare_for_training
 
 __all__ = [
-    'CUDAGraphs', 'FusedConvGELU', 'MemoryEfficientLevelMLP', 'PointwiseGEMM',
-    'batch_norm_add', 'conv_gelu_conv2d', 'cpu_has_bf16_convolution',
-    'cuda_graph_forwards', 'fold_head_classifier', 'fuse_conv_bn',
-    'fuse_conv_gelu', 'fuse_norm_layers', 'fusable_dtypes',
+    'CUDAGraphs', 'FusedConvGELU', 'FusedLevelMLP', 'MemoryEfficientLevelMLP',
+    'PointwiseGEMM', 'batch_norm_add', 'can_fuse_level_mlp',
+    'conv_gelu_conv2d', 'cpu_has_bf16_convolution', 'cuda_graph_forwards',
+    'fold_head_classifier', 'fuse_conv_bn', 'fuse_conv_gelu',
+    'fuse_level_mlps', 'fuse_norm_layers', 'fusable_dtypes',
     'level_mlp_keeping_its_input', 'pointwise_convs_as_gemm',
     'prepare_for_inference', 'prepare_for_training'
 ]

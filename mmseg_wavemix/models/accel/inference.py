@@ -8,6 +8,7 @@ import torch.nn as nn
 from ..decode_heads.wavemix_head import WaveMixHead, folded_deconv_params
 from .cuda_graphs import cuda_graph_forwards
 from .fuse_norm import fuse_norm_layers
+from .fused_level_mlp import fuse_level_mlps
 from .fused_conv_gelu import fuse_conv_gelu
 from .pointwise_gemm import pointwise_convs_as_gemm
 
@@ -59,7 +60,8 @@ def prepare_for_inference(model: nn.Module,
                           fuse_activation: bool = True,
                           channels_last: bool = True,
                           cuda_graphs: bool = True,
-                          compile: bool = False) -> nn.Module:
+                          compile: bool = False,
+                          fuse_mlp: bool = False) -> nn.Module:
     """Prepare a trained model for fast inference, in place. Each step is
     chosen here, once, for the device (and the CPU's instructions), and the
     logits stay the same up to float rounding:
@@ -73,6 +75,9 @@ def prepare_for_inference(model: nn.Module,
       bfloat16 (:class:`FusedConvGELU`); other dtypes run the plain layers.
     - On CUDA, each 1x1 convolution run as a GEMM with the bias in its
       epilogue (:class:`PointwiseGEMM`): no separate pass to add it.
+    - Optionally (``fuse_mlp``), on CUDA, each WaveMix level MLP in three
+      kernels, the GELU, biases and residual computed inside the matrix
+      products (:class:`FusedLevelMLP`, Triton), in float16/bfloat16.
     - channels_last memory, which oneDNN's convolutions and cuDNN's tensor
       cores prefer.
     - On CUDA, the forward of the backbone and the head replayed as CUDA
@@ -89,6 +94,9 @@ def prepare_for_inference(model: nn.Module,
         compile (bool): With ``cuda_graphs``, record the graphs from
             ``torch.compile``'s kernels (about a minute of compilation at
             the first call of each input size). Default: False.
+        fuse_mlp (bool): The fused level MLPs; their kernels are tuned at
+            the first call of each input size (seconds). Not yet measured
+            against the layers on a GPU, hence off. Default: False.
 
     Returns:
         nn.Module: ``model``.
@@ -106,6 +114,8 @@ def prepare_for_inference(model: nn.Module,
         fold_head_classifier(head)
     if fuse_activation and device.type == 'cpu':
         fuse_conv_gelu(model)
+    if fuse_mlp and device.type == 'cuda':
+        fuse_level_mlps(model)
     if channels_last and device.type == 'cuda':  # it needs channels_last
         pointwise_convs_as_gemm(model)
     if channels_last:

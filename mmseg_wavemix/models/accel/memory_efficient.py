@@ -373,10 +373,15 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
                 f'{self.drop.p} and {type(self.norm).__name__}: set '
                 'memory_efficient=False')
 
-    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+    def forward(self,
+                x: Tensor,
+                residual: Optional[Tensor] = None,
+                coarser: Optional[Tensor] = None) -> Tensor:
         if not (self.training and torch.is_grad_enabled()) or \
                 torch.jit.is_tracing():
-            return super().forward(x, residual)
+            return super().forward(x, residual, coarser)
+        if coarser is not None:
+            x = torch.cat((x, coarser), dim=1)
         norm = self.norm
         # float32: the BatchNorm input is recovered, not recomputed (free)
         float32 = x.dtype == torch.float32 and \

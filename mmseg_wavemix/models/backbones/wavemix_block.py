@@ -70,9 +70,15 @@ class WaveletLevelMLP(BaseModule):
     def norm(self) -> nn.Module:
         return getattr(self, self.norm_name)
 
-    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        """The MLP of ``x``, plus ``residual`` (N, out_channels, 2h, 2w) if
-        given."""
+    def forward(self,
+                x: Tensor,
+                residual: Optional[Tensor] = None,
+                coarser: Optional[Tensor] = None) -> Tensor:
+        """The MLP of ``x``, or of ``cat([x, coarser], 1)`` if ``coarser``
+        (the coarser level's output) is given, plus ``residual`` (N,
+        out_channels, 2h, 2w) if given."""
+        if coarser is not None:
+            x = torch.cat((x, coarser), dim=1)
         x = self.fc2(self.drop(self.act(self.fc1(x))))
         x = self.norm(self.upsample(x))
         # In place: the norm keeps its input, not its output, for backward,
@@ -178,9 +184,8 @@ class WaveMixBlock(BaseModule):
         levels = self.wavelet_levels(x)
         out = None
         for k in range(self.level - 1, -1, -1):
-            inputs = levels[k] if out is None else torch.cat(
-                (levels[k], out), dim=1)
-            out = self.mlps[k](inputs, residual=x if k == 0 else None)
+            out = self.mlps[k](
+                levels[k], coarser=out, residual=x if k == 0 else None)
         return out
 
     def forward(self, x: Tensor) -> Tensor:

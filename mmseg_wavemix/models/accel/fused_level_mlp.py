@@ -1,0 +1,120 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""A WaveMix level MLP as three GPU kernels, for inference."""
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmseg_wavemix.ops import level_mlp_triton
+from ..backbones.wavemix_block import WaveletLevelMLP
+from .pointwise_gemm import pointwise_linear
+
+
+def can_fuse_level_mlp(mlp: nn.Module) -> bool:
+    """Whether :class:`FusedLevelMLP` computes ``mlp``: a
+    :class:`WaveletLevelMLP` whose norm is folded (an ``nn.Identity``), with
+    the exact GELU, 1x1 convolutions and a 4x4, stride 2, padding 1
+    transposed convolution with biases."""
+    if not isinstance(mlp, WaveletLevelMLP):
+        return False
+    fc1, fc2, up = mlp.fc1, mlp.fc2, mlp.upsample
+    return type(mlp.norm) is nn.Identity and type(mlp.act) is nn.GELU and \
+        mlp.act.approximate == 'none' and all(
+            isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and
+            fc.stride == (1, 1) and fc.padding in ((0, 0), 'valid') and
+            fc.groups == 1 and fc.bias is not None for fc in (fc1, fc2)) and \
+        type(up) is nn.ConvTranspose2d and up.kernel_size == (4, 4) and \
+        up.stride == (2, 2) and up.padding == (1, 1) and \
+        up.output_padding == (0, 0) and up.dilation == (1, 1) and \
+        up.groups == 1 and up.bias is not None
+
+
+class FusedLevelMLP(nn.Module):
+    """A level MLP (BatchNorm folded) for inference on a GPU in three
+    kernels instead of six or seven:
+
+    1. ``gelu(fc1(cat([x, coarser])))``, one Triton GEMM
+       (:func:`~mmseg_wavemix.ops.level_mlp_triton.linear_gelu`): no
+       concatenation in memory, no separate pass of the GELU.
+    2. ``fc2``, a cuBLAS GEMM with its bias (channels_last input).
+    3. The transposed convolution, its bias (with the folded BatchNorm) and
+       the residual, one Triton kernel
+       (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2`).
+
+    It computes in float16 or bfloat16 (the autocast dtype, or the input's),
+    accumulating in float32; the weights are packed and cast once per dtype,
+    so load weights before fusing. Elsewhere (CPU, float32, gradients,
+    training mode, tracing, ``torch.compile``) it runs the plain layers.
+
+    Args:
+        mlp (WaveletLevelMLP): The level MLP, see :func:`can_fuse_level_mlp`
+            (kept, and shared with the plain path).
+    """
+
+    def __init__(self, mlp: WaveletLevelMLP):
+        super().__init__()
+        if not can_fuse_level_mlp(mlp):
+            raise TypeError(
+                'FusedLevelMLP needs a WaveletLevelMLP with its norm folded '
+                '(fuse_norm_layers), the exact GELU, 1x1 convolutions and a '
+                f'4x4/2 transposed convolution with biases, got {mlp!r}')
+        self.mlp = mlp
+        self.train(mlp.training)
+        self._packed: Dict[torch.dtype, Tuple[Tensor, ...]] = {}
+
+    def _apply(self, fn, *args, **kwargs):
+        self._packed.clear()  # moved or cast: pack again
+        return super()._apply(fn, *args, **kwargs)
+
+    @torch.no_grad()
+    def _weights(self, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+        if dtype not in self._packed:
+            fc1, fc2, up = self.mlp.fc1, self.mlp.fc2, self.mlp.upsample
+            self._packed[dtype] = (
+                level_mlp_triton.pack_linear_weight(fc1.weight).to(dtype),
+                fc1.bias.float(), fc2.weight.to(dtype), fc2.bias.to(dtype),
+                level_mlp_triton.pack_conv_transpose_weight(
+                    up.weight).to(dtype), up.bias.float())
+        return self._packed[dtype]
+
+    def forward(self,
+                x: Tensor,
+                residual: Optional[Tensor] = None,
+                coarser: Optional[Tensor] = None) -> Tensor:
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if \
+            torch.is_autocast_enabled(device) else x.dtype
+        if self.training or torch.is_grad_enabled() or \
+                torch.jit.is_tracing() or torch.compiler.is_compiling() or \
+                not level_mlp_triton.applies(x, dtype):
+            return self.mlp(x, residual, coarser)
+        w1, b1, w2, b2, wt, bt = self._weights(dtype)
+        x = x.to(dtype)
+        coarser = None if coarser is None else coarser.to(dtype)
+        hidden = level_mlp_triton.linear_gelu(x, coarser, w1, b1)
+        ff = pointwise_linear(hidden, w2, b2)
+        if ff is None:  # not channels_last
+            ff = F.conv2d(hidden, w2, b2)
+        return level_mlp_triton.conv_transpose_k4s2(ff, wt, bt, residual)
+
+
+def fuse_level_mlps(module: nn.Module) -> nn.Module:
+    """Replace every :class:`WaveletLevelMLP` of ``module`` that
+    :func:`can_fuse_level_mlp` accepts by a :class:`FusedLevelMLP`, in
+    place, for inference on a GPU (after :func:`fuse_norm_layers`).
+
+    Args:
+        module (nn.Module): A model or any part of it.
+
+    Returns:
+        nn.Module: ``module``.
+    """
+    for parent in list(module.modules()):
+        if isinstance(parent, FusedLevelMLP):  # fused already
+            continue
+        for name, child in parent.named_children():
+            if can_fuse_level_mlp(child):
+                setattr(parent, name, FusedLevelMLP(child))
+    return module

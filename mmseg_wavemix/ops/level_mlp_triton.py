@@ -1,0 +1,288 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Triton kernels for a WaveMix level MLP in inference on a GPU, each a
+matrix product with the elementwise work done on its result in registers:
+
+- :func:`linear_gelu`: the first 1x1 convolution of the concatenation of
+  two tensors, its bias and the exact GELU, without the concatenation in
+  memory and without a pass of the activation over the hidden tensor.
+- :func:`conv_transpose_k4s2`: ``ConvTranspose2d(kernel_size=4, stride=2,
+  padding=1)`` (the level's 2x upsampling) as four implicit matrix products,
+  one per output phase (each output pixel sees 2x2 input pixels), with its
+  bias and an optional residual added before the single store. cuDNN adds
+  the bias in a separate pass and the residual is another one, both over
+  the largest tensor of the block.
+
+Both accumulate in float32 and take tensors of any strides (fastest in
+channels_last). Without a GPU they run in Triton's interpreter
+(``TRITON_INTERPRET=1``), which the tests use.
+"""
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # no Triton: the plain layers are used
+    triton = None
+
+# Read when the kernels are defined, as Triton itself does.
+_INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
+# Block sizes in the interpreter (small: it runs them with numpy).
+_INTERPRETER_BLOCKS = dict(BM=16, BN=16, BK=16)
+
+
+def available() -> bool:
+    """Whether Triton can be imported here."""
+    return triton is not None
+
+
+def applies(x: Tensor, dtype: Optional[torch.dtype] = None) -> bool:
+    """Whether the kernels serve ``x`` computed in ``dtype`` (default: its
+    own): a CUDA tensor, float16 or bfloat16, where Triton is installed
+    (float32 runs the layers: tl.dot would round it to TF32)."""
+    dtype = x.dtype if dtype is None else dtype
+    return triton is not None and x.is_cuda and \
+        dtype in (torch.float16, torch.bfloat16)
+
+
+def _configs():
+    """Tile sizes tried once per problem size on a GPU."""
+    shapes = ((128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
+              (128, 256, 64, 8, 3), (64, 64, 64, 4, 4))
+    return [
+        triton.Config(dict(BM=bm, BN=bn, BK=bk), num_warps=w, num_stages=s)
+        for bm, bn, bk, w, s in shapes
+    ]
+
+
+def _tuned(key):
+    """Autotune a kernel on a GPU; the interpreter takes fixed blocks."""
+
+    def wrap(kernel):
+        if _INTERPRET:
+            return kernel
+        return triton.autotune(_configs(), key=key)(kernel)
+
+    return wrap
+
+
+if triton is not None:
+
+    @_tuned(key=['M', 'CA', 'CB', 'CO'])
+    @triton.jit
+    def _linear_gelu_kernel(a_ptr, b_ptr, w_ptr, bias_ptr, out_ptr, M, height,
+                            width, CA, CB, CO, as0, as1, as2, as3, bs0, bs1,
+                            bs2, bs3, os0, os1, os2, os3,
+                            HAS_B: tl.constexpr, BM: tl.constexpr,
+                            BN: tl.constexpr, BK: tl.constexpr):
+        """out = gelu([a, b] @ w + bias) over pixels; ``w`` is (CA + CB, CO)
+        row-major."""
+        pid = tl.program_id(0)
+        col_tiles = (CO + BN - 1) // BN
+        rows = (pid // col_tiles) * BM + tl.arange(0, BM)
+        cols = (pid % col_tiles) * BN + tl.arange(0, BN)
+        row_ok = rows < M
+        col_ok = cols < CO
+        # pixel (n, i, j) of each row
+        j = rows.to(tl.int64) % width
+        i = (rows.to(tl.int64) // width) % height
+        n = rows.to(tl.int64) // width // height
+        ks = tl.arange(0, BK)
+        acc = tl.full((BM, BN), 0., tl.float32)
+        a_at = a_ptr + n * as0 + i * as2 + j * as3
+        for k in range(0, CA, BK):
+            kk = k + ks
+            a = tl.load(a_at[:, None] + kk[None, :] * as1,
+                        mask=row_ok[:, None] & (kk[None, :] < CA), other=0.)
+            w = tl.load(w_ptr + kk[:, None] * CO + cols[None, :],
+                        mask=(kk[:, None] < CA) & col_ok[None, :], other=0.)
+            acc = tl.dot(a, w, acc)
+        if HAS_B:  # the second part of the concatenation
+            b_at = b_ptr + n * bs0 + i * bs2 + j * bs3
+            for k in range(0, CB, BK):
+                kk = k + ks
+                b = tl.load(b_at[:, None] + kk[None, :] * bs1,
+                            mask=row_ok[:, None] & (kk[None, :] < CB),
+                            other=0.)
+                w = tl.load(w_ptr + (CA + kk[:, None]) * CO + cols[None, :],
+                            mask=(kk[:, None] < CB) & col_ok[None, :],
+                            other=0.)
+                acc = tl.dot(b, w, acc)
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.)[None, :]
+        acc = 0.5 * acc * (1. + tl.math.erf(acc * 0.7071067811865476))
+        out_at = out_ptr + n * os0 + i * os2 + j * os3
+        tl.store(out_at[:, None] + cols[None, :] * os1,
+                 acc.to(out_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & col_ok[None, :])
+
+    @_tuned(key=['M', 'C', 'CO'])
+    @triton.jit
+    def _conv_transpose_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, M,
+                               height, width, C, CO, xs0, xs1, xs2, xs3, os0,
+                               os1, os2, os3, rs0, rs1, rs2, rs3,
+                               HAS_RESIDUAL: tl.constexpr, BM: tl.constexpr,
+                               BN: tl.constexpr, BK: tl.constexpr):
+        """One output phase (program axis 1) of a k4 s2 p1 transposed
+        convolution of ``x`` (N, C, h, w) over its h*w pixels; ``w`` is
+        (4 phases, 4 taps, C, CO) from :func:`pack_conv_transpose_weight`.
+        """
+        pid = tl.program_id(0)
+        phase = tl.program_id(1)
+        # output pixel (2m + py, 2q + px) sees input rows m and m - 1 (py =
+        # 0) or m + 1 (py = 1), the same for columns
+        py = phase // 2
+        px = phase % 2
+        col_tiles = (CO + BN - 1) // BN
+        rows = (pid // col_tiles) * BM + tl.arange(0, BM)
+        cols = (pid % col_tiles) * BN + tl.arange(0, BN)
+        row_ok = rows < M
+        col_ok = cols < CO
+        q = rows.to(tl.int64) % width
+        m = (rows.to(tl.int64) // width) % height
+        n = rows.to(tl.int64) // width // height
+        ks = tl.arange(0, BK)
+        acc = tl.full((BM, BN), 0., tl.float32)
+        for tap in tl.static_range(4):
+            iy = m + (tap // 2) * (2 * py - 1)
+            ix = q + (tap % 2) * (2 * px - 1)
+            inside = row_ok & (iy >= 0) & (iy < height) & (ix >= 0) & (
+                ix < width)
+            x_at = x_ptr + n * xs0 + iy * xs2 + ix * xs3
+            w_at = w_ptr + (phase * 4 + tap) * C * CO
+            for k in range(0, C, BK):
+                kk = k + ks
+                a = tl.load(x_at[:, None] + kk[None, :] * xs1,
+                            mask=inside[:, None] & (kk[None, :] < C),
+                            other=0.)
+                w = tl.load(w_at + kk[:, None] * CO + cols[None, :],
+                            mask=(kk[:, None] < C) & col_ok[None, :],
+                            other=0.)
+                acc = tl.dot(a, w, acc)
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.)[None, :]
+        oy = 2 * m + py
+        ox = 2 * q + px
+        mask = row_ok[:, None] & col_ok[None, :]
+        if HAS_RESIDUAL:
+            res_at = res_ptr + n * rs0 + oy * rs2 + ox * rs3
+            acc += tl.load(res_at[:, None] + cols[None, :] * rs1, mask=mask,
+                           other=0.).to(tl.float32)
+        out_at = out_ptr + n * os0 + oy * os2 + ox * os3
+        tl.store(out_at[:, None] + cols[None, :] * os1,
+                 acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _grid(rows: int, cols: int, phases: int = 1):
+    return lambda meta: (triton.cdiv(rows, meta['BM']) * triton.cdiv(
+        cols, meta['BN']), phases)
+
+
+def _blocks() -> dict:
+    return _INTERPRETER_BLOCKS if _INTERPRET else {}
+
+
+def _empty_like_layout(like: Tensor, channels: int, height: int,
+                       width: int) -> Tensor:
+    """An empty (N, channels, height, width) tensor in ``like``'s memory
+    format (channels_last, else contiguous)."""
+    channels_last = not like.is_contiguous() and like.is_contiguous(
+        memory_format=torch.channels_last)
+    return torch.empty(
+        like.shape[0],
+        channels,
+        height,
+        width,
+        dtype=like.dtype,
+        device=like.device,
+        memory_format=torch.channels_last
+        if channels_last else torch.contiguous_format)
+
+
+def pack_linear_weight(weight: Tensor) -> Tensor:
+    """A 1x1 convolution's weight (out, in, 1, 1) as the (in, out)
+    row-major matrix :func:`linear_gelu` reads."""
+    return weight.reshape(weight.shape[0], -1).t().contiguous()
+
+
+def linear_gelu(a: Tensor, b: Optional[Tensor], weight: Tensor,
+                bias: Tensor) -> Tensor:
+    """``gelu(conv1x1(cat([a, b], 1)))`` (exact GELU) without the
+    concatenation.
+
+    Args:
+        a (Tensor): (N, CA, H, W).
+        b (Tensor, optional): (N, CB, H, W), the rest of the input channels.
+        weight (Tensor): (CA + CB, CO) from :func:`pack_linear_weight`, in
+            the dtype of ``a``.
+        bias (Tensor): (CO, ).
+
+    Returns:
+        Tensor: (N, CO, H, W) in ``a``'s dtype and memory format.
+    """
+    n, ca, h, w = a.shape
+    cb = 0 if b is None else b.shape[1]
+    co = weight.shape[1]
+    if weight.shape[0] != ca + cb:
+        raise ValueError(f'weight has {weight.shape[0]} input channels, the '
+                         f'inputs {ca} + {cb}')
+    out = _empty_like_layout(a, co, h, w)
+    if out.numel():
+        other = a if b is None else b
+        _linear_gelu_kernel[_grid(n * h * w, co)](
+            a, other, weight, bias, out, n * h * w, h, w, ca, cb, co,
+            *a.stride(), *other.stride(), *out.stride(), HAS_B=b is not None,
+            **_blocks())
+    return out
+
+
+def pack_conv_transpose_weight(weight: Tensor) -> Tensor:
+    """A ``ConvTranspose2d(kernel_size=4, stride=2, padding=1)`` weight (C,
+    CO, 4, 4) as the (4 phases, 4 taps, C, CO) tensor
+    :func:`conv_transpose_k4s2` reads: output phase (py, px) and tap (ty, tx)
+    use kernel element (1 + py, 1 + px) for tap 0 and (3 - 3 py, 3 - 3 px)
+    for tap 1 of each axis."""
+    if weight.dim() != 4 or weight.shape[2:] != (4, 4):
+        raise ValueError('expected a (C, CO, 4, 4) transposed-convolution '
+                         f'weight, got {tuple(weight.shape)}')
+    taps = [[1, 3], [2, 0]]  # kernel index of tap t in phase p: taps[p][t]
+    return torch.stack([
+        weight[:, :, taps[py][ty], taps[px][tx]] for py in range(2)
+        for px in range(2) for ty in range(2) for tx in range(2)
+    ]).view(4, 4, *weight.shape[:2]).contiguous()
+
+
+def conv_transpose_k4s2(x: Tensor,
+                        weight: Tensor,
+                        bias: Tensor,
+                        residual: Optional[Tensor] = None) -> Tensor:
+    """``conv_transpose2d(x, stride=2, padding=1) + bias (+ residual)`` for
+    a 4x4 kernel in one pass.
+
+    Args:
+        x (Tensor): (N, C, h, w).
+        weight (Tensor): From :func:`pack_conv_transpose_weight`, in the
+            dtype of ``x``.
+        bias (Tensor): (CO, ).
+        residual (Tensor, optional): (N, CO, 2h, 2w), added to the result.
+
+    Returns:
+        Tensor: (N, CO, 2h, 2w) in ``x``'s dtype and memory format.
+    """
+    n, c, h, w = x.shape
+    co = weight.shape[-1]
+    if weight.shape[:3] != (4, 4, c):
+        raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
+                         f'fit an input of {c} channels')
+    out = _empty_like_layout(x, co, 2 * h, 2 * w)
+    if residual is not None and residual.shape != out.shape:
+        raise ValueError(f'residual of shape {tuple(residual.shape)}, the '
+                         f'output is {tuple(out.shape)}')
+    if out.numel():
+        res = out if residual is None else residual
+        _conv_transpose_kernel[_grid(n * h * w, co, phases=4)](
+            x, weight, bias, res, out, n * h * w, h, w, c, co, *x.stride(),
+            *out.stride(), *res.stride(), HAS_RESIDUAL=residual is not None,
+            **_blocks())
+    return out

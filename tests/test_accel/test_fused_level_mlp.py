@@ -1,0 +1,125 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""The fused level MLP (prepare_for_inference(fuse_mlp=True) on CUDA): its
+kernels run on CPU here in Triton's interpreter; on a GPU in
+tests/test_cuda.py."""
+import copy
+import importlib
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmseg_wavemix.models.accel import (FusedLevelMLP, can_fuse_level_mlp,
+                                        fuse_level_mlps, fuse_norm_layers,
+                                        prepare_for_inference)
+from mmseg_wavemix.models.backbones import WaveMixBlock
+from mmseg_wavemix.ops import level_mlp_triton
+
+pytest.importorskip(
+    'triton', reason='Triton is not installed (requirements/tests.txt)')
+
+
+@pytest.fixture
+def interpreted(monkeypatch):
+    """The kernels in Triton's interpreter, serving CPU tensors; each call
+    of a kernel is counted in ``calls``."""
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    importlib.reload(level_mlp_triton)
+    monkeypatch.setattr(
+        level_mlp_triton, 'applies', lambda x, dtype=None:
+        (dtype or x.dtype) in (torch.float16, torch.bfloat16))
+    calls = []
+    for name in ('linear_gelu', 'conv_transpose_k4s2'):
+        kernel = getattr(level_mlp_triton, name)
+        monkeypatch.setattr(
+            level_mlp_triton, name,
+            lambda *a, kernel=kernel, name=name: calls.append(name) or
+            kernel(*a))
+    yield calls
+    monkeypatch.undo()
+    importlib.reload(level_mlp_triton)
+
+
+def trained_block(level=3, memory_efficient=False):
+    torch.manual_seed(0)
+    block = WaveMixBlock(32, level=level, memory_efficient=memory_efficient)
+    for module in block.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-1, 1)
+    return block.eval()
+
+
+@pytest.mark.parametrize('memory_efficient', [False, True])
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
+        interpreted, channels_last, memory_efficient):
+    """Every level fused (also the recipe's memory-efficient MLPs, which
+    infer with the plain layers); the fused block's fp16 output is as close
+    to the float64 block's as the plain layers' fp16 output is (it rounds
+    less: the hidden tensor never goes through fp16 before the GELU)."""
+    block = fuse_norm_layers(trained_block(memory_efficient=memory_efficient))
+    exact = copy.deepcopy(block).double()
+    plain = copy.deepcopy(block).half()
+    fused = fuse_level_mlps(copy.deepcopy(block)).half()
+    assert all(isinstance(m, FusedLevelMLP) for m in fused.mlps)
+    memory_format = torch.channels_last if channels_last else \
+        torch.contiguous_format
+    x = torch.randn(2, 32, 16, 24, dtype=torch.float64)
+    with torch.no_grad():
+        expected = exact(x)
+        layers = plain(x.half().contiguous(memory_format=memory_format))
+        out = fused(x.half().contiguous(memory_format=memory_format))
+    assert interpreted == ['linear_gelu', 'conv_transpose_k4s2'] * 3
+    assert out.dtype == torch.float16
+    assert out.is_contiguous(memory_format=memory_format)
+    layers_error = (layers.double() - expected).abs().max()
+    error = (out.double() - expected).abs().max()
+    assert error <= 1.5 * layers_error, (error, layers_error)
+
+
+def test_float32_gradients_and_training_run_the_layers(interpreted):
+    block = fuse_norm_layers(trained_block(level=2))
+    fused = fuse_level_mlps(copy.deepcopy(block))
+    x = torch.randn(1, 32, 8, 8)
+    with torch.no_grad():  # float32: the layers, exactly
+        torch.testing.assert_close(fused(x), block(x), rtol=0, atol=0)
+    torch.testing.assert_close(fused(x), block(x), rtol=0, atol=0)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
+        fused.train()(x)
+        assert not interpreted
+        out = fused.eval()(x)
+    assert len(interpreted) == 4  # two kernels per level, in fp16
+    assert out.dtype == torch.float16
+
+
+def test_only_folded_level_mlps_are_fused():
+    block = trained_block(level=2)
+    assert not any(can_fuse_level_mlp(m) for m in block.modules())
+    fuse_level_mlps(block)  # norms not folded: nothing to fuse
+    assert not any(isinstance(m, FusedLevelMLP) for m in block.modules())
+    fuse_norm_layers(block)
+    fuse_level_mlps(block)
+    assert all(isinstance(m, FusedLevelMLP) for m in block.mlps)
+    fuse_level_mlps(block)  # a second time: nothing more
+    assert not any(isinstance(m.mlp, FusedLevelMLP) for m in block.mlps)
+    with pytest.raises(TypeError, match='fuse_norm_layers'):
+        FusedLevelMLP(trained_block(level=1).mlps[0])
+
+
+def test_packed_weights_follow_the_module(interpreted):
+    block = fuse_level_mlps(fuse_norm_layers(trained_block(level=1)))
+    mlp = block.mlps[0]
+    w1 = mlp._weights(torch.float16)[0]
+    assert mlp._weights(torch.float16)[0] is w1  # packed once
+    block.half()
+    assert mlp._weights(torch.float16)[0] is not w1  # moved: packed again
+
+
+def test_prepare_for_inference_fuses_on_cuda_only():
+    block = trained_block(level=1)
+    model = nn.Sequential(block)
+    prepare_for_inference(model, fuse_mlp=True)
+    assert not any(isinstance(m, FusedLevelMLP) for m in model.modules())

@@ -1,0 +1,98 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""The Triton kernels of the fused level MLP against PyTorch's layers in
+float64, run on CPU in Triton's interpreter (bfloat16 only on CUDA: the
+interpreter's tl.dot gets bfloat16 wrong, tests/test_cuda.py)."""
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmseg_wavemix.ops import level_mlp_triton as level_mlp_triton_module
+
+pytest.importorskip(
+    'triton', reason='Triton is not installed (requirements/tests.txt)')
+
+TOLERANCES = {
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=2e-3, atol=4e-3),
+}
+
+
+@pytest.fixture(scope='module')
+def kernels():
+    """The kernels as Triton's interpreter runs them."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv('TRITON_INTERPRET', '1')
+    yield importlib.reload(level_mlp_triton_module)
+    patch.undo()
+    importlib.reload(level_mlp_triton_module)
+
+
+def make(shape, dtype, channels_last):
+    x = torch.randn(shape, dtype=torch.float64).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last
+                        if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('channels', [(24, 12, 40), (20, 0, 18)])
+def test_linear_gelu_equals_the_layers(kernels, channels, channels_last,
+                                       dtype):
+    ca, cb, co = channels
+    a = make((2, ca, 5, 7), dtype, channels_last)
+    b = make((2, cb, 5, 7), dtype, channels_last) if cb else None
+    weight = torch.randn(co, ca + cb, 1, 1, dtype=torch.float64) / 4
+    bias = torch.randn(co, dtype=torch.float64)
+    out = kernels.linear_gelu(a, b, kernels.pack_linear_weight(weight).to(
+        dtype), bias.float())
+    inputs = a if b is None else torch.cat((a, b), 1)
+    expected = F.gelu(F.conv2d(inputs.double(), weight, bias))
+    assert out.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last
+                             if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('with_residual', [False, True])
+@pytest.mark.parametrize('shape', [(2, 20, 5, 7), (1, 32, 1, 1)])
+def test_conv_transpose_equals_the_layer(kernels, shape, with_residual,
+                                         channels_last, dtype):
+    """Every output phase and border: odd sizes and a single pixel."""
+    n, c, h, w = shape
+    x = make(shape, dtype, channels_last)
+    weight = torch.randn(c, 18, 4, 4, dtype=torch.float64) / 8
+    bias = torch.randn(18, dtype=torch.float64)
+    residual = make((n, 18, 2 * h, 2 * w), dtype, channels_last) \
+        if with_residual else None
+    out = kernels.conv_transpose_k4s2(
+        x, kernels.pack_conv_transpose_weight(weight).to(dtype), bias.float(),
+        residual)
+    expected = F.conv_transpose2d(x.double(), weight, bias, stride=2,
+                                  padding=1)
+    if with_residual:
+        expected += residual.double()
+    assert out.dtype == dtype
+    if h * w > 1:  # a single pixel is both layouts; the output contiguous
+        assert out.is_contiguous(memory_format=torch.channels_last
+                                 if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+
+
+def test_shapes_that_do_not_fit_are_named(kernels):
+    x = torch.randn(1, 8, 4, 4)
+    with pytest.raises(ValueError, match='4x4|4, 4'):
+        kernels.pack_conv_transpose_weight(torch.randn(8, 8, 3, 3))
+    packed = kernels.pack_conv_transpose_weight(torch.randn(8, 6, 4, 4))
+    with pytest.raises(ValueError, match='16 channels'):
+        kernels.conv_transpose_k4s2(torch.randn(1, 16, 4, 4), packed,
+                                    torch.zeros(6))
+    with pytest.raises(ValueError, match='residual'):
+        kernels.conv_transpose_k4s2(x, packed, torch.zeros(6),
+                                    torch.randn(1, 6, 4, 4))
+    with pytest.raises(ValueError, match='8 \\+ 4'):
+        kernels.linear_gelu(x, torch.randn(1, 4, 4, 4),
+                            torch.randn(8, 5), torch.zeros(5))
