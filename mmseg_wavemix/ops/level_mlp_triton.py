@@ -145,22 +145,23 @@ if triton is not None:
         n = rows.to(tl.int64) // width // height
         ks = tl.arange(0, BK)
         acc = tl.full((BM, BN), 0., tl.float32)
-        for tap in tl.static_range(4):
+        # one loop over the 4 taps x C channels (each tap's channels padded
+        # to whole blocks), which Triton pipelines as a whole
+        padded = (C + BK - 1) // BK * BK
+        for k in range(0, 4 * padded, BK):
+            tap = k // padded
+            kk = k - tap * padded + ks
             iy = m + (tap // 2) * (2 * py - 1)
             ix = q + (tap % 2) * (2 * px - 1)
             inside = row_ok & (iy >= 0) & (iy < height) & (ix >= 0) & (
                 ix < width)
             x_at = x_ptr + n * xs0 + iy * xs2 + ix * xs3
-            w_at = w_ptr + (phase * 4 + tap) * C * CO
-            for k in range(0, C, BK):
-                kk = k + ks
-                a = tl.load(x_at[:, None] + kk[None, :] * xs1,
-                            mask=inside[:, None] & (kk[None, :] < C),
-                            other=0.)
-                w = tl.load(w_at + kk[:, None] * CO + cols[None, :],
-                            mask=(kk[:, None] < C) & col_ok[None, :],
-                            other=0.)
-                acc = tl.dot(a, w, acc)
+            a = tl.load(x_at[:, None] + kk[None, :] * xs1,
+                        mask=inside[:, None] & (kk[None, :] < C), other=0.)
+            w = tl.load(w_ptr + ((phase * 4 + tap) * C + kk[:, None]) * CO +
+                        cols[None, :],
+                        mask=(kk[:, None] < C) & col_ok[None, :], other=0.)
+            acc = tl.dot(a, w, acc)
         acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.)[None, :]
         oy = 2 * m + py
         ox = 2 * q + px
