@@ -44,9 +44,11 @@ class FusedLevelMLP(nn.Module):
        (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2`).
 
     It computes in float16 or bfloat16 (the autocast dtype, or the input's),
-    accumulating in float32; the weights are packed and cast once per dtype,
-    so load weights before fusing. Elsewhere (CPU, float32, gradients,
-    training mode, tracing, ``torch.compile``) it runs the plain layers.
+    accumulating in float32. The weights are packed and cast at its first
+    call in each dtype (moving or casting the module packs them again; a
+    prepared model's weights are fixed anyway). Elsewhere (CPU, float32,
+    gradients, training mode, tracing, ``torch.compile``) it runs the plain
+    layers.
 
     Args:
         mlp (WaveletLevelMLP): The level MLP, see :func:`can_fuse_level_mlp`
