@@ -291,6 +291,32 @@ def test_plain_mlp_in_eval_and_frozen_norms():
                                stats)
 
 
+def test_strided_stem_recomputes_its_features():
+    """The strided stem keeps the image, not its D/2-channel features at
+    half resolution; parameters and image get the plain gradients."""
+    torch.manual_seed(0)
+    plain = WaveMix(embed_dims=16, depth=1, level=1)
+    ours = WaveMix(embed_dims=16, depth=1, level=1, memory_efficient=True)
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 48)
+    weight = torch.randn(2, 16, 8, 12)
+    results = []
+    for model in (plain, ours):
+        image = x.clone().requires_grad_()
+        kept, (out, ) = saved_bytes(lambda: model(image))
+        results.append((kept, grads(lambda: out, [image, *model.parameters()],
+                                    weight)))
+    (plain_kept, expected), (ours_kept, got) = results
+    stem_features = 2 * 8 * 16 * 24 * 4  # (N, D/2, H/2, W/2) float32
+    assert ours_kept <= plain_kept - stem_features
+    names = ['image', *dict(plain.named_parameters())]
+    for name, a, b in zip(names, got, expected):
+        if name.endswith('upsample.bias'):  # BN follows: true grad 0
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-4, msg=name,
+                                   atol=1e-5 * b.abs().max().item())
+
+
 def test_same_state_dict_as_the_plain_model():
     plain = WaveMix(embed_dims=16, depth=2, level=2)
     ours = WaveMix(embed_dims=16, depth=2, level=2, memory_efficient=True)

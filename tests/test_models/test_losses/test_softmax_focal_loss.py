@@ -91,3 +91,32 @@ def test_mean_divisor_edge_cases():
     for factor in (8., torch.tensor(8)):
         torch.testing.assert_close(
             SoftmaxFocalLoss()(pred, target, avg_factor=factor), plain / 8)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_gradients_are_autograds_keeping_only_the_logits(dtype):
+    """The log-probability of the true class keeps the logits and labels
+    for backward, not the float32 log-probabilities of every class, and
+    gives autograd's gradients (in the logits' dtype)."""
+    pred, target = logits_and_labels(4, classes=5)
+    pred = pred.detach().to(dtype).requires_grad_()
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: kept.append(t) or t, lambda t: t):
+        loss = SoftmaxFocalLoss(gamma=2.)(pred, target)
+    grad, = torch.autograd.grad(loss, pred)
+    # of the logits' size only the logits themselves
+    assert [t.data_ptr() for t in kept if t.shape == pred.shape] == \
+        [pred.data_ptr()]
+    # the same loss through autograd's log_softmax and gather
+    exact = pred.detach().double().requires_grad_()
+    valid = target != 255
+    log_pt = F.log_softmax(exact, 1).gather(
+        1, target.clamp(max=4).unsqueeze(1)).squeeze(1)
+    expected_loss = (-log_pt * (1 - log_pt.exp())**2)[valid].mean()
+    expected, = torch.autograd.grad(expected_loss, exact)
+    assert grad.dtype == dtype
+    tol = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else \
+        dict(rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(loss.double(), expected_loss, **tol)
+    torch.testing.assert_close(grad.double(), expected, **tol)
