@@ -40,6 +40,8 @@ model = dict(
         # last upsampling + conv_seg run as one transposed convolution (same
         # parameters and gradients; 3.5x fewer FLOPs there for 19 classes)
         fold_classifier=True,
+        # keeps its input, not the last upsampling's (recomputed in backward)
+        memory_efficient=True,
         norm_cfg=None,
         act_cfg=None,
         align_corners=False,

@@ -26,6 +26,7 @@ depends on data) and with a BatchNorm of one process; with SyncBN across
 processes the BatchNorm input is kept, saying so once.
 """
 import warnings
+from contextlib import nullcontext
 from typing import Optional, Tuple
 
 import torch
@@ -336,6 +337,80 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP, x: Tensor,
                                    upsample.bias, norm.weight, norm.bias,
                                    norm.running_mean, norm.running_var,
                                    _count_batch(norm), norm.eps, mlp)
+
+
+class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, features_out: Tensor, x: Tensor, weight: Tensor,
+                bias: Optional[Tensor], features: nn.Module,
+                conv: nn.ConvTranspose2d) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.features, ctx.conv, ctx.has_bias = features, conv, \
+            bias is not None
+        device = x.device.type
+        ctx.autocast = torch.get_autocast_dtype(device) if \
+            torch.is_autocast_enabled(device) else None
+        weight, bias = _cast(features_out.dtype, weight, bias)
+        return F.conv_transpose2d(features_out, weight, bias, conv.stride,
+                                  conv.padding, conv.output_padding, 1,
+                                  conv.dilation)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        conv, needs = ctx.conv, ctx.needs_input_grad
+        # the forward's features again, in its precision
+        autocast = nullcontext() if ctx.autocast is None else \
+            torch.autocast(x.device.type, dtype=ctx.autocast)
+        with torch.no_grad(), autocast:
+            features_out = ctx.features(x)
+        dtype = features_out.dtype
+        grad_in, grad_weight, grad_bias = \
+            torch.ops.aten.convolution_backward(
+                grad_out.to(dtype), features_out, weight.to(dtype),
+                [weight.shape[1]] if ctx.has_bias else None, conv.stride,
+                conv.padding, conv.dilation, True, conv.output_padding, 1,
+                [needs[0], needs[2], ctx.has_bias and needs[3]])
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(weight.dtype)
+        return grad_in, None, grad_weight, grad_bias, None, None
+
+
+def conv_transpose_of_recomputed(features: nn.Module, x: Tensor,
+                                 weight: Tensor, bias: Optional[Tensor],
+                                 conv: nn.ConvTranspose2d) -> Tensor:
+    """``conv_transpose2d(features(x), weight, bias)`` (``conv``'s stride,
+    padding, output padding and dilation; one group) that keeps ``x``, not
+    ``features(x)``, for backward and recomputes ``features(x)`` there for
+    the weight's gradient. For WaveMixHead's last transposed convolution,
+    whose input is its largest tensor: ``x`` is kept by ``features`` anyway.
+    ``features`` must compute the same in backward (no norm in training
+    mode, no dropout). Under autocast it computes in the autocast dtype, as
+    the layer would.
+
+    Args:
+        features (nn.Module): The layers before the convolution.
+        x (Tensor): Their input.
+        weight (Tensor): (in, out, kh, kw), e.g. folded with a classifier.
+        bias (Tensor, optional): (out, ).
+        conv (nn.ConvTranspose2d): The layer whose settings apply.
+
+    Returns:
+        Tensor: The convolution's output.
+    """
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.dtype == torch.float32:
+        # cast once: ``features`` then keeps the tensor kept here
+        x = x.to(torch.get_autocast_dtype(device))
+    features_out = features(x)
+    if torch.is_autocast_enabled(device):
+        features_out = features_out.to(torch.get_autocast_dtype(device))
+    return _ConvTransposeOfRecomputedFunction.apply(features_out, x, weight,
+                                                    bias, features, conv)
 
 
 _warned = set()

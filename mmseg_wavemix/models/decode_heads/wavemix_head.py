@@ -41,6 +41,14 @@ class WaveMixHead(BaseDecodeHead):
             Cityscapes (19 classes, 64 channels) 3.5x fewer FLOPs and less
             memory in the largest layer. The attribute says whether it
             applies. Default: True.
+        memory_efficient (bool): In training, keep the head's input, not
+            the last upsampling's (the head's largest tensor: 0.67 GB for the
+            recipe's batch of 5 at 1024x2048), and recompute that in backward
+            (:func:`~mmseg_wavemix.models.accel.
+            conv_transpose_of_recomputed`; a transposed convolution more per
+            step). It applies where the classifier is folded (its layers
+            before are then plain transposed convolutions, which recompute
+            exactly). Default: False.
         **kwargs: Arguments of :class:`BaseDecodeHead` (``in_channels``,
             ``channels`` (= in_channels / 4 in the paper), ``num_classes``,
             ``dropout_ratio``, ``loss_decode``, ...).
@@ -51,6 +59,7 @@ class WaveMixHead(BaseDecodeHead):
                  norm_cfg=None,
                  act_cfg=None,
                  fold_classifier: bool = True,
+                 memory_efficient: bool = False,
                  **kwargs):
         super().__init__(
             norm_cfg=norm_cfg, act_cfg=act_cfg, **kwargs)
@@ -71,15 +80,23 @@ class WaveMixHead(BaseDecodeHead):
                 norm_cfg=self.norm_cfg,
                 act_cfg=self.act_cfg) for i in range(num_upsamples)))
         self.fold_classifier = fold_classifier and self.fold_saves_flops
+        self.memory_efficient = memory_efficient
 
     def forward(self, inputs: List[Tensor]) -> Tensor:
         x = self._transform_inputs(inputs)
         if self.fold_classifier:
             deconv = self.upsamples[-1].conv
             weight, bias = folded_deconv_params(deconv, self.conv_seg)
+            features = self.upsamples[:-1]
+            if self.memory_efficient and len(features) and \
+                    torch.is_grad_enabled() and not torch.jit.is_tracing():
+                # imported here: the speed paths build on the plain model
+                from ..accel import conv_transpose_of_recomputed
+                return conv_transpose_of_recomputed(features, x, weight,
+                                                    bias, deconv)
             return F.conv_transpose2d(
-                self.upsamples[:-1](x), weight, bias, deconv.stride,
-                deconv.padding, deconv.output_padding, 1, deconv.dilation)
+                features(x), weight, bias, deconv.stride, deconv.padding,
+                deconv.output_padding, 1, deconv.dilation)
         return self.cls_seg(self.upsamples(x))
 
     def loss_by_feat(self, seg_logits: Tensor,

@@ -1,4 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -109,6 +111,64 @@ def test_fold_head_classifier_refuses_nonlinear_heads():
         with pytest.raises(ValueError, match='dropout_ratio=0'):
             fold_head_classifier(head)
         assert isinstance(head.conv_seg, nn.Conv2d)  # unchanged
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize('num_upsamples', [2, 3])
+def test_memory_efficient_head_keeps_its_input_only(num_upsamples, dtype):
+    """The memory-efficient head keeps the input of its recomputed
+    upsamplings, not the last one's input, and gives the plain head's
+    output and gradients (float64; bf16 autocast: as close to float64 as
+    the plain head's own)."""
+    torch.manual_seed(0)
+    plain = WaveMixHead(in_channels=32, channels=8, num_classes=3,
+                        num_upsamples=num_upsamples,
+                        dropout_ratio=0.).double().train()
+    ours = WaveMixHead(in_channels=32, channels=8, num_classes=3,
+                       num_upsamples=num_upsamples, dropout_ratio=0.,
+                       memory_efficient=True).double().train()
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 32, 5, 7, dtype=torch.float64)
+    autocast = dtype == torch.bfloat16
+    exact_head = copy.deepcopy(plain)
+    if autocast:  # float32 layers under autocast, as in training
+        plain.float()
+        ours.float()
+
+    def run(head, autocast):
+        inputs = x.clone().to(next(head.parameters()).dtype).requires_grad_()
+        kept = {}
+        head.zero_grad()
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: kept.setdefault(t.untyped_storage().data_ptr(),
+                                          t.untyped_storage().nbytes()) and t,
+                lambda t: t), torch.autocast('cpu', dtype=torch.bfloat16,
+                                             enabled=autocast):
+            out = head([inputs])
+        out.double().backward(torch.cos(out.double()))
+        grads = [inputs.grad] + [p.grad.clone() for p in head.parameters()]
+        return sum(kept.values()), out, grads
+
+    ours_kept, out, grads = run(ours, autocast)
+    plain_kept, _, plain_grads = run(plain, autocast)
+    _, expected, exact = run(exact_head, False)
+    scale = 2**(num_upsamples - 1)  # the last upsampling's input
+    features = 2 * (32 // scale) * 5 * scale * 7 * scale * dtype.itemsize
+    assert ours_kept <= plain_kept - features
+    assert out.dtype == dtype
+    for a, b, c in zip(grads, plain_grads, exact):
+        error, plain_error = ((t.double() - c).abs().max() for t in (a, b))
+        assert error <= 1.5 * plain_error + 1e-12 * c.abs().max()
+
+
+def test_memory_efficient_head_without_folding_runs_the_layers():
+    head = WaveMixHead(in_channels=16, channels=8, num_classes=3,
+                       dropout_ratio=0.1, memory_efficient=True)
+    assert not head.fold_classifier
+    calls = []
+    head.conv_seg.register_forward_hook(lambda *args: calls.append(1))
+    head([torch.randn(1, 16, 3, 3)]).sum().backward()
+    assert calls == [1]
 
 
 def test_bad_num_upsamples():
