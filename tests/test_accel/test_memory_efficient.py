@@ -189,6 +189,25 @@ def test_under_bf16_autocast_the_recomputations_apply():
     torch.testing.assert_close(grad, expected_grad, rtol=5e-2, atol=5e-2)
 
 
+def test_under_autocast_the_block_keeps_its_input_not_its_levels():
+    """Under AMP a memory-efficient block keeps its input (for its first
+    convolution), the coarser levels' outputs and the parameters: not the
+    wavelet levels, which backward recomputes from the input once."""
+    _, block = plain_and_memory_efficient(embed_dims=32, level=3)
+    x = torch.randn(2, 32, 64, 64, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        kept, out = saved_bytes(lambda: block(x))
+    coarser_outputs = 2 * 16 * (32 * 32 + 16 * 16) * 2  # bf16, levels 2, 3
+    params = sum(p.numel() * (4 + 2) for p in block.parameters())
+    assert kept <= x.numel() * 2 + coarser_outputs + params
+    calls = []
+    wavelet_levels = block.wavelet_levels
+    block.wavelet_levels = lambda t: calls.append(t.dtype) or \
+        wavelet_levels(t)
+    out.float().sum().backward()
+    assert calls == [torch.bfloat16]  # once for the three levels
+
+
 @pytest.mark.parametrize('dtype', [torch.float64, torch.bfloat16])
 @pytest.mark.parametrize('with_residual', [False, True])
 def test_level_mlp_keeping_its_input(dtype, with_residual):
@@ -266,8 +285,10 @@ def test_level_mlps_run_their_1x1_convs_as_gemms(autocast, monkeypatch):
         results.append((out.float(), xg.grad,
                         *(p.grad for p in model.parameters())))
     # the reduction conv once, fc1 and fc2 of each level, again in each
-    # level's backward fc1 (float32) or both (autocast: all is recomputed)
-    assert len(linear_calls) == 1 + 2 * (2 + (2 if autocast else 1))
+    # level's backward fc1 (float32) or both (autocast: all is recomputed,
+    # the levels too: the reduction once more)
+    assert len(linear_calls) == 1 + 2 * (2 + (2 if autocast else 1)) + \
+        autocast
     names = ['out', 'x', *(n for n, _ in block.named_parameters())]
     for name, ours, expected in zip(names, results[1], results[0]):
         if not name.endswith('upsample.bias'):  # BN follows: true grad 0

@@ -20,19 +20,23 @@ from .fused_level_mlp import (FusedLevelMLP, can_fuse_level_mlp,
 from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
                               fusable_dtypes, fuse_conv_gelu)
 from .inference import fold_head_classifier, prepare_for_inference
-from .memory_efficient import (MemoryEfficientLevelMLP, batch_norm_add,
-                               conv_gelu_conv2d, conv_transpose_of_recomputed,
-                               level_mlp_keeping_its_input)
+from .memory_efficient import (BlockLevels, MemoryEfficientLevelMLP,
+                               batch_norm_add, conv_gelu_conv2d,
+                               conv_transpose_of_recomputed,
+                               level_mlp_keeping_its_input,
+                               mix_levels_keeping_block_input)
 from .pointwise_gemm import PointwiseGEMM, pointwise_convs_as_gemm
 from .training import prepare_for_training
 
 __all__ = [
-    'CUDAGraphs', 'FusedConvGELU', 'FusedLevelMLP', 'MemoryEfficientLevelMLP',
-    'PointwiseGEMM', 'batch_norm_add', 'can_fuse_level_mlp',
+    'BlockLevels', 'CUDAGraphs', 'FusedConvGELU', 'FusedLevelMLP',
+    'MemoryEfficientLevelMLP', 'PointwiseGEMM', 'batch_norm_add',
+    'can_fuse_level_mlp',
     'conv_gelu_conv2d', 'conv_transpose_of_recomputed',
     'cpu_has_bf16_convolution', 'cuda_graph_forwards',
     'fold_head_classifier', 'fuse_conv_bn', 'fuse_conv_gelu',
     'fuse_level_mlps', 'fuse_norm_layers', 'fusable_dtypes',
-    'level_mlp_keeping_its_input', 'pointwise_convs_as_gemm',
+    'level_mlp_keeping_its_input', 'mix_levels_keeping_block_input',
+    'pointwise_convs_as_gemm',
     'prepare_for_inference', 'prepare_for_training'
 ]

@@ -19,6 +19,13 @@ much of that is avoidable cheaply:
   :func:`level_mlp_keeping_its_input` keeps only the level's input and
   recomputes all of the level in backward but the BatchNorm statistics (a
   transposed and a 1x1 convolution more than above, per level and step).
+  Inside a block (:func:`mix_levels_keeping_block_input`) the wavelet
+  levels in those inputs are not kept either but recomputed from the
+  block's input, once per block (:class:`BlockLevels`): what stays is the
+  block's input, which its first convolution keeps anyway, and the coarser
+  levels' outputs.
+- :func:`conv_transpose_of_recomputed`: a transposed convolution that
+  recomputes its input from an earlier one (WaveMixHead's last upsampling).
 
 Gradients equal autograd's up to float rounding. It works under
 ``torch.compile`` (where the BatchNorm input is kept: the recovery's check
@@ -249,16 +256,52 @@ def _count_batch(norm: _BatchNorm) -> float:
     return momentum
 
 
+class BlockLevels:
+    """The packed wavelet levels of a block's input for the backward of its
+    level MLPs, recomputed from the input (the block's 1x1 reduction and
+    Haar transforms, a few percent of the block) instead of kept: once, at
+    the first level that needs them, then handed out one level each.
+
+    Args:
+        block (WaveMixBlock): The block (its ``wavelet_levels``).
+        x (Tensor): Its input; kept anyway by the reduction.
+    """
+
+    def __init__(self, block: nn.Module, x: Tensor):
+        self.block = block
+        self.input = x
+        device = x.device.type
+        # the forward's precision
+        self.autocast = torch.get_autocast_dtype(device) if \
+            torch.is_autocast_enabled(device) else None
+        self._levels = {}
+
+    def pop(self, k: int) -> Tensor:
+        if k not in self._levels:
+            autocast = nullcontext() if self.autocast is None else \
+                torch.autocast(self.input.device.type, dtype=self.autocast)
+            with torch.no_grad(), autocast:
+                self._levels = dict(
+                    enumerate(self.block.wavelet_levels(self.input)))
+        return self._levels.pop(k)
+
+
 class _LevelMLPFunction(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, x: Tensor, residual: Optional[Tensor], w1: Tensor,
+    def forward(ctx, level: Tensor, coarser: Optional[Tensor],
+                residual: Optional[Tensor], block_input: Optional[Tensor],
+                levels: Optional[BlockLevels], k: int, w1: Tensor,
                 b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
                 wt: Tensor, bt: Optional[Tensor], weight: Tensor,
                 bias: Tensor, running_mean: Tensor, running_var: Tensor,
                 momentum: float, eps: float, mlp: WaveletLevelMLP) -> Tensor:
-        ctx.save_for_backward(x, w1, b1, w2, b2, wt, weight)
+        # the level itself only where it cannot be recomputed
+        ctx.save_for_backward(level if levels is None else None, coarser,
+                              block_input, w1, b1, w2, b2, wt, weight)
         ctx.mlp, ctx.eps, ctx.has_bt = mlp, eps, bt is not None
+        ctx.levels, ctx.k, ctx.level_channels = levels, k, level.shape[1]
+        x = level if coarser is None else torch.cat((level, coarser), 1)
         w1, b1, w2, b2, wt = _cast(x.dtype, w1, b1, w2, b2, wt)
         # The transposed conv's bias is left out: the BatchNorm in training
         # subtracts it again with the mean (its gradient is 0), one pass over
@@ -266,6 +309,7 @@ class _LevelMLPFunction(torch.autograd.Function):
         z = _conv_transpose(
             _conv(F.gelu(_conv(x, w1, b1, mlp.fc1)), w2, b2, mlp.fc2), wt,
             None, mlp.upsample)
+        del x
         # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
         out, mean, invstd, reserve = torch.ops.aten._batch_norm_with_update(
             z, weight, bias, running_mean, running_var, momentum, eps)
@@ -278,8 +322,12 @@ class _LevelMLPFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        x, w1, b1, w2, b2, wt, weight = ctx.saved_tensors
+        level, coarser, _, w1, b1, w2, b2, wt, weight = ctx.saved_tensors
         mlp, needs = ctx.mlp, ctx.needs_input_grad
+        if level is None:
+            level = ctx.levels.pop(ctx.k)
+        x = level if coarser is None else torch.cat((level, coarser), 1)
+        del level
         w1_, b1_, w2_, b2_, wt_ = _cast(x.dtype, w1, b1, w2, b2, wt)
         hidden = _conv(x, w1_, b1_, mlp.fc1)
         activation = F.gelu(hidden)
@@ -287,34 +335,45 @@ class _LevelMLPFunction(torch.autograd.Function):
         z = _conv_transpose(h, wt_, None, mlp.upsample)
         grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
             grad_out, z, weight, *ctx.stats[:4], True, ctx.eps,
-            [True, needs[8], needs[9]], ctx.stats[4])
+            [True, needs[12], needs[13]], ctx.stats[4])
         del z
         grad_h, grad_wt, _ = _conv_backward(grad_z, h, wt, False, mlp.upsample,
-                                            (True, needs[6], False))
+                                            (True, needs[10], False))
         del grad_z, h
         grad_bt = wt.new_zeros(mlp.upsample.out_channels) if ctx.has_bt and \
-            needs[7] else None
+            needs[11] else None
         grad_act, grad_w2, grad_b2 = _conv_backward(
             grad_h, activation, w2, b2 is not None, mlp.fc2,
-            (True, needs[4], needs[5]))
+            (True, needs[8], needs[9]))
         del grad_h, activation
         grad_hidden = torch.ops.aten.gelu_backward.grad_input(
             grad_act, hidden, grad_input=grad_act)
         del hidden
         grad_x, grad_w1, grad_b1 = _conv_backward(
             grad_hidden, x, w1, b1 is not None, mlp.fc1,
-            (needs[0], needs[2], needs[3]))
-        return (grad_x, grad_out if needs[1] else None, grad_w1, grad_b1,
-                grad_w2, grad_b2, grad_wt, grad_bt, grad_weight, grad_bias,
-                None, None, None, None, None)
+            (needs[0] or needs[1], needs[6], needs[7]))
+        grad_level = grad_coarser = None
+        if grad_x is not None:
+            grad_level = grad_x[:, :ctx.level_channels]
+            grad_coarser = grad_x[:, ctx.level_channels:]
+        return (grad_level, grad_coarser if needs[1] else None,
+                grad_out if needs[2] else None, None, None, None, grad_w1,
+                grad_b1, grad_w2, grad_b2, grad_wt, grad_bt, grad_weight,
+                grad_bias, None, None, None, None, None)
 
 
-def level_mlp_keeping_its_input(mlp: WaveletLevelMLP, x: Tensor,
-                                residual: Optional[Tensor] = None) -> Tensor:
-    """``mlp(x, residual)`` in training that keeps only ``x`` (and per-channel
-    statistics) for backward: the 1x1 convolutions, GELU, transposed
-    convolution and the BatchNorm's input are recomputed there. For a
-    BatchNorm of one process (SyncBN across processes needs its own
+def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
+                                x: Tensor,
+                                residual: Optional[Tensor] = None,
+                                coarser: Optional[Tensor] = None,
+                                levels: Optional[BlockLevels] = None,
+                                k: int = 0) -> Tensor:
+    """``mlp(x, residual, coarser)`` in training that keeps only ``x`` and
+    ``coarser`` (and per-channel statistics) for backward: the 1x1
+    convolutions, GELU, transposed convolution and the BatchNorm's input are
+    recomputed there. Given the block's :class:`BlockLevels`, ``x`` (its
+    level ``k``) is not kept either but recomputed from the block's input.
+    For a BatchNorm of one process (SyncBN across processes needs its own
     statistics: use the layers), with affine parameters and running
     statistics, in training mode.
     Under autocast it computes in the autocast dtype, as the layers would;
@@ -322,21 +381,31 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP, x: Tensor,
 
     Args:
         mlp (WaveletLevelMLP): The level MLP (exact GELU, no dropout).
-        x (Tensor): Its input, (N, C, H, W).
+        x (Tensor): Its input, (N, C, H, W), or its first channels if
+            ``coarser`` is given.
         residual (Tensor, optional): Added to the output. Default: None.
+        coarser (Tensor, optional): The rest of its input channels (the
+            coarser level's output). Default: None.
+        levels (BlockLevels, optional): Where ``x`` comes from. Default:
+            None (``x`` is kept).
+        k (int): Which of ``levels`` ``x`` is. Default: 0.
 
     Returns:
-        Tensor: ``mlp(x, residual)``. Do not modify it in place before
-        backward.
+        Tensor: ``mlp(x, residual, coarser)``. Do not modify it in place
+        before backward.
     """
-    if torch.is_autocast_enabled(x.device.type):
-        x = x.to(torch.get_autocast_dtype(x.device.type))
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        x = x.to(dtype)
+        coarser = None if coarser is None else coarser.to(dtype)
     fc1, fc2, upsample, norm = mlp.fc1, mlp.fc2, mlp.upsample, mlp.norm
-    return _LevelMLPFunction.apply(x, residual, fc1.weight, fc1.bias,
-                                   fc2.weight, fc2.bias, upsample.weight,
-                                   upsample.bias, norm.weight, norm.bias,
-                                   norm.running_mean, norm.running_var,
-                                   _count_batch(norm), norm.eps, mlp)
+    return _LevelMLPFunction.apply(
+        x, coarser, residual, None if levels is None else levels.input,
+        levels, k, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
+        upsample.weight, upsample.bias, norm.weight, norm.bias,
+        norm.running_mean, norm.running_var, _count_batch(norm), norm.eps,
+        mlp)
 
 
 class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
@@ -455,17 +524,59 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
         if not (self.training and torch.is_grad_enabled()) or \
                 torch.jit.is_tracing():
             return super().forward(x, residual, coarser)
+        if self.keeps_only_its_input(x):
+            return level_mlp_keeping_its_input(self, x, residual, coarser)
         if coarser is not None:
             x = torch.cat((x, coarser), dim=1)
-        norm = self.norm
-        # float32: the BatchNorm input is recovered, not recomputed (free)
-        float32 = x.dtype == torch.float32 and \
-            not torch.is_autocast_enabled(x.device.type)
-        if not float32 and not torch.compiler.is_compiling() and \
-                _is_plain_batch_norm(norm) and norm.training and \
-                norm.affine and norm.track_running_stats:
-            return level_mlp_keeping_its_input(self, x, residual)
         z = self.upsample(conv_gelu_conv2d(x, self.fc1, self.fc2))
         if residual is None:
-            return norm(z)
-        return batch_norm_add(z, norm, residual)
+            return self.norm(z)
+        return batch_norm_add(z, self.norm, residual)
+
+    def keeps_only_its_input(self, x: Tensor) -> bool:
+        """Whether a training forward of ``x`` runs
+        :func:`level_mlp_keeping_its_input` (in lower precision; in float32
+        the BatchNorm input is recovered instead, for free)."""
+        norm = self.norm
+        float32 = x.dtype == torch.float32 and \
+            not torch.is_autocast_enabled(x.device.type)
+        return self.training and torch.is_grad_enabled() and \
+            not float32 and not torch.jit.is_tracing() and \
+            not torch.compiler.is_compiling() and \
+            _is_plain_batch_norm(norm) and norm.training and norm.affine \
+            and norm.track_running_stats
+
+
+def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
+    """What a memory-efficient :class:`WaveMixBlock` computes from its input
+    ``x`` (the level MLPs, coarse to fine, plus ``x``). Where the level MLPs
+    keep only their inputs (training in lower precision), they do not keep
+    the wavelet levels either: the levels are recomputed from ``x``, which
+    the block's first convolution keeps anyway (:class:`BlockLevels`); only
+    the coarser levels' outputs (D/2 channels each) are kept.
+
+    Args:
+        block (WaveMixBlock): A block with :class:`MemoryEfficientLevelMLP`
+            s.
+        x (Tensor): Its input.
+
+    Returns:
+        Tensor: The block's output.
+    """
+    device = x.device.type
+    block_input = x
+    if torch.is_autocast_enabled(device) and x.dtype == torch.float32:
+        # cast once: the reduction then keeps the tensor the levels need
+        block_input = x.to(torch.get_autocast_dtype(device))
+    levels = block.wavelet_levels(block_input)
+    source = BlockLevels(block, block_input)
+    out = None
+    for k in range(block.level - 1, -1, -1):
+        mlp, residual = block.mlps[k], x if k == 0 else None
+        if isinstance(mlp, MemoryEfficientLevelMLP) and \
+                mlp.keeps_only_its_input(levels[k]):
+            out = level_mlp_keeping_its_input(mlp, levels[k], residual, out,
+                                              source, k)
+        else:
+            out = mlp(levels[k], residual, out)
+    return out

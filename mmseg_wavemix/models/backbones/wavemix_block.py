@@ -154,6 +154,7 @@ class WaveMixBlock(BaseModule):
         self.embed_dims = embed_dims
         self.level = level
         self.with_cp = with_cp
+        self.memory_efficient = memory_efficient
         self.reduction = nn.Conv2d(embed_dims, embed_dims // 4, 1)
         self.dwt = HaarDWT(backend=dwt_backend, packed=True)
         # mlps[k] serves level k + 1. The finest returns D channels; the
@@ -181,6 +182,10 @@ class WaveMixBlock(BaseModule):
         return levels
 
     def _mix_and_add(self, x: Tensor) -> Tensor:
+        if self.memory_efficient:
+            # imported here: the speed paths build on the plain model
+            from ..accel import mix_levels_keeping_block_input
+            return mix_levels_keeping_block_input(self, x)
         levels = self.wavelet_levels(x)
         out = None
         for k in range(self.level - 1, -1, -1):
