@@ -182,7 +182,8 @@ class WaveMixBlock(BaseModule):
         return levels
 
     def _mix_and_add(self, x: Tensor) -> Tensor:
-        if self.memory_efficient:
+        if self.memory_efficient and self.training and \
+                torch.is_grad_enabled():
             # imported here: the speed paths build on the plain model
             from ..accel import mix_levels_keeping_block_input
             return mix_levels_keeping_block_input(self, x)
