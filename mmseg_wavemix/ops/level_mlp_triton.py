@@ -71,6 +71,19 @@ def _tuned(key):
 
 if triton is not None:
 
+    @triton.jit
+    def _tile(M, CO, height, width, BM: tl.constexpr, BN: tl.constexpr):
+        """This program's tile of the (M pixels, CO channels) output: the
+        rows in range, its columns, those in range, and the pixel (n, i, j)
+        of each row."""
+        pid = tl.program_id(0)
+        col_tiles = (CO + BN - 1) // BN
+        rows = (pid // col_tiles) * BM + tl.arange(0, BM)
+        cols = (pid % col_tiles) * BN + tl.arange(0, BN)
+        pixels = rows.to(tl.int64)
+        return (rows < M, cols, cols < CO, pixels // width // height,
+                (pixels // width) % height, pixels % width)
+
     @_tuned(key=['M', 'CA', 'CB', 'CO'])
     @triton.jit
     def _linear_gelu_kernel(a_ptr, b_ptr, w_ptr, bias_ptr, out_ptr, M, height,
@@ -80,16 +93,7 @@ if triton is not None:
                             BN: tl.constexpr, BK: tl.constexpr):
         """out = gelu([a, b] @ w + bias) over pixels; ``w`` is (CA + CB, CO)
         row-major."""
-        pid = tl.program_id(0)
-        col_tiles = (CO + BN - 1) // BN
-        rows = (pid // col_tiles) * BM + tl.arange(0, BM)
-        cols = (pid % col_tiles) * BN + tl.arange(0, BN)
-        row_ok = rows < M
-        col_ok = cols < CO
-        # pixel (n, i, j) of each row
-        j = rows.to(tl.int64) % width
-        i = (rows.to(tl.int64) // width) % height
-        n = rows.to(tl.int64) // width // height
+        row_ok, cols, col_ok, n, i, j = _tile(M, CO, height, width, BM, BN)
         ks = tl.arange(0, BK)
         acc = tl.full((BM, BN), 0., tl.float32)
         a_at = a_ptr + n * as0 + i * as2 + j * as3
@@ -129,20 +133,12 @@ if triton is not None:
         convolution of ``x`` (N, C, h, w) over its h*w pixels; ``w`` is
         (4 phases, 4 taps, C, CO) from :func:`pack_conv_transpose_weight`.
         """
-        pid = tl.program_id(0)
         phase = tl.program_id(1)
         # output pixel (2m + py, 2q + px) sees input rows m and m - 1 (py =
         # 0) or m + 1 (py = 1), the same for columns
         py = phase // 2
         px = phase % 2
-        col_tiles = (CO + BN - 1) // BN
-        rows = (pid // col_tiles) * BM + tl.arange(0, BM)
-        cols = (pid % col_tiles) * BN + tl.arange(0, BN)
-        row_ok = rows < M
-        col_ok = cols < CO
-        q = rows.to(tl.int64) % width
-        m = (rows.to(tl.int64) // width) % height
-        n = rows.to(tl.int64) // width // height
+        row_ok, cols, col_ok, n, m, q = _tile(M, CO, height, width, BM, BN)
         ks = tl.arange(0, BK)
         acc = tl.full((BM, BN), 0., tl.float32)
         # one loop over the 4 taps x C channels (each tap's channels padded

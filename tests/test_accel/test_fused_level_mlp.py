@@ -3,7 +3,6 @@
 kernels run on CPU here in Triton's interpreter; on a GPU in
 tests/test_cuda.py."""
 import copy
-import importlib
 
 import pytest
 import torch
@@ -15,29 +14,29 @@ from mmseg_wavemix.models.accel import (FusedLevelMLP, can_fuse_level_mlp,
 from mmseg_wavemix.models.backbones import WaveMixBlock
 from mmseg_wavemix.ops import level_mlp_triton
 
+from ..test_ops.triton_interpreter import interpreted
+
 pytest.importorskip(
     'triton', reason='Triton is not installed (requirements/tests.txt)')
 
 
 @pytest.fixture
-def interpreted(monkeypatch):
+def kernel_calls(monkeypatch):
     """The kernels in Triton's interpreter, serving CPU tensors; each call
     of a kernel is counted in ``calls``."""
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-    importlib.reload(level_mlp_triton)
-    monkeypatch.setattr(
-        level_mlp_triton, 'applies', lambda x, dtype=None:
-        (dtype or x.dtype) in (torch.float16, torch.bfloat16))
-    calls = []
-    for name in ('linear_gelu', 'conv_transpose_k4s2'):
-        kernel = getattr(level_mlp_triton, name)
+    with interpreted(level_mlp_triton) as module:
         monkeypatch.setattr(
-            level_mlp_triton, name,
-            lambda *a, kernel=kernel, name=name: calls.append(name) or
-            kernel(*a))
-    yield calls
-    monkeypatch.undo()
-    importlib.reload(level_mlp_triton)
+            module, 'applies', lambda x, dtype=None:
+            (dtype or x.dtype) in (torch.float16, torch.bfloat16))
+        calls = []
+        for name in ('linear_gelu', 'conv_transpose_k4s2'):
+            kernel = getattr(module, name)
+            monkeypatch.setattr(
+                module, name,
+                lambda *a, kernel=kernel, name=name: calls.append(name) or
+                kernel(*a))
+        yield calls
+        monkeypatch.undo()
 
 
 def trained_block(level=3, memory_efficient=False):
@@ -55,7 +54,7 @@ def trained_block(level=3, memory_efficient=False):
 @pytest.mark.parametrize('memory_efficient', [False, True])
 @pytest.mark.parametrize('channels_last', [True, False])
 def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
-        interpreted, channels_last, memory_efficient):
+        kernel_calls, channels_last, memory_efficient):
     """Every level fused (also the recipe's memory-efficient MLPs, which
     infer with the plain layers); the fused block's fp16 output is as close
     to the float64 block's as the plain layers' fp16 output is (it rounds
@@ -72,7 +71,7 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
         expected = exact(x)
         layers = plain(x.half().contiguous(memory_format=memory_format))
         out = fused(x.half().contiguous(memory_format=memory_format))
-    assert interpreted == ['linear_gelu', 'conv_transpose_k4s2'] * 3
+    assert kernel_calls == ['linear_gelu', 'conv_transpose_k4s2'] * 3
     assert out.dtype == torch.float16
     assert out.is_contiguous(memory_format=memory_format)
     layers_error = (layers.double() - expected).abs().max()
@@ -80,7 +79,7 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
     assert error <= 1.5 * layers_error, (error, layers_error)
 
 
-def test_float32_gradients_and_training_run_the_layers(interpreted):
+def test_float32_gradients_and_training_run_the_layers(kernel_calls):
     block = fuse_norm_layers(trained_block(level=2))
     fused = fuse_level_mlps(copy.deepcopy(block))
     x = torch.randn(1, 32, 8, 8)
@@ -89,9 +88,9 @@ def test_float32_gradients_and_training_run_the_layers(interpreted):
     torch.testing.assert_close(fused(x), block(x), rtol=0, atol=0)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
         fused.train()(x)
-        assert not interpreted
+        assert not kernel_calls
         out = fused.eval()(x)
-    assert len(interpreted) == 4  # two kernels per level, in fp16
+    assert len(kernel_calls) == 4  # two kernels per level, in fp16
     assert out.dtype == torch.float16
 
 
@@ -109,7 +108,7 @@ def test_only_folded_level_mlps_are_fused():
         FusedLevelMLP(trained_block(level=1).mlps[0])
 
 
-def test_packed_weights_follow_the_module(interpreted):
+def test_packed_weights_follow_the_module(kernel_calls):
     block = fuse_level_mlps(fuse_norm_layers(trained_block(level=1)))
     mlp = block.mlps[0]
     w1 = mlp._weights(torch.float16)[0]

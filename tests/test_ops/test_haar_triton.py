@@ -1,13 +1,13 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """The Triton Haar kernels (the CUDA path) against the plain PyTorch ones,
 run on CPU in Triton's interpreter."""
-import importlib
-
 import pytest
 import torch
 
 from mmseg_wavemix.ops import haar_dwt, haar_dwt_packed, haar_kernels
 from mmseg_wavemix.ops import haar_triton as haar_triton_module
+
+from .triton_interpreter import interpreted
 
 pytest.importorskip(
     'triton', reason='Triton is not installed (requirements/tests.txt)')
@@ -21,13 +21,8 @@ TOLERANCES = {
 
 @pytest.fixture(scope='module')
 def haar_triton():
-    """The kernels as Triton's interpreter runs them (the variable is read
-    when the kernels are defined)."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv('TRITON_INTERPRET', '1')
-    yield importlib.reload(haar_triton_module)
-    patch.undo()
-    importlib.reload(haar_triton_module)
+    with interpreted(haar_triton_module) as module:
+        yield module
 
 
 def make_input(shape, dtype, channels_last):

@@ -2,13 +2,13 @@
 """The Triton kernels of the fused level MLP against PyTorch's layers in
 float64, run on CPU in Triton's interpreter (bfloat16 only on CUDA: the
 interpreter's tl.dot gets bfloat16 wrong, tests/test_cuda.py)."""
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmseg_wavemix.ops import level_mlp_triton as level_mlp_triton_module
+
+from .triton_interpreter import interpreted
 
 pytest.importorskip(
     'triton', reason='Triton is not installed (requirements/tests.txt)')
@@ -21,12 +21,8 @@ TOLERANCES = {
 
 @pytest.fixture(scope='module')
 def kernels():
-    """The kernels as Triton's interpreter runs them."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv('TRITON_INTERPRET', '1')
-    yield importlib.reload(level_mlp_triton_module)
-    patch.undo()
-    importlib.reload(level_mlp_triton_module)
+    with interpreted(level_mlp_triton_module) as module:
+        yield module
 
 
 def make(shape, dtype, channels_last):

@@ -276,13 +276,14 @@ class BlockLevels:
             torch.is_autocast_enabled(device) else None
         self._levels = {}
 
-    def pop(self, k: int) -> Tensor:
+    def pop(self, k: int, x: Tensor) -> Tensor:
+        """Level ``k`` of ``x`` (the input, as unpacked by autograd, which
+        checks that it was not modified in place)."""
         if k not in self._levels:
             autocast = nullcontext() if self.autocast is None else \
-                torch.autocast(self.input.device.type, dtype=self.autocast)
+                torch.autocast(x.device.type, dtype=self.autocast)
             with torch.no_grad(), autocast:
-                self._levels = dict(
-                    enumerate(self.block.wavelet_levels(self.input)))
+                self._levels = dict(enumerate(self.block.wavelet_levels(x)))
         return self._levels.pop(k)
 
 
@@ -322,10 +323,11 @@ class _LevelMLPFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        level, coarser, _, w1, b1, w2, b2, wt, weight = ctx.saved_tensors
+        level, coarser, block_input, w1, b1, w2, b2, wt, weight = \
+            ctx.saved_tensors
         mlp, needs = ctx.mlp, ctx.needs_input_grad
         if level is None:
-            level = ctx.levels.pop(ctx.k)
+            level = ctx.levels.pop(ctx.k, block_input)
         x = level if coarser is None else torch.cat((level, coarser), 1)
         del level
         w1_, b1_, w2_, b2_, wt_ = _cast(x.dtype, w1, b1, w2, b2, wt)
