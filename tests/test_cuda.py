@@ -270,7 +270,8 @@ def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(dtype):
     fused = fuse_level_mlps(copy.deepcopy(layers))
     assert all(isinstance(m, FusedLevelMLP) for m in fused.mlps)
     x = torch.randn(2, 256, 64, 128, dtype=torch.float64)
-    device_x = x.to('cuda').contiguous(memory_format=torch.channels_last)
+    device_x = x.to('cuda', torch.float32).contiguous(
+        memory_format=torch.channels_last)
     with torch.no_grad():
         expected = exact(x)
         with torch.autocast('cuda', dtype=dtype):

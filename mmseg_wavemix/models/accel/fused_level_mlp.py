@@ -86,8 +86,10 @@ class FusedLevelMLP(nn.Module):
                 residual: Optional[Tensor] = None,
                 coarser: Optional[Tensor] = None) -> Tensor:
         device = x.device.type
+        # autocast's: float32 computes in its dtype, others in their own
         dtype = torch.get_autocast_dtype(device) if \
-            torch.is_autocast_enabled(device) else x.dtype
+            torch.is_autocast_enabled(device) and \
+            x.dtype == torch.float32 else x.dtype
         if self.training or torch.is_grad_enabled() or \
                 torch.jit.is_tracing() or torch.compiler.is_compiling() or \
                 not level_mlp_triton.applies(x, dtype):
