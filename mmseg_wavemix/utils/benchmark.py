@@ -53,7 +53,7 @@ def parse_entry(spec, args):
                 f'error: unknown option {option!r} in entry {spec!r}; use '
                 f'{", ".join((*DTYPES, *FLAGS))}')
     if 'fuse_mlp' in options.split(',') and not entry['fast']:
-        raise SystemExit(f'error: fuse_mlp is a step of fast; add it to '
+        raise SystemExit('error: fuse_mlp is a step of fast; add fast to '
                          f'{spec!r}')
     if entry['fast']:
         entry['channels_last'] = True
