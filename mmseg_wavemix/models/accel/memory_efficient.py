@@ -397,10 +397,10 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
         before backward.
     """
     device = x.device.type
-    if torch.is_autocast_enabled(device):
+    if torch.is_autocast_enabled(device):  # casts float32, as autocast
         dtype = torch.get_autocast_dtype(device)
-        x = x.to(dtype)
-        coarser = None if coarser is None else coarser.to(dtype)
+        x, coarser = (t.to(dtype) if t is not None and t.dtype ==
+                      torch.float32 else t for t in (x, coarser))
     fc1, fc2, upsample, norm = mlp.fc1, mlp.fc2, mlp.upsample, mlp.norm
     return _LevelMLPFunction.apply(
         x, coarser, residual, None if levels is None else levels.input,
@@ -478,7 +478,8 @@ def conv_transpose_of_recomputed(features: nn.Module, x: Tensor,
         # cast once: ``features`` then keeps the tensor kept here
         x = x.to(torch.get_autocast_dtype(device))
     features_out = features(x)
-    if torch.is_autocast_enabled(device):
+    if torch.is_autocast_enabled(device) and \
+            features_out.dtype == torch.float32:
         features_out = features_out.to(torch.get_autocast_dtype(device))
     return _ConvTransposeOfRecomputedFunction.apply(features_out, x, weight,
                                                     bias, features, conv)

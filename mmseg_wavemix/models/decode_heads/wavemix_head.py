@@ -41,9 +41,10 @@ class WaveMixHead(BaseDecodeHead):
             Cityscapes (19 classes, 64 channels) 3.5x fewer FLOPs and less
             memory in the largest layer. The attribute says whether it
             applies. Default: True.
-        memory_efficient (bool): In training, keep the head's input, not
-            the last upsampling's (the head's largest tensor: 0.67 GB for the
-            recipe's batch of 5 at 1024x2048), and recompute that in backward
+        memory_efficient (bool): In training under AMP, keep the head's
+            input, not the last upsampling's (the head's largest tensor: 0.67
+            GB for the recipe's batch of 5 at 1024x2048), and recompute that
+            in backward
             (:func:`~mmseg_wavemix.models.accel.
             conv_transpose_of_recomputed`; a transposed convolution more per
             step). It applies where the classifier is folded (its layers
@@ -89,7 +90,9 @@ class WaveMixHead(BaseDecodeHead):
             weight, bias = folded_deconv_params(deconv, self.conv_seg)
             features = self.upsamples[:-1]
             if self.memory_efficient and len(features) and \
-                    torch.is_grad_enabled() and not torch.jit.is_tracing():
+                    torch.is_grad_enabled() and \
+                    torch.is_autocast_enabled(x.device.type) and \
+                    not torch.jit.is_tracing():
                 # imported here: the speed paths build on the plain model
                 from ..accel import conv_transpose_of_recomputed
                 return conv_transpose_of_recomputed(features, x, weight,
