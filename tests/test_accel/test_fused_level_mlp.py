@@ -51,8 +51,8 @@ def trained_block(level=3, memory_efficient=False):
     return block.eval()
 
 
-@pytest.mark.parametrize('memory_efficient', [False, True])
-@pytest.mark.parametrize('channels_last', [True, False])
+@pytest.mark.parametrize('channels_last,memory_efficient', [(True, False),
+                                                            (False, True)])
 def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
         kernel_calls, channels_last, memory_efficient):
     """Every level fused (also the recipe's memory-efficient MLPs, which

@@ -51,12 +51,13 @@ def test_linear_gelu_equals_the_layers(kernels, channels, channels_last,
     torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
 
 
-@pytest.mark.parametrize('dtype', list(TOLERANCES))
-@pytest.mark.parametrize('channels_last', [False, True])
-@pytest.mark.parametrize('with_residual', [False, True])
+@pytest.mark.parametrize('dtype,channels_last,with_residual', [
+    (torch.float16, True, True), (torch.float16, False, False),
+    (torch.float32, True, False), (torch.float32, False, True)
+])
 @pytest.mark.parametrize('shape', [(2, 20, 5, 7), (1, 32, 1, 1)])
-def test_conv_transpose_equals_the_layer(kernels, shape, with_residual,
-                                         channels_last, dtype):
+def test_conv_transpose_equals_the_layer(kernels, shape, dtype,
+                                         channels_last, with_residual):
     """Every output phase and border: odd sizes and a single pixel."""
     n, c, h, w = shape
     x = make(shape, dtype, channels_last)
