@@ -10,10 +10,13 @@ import torch.nn as nn
 
 from mmseg_wavemix.models.accel import (FusedLevelMLP, can_fuse_level_mlp,
                                         fuse_level_mlps, fuse_norm_layers,
+                                        pointwise_convs_as_gemm,
                                         prepare_for_inference)
 from mmseg_wavemix.models.backbones import WaveMixBlock
 from mmseg_wavemix.ops import level_mlp_triton
+from mmseg_wavemix.utils.analysis import build_model_from_config
 
+from ..conftest import REPO_ROOT
 from ..test_ops.triton_interpreter import interpreted
 
 pytest.importorskip(
@@ -122,3 +125,32 @@ def test_prepare_for_inference_fuses_on_cuda_only():
     model = nn.Sequential(block)
     prepare_for_inference(model, fuse_mlp=True)
     assert not any(isinstance(m, FusedLevelMLP) for m in model.modules())
+
+
+def test_whole_model_as_prepare_for_inference_fuses_it_on_cuda(kernel_calls):
+    """The steps prepare_for_inference(fuse_mlp=True) takes on CUDA (folded
+    norms, fused level MLPs, 1x1 convolutions as GEMMs, channels_last
+    weights), here on CPU: the demo model's fp16 logits are as close to
+    float64 as the unfused model's."""
+    torch.manual_seed(0)
+    _, model = build_model_from_config(
+        f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
+            'model.decode_head.channels': 8,
+            'model.decode_head.num_classes': 5
+        })
+    model = fuse_norm_layers(model.eval())
+    exact = copy.deepcopy(model).double()
+    plain = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    fused = pointwise_convs_as_gemm(fuse_level_mlps(copy.deepcopy(model)))
+    fused.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 64, 128, dtype=torch.float64)
+    inputs = x.float().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = exact(x, mode='tensor')
+        with torch.autocast('cpu', dtype=torch.float16):
+            layers = plain(inputs, mode='tensor')
+            out = fused(inputs, mode='tensor')
+    assert len(kernel_calls) == 2 * 4 * 2  # two blocks of four levels
+    layers_error = (layers.double() - expected).abs().max()
+    error = (out.double() - expected).abs().max()
+    assert error <= 1.5 * layers_error, (error, layers_error)
