@@ -93,13 +93,18 @@ def test_mean_divisor_edge_cases():
             SoftmaxFocalLoss()(pred, target, avg_factor=factor), plain / 8)
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_gradients_are_autograds_keeping_only_the_logits(dtype):
+def test_gradients_are_autograds_keeping_only_the_logits(dtype,
+                                                         channels_last):
     """The log-probability of the true class keeps the logits and labels
     for backward, not the float32 log-probabilities of every class, and
-    gives autograd's gradients (in the logits' dtype)."""
+    gives autograd's gradients (in the logits' dtype and layout)."""
     pred, target = logits_and_labels(4, classes=5)
-    pred = pred.detach().to(dtype).requires_grad_()
+    pred = pred.detach().to(dtype)
+    if channels_last:  # classes fastest: the softmax over the last dim
+        pred = pred.contiguous(memory_format=torch.channels_last)
+    pred.requires_grad_()
     kept = []
     with torch.autograd.graph.saved_tensors_hooks(
             lambda t: kept.append(t) or t, lambda t: t):
@@ -116,6 +121,8 @@ def test_gradients_are_autograds_keeping_only_the_logits(dtype):
     expected_loss = (-log_pt * (1 - log_pt.exp())**2)[valid].mean()
     expected, = torch.autograd.grad(expected_loss, exact)
     assert grad.dtype == dtype
+    assert grad.is_contiguous(memory_format=torch.channels_last
+                              if channels_last else torch.contiguous_format)
     tol = dict(rtol=1e-5, atol=1e-7) if dtype == torch.float32 else \
         dict(rtol=1e-2, atol=1e-4)
     torch.testing.assert_close(loss.double(), expected_loss, **tol)
