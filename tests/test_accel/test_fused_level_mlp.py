@@ -125,6 +125,8 @@ def test_prepare_for_inference_fuses_on_cuda_only():
     model = nn.Sequential(block)
     prepare_for_inference(model, fuse_mlp=True)
     assert not any(isinstance(m, FusedLevelMLP) for m in model.modules())
+    with pytest.raises(ValueError, match='set one of them'):
+        prepare_for_inference(model, fuse_mlp=True, compile=True)
 
 
 def test_whole_model_as_prepare_for_inference_fuses_it_on_cuda(kernel_calls):

@@ -96,11 +96,15 @@ def prepare_for_inference(model: nn.Module,
             the first call of each input size). Default: False.
         fuse_mlp (bool): The fused level MLPs; their kernels are tuned at
             the first call of each input size (seconds). Not yet measured
-            against the layers on a GPU, hence off. Default: False.
+            against the layers on a GPU, hence off; not with ``compile``
+            (Inductor fuses the layers its own way). Default: False.
 
     Returns:
         nn.Module: ``model``.
     """
+    if fuse_mlp and compile:
+        raise ValueError('fuse_mlp and compile are two ways to fuse the level '
+                         'MLPs; set one of them')
     if device is not None:
         model.to(device)
     param = next(model.parameters(), None)
