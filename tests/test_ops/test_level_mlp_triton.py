@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from mmseg_wavemix.ops import level_mlp_triton as level_mlp_triton_module
 
+from .test_haar_triton import make_input as make
 from .triton_interpreter import interpreted
 
 pytest.importorskip(
@@ -23,12 +24,6 @@ TOLERANCES = {
 def kernels():
     with interpreted(level_mlp_triton_module) as module:
         yield module
-
-
-def make(shape, dtype, channels_last):
-    x = torch.randn(shape, dtype=torch.float64).to(dtype)
-    return x.contiguous(memory_format=torch.channels_last
-                        if channels_last else torch.contiguous_format)
 
 
 @pytest.mark.parametrize('dtype', list(TOLERANCES))
