@@ -17,7 +17,9 @@ C=configs/wavemix/wavemix_256x16_l4_cityscapes.py
 SEGFORMER=mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py
 AUTHORS_PACKAGE="${AUTHORS_PACKAGE:-$(python3 -c 'import os, wavemix; print(os.path.dirname(os.path.dirname(wavemix.__file__)))' 2>/dev/null)}"
 status=0
-step() { echo; echo "=== $1"; shift; "$@" || { status=1; echo "=== failed: $*"; }; }
+# A step that hangs (a compilation, say) is cut after STEP_TIMEOUT seconds; the others still run.
+STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
+step() { echo; echo "=== $1"; shift; timeout "$STEP_TIMEOUT" "$@" || { status=1; echo "=== failed or cut after ${STEP_TIMEOUT} s: $*"; }; }
 
 python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())' || exit 1
 step "CUDA tests" python3 -m pytest tests/test_cuda.py tests/test_ops -q -p no:warnings -rf --tb=short --durations=5
