@@ -37,8 +37,10 @@ step "Where the training step's time goes" python3 tools/analysis_tools/profile_
 step "What the training step keeps for backward" python3 tools/analysis_tools/profile_model.py \
   $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --memory --rows 12 \
   --json "$OUT/memory_train_b5.json"
-step "Where fused fp16 inference goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast,fuse_mlp \
-  --device cuda --shape 1024 2048 --rows 15 --json "$OUT/profile_infer_fused.json"
+for entry in fast,fuse_mlp fast; do  # the fused level MLPs' kernels against the layers'
+  step "Where fp16 $entry inference goes" python3 tools/analysis_tools/profile_model.py $C@fp16,$entry \
+    --device cuda --shape 1024 2048 --rows 15 --json "$OUT/profile_infer_${entry/,/_}.json"
+done
 for dtype in fp32 fp16; do
   step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
     --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
