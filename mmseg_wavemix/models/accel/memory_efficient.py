@@ -57,6 +57,28 @@ def _cast(dtype: torch.dtype, *params: Optional[Tensor]):
     return tuple(None if p is None else p.to(dtype) for p in params)
 
 
+def _autocast_dtype(device: str) -> Optional[torch.dtype]:
+    """Autocast's dtype on ``device`` where it is on, else None."""
+    return torch.get_autocast_dtype(device) if \
+        torch.is_autocast_enabled(device) else None
+
+
+def _as_autocast(t: Optional[Tensor]) -> Optional[Tensor]:
+    """``t`` as autocast casts an activation: float32 to its dtype, other
+    dtypes (and everything where autocast is off) as they are."""
+    if t is None or t.dtype != torch.float32:
+        return t
+    dtype = _autocast_dtype(t.device.type)
+    return t if dtype is None else t.to(dtype)
+
+
+def _autocast(device: str, dtype: Optional[torch.dtype]):
+    """Autocast as a forward ran it (``dtype`` None: off), for recomputing
+    that forward in backward."""
+    return nullcontext() if dtype is None else torch.autocast(device,
+                                                              dtype=dtype)
+
+
 def _conv(x: Tensor, weight: Tensor, bias: Optional[Tensor],
           conv: nn.Conv2d) -> Tensor:
     """``conv`` with these parameters; as a GEMM where ``conv`` is a
@@ -270,19 +292,14 @@ class BlockLevels:
     def __init__(self, block: nn.Module, x: Tensor):
         self.block = block
         self.input = x
-        device = x.device.type
-        # the forward's precision
-        self.autocast = torch.get_autocast_dtype(device) if \
-            torch.is_autocast_enabled(device) else None
+        self.autocast = _autocast_dtype(x.device.type)  # the forward's
         self._levels = {}
 
     def pop(self, k: int, x: Tensor) -> Tensor:
         """Level ``k`` of ``x`` (the input, as unpacked by autograd, which
         checks that it was not modified in place)."""
         if k not in self._levels:
-            autocast = nullcontext() if self.autocast is None else \
-                torch.autocast(x.device.type, dtype=self.autocast)
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), _autocast(x.device.type, self.autocast):
                 self._levels = dict(enumerate(self.block.wavelet_levels(x)))
         return self._levels.pop(k)
 
@@ -396,11 +413,7 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
         Tensor: ``mlp(x, residual, coarser)``. Do not modify it in place
         before backward.
     """
-    device = x.device.type
-    if torch.is_autocast_enabled(device):  # casts float32, as autocast
-        dtype = torch.get_autocast_dtype(device)
-        x, coarser = (t.to(dtype) if t is not None and t.dtype ==
-                      torch.float32 else t for t in (x, coarser))
+    x, coarser = _as_autocast(x), _as_autocast(coarser)
     fc1, fc2, upsample, norm = mlp.fc1, mlp.fc2, mlp.upsample, mlp.norm
     return _LevelMLPFunction.apply(
         x, coarser, residual, None if levels is None else levels.input,
@@ -419,9 +432,7 @@ class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.features, ctx.conv, ctx.has_bias = features, conv, \
             bias is not None
-        device = x.device.type
-        ctx.autocast = torch.get_autocast_dtype(device) if \
-            torch.is_autocast_enabled(device) else None
+        ctx.autocast = _autocast_dtype(x.device.type)
         weight, bias = _cast(features_out.dtype, weight, bias)
         return F.conv_transpose2d(features_out, weight, bias, conv.stride,
                                   conv.padding, conv.output_padding, 1,
@@ -433,9 +444,7 @@ class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         conv, needs = ctx.conv, ctx.needs_input_grad
         # the forward's features again, in its precision
-        autocast = nullcontext() if ctx.autocast is None else \
-            torch.autocast(x.device.type, dtype=ctx.autocast)
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), _autocast(x.device.type, ctx.autocast):
             features_out = ctx.features(x)
         dtype = features_out.dtype
         grad_in, grad_weight, grad_bias = \
@@ -473,14 +482,9 @@ def conv_transpose_of_recomputed(features: nn.Module, x: Tensor,
     Returns:
         Tensor: The convolution's output.
     """
-    device = x.device.type
-    if torch.is_autocast_enabled(device) and x.dtype == torch.float32:
-        # cast once: ``features`` then keeps the tensor kept here
-        x = x.to(torch.get_autocast_dtype(device))
-    features_out = features(x)
-    if torch.is_autocast_enabled(device) and \
-            features_out.dtype == torch.float32:
-        features_out = features_out.to(torch.get_autocast_dtype(device))
+    # cast once: ``features`` then keeps the tensor kept here
+    x = _as_autocast(x)
+    features_out = _as_autocast(features(x))
     return _ConvTransposeOfRecomputedFunction.apply(features_out, x, weight,
                                                     bias, features, conv)
 
@@ -566,11 +570,8 @@ def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
     Returns:
         Tensor: The block's output.
     """
-    device = x.device.type
-    block_input = x
-    if torch.is_autocast_enabled(device) and x.dtype == torch.float32:
-        # cast once: the reduction then keeps the tensor the levels need
-        block_input = x.to(torch.get_autocast_dtype(device))
+    # cast once: the reduction then keeps the tensor the levels need
+    block_input = _as_autocast(x)
     levels = block.wavelet_levels(block_input)
     source = BlockLevels(block, block_input)
     out = None
