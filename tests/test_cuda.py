@@ -286,9 +286,14 @@ def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(dtype):
 
 def test_fused_level_mlps_in_cuda_graphs_agree_in_fp16():
     model = _demo_model()
-    expected_model = prepare_for_inference(copy.deepcopy(model))
-    fused = prepare_for_inference(copy.deepcopy(model), fuse_mlp=True)
+    expected_model = prepare_for_inference(copy.deepcopy(model),
+                                           fuse_mlp=False)
+    fused = prepare_for_inference(copy.deepcopy(model))  # fused by default
     assert any(isinstance(m, FusedLevelMLP) for m in fused.modules())
+    assert not any(
+        isinstance(m, FusedLevelMLP) for m in expected_model.modules())
+    compiled = prepare_for_inference(copy.deepcopy(model), compile=True)
+    assert not any(isinstance(m, FusedLevelMLP) for m in compiled.modules())
     inputs = torch.randn(1, 3, 256, 512, device='cuda')
     with torch.no_grad():
         exact = model(inputs, mode='tensor').argmax(1)

@@ -12,8 +12,8 @@ classifier folded into its last transposed convolution, for inference; FLOPs
 are counted on the model that runs), ``fuse_activation`` (each WaveMix level's
 GELU inside its first convolution, for inference on CPU), ``fast`` (the
 inference model of ``tools/test.py --fast``, from ``prepare_for_inference``),
-``fuse_mlp`` (with ``fast``: the fused level MLPs of
-``prepare_for_inference(fuse_mlp=True)``, on CUDA), ``fast_train`` (the
+``no_fuse_mlp`` (with ``fast``: the level MLPs as layers on CUDA,
+``prepare_for_inference(fuse_mlp=False)``), ``fast_train`` (the
 training model of ``FastTrainingHook``, from
 ``prepare_for_training``),
 ``compile`` (torch.compile; with ``fast``, the CUDA graphs of
@@ -86,9 +86,9 @@ def parse_args(argv=None):
     parser.add_argument('--fast', action='store_true',
                         help='the inference model of tools/test.py --fast '
                         '(FastInferenceHook)')
-    parser.add_argument('--fuse-mlp', action='store_true',
-                        help='with --fast: each WaveMix level MLP in three '
-                        'fused kernels (CUDA)')
+    parser.add_argument('--no-fuse-mlp', action='store_true',
+                        help='with --fast: the WaveMix level MLPs as layers '
+                        '(CUDA), not fused')
     parser.add_argument('--fast-train', action='store_true',
                         help='the training model of FastTrainingHook')
     parser.add_argument('--compile', action='store_true',

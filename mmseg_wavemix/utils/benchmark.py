@@ -34,7 +34,7 @@ from .cli import build_model, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
-         'fast', 'fuse_mlp', 'fast_train', 'compile', 'with_cp')
+         'fast', 'no_fuse_mlp', 'fast_train', 'compile', 'with_cp')
 AUTHORS = 'authors'
 
 
@@ -52,9 +52,9 @@ def parse_entry(spec, args):
             raise SystemExit(
                 f'error: unknown option {option!r} in entry {spec!r}; use '
                 f'{", ".join((*DTYPES, *FLAGS))}')
-    if 'fuse_mlp' in options.split(',') and not entry['fast']:
-        raise SystemExit('error: fuse_mlp is a step of fast; add fast to '
-                         f'{spec!r}')
+    if entry['no_fuse_mlp'] and not entry['fast']:
+        raise SystemExit('error: no_fuse_mlp changes a step of fast; add '
+                         f'fast to {spec!r}')
     if entry['fast']:
         entry['channels_last'] = True
     if path == AUTHORS and entry['with_cp']:
@@ -91,7 +91,7 @@ class Bench:
             prepare_for_inference(
                 self.infer_model,
                 compile=entry['compile'],
-                fuse_mlp=entry['fuse_mlp'])
+                fuse_mlp=False if entry['no_fuse_mlp'] else None)
         if entry['fast_train']:
             prepare_for_training(self.model)
         if entry['fuse_norm']:

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""The fused level MLP (prepare_for_inference(fuse_mlp=True) on CUDA): its
+"""The fused level MLP (prepare_for_inference on CUDA, by default): its
 kernels run on CPU here in Triton's interpreter; on a GPU in
 tests/test_cuda.py."""
 import copy
@@ -124,6 +124,7 @@ def test_prepare_for_inference_fuses_on_cuda_only():
     block = trained_block(level=1)
     model = nn.Sequential(block)
     prepare_for_inference(model, fuse_mlp=True)
+    prepare_for_inference(model)
     assert not any(isinstance(m, FusedLevelMLP) for m in model.modules())
     with pytest.raises(ValueError, match='set one of them'):
         prepare_for_inference(model, fuse_mlp=True, compile=True)

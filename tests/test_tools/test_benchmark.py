@@ -105,8 +105,8 @@ def test_benchmark_rejects_unknown_options():
     assert "unknown option 'fp64'" in result.stderr
     result = run_tool('benchmark.py', 'authors', check=False)
     assert 'the first entry must be a config' in result.stderr
-    result = run_tool('benchmark.py', f'{DEMO}@fp16,fuse_mlp', check=False)
-    assert 'fuse_mlp is a step of fast' in result.stderr
+    result = run_tool('benchmark.py', f'{DEMO}@fp16,no_fuse_mlp', check=False)
+    assert 'no_fuse_mlp changes a step of fast' in result.stderr
 
 
 def test_a_failing_entry_is_reported_in_its_row(tmp_path):

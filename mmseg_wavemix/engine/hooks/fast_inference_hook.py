@@ -1,4 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+from typing import Optional
+
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
@@ -10,8 +12,8 @@ from mmseg_wavemix.models.accel import prepare_for_inference
 class FastInferenceHook(Hook):
     """Prepare the model for fast testing once its weights are loaded, with
     :func:`~mmseg_wavemix.models.accel.prepare_for_inference` (folded
-    BatchNorm and classifier, the GELU fused on CPU, 1x1 convolutions as
-    GEMMs and CUDA graphs on CUDA, channels_last).
+    BatchNorm and classifier, the GELU fused on CPU, fused level MLPs, 1x1
+    convolutions as GEMMs and CUDA graphs on CUDA, channels_last).
 
     The logits are the same up to float rounding. It acts before testing
     only (``tools/test.py --fast`` adds it): folded layers cannot be trained,
@@ -29,9 +31,9 @@ class FastInferenceHook(Hook):
             graphs, one recorded per input size. Default: True.
         compile (bool): Record the graphs from ``torch.compile``'s kernels
             (a minute of compilation per input size). Default: False.
-        fuse_mlp (bool): On CUDA, each WaveMix level MLP in three fused
-            kernels (:class:`~mmseg_wavemix.models.accel.FusedLevelMLP`).
-            Default: False.
+        fuse_mlp (bool, optional): On CUDA, each WaveMix level MLP in three
+            fused kernels (:class:`~mmseg_wavemix.models.accel.FusedLevelMLP`).
+            Default: None (on CUDA unless ``compile``).
     """
 
     priority = 'LOW'
@@ -43,7 +45,7 @@ class FastInferenceHook(Hook):
                  channels_last: bool = True,
                  cuda_graphs: bool = True,
                  compile: bool = False,
-                 fuse_mlp: bool = False):
+                 fuse_mlp: Optional[bool] = None):
         self.steps = dict(
             fuse_norm=fuse_norm,
             fold_classifier=fold_classifier,

@@ -61,7 +61,7 @@ def prepare_for_inference(model: nn.Module,
                           channels_last: bool = True,
                           cuda_graphs: bool = True,
                           compile: bool = False,
-                          fuse_mlp: bool = False) -> nn.Module:
+                          fuse_mlp: Optional[bool] = None) -> nn.Module:
     """Prepare a trained model for fast inference, in place. Each step is
     chosen here, once, for the device (and the CPU's instructions), and the
     logits stay the same up to float rounding:
@@ -75,9 +75,10 @@ def prepare_for_inference(model: nn.Module,
       bfloat16 (:class:`FusedConvGELU`); other dtypes run the plain layers.
     - On CUDA, each 1x1 convolution run as a GEMM with the bias in its
       epilogue (:class:`PointwiseGEMM`): no separate pass to add it.
-    - Optionally (``fuse_mlp``), on CUDA, each WaveMix level MLP in three
-      kernels, the GELU, biases and residual computed inside the matrix
-      products (:class:`FusedLevelMLP`, Triton), in float16/bfloat16.
+    - On CUDA (unless compiled), each WaveMix level MLP in three kernels,
+      the GELU, biases and residual computed inside the matrix products
+      (:class:`FusedLevelMLP`, Triton), in float16/bfloat16; float32 runs
+      the layers.
     - channels_last memory, which oneDNN's convolutions and cuDNN's tensor
       cores prefer.
     - On CUDA, the forward of the backbone and the head replayed as CUDA
@@ -94,10 +95,10 @@ def prepare_for_inference(model: nn.Module,
         compile (bool): With ``cuda_graphs``, record the graphs from
             ``torch.compile``'s kernels (about a minute of compilation at
             the first call of each input size). Default: False.
-        fuse_mlp (bool): The fused level MLPs; their kernels are tuned at
-            the first call of each input size (seconds). Not yet measured
-            against the layers on a GPU, hence off; not with ``compile``
-            (Inductor fuses the layers its own way). Default: False.
+        fuse_mlp (bool, optional): The fused level MLPs; their kernels are
+            tuned at the first call of each input size (seconds). Not with
+            ``compile``: Inductor fuses the layers its own way. Default:
+            None (on CUDA unless ``compile``).
 
     Returns:
         nn.Module: ``model``.
@@ -105,6 +106,8 @@ def prepare_for_inference(model: nn.Module,
     if fuse_mlp and compile:
         raise ValueError('fuse_mlp and compile are two ways to fuse the level '
                          'MLPs; set one of them')
+    if fuse_mlp is None:
+        fuse_mlp = not compile
     if device is not None:
         model.to(device)
     param = next(model.parameters(), None)
