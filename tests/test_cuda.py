@@ -253,8 +253,10 @@ def test_compiled_cuda_graphs_replay_the_compiled_model(monkeypatch):
     assert agreement >= 0.995, agreement
 
 
+@pytest.mark.parametrize('upsample_kernel', ['triton', 'cudnn'])
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(dtype):
+def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(
+        dtype, upsample_kernel):
     """The Triton level MLPs at WaveMix's width (every tile size the tuner
     may pick), channels_last: the block's output as close to float64 as
     the plain layers' in ``dtype``."""
@@ -267,7 +269,7 @@ def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(dtype):
     block = fuse_norm_layers(block.eval())
     exact = copy.deepcopy(block).double()
     layers = copy.deepcopy(block).cuda().to(memory_format=torch.channels_last)
-    fused = fuse_level_mlps(copy.deepcopy(layers))
+    fused = fuse_level_mlps(copy.deepcopy(layers), upsample_kernel)
     assert all(isinstance(m, FusedLevelMLP) for m in fused.mlps)
     x = torch.randn(2, 256, 64, 128, dtype=torch.float64)
     device_x = x.to('cuda', torch.float32).contiguous(

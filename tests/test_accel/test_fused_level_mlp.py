@@ -32,7 +32,8 @@ def kernel_calls(monkeypatch):
             module, 'applies', lambda x, dtype=None:
             (dtype or x.dtype) in (torch.float16, torch.bfloat16))
         calls = []
-        for name in ('linear_gelu', 'conv_transpose_k4s2'):
+        for name in ('linear_gelu', 'conv_transpose_k4s2',
+                     'add_bias_residual_'):
             kernel = getattr(module, name)
             monkeypatch.setattr(
                 module, name,
@@ -54,10 +55,11 @@ def trained_block(level=3, memory_efficient=False):
     return block.eval()
 
 
-@pytest.mark.parametrize('channels_last,memory_efficient', [(True, False),
-                                                            (False, True)])
+@pytest.mark.parametrize('channels_last,memory_efficient,upsample_kernel', [
+    (True, False, 'triton'), (False, True, 'triton'), (True, False, 'cudnn')
+])
 def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
-        kernel_calls, channels_last, memory_efficient):
+        kernel_calls, channels_last, memory_efficient, upsample_kernel):
     """Every level fused (also the recipe's memory-efficient MLPs, which
     infer with the plain layers); the fused block's fp16 output is as close
     to the float64 block's as the plain layers' fp16 output is (it rounds
@@ -65,7 +67,7 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
     block = fuse_norm_layers(trained_block(memory_efficient=memory_efficient))
     exact = copy.deepcopy(block).double()
     plain = copy.deepcopy(block).half()
-    fused = fuse_level_mlps(copy.deepcopy(block)).half()
+    fused = fuse_level_mlps(copy.deepcopy(block), upsample_kernel).half()
     assert all(isinstance(m, FusedLevelMLP) for m in fused.mlps)
     memory_format = torch.channels_last if channels_last else \
         torch.contiguous_format
@@ -74,7 +76,8 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
         expected = exact(x)
         layers = plain(x.half().contiguous(memory_format=memory_format))
         out = fused(x.half().contiguous(memory_format=memory_format))
-    assert kernel_calls == ['linear_gelu', 'conv_transpose_k4s2'] * 3
+    upsample = dict(triton='conv_transpose_k4s2', cudnn='add_bias_residual_')
+    assert kernel_calls == ['linear_gelu', upsample[upsample_kernel]] * 3
     assert out.dtype == torch.float16
     assert out.is_contiguous(memory_format=memory_format)
     layers_error = (layers.double() - expected).abs().max()
@@ -109,6 +112,8 @@ def test_only_folded_level_mlps_are_fused():
     assert not any(isinstance(m.mlp, FusedLevelMLP) for m in block.mlps)
     with pytest.raises(TypeError, match='fuse_norm_layers'):
         FusedLevelMLP(trained_block(level=1).mlps[0])
+    with pytest.raises(ValueError, match="'triton', 'cudnn'"):
+        FusedLevelMLP(block.mlps[0].mlp, upsample_kernel='cublas')
 
 
 def test_packed_weights_follow_the_module(kernel_calls):

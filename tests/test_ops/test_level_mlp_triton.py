@@ -74,6 +74,26 @@ def test_conv_transpose_equals_the_layer(kernels, shape, dtype,
     torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
 
 
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+@pytest.mark.parametrize('channels_last,residual_layout', [
+    (True, True), (False, False), (True, False), (False, None)])
+def test_add_bias_residual_equals_the_sum(kernels, dtype, channels_last,
+                                          residual_layout):
+    """In place, per channel, in both layouts; a residual in the other
+    layout is added all the same."""
+    out = make((2, 6, 5, 7), dtype, channels_last)
+    before = out.double()
+    bias = torch.randn(6)
+    residual = None if residual_layout is None else make(
+        (2, 6, 5, 7), dtype, residual_layout)
+    result = kernels.add_bias_residual_(out, bias, residual)
+    expected = before + bias.double().view(1, -1, 1, 1)
+    if residual is not None:
+        expected += residual.double()
+    assert result is out
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+
+
 def test_shapes_that_do_not_fit_are_named(kernels):
     x = torch.randn(1, 8, 4, 4)
     with pytest.raises(ValueError, match='4x4|4, 4'):
@@ -85,6 +105,10 @@ def test_shapes_that_do_not_fit_are_named(kernels):
     with pytest.raises(ValueError, match='residual'):
         kernels.conv_transpose_k4s2(x, packed, torch.zeros(6),
                                     torch.randn(1, 6, 4, 4))
+    with pytest.raises(ValueError, match='residual'):
+        kernels.add_bias_residual_(x, torch.zeros(8), torch.randn(1, 8, 2, 2))
+    with pytest.raises(ValueError, match='channels_last'):
+        kernels.add_bias_residual_(x[..., ::2], torch.zeros(8))
     with pytest.raises(ValueError, match='8 \\+ 4'):
         kernels.linear_gelu(x, torch.randn(1, 4, 4, 4),
                             torch.randn(8, 5), torch.zeros(5))

@@ -41,7 +41,13 @@ class FusedLevelMLP(nn.Module):
     2. ``fc2``, a cuBLAS GEMM with its bias (channels_last input).
     3. The transposed convolution, its bias (with the folded BatchNorm) and
        the residual, one Triton kernel
-       (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2`).
+       (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2`),
+       or with ``upsample_kernel='cudnn'`` cuDNN's without bias, then one
+       Triton pass adding bias and residual
+       (:func:`~mmseg_wavemix.ops.level_mlp_triton.add_bias_residual_`).
+       On an H200, at WaveMix-256's finest level, cuDNN's product alone
+       took 122 us, the Triton kernel 249 us with bias and residual
+       (``tools/analysis_tools/benchmark_level_mlp.py`` compares both).
 
     It computes in float16 or bfloat16 (the autocast dtype, or the input's),
     accumulating in float32. The weights are packed and cast at its first
@@ -53,16 +59,24 @@ class FusedLevelMLP(nn.Module):
     Args:
         mlp (WaveletLevelMLP): The level MLP, see :func:`can_fuse_level_mlp`
             (kept, and shared with the plain path).
+        upsample_kernel (str): ``'triton'`` or ``'cudnn'``, see above.
+            Default: ``'triton'``.
     """
+    UPSAMPLE_KERNELS = ('triton', 'cudnn')
 
-    def __init__(self, mlp: WaveletLevelMLP):
+    def __init__(self, mlp: WaveletLevelMLP, upsample_kernel: str = 'triton'):
         super().__init__()
+        if upsample_kernel not in self.UPSAMPLE_KERNELS:
+            raise ValueError(f'upsample_kernel must be one of '
+                             f'{self.UPSAMPLE_KERNELS}, got '
+                             f'{upsample_kernel!r}')
         if not can_fuse_level_mlp(mlp):
             raise TypeError(
                 'FusedLevelMLP needs a WaveletLevelMLP with its norm folded '
                 '(fuse_norm_layers), the exact GELU, 1x1 convolutions and a '
                 f'4x4/2 transposed convolution with biases, got {mlp!r}')
         self.mlp = mlp
+        self.upsample_kernel = upsample_kernel
         self.train(mlp.training)
         self._packed: Dict[torch.dtype, Tuple[Tensor, ...]] = {}
 
@@ -77,6 +91,7 @@ class FusedLevelMLP(nn.Module):
             self._packed[dtype] = (
                 level_mlp_triton.pack_linear_weight(fc1.weight).to(dtype),
                 fc1.bias.float(), fc2.weight.to(dtype), fc2.bias.to(dtype),
+                up.weight.to(dtype) if self.upsample_kernel == 'cudnn' else
                 level_mlp_triton.pack_conv_transpose_weight(
                     up.weight).to(dtype), up.bias.float())
         return self._packed[dtype]
@@ -101,16 +116,26 @@ class FusedLevelMLP(nn.Module):
         ff = pointwise_linear(hidden, w2, b2)
         if ff is None:  # not channels_last
             ff = F.conv2d(hidden, w2, b2)
+        if self.upsample_kernel == 'cudnn':
+            return level_mlp_triton.add_bias_residual_(
+                F.conv_transpose2d(ff, wt, None, stride=2, padding=1), bt,
+                residual)
         return level_mlp_triton.conv_transpose_k4s2(ff, wt, bt, residual)
 
+    def extra_repr(self) -> str:
+        return f'upsample_kernel={self.upsample_kernel!r}'
 
-def fuse_level_mlps(module: nn.Module) -> nn.Module:
+
+def fuse_level_mlps(module: nn.Module,
+                    upsample_kernel: str = 'triton') -> nn.Module:
     """Replace every :class:`WaveletLevelMLP` of ``module`` that
     :func:`can_fuse_level_mlp` accepts by a :class:`FusedLevelMLP`, in
     place, for inference on a GPU (after :func:`fuse_norm_layers`).
 
     Args:
         module (nn.Module): A model or any part of it.
+        upsample_kernel (str): See :class:`FusedLevelMLP`.
+            Default: ``'triton'``.
 
     Returns:
         nn.Module: ``module``.
@@ -120,5 +145,5 @@ def fuse_level_mlps(module: nn.Module) -> nn.Module:
             continue
         for name, child in parent.named_children():
             if can_fuse_level_mlp(child):
-                setattr(parent, name, FusedLevelMLP(child))
+                setattr(parent, name, FusedLevelMLP(child, upsample_kernel))
     return module
