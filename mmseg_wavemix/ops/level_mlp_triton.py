@@ -194,8 +194,14 @@ def _grid(rows: int, cols: int, phases: int = 1):
         cols, meta['BN']), phases)
 
 
-def _blocks() -> dict:
-    return _INTERPRETER_BLOCKS if _INTERPRET else {}
+def _launch(kernel, grid, args, config: Optional[dict], **constants):
+    """Run ``kernel``: tuned, with fixed blocks in the interpreter, or with
+    ``config`` (BM, BN, BK, num_warps, num_stages) for a tile sweep."""
+    if config is not None and isinstance(kernel, triton.runtime.Autotuner):
+        kernel = kernel.fn  # the kernel itself, without the tuner
+    elif config is None:
+        config = _INTERPRETER_BLOCKS if _INTERPRET else {}
+    kernel[grid](*args, **constants, **config)
 
 
 def _empty_like_layout(like: Tensor, channels: int, height: int,
@@ -221,8 +227,11 @@ def pack_linear_weight(weight: Tensor) -> Tensor:
     return weight.reshape(weight.shape[0], -1).t().contiguous()
 
 
-def linear_gelu(a: Tensor, b: Optional[Tensor], weight: Tensor,
-                bias: Tensor) -> Tensor:
+def linear_gelu(a: Tensor,
+                b: Optional[Tensor],
+                weight: Tensor,
+                bias: Tensor,
+                config: Optional[dict] = None) -> Tensor:
     """``gelu(conv1x1(cat([a, b], 1)))`` (exact GELU) without the
     concatenation.
 
@@ -232,6 +241,8 @@ def linear_gelu(a: Tensor, b: Optional[Tensor], weight: Tensor,
         weight (Tensor): (CA + CB, CO) from :func:`pack_linear_weight`, in
             the dtype of ``a``.
         bias (Tensor): (CO, ).
+        config (dict, optional): Tile sizes and launch options (BM, BN, BK,
+            num_warps, num_stages) instead of the tuned ones, for a sweep.
 
     Returns:
         Tensor: (N, CO, H, W) in ``a``'s dtype and memory format.
@@ -245,10 +256,10 @@ def linear_gelu(a: Tensor, b: Optional[Tensor], weight: Tensor,
     out = _empty_like_layout(a, co, h, w)
     if out.numel():
         other = a if b is None else b
-        _linear_gelu_kernel[_grid(n * h * w, co)](
-            a, other, weight, bias, out, n * h * w, h, w, ca, cb, co,
-            *a.stride(), *other.stride(), *out.stride(), HAS_B=b is not None,
-            **_blocks())
+        _launch(_linear_gelu_kernel, _grid(n * h * w, co),
+                (a, other, weight, bias, out, n * h * w, h, w, ca, cb, co,
+                 *a.stride(), *other.stride(), *out.stride()), config,
+                HAS_B=b is not None)
     return out
 
 
@@ -271,7 +282,8 @@ def pack_conv_transpose_weight(weight: Tensor) -> Tensor:
 def conv_transpose_k4s2(x: Tensor,
                         weight: Tensor,
                         bias: Tensor,
-                        residual: Optional[Tensor] = None) -> Tensor:
+                        residual: Optional[Tensor] = None,
+                        config: Optional[dict] = None) -> Tensor:
     """``conv_transpose2d(x, stride=2, padding=1) + bias (+ residual)`` for
     a 4x4 kernel in one pass.
 
@@ -281,6 +293,7 @@ def conv_transpose_k4s2(x: Tensor,
             dtype of ``x``.
         bias (Tensor): (CO, ).
         residual (Tensor, optional): (N, CO, 2h, 2w), added to the result.
+        config (dict, optional): As for :func:`linear_gelu`.
 
     Returns:
         Tensor: (N, CO, 2h, 2w) in ``x``'s dtype and memory format.
@@ -296,10 +309,10 @@ def conv_transpose_k4s2(x: Tensor,
                          f'output is {tuple(out.shape)}')
     if out.numel():
         res = out if residual is None else residual
-        _conv_transpose_kernel[_grid(n * h * w, co, phases=4)](
-            x, weight, bias, res, out, n * h * w, h, w, c, co, *x.stride(),
-            *out.stride(), *res.stride(), HAS_RESIDUAL=residual is not None,
-            **_blocks())
+        _launch(_conv_transpose_kernel, _grid(n * h * w, co, phases=4),
+                (x, weight, bias, res, out, n * h * w, h, w, c, co,
+                 *x.stride(), *out.stride(), *res.stride()), config,
+                HAS_RESIDUAL=residual is not None)
     return out
 
 

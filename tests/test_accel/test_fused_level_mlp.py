@@ -37,8 +37,8 @@ def kernel_calls(monkeypatch):
             kernel = getattr(module, name)
             monkeypatch.setattr(
                 module, name,
-                lambda *a, kernel=kernel, name=name: calls.append(name) or
-                kernel(*a))
+                lambda *a, kernel=kernel, name=name, **k: calls.append(name)
+                or kernel(*a, **k))
         yield calls
         monkeypatch.undo()
 
