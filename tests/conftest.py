@@ -27,3 +27,28 @@ def reference_fixtures():
     return torch.load(
         osp.join(DATA_DIR, 'wavemix_reference_fixtures.pth'),
         weights_only=True)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The kernels in Triton's interpreter, serving CPU tensors; each call
+    of a kernel of ops/level_mlp_triton.py is counted in ``calls``."""
+    pytest.importorskip(
+        'triton', reason='Triton is not installed (requirements/tests.txt)')
+    from mmseg_wavemix.ops import level_mlp_triton
+
+    from .test_ops.triton_interpreter import interpreted
+    with interpreted(level_mlp_triton) as module:
+        monkeypatch.setattr(
+            module, 'applies', lambda x, dtype=None:
+            (dtype or x.dtype) in (torch.float16, torch.bfloat16))
+        calls = []
+        for name in ('linear_gelu', 'conv_transpose_k4s2',
+                     'add_bias_residual_'):
+            kernel = getattr(module, name)
+            monkeypatch.setattr(
+                module, name,
+                lambda *a, kernel=kernel, name=name, **k: calls.append(name)
+                or kernel(*a, **k))
+        yield calls
+        monkeypatch.undo()

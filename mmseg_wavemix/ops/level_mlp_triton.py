@@ -173,7 +173,6 @@ if triton is not None:
         tl.store(out_at[:, None] + cols[None, :] * os1,
                  acc.to(out_ptr.dtype.element_ty), mask=mask)
 
-
     @triton.jit
     def _add_bias_residual_kernel(out_ptr, bias_ptr, res_ptr, numel, C,
                                   channel_stride, HAS_RESIDUAL: tl.constexpr,

@@ -13,34 +13,12 @@ from mmseg_wavemix.models.accel import (FusedLevelMLP, can_fuse_level_mlp,
                                         pointwise_convs_as_gemm,
                                         prepare_for_inference)
 from mmseg_wavemix.models.backbones import WaveMixBlock
-from mmseg_wavemix.ops import level_mlp_triton
 from mmseg_wavemix.utils.analysis import build_model_from_config
 
 from ..conftest import REPO_ROOT
-from ..test_ops.triton_interpreter import interpreted
 
 pytest.importorskip(
     'triton', reason='Triton is not installed (requirements/tests.txt)')
-
-
-@pytest.fixture
-def kernel_calls(monkeypatch):
-    """The kernels in Triton's interpreter, serving CPU tensors; each call
-    of a kernel is counted in ``calls``."""
-    with interpreted(level_mlp_triton) as module:
-        monkeypatch.setattr(
-            module, 'applies', lambda x, dtype=None:
-            (dtype or x.dtype) in (torch.float16, torch.bfloat16))
-        calls = []
-        for name in ('linear_gelu', 'conv_transpose_k4s2',
-                     'add_bias_residual_'):
-            kernel = getattr(module, name)
-            monkeypatch.setattr(
-                module, name,
-                lambda *a, kernel=kernel, name=name, **k: calls.append(name)
-                or kernel(*a, **k))
-        yield calls
-        monkeypatch.undo()
 
 
 def trained_block(level=3, memory_efficient=False):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from ..conftest import REPO_ROOT
-from ..test_accel.test_fused_level_mlp import kernel_calls  # noqa: F401
 from .demo_data import run_tool
 
 pytest.importorskip(
