@@ -39,6 +39,9 @@ step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16,fast_train
   --batch 5 --train --repeat 4 --warmup 2 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
 step "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast_train \
   --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json"
+step "The training step's operators by input shapes" python3 tools/analysis_tools/profile_model.py \
+  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --shapes --rows 20 \
+  --json "$OUT/profile_train_b5_shapes.json"
 step "Where fp16 fast inference goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast \
   --device cuda --shape 1024 2048 --rows 15 --json "$OUT/profile_infer_fast.json"
 for dtype in fp32 fp16; do

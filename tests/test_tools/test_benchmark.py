@@ -183,6 +183,18 @@ def test_profile_tool_lists_where_the_time_goes(tmp_path):
     assert 0 < sum(r['share'] for r in rows) <= 1 + 1e-6
 
 
+def test_profile_tool_lists_operators_by_input_shapes(tmp_path):
+    out = tmp_path / 'profile.json'
+    run_tool('analysis_tools/profile_model.py', f'{DEMO}@bf16', '--shape',
+             64, 128, '--rows', 50, '--shapes', '--json', out)
+    rows = json.loads(out.read_text())['rows']
+    # the input's shape names the first convolution's row
+    assert any(row['name'].startswith('aten::') and '[1, 3, 64, 128]' in
+               row['name'] for row in rows), [r['name'] for r in rows]
+    names = [row['name'] for row in rows]
+    assert len(names) == len(set(names))
+
+
 def test_profile_tool_lists_what_training_keeps_for_backward(tmp_path):
     out = tmp_path / 'memory.json'
     result = run_tool('analysis_tools/profile_model.py', f'{DEMO}@bf16',

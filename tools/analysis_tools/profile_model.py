@@ -20,6 +20,7 @@ import traceback
 from collections import Counter
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
@@ -42,6 +43,9 @@ def parse_args(argv=None):
                         help='steps before the profiled one (default: 3)')
     parser.add_argument('--rows', type=int, default=25,
                         help='rows of the table (default: 25)')
+    parser.add_argument('--shapes', action='store_true',
+                        help='operators by their input shapes (kernels '
+                        'left out)')
     parser.add_argument('--no-cudnn-benchmark', action='store_true',
                         help="leave cuDNN's algorithm search off")
     parser.add_argument(
@@ -61,29 +65,40 @@ def bench_args(args):
         **{flag: False for flag in FLAGS})
 
 
-def profile_step(bench, train, warmup):
-    """The profiler of one step of ``bench`` after ``warmup`` steps."""
+def profile_step(bench, train, warmup, shapes=False):
+    """The profiler of one step of ``bench`` after ``warmup`` steps
+    (recording the operators' input shapes if ``shapes``)."""
     step = bench.train_step if train else bench.infer
     for _ in range(warmup):
         step()
     activities = [ProfilerActivity.CPU]
     if bench.device.type == 'cuda':
         activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=shapes) as prof:
         step()
     return prof
 
 
-def rows(prof, device, count):
+def rows(prof, device, count, shapes=False):
     """The ``count`` events with the most time of their own on ``device``:
-    name, calls, total ms and share of the step."""
+    name, calls, total ms and share of the step. On CUDA an operator's own
+    time is that of the kernels it launched, which are rows too: the step's
+    time is the kernels'. With ``shapes``, operators only, one row per
+    operator and input shapes."""
     attr = 'self_device_time_total' if device == 'cuda' else \
         'self_cpu_time_total'
-    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
-    total = sum(getattr(e, attr) for e in events) or 1
+    events = [
+        e for e in prof.key_averages(group_by_input_shape=shapes)
+        if getattr(e, attr) > 0
+    ]
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    total = sum(getattr(e, attr) for e in (kernels or events)) or 1
+    if shapes:
+        events = [e for e in events if e.device_type != DeviceType.CUDA]
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
     return [
-        dict(name=e.key, calls=e.count, ms=getattr(e, attr) / 1e3,
+        dict(name=f'{e.key} {e.input_shapes}' if shapes else e.key,
+             calls=e.count, ms=getattr(e, attr) / 1e3,
              share=getattr(e, attr) / total) for e in events[:count]
     ], total / 1e3
 
@@ -165,14 +180,15 @@ def main(argv=None):
     bench = Bench(parse_entry(args.config, bench_args(args)), bench_args(args))
     if args.memory:
         return main_memory(args, bench)
-    prof = profile_step(bench, args.train, args.warmup)
-    table, total_ms = rows(prof, args.device, args.rows)
+    prof = profile_step(bench, args.train, args.warmup, args.shapes)
+    table, total_ms = rows(prof, args.device, args.rows, args.shapes)
     mode = 'training step' if args.train else 'inference'
     print(f'{args.config}: {mode}, {args.batch}x3x{args.shape[0]}x'
           f'{args.shape[1]}, {total_ms:.1f} ms of {args.device} time in all')
+    width = 200 if args.shapes else 100
     for row in table:
         print(f'{row["ms"]:9.2f} ms {100 * row["share"]:5.1f}% '
-              f'{row["calls"]:5d}x  {row["name"][:100]}')
+              f'{row["calls"]:5d}x  {row["name"][:width]}')
     if args.trace:
         prof.export_chrome_trace(args.trace)
     if args.json:
