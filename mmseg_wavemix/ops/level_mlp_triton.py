@@ -61,6 +61,13 @@ def _configs():
     ]
 
 
+def tuning_size(rows: int) -> int:
+    """The number of rows the tile sizes are tuned for: ``rows`` rounded up
+    to a power of two, so that images of many sizes (a dataset resized with
+    its aspect ratio kept) are tuned for a few times, not once each."""
+    return 1 << max(rows - 1, 0).bit_length()
+
+
 def _tuned(key):
     """Autotune a kernel on a GPU; the interpreter takes fixed blocks."""
 
@@ -87,15 +94,16 @@ if triton is not None:
         return (rows < M, cols, cols < CO, pixels // width // height,
                 (pixels // width) % height, pixels % width)
 
-    @_tuned(key=['M', 'CA', 'CB', 'CO'])
+    @_tuned(key=['M_TUNED', 'CA', 'CB', 'CO'])
     @triton.jit
-    def _linear_gelu_kernel(a_ptr, b_ptr, w_ptr, bias_ptr, out_ptr, M, height,
-                            width, CA, CB, CO, as0, as1, as2, as3, bs0, bs1,
-                            bs2, bs3, os0, os1, os2, os3,
+    def _linear_gelu_kernel(a_ptr, b_ptr, w_ptr, bias_ptr, out_ptr, M,
+                            M_TUNED, height, width, CA, CB, CO, as0, as1, as2,
+                            as3, bs0, bs1, bs2, bs3, os0, os1, os2, os3,
                             HAS_B: tl.constexpr, BM: tl.constexpr,
                             BN: tl.constexpr, BK: tl.constexpr):
         """out = gelu([a, b] @ w + bias) over pixels; ``w`` is (CA + CB, CO)
-        row-major."""
+        row-major. ``M_TUNED``: :func:`tuning_size` of ``M``, for the
+        tuner's key only."""
         row_ok, cols, col_ok, n, i, j = _tile(M, CO, height, width, BM, BN)
         ks = tl.arange(0, BK)
         acc = tl.full((BM, BN), 0., tl.float32)
@@ -125,16 +133,17 @@ if triton is not None:
                  acc.to(out_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & col_ok[None, :])
 
-    @_tuned(key=['M', 'C', 'CO'])
+    @_tuned(key=['M_TUNED', 'C', 'CO'])
     @triton.jit
     def _conv_transpose_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, M,
-                               height, width, C, CO, xs0, xs1, xs2, xs3, os0,
-                               os1, os2, os3, rs0, rs1, rs2, rs3,
+                               M_TUNED, height, width, C, CO, xs0, xs1, xs2,
+                               xs3, os0, os1, os2, os3, rs0, rs1, rs2, rs3,
                                HAS_RESIDUAL: tl.constexpr, BM: tl.constexpr,
                                BN: tl.constexpr, BK: tl.constexpr):
         """One output phase (program axis 1) of a k4 s2 p1 transposed
         convolution of ``x`` (N, C, h, w) over its h*w pixels; ``w`` is
-        (4 phases, 4 taps, C, CO) from :func:`pack_conv_transpose_weight`.
+        (4 phases, 4 taps, C, CO) from :func:`pack_conv_transpose_weight`;
+        ``M_TUNED`` as for :func:`_linear_gelu_kernel`.
         """
         phase = tl.program_id(1)
         # output pixel (2m + py, 2q + px) sees input rows m and m - 1 (py =
@@ -256,7 +265,8 @@ def linear_gelu(a: Tensor,
     if out.numel():
         other = a if b is None else b
         _launch(_linear_gelu_kernel, _grid(n * h * w, co),
-                (a, other, weight, bias, out, n * h * w, h, w, ca, cb, co,
+                (a, other, weight, bias, out, n * h * w,
+                 tuning_size(n * h * w), h, w, ca, cb, co,
                  *a.stride(), *other.stride(), *out.stride()), config,
                 HAS_B=b is not None)
     return out
@@ -309,7 +319,8 @@ def conv_transpose_k4s2(x: Tensor,
     if out.numel():
         res = out if residual is None else residual
         _launch(_conv_transpose_kernel, _grid(n * h * w, co, phases=4),
-                (x, weight, bias, res, out, n * h * w, h, w, c, co,
+                (x, weight, bias, res, out, n * h * w,
+                 tuning_size(n * h * w), h, w, c, co,
                  *x.stride(), *out.stride(), *res.stride()), config,
                 HAS_RESIDUAL=residual is not None)
     return out

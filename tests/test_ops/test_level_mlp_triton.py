@@ -112,3 +112,20 @@ def test_shapes_that_do_not_fit_are_named(kernels):
     with pytest.raises(ValueError, match='8 \\+ 4'):
         kernels.linear_gelu(x, torch.randn(1, 4, 4, 4),
                             torch.randn(8, 5), torch.zeros(5))
+
+
+def test_images_of_many_sizes_share_a_tuning():
+    """The tuner's key is the pixel count rounded up to a power of two: a
+    dataset of images of many sizes tunes a few times, not once per size."""
+    tuning_size = level_mlp_triton_module.tuning_size
+    assert [tuning_size(m) for m in (1, 2, 3, 4096, 4097)] == \
+        [1, 2, 4, 4096, 8192]
+    sizes = {
+        tuning_size(h * w)
+        for h in range(120, 136) for w in range(120, 136)
+    }
+    assert len(sizes) <= 2
+    for kernel in (level_mlp_triton_module._linear_gelu_kernel,
+                   level_mlp_triton_module._conv_transpose_kernel):
+        if hasattr(kernel, 'keys'):  # tuned (not in the interpreter)
+            assert 'M' not in kernel.keys and 'M_TUNED' in kernel.keys
