@@ -11,6 +11,8 @@ from mmseg_wavemix.models.accel import (MemoryEfficientLevelMLP,
                                         batch_norm_add, conv_gelu_conv2d,
                                         level_mlp_keeping_its_input,
                                         pointwise_convs_as_gemm)
+from mmseg_wavemix.models.accel.memory_efficient import \
+    _pointwise_input_grads
 from mmseg_wavemix.models.backbones import WaveMix, WaveMixBlock
 from mmseg_wavemix.models.backbones.wavemix_block import WaveletLevelMLP
 
@@ -208,6 +210,58 @@ def test_under_autocast_the_block_keeps_its_input_not_its_levels():
     assert calls == [torch.bfloat16]  # once for the three levels
 
 
+def graph_names(fn):
+    """The names of the autograd nodes reachable from ``fn``."""
+    names, stack, seen = set(), [fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_under_autocast_level_gradients_add_up_in_place(channels_last):
+    """Under AMP the block's levels come from one function whose backward
+    adds each level's LL gradient into the finer level's in place (no zero
+    tensor, no slice of the MLP's input gradient); the gradients are as
+    close to the float64 block's as the plain block's in bf16."""
+    torch.manual_seed(0)
+    plain, block = plain_and_memory_efficient(embed_dims=32, level=3)
+    exact = copy.deepcopy(plain).double()
+    memory_format = torch.channels_last if channels_last else \
+        torch.contiguous_format
+    for model in (plain, block):
+        model.to(memory_format=memory_format)
+    x = torch.randn(2, 32, 32, 32, dtype=torch.float64)
+    weight = torch.randn(2, 32, 32, 32, dtype=torch.float64)
+
+    def run(model, dtype, autocast):
+        xg = x.to(dtype).contiguous(
+            memory_format=memory_format).requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            out = model(xg)
+        names = graph_names(out.grad_fn)
+        grads = torch.autograd.grad((out.double() * weight).sum(),
+                                    [xg, *model.parameters()])
+        return names, grads
+
+    names, ours = run(block, torch.float32, True)
+    _, layers = run(plain, torch.float32, True)
+    _, truth = run(exact, torch.float64, False)
+    assert '_WaveletLevelsFunctionBackward' in names
+    assert 'SliceBackward0' not in names
+    param_names = ['x', *dict(block.named_parameters())]
+    for name, a, b, c in zip(param_names, ours, layers, truth):
+        if name.endswith('upsample.bias'):  # BN follows: true gradient 0
+            continue
+        error, layers_error = ((t.double() - c).abs().max() for t in (a, b))
+        assert error <= 1.5 * layers_error + 1e-6 * c.abs().max(), name
+
+
 @pytest.mark.parametrize('dtype', [torch.float64, torch.bfloat16])
 @pytest.mark.parametrize('with_residual', [False, True])
 def test_level_mlp_keeping_its_input(dtype, with_residual):
@@ -286,15 +340,32 @@ def test_level_mlps_run_their_1x1_convs_as_gemms(autocast, monkeypatch):
                         *(p.grad for p in model.parameters())))
     # the reduction conv once, fc1 and fc2 of each level, again in each
     # level's backward fc1 (float32) or both (autocast: all is recomputed,
-    # the levels too: the reduction once more)
+    # the levels too: the reduction once more, and the finer level's input
+    # gradient as two GEMMs, for its own and the coarser output's channels)
     assert len(linear_calls) == 1 + 2 * (2 + (2 if autocast else 1)) + \
-        autocast
+        3 * autocast
     names = ['out', 'x', *(n for n, _ in block.named_parameters())]
     for name, ours, expected in zip(names, results[1], results[0]):
         if not name.endswith('upsample.bias'):  # BN follows: true grad 0
             scale = expected.abs().max()
             error = (ours - expected).abs().max()
             assert error <= (3e-2 if autocast else 1e-5) * scale, name
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_level_input_gradients_are_dense(channels_last):
+    """Under autocast the level MLP's input gradient comes as two dense
+    tensors, the level's and the coarser output's, not as slices of one."""
+    memory_format = torch.channels_last if channels_last else \
+        torch.contiguous_format
+    grad_out = torch.randn(2, 12, 5, 7).contiguous(memory_format=memory_format)
+    weight = torch.randn(12, 10, 1, 1)
+    grad_level, grad_coarser = _pointwise_input_grads(grad_out, weight, 6)
+    expected = F.conv_transpose2d(grad_out, weight)
+    for grad, channels in ((grad_level, slice(0, 6)),
+                           (grad_coarser, slice(6, 10))):
+        assert grad.is_contiguous(memory_format=memory_format)
+        torch.testing.assert_close(grad, expected[:, channels])
 
 
 def test_plain_mlp_in_eval_and_frozen_norms():

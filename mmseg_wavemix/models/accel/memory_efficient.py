@@ -23,7 +23,10 @@ much of that is avoidable cheaply:
   levels in those inputs are not kept either but recomputed from the
   block's input, once per block (:class:`BlockLevels`): what stays is the
   block's input, which its first convolution keeps anyway, and the coarser
-  levels' outputs.
+  levels' outputs. The gradient of each level's LL band is added in place
+  into the finer level's (:class:`_WaveletLevelsFunction`), and each level
+  MLP gives its input's gradient as two dense tensors, the level's and the
+  coarser output's.
 - :func:`conv_transpose_of_recomputed`: a transposed convolution that
   recomputes its input from an earlier one (WaveMixHead's last upsampling).
 
@@ -34,7 +37,7 @@ processes the BatchNorm input is kept, saying so once.
 """
 import warnings
 from contextlib import nullcontext
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -43,6 +46,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmseg_wavemix.ops import haar_dwt_packed, haar_idwt
 from ..backbones.wavemix_block import WaveletLevelMLP
 from .pointwise_gemm import (PointwiseGEMM, pointwise_linear,
                              pointwise_linear_backward)
@@ -278,6 +282,54 @@ def _count_batch(norm: _BatchNorm) -> float:
     return momentum
 
 
+class _WaveletLevelsFunction(torch.autograd.Function):
+    """The packed levels of ``ll`` (finest first), each the Haar transform
+    of the LL band of the one before, as ``WaveMixBlock.wavelet_levels``
+    after its reduction. In backward each level's LL gradient is added in
+    place into the finer level's gradient (made by a level MLP that keeps
+    its input: a fresh dense tensor); autograd would write it into zeros of
+    the finer level's size in NCHW and add the two, in a slow mixed-layout
+    kernel on CUDA where the model is channels_last."""
+
+    @staticmethod
+    def forward(ctx, ll: Tensor, count: int):
+        levels, ctx.sizes = [], []
+        for _ in range(count):
+            ctx.sizes.append(ll.shape[-2:])
+            levels.append(haar_dwt_packed(ll))
+            ll = levels[-1][:, :ll.shape[1]]
+        return tuple(levels)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads: Optional[Tensor]):
+        grad_ll = None
+        for k in range(len(grads) - 1, -1, -1):
+            grad = grads[k]
+            if grad is None:  # a level without gradient: zeros
+                grad = grad_ll.new_zeros(grad_ll.shape[0],
+                                         4 * grad_ll.shape[1],
+                                         *grad_ll.shape[-2:])
+            elif grad_ll is not None:
+                grad[:, :grad_ll.shape[1]] += grad_ll
+            c = grad.shape[1] // 4
+            grad_ll = haar_idwt(grad[:, :c], grad[:, c:].unflatten(1, (c, 3)),
+                                ctx.sizes[k])
+        return grad_ll, None
+
+
+def _wavelet_levels(block: nn.Module, x: Tensor) -> List[Tensor]:
+    """``block.wavelet_levels(x)`` (the same levels), whose backward adds
+    the levels' gradients in place, where every level MLP keeps only its
+    input and the transform is this package's; else the block's own."""
+    if block.dwt.backend == 'native' and all(
+            isinstance(mlp, MemoryEfficientLevelMLP)
+            and mlp.keeps_only_its_input(x) for mlp in block.mlps):
+        return list(_WaveletLevelsFunction.apply(block.reduction(x),
+                                                 block.level))
+    return block.wavelet_levels(x)
+
+
 class BlockLevels:
     """The packed wavelet levels of a block's input for the backward of its
     level MLPs, recomputed from the input (the block's 1x1 reduction and
@@ -302,6 +354,22 @@ class BlockLevels:
             with torch.no_grad(), _autocast(x.device.type, self.autocast):
                 self._levels = dict(enumerate(self.block.wavelet_levels(x)))
         return self._levels.pop(k)
+
+
+def _pointwise_input_grads(grad_out: Tensor, weight: Tensor,
+                           split: int) -> Tuple[Tensor, Tensor]:
+    """The gradients of a 1x1 convolution's input channels ``[0, split)``
+    and ``[split, C)``, each a dense tensor in ``grad_out``'s memory format
+    (slices of one gradient would be strided: adding them to other
+    gradients and normalising them runs slow kernels on CUDA)."""
+    matrix = weight.view(weight.shape[0], -1)
+    grads = []
+    for part in (matrix[:, :split], matrix[:, split:]):
+        part = part.t().contiguous()  # (C_part, C_out): the transposed conv
+        grad = pointwise_linear(grad_out, part, None)
+        grads.append(grad if grad is not None else F.conv2d(
+            grad_out, part[..., None, None]))
+    return grads[0], grads[1]
 
 
 class _LevelMLPFunction(torch.autograd.Function):
@@ -368,13 +436,15 @@ class _LevelMLPFunction(torch.autograd.Function):
         grad_hidden = torch.ops.aten.gelu_backward.grad_input(
             grad_act, hidden, grad_input=grad_act)
         del hidden
+        has_coarser = x.shape[1] > ctx.level_channels
         grad_x, grad_w1, grad_b1 = _conv_backward(
             grad_hidden, x, w1, b1 is not None, mlp.fc1,
-            (needs[0] or needs[1], needs[6], needs[7]))
-        grad_level = grad_coarser = None
-        if grad_x is not None:
-            grad_level = grad_x[:, :ctx.level_channels]
-            grad_coarser = grad_x[:, ctx.level_channels:]
+            (needs[0] and not has_coarser, needs[6], needs[7]))
+        del x
+        grad_level, grad_coarser = grad_x, None
+        if has_coarser and (needs[0] or needs[1]):
+            grad_level, grad_coarser = _pointwise_input_grads(
+                grad_hidden, w1_, ctx.level_channels)
         return (grad_level, grad_coarser if needs[1] else None,
                 grad_out if needs[2] else None, None, None, None, grad_w1,
                 grad_b1, grad_w2, grad_b2, grad_wt, grad_bt, grad_weight,
@@ -572,7 +642,7 @@ def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
     """
     # cast once: the reduction then keeps the tensor the levels need
     block_input = _as_autocast(x)
-    levels = block.wavelet_levels(block_input)
+    levels = _wavelet_levels(block, block_input)
     source = BlockLevels(block, block_input)
     out = None
     for k in range(block.level - 1, -1, -1):
