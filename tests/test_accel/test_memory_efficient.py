@@ -11,10 +11,11 @@ from mmseg_wavemix.models.accel import (MemoryEfficientLevelMLP,
                                         batch_norm_add, conv_gelu_conv2d,
                                         level_mlp_keeping_its_input,
                                         pointwise_convs_as_gemm)
-from mmseg_wavemix.models.accel.memory_efficient import \
-    _pointwise_input_grads
+from mmseg_wavemix.models.accel.memory_efficient import (
+    _pointwise_input_grads, _WaveletLevelsFunction)
 from mmseg_wavemix.models.backbones import WaveMix, WaveMixBlock
 from mmseg_wavemix.models.backbones.wavemix_block import WaveletLevelMLP
+from mmseg_wavemix.ops import haar_dwt_packed
 
 
 def saved_bytes(fn):
@@ -260,6 +261,28 @@ def test_under_autocast_level_gradients_add_up_in_place(channels_last):
             continue
         error, layers_error = ((t.double() - c).abs().max() for t in (a, b))
         assert error <= 1.5 * layers_error + 1e-6 * c.abs().max(), name
+
+
+@pytest.mark.parametrize('used', [(0, 1, 2), (0, 2), (0, ), (1, )])
+def test_wavelet_levels_function_equals_autograd(used):
+    """Its gradient equals autograd's through the transforms and slices,
+    also where some levels have no gradient of their own."""
+    ll = torch.randn(2, 3, 16, 24, dtype=torch.float64, requires_grad=True)
+    weights = [torch.randn(2, 12, 16 >> k, 24 >> k, dtype=torch.float64)
+               for k in range(1, 4)]
+    expected_levels, level = [], ll
+    for _ in range(3):
+        expected_levels.append(haar_dwt_packed(level))
+        level = expected_levels[-1][:, :3]
+    levels = _WaveletLevelsFunction.apply(ll, 3)
+    for ours, expected in zip(levels, expected_levels):
+        torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+    grads = [
+        torch.autograd.grad(
+            sum((out[k] * weights[k]).sum() for k in used), ll)[0]
+        for out in (levels, expected_levels)
+    ]
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.bfloat16])

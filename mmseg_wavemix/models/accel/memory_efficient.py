@@ -47,6 +47,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import haar_dwt_packed, haar_idwt
+
 from ..backbones.wavemix_block import WaveletLevelMLP
 from .pointwise_gemm import (PointwiseGEMM, pointwise_linear,
                              pointwise_linear_backward)
@@ -306,10 +307,12 @@ class _WaveletLevelsFunction(torch.autograd.Function):
         grad_ll = None
         for k in range(len(grads) - 1, -1, -1):
             grad = grads[k]
-            if grad is None:  # a level without gradient: zeros
-                grad = grad_ll.new_zeros(grad_ll.shape[0],
-                                         4 * grad_ll.shape[1],
-                                         *grad_ll.shape[-2:])
+            if grad is None:  # a level without gradient of its own
+                if grad_ll is None:
+                    continue
+                grad = torch.cat((grad_ll, grad_ll.new_zeros(
+                    grad_ll.shape[0], 3 * grad_ll.shape[1],
+                    *grad_ll.shape[-2:])), 1)
             elif grad_ll is not None:
                 grad[:, :grad_ll.shape[1]] += grad_ll
             c = grad.shape[1] // 4
