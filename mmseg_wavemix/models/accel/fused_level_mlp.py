@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmseg_wavemix.ops import level_mlp_triton
+
 from ..backbones.wavemix_block import WaveletLevelMLP
 from .pointwise_gemm import pointwise_linear
 

@@ -8,8 +8,8 @@ import torch.nn as nn
 from ..decode_heads.wavemix_head import WaveMixHead, folded_deconv_params
 from .cuda_graphs import cuda_graph_forwards
 from .fuse_norm import fuse_norm_layers
-from .fused_level_mlp import fuse_level_mlps
 from .fused_conv_gelu import fuse_conv_gelu
+from .fused_level_mlp import fuse_level_mlps
 from .pointwise_gemm import pointwise_convs_as_gemm
 
 
