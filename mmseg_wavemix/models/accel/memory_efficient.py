@@ -359,20 +359,21 @@ class BlockLevels:
         return self._levels.pop(k)
 
 
-def _pointwise_input_grads(grad_out: Tensor, weight: Tensor,
-                           split: int) -> Tuple[Tensor, Tensor]:
+def _pointwise_input_grads(
+        grad_out: Tensor, weight: Tensor,
+        split: int) -> Optional[Tuple[Tensor, Tensor]]:
     """The gradients of a 1x1 convolution's input channels ``[0, split)``
-    and ``[split, C)``, each a dense tensor in ``grad_out``'s memory format
-    (slices of one gradient would be strided: adding them to other
-    gradients and normalising them runs slow kernels on CUDA)."""
+    and ``[split, C)`` for a channels_last ``grad_out``, as two GEMMs, each
+    a dense channels_last tensor (slices of one gradient would be strided:
+    adding them to other gradients and normalising them runs slow kernels
+    on CUDA); None for other layouts (in NCHW a slice of channels is dense
+    per image, and one GEMM is faster on CPU)."""
     matrix = weight.view(weight.shape[0], -1)
-    grads = []
-    for part in (matrix[:, :split], matrix[:, split:]):
-        part = part.t().contiguous()  # (C_part, C_out): the transposed conv
-        grad = pointwise_linear(grad_out, part, None)
-        grads.append(grad if grad is not None else F.conv2d(
-            grad_out, part[..., None, None]))
-    return grads[0], grads[1]
+    grads = [
+        pointwise_linear(grad_out, part.t().contiguous(), None)
+        for part in (matrix[:, :split], matrix[:, split:])
+    ]
+    return None if grads[0] is None else (grads[0], grads[1])
 
 
 class _LevelMLPFunction(torch.autograd.Function):
@@ -440,14 +441,16 @@ class _LevelMLPFunction(torch.autograd.Function):
             grad_act, hidden, grad_input=grad_act)
         del hidden
         has_coarser = x.shape[1] > ctx.level_channels
+        split = _pointwise_input_grads(
+            grad_hidden, w1_, ctx.level_channels) if has_coarser and (
+                needs[0] or needs[1]) else None
         grad_x, grad_w1, grad_b1 = _conv_backward(
             grad_hidden, x, w1, b1 is not None, mlp.fc1,
-            (needs[0] and not has_coarser, needs[6], needs[7]))
-        del x
-        grad_level, grad_coarser = grad_x, None
-        if has_coarser and (needs[0] or needs[1]):
-            grad_level, grad_coarser = _pointwise_input_grads(
-                grad_hidden, w1_, ctx.level_channels)
+            ((needs[0] or needs[1]) and split is None, needs[6], needs[7]))
+        grad_level, grad_coarser = split or (grad_x, None)
+        if has_coarser and grad_x is not None:
+            grad_level = grad_x[:, :ctx.level_channels]
+            grad_coarser = grad_x[:, ctx.level_channels:]
         return (grad_level, grad_coarser if needs[1] else None,
                 grad_out if needs[2] else None, None, None, None, grad_w1,
                 grad_b1, grad_w2, grad_b2, grad_wt, grad_bt, grad_weight,
