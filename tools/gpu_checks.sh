@@ -46,6 +46,10 @@ for dtype in fp32 fp16; do
   step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
     --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
 done
+# channels_last: the layout of a prepared model
+step "Haar DWT fp16 channels_last, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
+  --dtype fp16 --channels-last --shape 5 64 256 512 --repeat 20 --warmup 5 \
+  --json "$OUT/haar_dwt_5x64x256x512_cuda_fp16_channels_last.json"
 echo; echo "=== Summary ($OUT)"
 python3 - "$OUT" <<'PY'
 import glob, json, os, sys

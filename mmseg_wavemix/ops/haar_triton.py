@@ -1,13 +1,19 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """One Haar level as a single Triton kernel each way, for GPUs.
 
-Each program reads whole 2x2 blocks and writes the four bands of a block at
-once (analysis), or the reverse (synthesis), computing in float32 whatever
-the storage dtype: one read and one write of the data, no temporaries. Any
+Each program takes a tile of 2x2 blocks and writes their four bands at once
+(analysis), or the reverse (synthesis), computing in float32 whatever the
+storage dtype: one read and one write of the data, no temporaries. Any
 strides work, so the same kernels write the packed level a WaveMix block
 uses (LL in channels ``[0, C)``, band b of channel c at ``C + 3c + b``) or
-separate ``ll`` / ``highs`` tensors, in NCHW or channels_last. Programs walk
-the output in its memory order, so loads and stores stay coalesced.
+separate ``ll`` / ``highs`` tensors, in NCHW or channels_last.
+
+A tile spans rows of half-size positions by a run of the layout's fastest
+dimension (the half width in NCHW, the channels in channels_last), whose
+index is a plain range: the compiler can then prove the accesses contiguous
+and issue vector loads and stores. In NCHW the two pixels of each column
+pair are loaded as one contiguous run and split in registers, not as two
+loads at stride 2 (for 16-bit types each of those would be a scalar access).
 
 Without a GPU the kernels run in Triton's interpreter
 (``TRITON_INTERPRET=1``), which the tests use.
@@ -20,7 +26,10 @@ try:
 except ImportError:  # no Triton: the plain PyTorch kernels are used
     triton = None
 
+# Half-size positions per program, and the most of them along the fastest
+# dimension.
 BLOCK = 1024
+MAX_INNER_BLOCK = 128
 
 
 def available() -> bool:
@@ -31,32 +40,55 @@ def available() -> bool:
 if triton is not None:
 
     @triton.jit
-    def _haar_kernel(x_ptr, ll_ptr, hi_ptr, total, channels, height, width,
-                     xs0, xs1, xs2, xs3, ls0, ls1, ls2, ls3, hs0, hs1, hs2,
-                     hs3, hs4, SYNTHESIS: tl.constexpr,
-                     CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
-        """One level over the ``total`` = N*C*h*w half-size positions:
-        analysis reads ``x`` and writes ``ll``/``hi``, synthesis the
-        reverse. ``height``/``width`` are the half sizes."""
-        idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = idx < total
-        if CHANNELS_LAST:  # channels fastest, as the tensors are laid out
-            c = idx % channels
-            rest = idx // channels
-            j = rest % width
-            rest = rest // width
+    def _split_pairs(t, BR: tl.constexpr, BI: tl.constexpr):
+        """The even and odd columns of a (BR, 2 BI) tile."""
+        return tl.split(tl.reshape(t, (BR, BI, 2)))
+
+    @triton.jit
+    def _join_pairs(even, odd, BR: tl.constexpr, BI: tl.constexpr):
+        """Inverse of :func:`_split_pairs`."""
+        return tl.reshape(tl.join(even, odd), (BR, 2 * BI))
+
+    @triton.jit
+    def _haar_kernel(x_ptr, ll_ptr, hi_ptr, rows, inner, channels, height,
+                     width, xs0, xs1, xs2, xs3, ls0, ls1, ls2, ls3, hs0, hs1,
+                     hs2, hs3, hs4, SYNTHESIS: tl.constexpr,
+                     CHANNELS_LAST: tl.constexpr, BR: tl.constexpr,
+                     BI: tl.constexpr):
+        """One level over the N*C*h*w half-size positions as a (rows, inner)
+        grid, inner the fastest dimension: (N*C*h, w) in NCHW, (N*h*w, C) in
+        channels_last. Analysis reads ``x`` and writes ``ll``/``hi``,
+        synthesis the reverse. ``height``/``width`` are the half sizes."""
+        r = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)
+        k = tl.program_id(1) * BI + tl.arange(0, BI)
+        row_ok = r < rows
+        mask = row_ok[:, None] & (k < inner)[None, :]
+        if CHANNELS_LAST:
+            j = r % width
+            rest = r // width
             i = rest % height
             n = rest // height
+            x_row = n * xs0 + 2 * i * xs2 + 2 * j * xs3
+            ll_at = ll_ptr + (n * ls0 + i * ls2 + j * ls3)[:, None] + (
+                k * ls1)[None, :]
+            hi_at = hi_ptr + (n * hs0 + i * hs3 + j * hs4)[:, None] + (
+                k * hs1)[None, :]
+            # top-left pixel of each block; the others at +xs3, +xs2
+            left = x_ptr + x_row[:, None] + (k * xs1)[None, :]
         else:
-            j = idx % width
-            rest = idx // width
-            i = rest % height
-            rest = rest // height
+            i = r % height
+            rest = r // height
             c = rest % channels
             n = rest // channels
-        top_left = x_ptr + n * xs0 + c * xs1 + 2 * i * xs2 + 2 * j * xs3
-        ll_at = ll_ptr + n * ls0 + c * ls1 + i * ls2 + j * ls3
-        hi_at = hi_ptr + n * hs0 + c * hs1 + i * hs3 + j * hs4
+            x_row = n * xs0 + c * xs1 + 2 * i * xs2
+            ll_at = ll_ptr + (n * ls0 + c * ls1 + i * ls2)[:, None] + (
+                k * ls3)[None, :]
+            hi_at = hi_ptr + (n * hs0 + c * hs1 + i * hs3)[:, None] + (
+                k * hs4)[None, :]
+            # both pixels of each column pair of the top row; bottom at +xs2
+            cols = tl.program_id(1) * 2 * BI + tl.arange(0, 2 * BI)
+            pairs = x_ptr + x_row[:, None] + (cols * xs3)[None, :]
+            pair_mask = row_ok[:, None] & (cols < 2 * inner)[None, :]
         if SYNTHESIS:
             s = tl.load(ll_at, mask=mask).to(tl.float32)
             lh = tl.load(hi_at, mask=mask).to(tl.float32)
@@ -65,18 +97,34 @@ if triton is not None:
             # the 2x2 analysis matrix is symmetric and orthogonal: its own
             # inverse
             p, q = s + lh, s - lh
-            r, t = hl + hh, hl - hh
+            r_, t = hl + hh, hl - hh
             dtype = x_ptr.dtype.element_ty
-            tl.store(top_left, ((p + r) * 0.5).to(dtype), mask=mask)
-            tl.store(top_left + xs3, ((p - r) * 0.5).to(dtype), mask=mask)
-            tl.store(top_left + xs2, ((q + t) * 0.5).to(dtype), mask=mask)
-            tl.store(top_left + xs2 + xs3, ((q - t) * 0.5).to(dtype),
-                     mask=mask)
+            a = ((p + r_) * 0.5).to(dtype)
+            b = ((p - r_) * 0.5).to(dtype)
+            c_ = ((q + t) * 0.5).to(dtype)
+            d = ((q - t) * 0.5).to(dtype)
+            if CHANNELS_LAST:
+                tl.store(left, a, mask=mask)
+                tl.store(left + xs3, b, mask=mask)
+                tl.store(left + xs2, c_, mask=mask)
+                tl.store(left + xs2 + xs3, d, mask=mask)
+            else:
+                tl.store(pairs, _join_pairs(a, b, BR, BI), mask=pair_mask)
+                tl.store(pairs + xs2, _join_pairs(c_, d, BR, BI),
+                         mask=pair_mask)
         else:
-            a = tl.load(top_left, mask=mask).to(tl.float32)
-            b = tl.load(top_left + xs3, mask=mask).to(tl.float32)
-            c_ = tl.load(top_left + xs2, mask=mask).to(tl.float32)
-            d = tl.load(top_left + xs2 + xs3, mask=mask).to(tl.float32)
+            if CHANNELS_LAST:
+                a = tl.load(left, mask=mask)
+                b = tl.load(left + xs3, mask=mask)
+                c_ = tl.load(left + xs2, mask=mask)
+                d = tl.load(left + xs2 + xs3, mask=mask)
+            else:
+                a, b = _split_pairs(
+                    tl.load(pairs, mask=pair_mask), BR, BI)
+                c_, d = _split_pairs(
+                    tl.load(pairs + xs2, mask=pair_mask), BR, BI)
+            a, b = a.to(tl.float32), b.to(tl.float32)
+            c_, d = c_.to(tl.float32), d.to(tl.float32)
             top_sum, top_diff = a + b, a - b
             bottom_sum, bottom_diff = c_ + d, c_ - d
             dtype = ll_ptr.dtype.element_ty
@@ -91,16 +139,24 @@ if triton is not None:
                      mask=mask)
 
 
+def tile(rows: int, inner: int):
+    """The (rows, inner) tile of a program: ``BLOCK`` positions, up to
+    ``MAX_INNER_BLOCK`` of them along the fastest dimension."""
+    bi = min(MAX_INNER_BLOCK, triton.next_power_of_2(max(inner, 1)))
+    return BLOCK // bi, bi
+
+
 def _launch(x: Tensor, ll: Tensor, highs: Tensor, synthesis: bool) -> None:
     n, c, h, w = ll.shape
-    total = n * c * h * w
-    if total == 0:
+    if n * c * h * w == 0:
         return
     channels_last = c > 1 and ll.stride(1) < ll.stride(3)
-    _haar_kernel[(triton.cdiv(total, BLOCK), )](
-        x, ll, highs, total, c, h, w, *x.stride(), *ll.stride(),
+    rows, inner = (n * h * w, c) if channels_last else (n * c * h, w)
+    br, bi = tile(rows, inner)
+    _haar_kernel[(triton.cdiv(rows, br), triton.cdiv(inner, bi))](
+        x, ll, highs, rows, inner, c, h, w, *x.stride(), *ll.stride(),
         *highs.stride(), SYNTHESIS=synthesis, CHANNELS_LAST=channels_last,
-        BLOCK=BLOCK)
+        BR=br, BI=bi)
 
 
 def analysis(x: Tensor, ll: Tensor, highs: Tensor) -> None:

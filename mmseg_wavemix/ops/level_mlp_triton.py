@@ -99,33 +99,34 @@ if triton is not None:
     def _linear_gelu_kernel(a_ptr, b_ptr, w_ptr, bias_ptr, out_ptr, M,
                             M_TUNED, height, width, CA, CB, CO, as0, as1, as2,
                             as3, bs0, bs1, bs2, bs3, os0, os1, os2, os3,
-                            HAS_B: tl.constexpr, BM: tl.constexpr,
-                            BN: tl.constexpr, BK: tl.constexpr):
+                            BM: tl.constexpr, BN: tl.constexpr,
+                            BK: tl.constexpr):
         """out = gelu([a, b] @ w + bias) over pixels; ``w`` is (CA + CB, CO)
-        row-major. ``M_TUNED``: :func:`tuning_size` of ``M``, for the
-        tuner's key only."""
+        row-major; CB = 0 without ``b``. ``M_TUNED``: :func:`tuning_size` of
+        ``M``, for the tuner's key only."""
         row_ok, cols, col_ok, n, i, j = _tile(M, CO, height, width, BM, BN)
         ks = tl.arange(0, BK)
         acc = tl.full((BM, BN), 0., tl.float32)
-        a_at = a_ptr + n * as0 + i * as2 + j * as3
-        for k in range(0, CA, BK):
-            kk = k + ks
-            a = tl.load(a_at[:, None] + kk[None, :] * as1,
-                        mask=row_ok[:, None] & (kk[None, :] < CA), other=0.)
-            w = tl.load(w_ptr + kk[:, None] * CO + cols[None, :],
-                        mask=(kk[:, None] < CA) & col_ok[None, :], other=0.)
-            acc = tl.dot(a, w, acc)
-        if HAS_B:  # the second part of the concatenation
-            b_at = b_ptr + n * bs0 + i * bs2 + j * bs3
-            for k in range(0, CB, BK):
-                kk = k + ks
-                b = tl.load(b_at[:, None] + kk[None, :] * bs1,
-                            mask=row_ok[:, None] & (kk[None, :] < CB),
-                            other=0.)
-                w = tl.load(w_ptr + (CA + kk[:, None]) * CO + cols[None, :],
-                            mask=(kk[:, None] < CB) & col_ok[None, :],
-                            other=0.)
-                acc = tl.dot(b, w, acc)
+        # one loop over a's channels (padded to whole blocks), then b's:
+        # Triton pipelines a loop as a whole, and two short loops (4 and 2
+        # blocks in WaveMix) would each fill and drain the pipeline
+        padded = (CA + BK - 1) // BK * BK
+        for k in range(0, padded + CB, BK):
+            in_a = k < padded
+            kk = tl.where(in_a, k, k - padded) + ks
+            # the strides selected as scalars: a select of two offset
+            # vectors would hide their alignment from the compiler (no
+            # vector loads, no asynchronous copies)
+            rows_at = n * tl.where(in_a, as0, bs0) + i * tl.where(
+                in_a, as2, bs2) + j * tl.where(in_a, as3, bs3)
+            k_ok = kk < tl.where(in_a, CA, CB)
+            x = tl.load(tl.where(in_a, a_ptr, b_ptr) + rows_at[:, None] +
+                        kk[None, :] * tl.where(in_a, as1, bs1),
+                        mask=row_ok[:, None] & k_ok[None, :], other=0.)
+            w = tl.load(w_ptr + (tl.where(in_a, 0, CA) + kk[:, None]) * CO +
+                        cols[None, :],
+                        mask=k_ok[:, None] & col_ok[None, :], other=0.)
+            acc = tl.dot(x, w, acc)
         acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.)[None, :]
         acc = 0.5 * acc * (1. + tl.math.erf(acc * 0.7071067811865476))
         out_at = out_ptr + n * os0 + i * os2 + j * os3
@@ -267,8 +268,7 @@ def linear_gelu(a: Tensor,
         _launch(_linear_gelu_kernel, _grid(n * h * w, co),
                 (a, other, weight, bias, out, n * h * w,
                  tuning_size(n * h * w), h, w, ca, cb, co,
-                 *a.stride(), *other.stride(), *out.stride()), config,
-                HAS_B=b is not None)
+                 *a.stride(), *other.stride(), *out.stride()), config)
     return out
 
 

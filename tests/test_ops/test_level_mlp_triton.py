@@ -28,12 +28,18 @@ def kernels():
 
 @pytest.mark.parametrize('dtype', list(TOLERANCES))
 @pytest.mark.parametrize('channels_last', [False, True])
-@pytest.mark.parametrize('channels', [(24, 12, 40), (20, 0, 18)])
-def test_linear_gelu_equals_the_layers(kernels, channels, channels_last,
-                                       dtype):
+# (CA, CB, CO), partial blocks of channels in a and b (16 in the
+# interpreter), b in a's layout or the other
+@pytest.mark.parametrize('channels,b_layout', [
+    ((24, 12, 40), 'same'), ((24, 12, 40), 'other'), ((20, 0, 18), 'same'),
+    ((32, 36, 24), 'same'), ((32, 36, 24), 'other')
+])
+def test_linear_gelu_equals_the_layers(kernels, channels, b_layout,
+                                       channels_last, dtype):
     ca, cb, co = channels
     a = make((2, ca, 5, 7), dtype, channels_last)
-    b = make((2, cb, 5, 7), dtype, channels_last) if cb else None
+    b = make((2, cb, 5, 7), dtype, channels_last ^ (b_layout == 'other')) \
+        if cb else None
     weight = torch.randn(co, ca + cb, 1, 1, dtype=torch.float64) / 4
     bias = torch.randn(co, dtype=torch.float64)
     out = kernels.linear_gelu(a, b, kernels.pack_linear_weight(weight).to(

@@ -157,11 +157,14 @@ def test_a_step_that_fails_is_reported_and_the_others_run(monkeypatch):
     assert 'channels_last: train failed: RuntimeError' in table
 
 
-def test_benchmark_haar(tmp_path):
+@pytest.mark.parametrize('layout', ['NCHW', 'channels_last'])
+def test_benchmark_haar(tmp_path, layout):
     out = tmp_path / 'haar.json'
     result = run_tool('analysis_tools/benchmark_haar.py', '--shape', 2, 4, 32,
-                      64, '--repeat', 2, '--threads', 1, '--json', out)
-    assert 'Haar DWT forward + backward, input 2x4x32x64' in result.stdout
+                      64, '--repeat', 2, '--threads', 1, '--json', out,
+                      *(['--channels-last'] if layout != 'NCHW' else []))
+    assert f'Haar DWT forward + backward, input 2x4x32x64 fp32 {layout}' \
+        in result.stdout
     results = json.loads(out.read_text())['results']
     assert set(results) == {
         'ours', 'pytorch_wavelets', 'grouped conv2d', 'x.clone()'

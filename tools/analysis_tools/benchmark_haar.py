@@ -32,6 +32,9 @@ def parse_args(argv=None):
                         help='input size (default: 4 64 256 512)')
     parser.add_argument('--dtype', choices=['fp32', 'bf16', 'fp16'],
                         default='fp32')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='the input in channels_last (as in a prepared '
+                        'model) instead of NCHW')
     add_timing_args(parser, repeat=5, warmup=2)
     parser.add_argument('--compile', action='store_true',
                         help='also time torch.compile of our transform')
@@ -74,8 +77,10 @@ def run(args):
         torch.set_num_threads(args.threads)
     dtype = dict(fp32=torch.float32, bf16=torch.bfloat16,
                  fp16=torch.float16)[args.dtype]
-    x = torch.randn(*args.shape, device=args.device, dtype=dtype,
-                    requires_grad=True)
+    x = torch.randn(*args.shape, device=args.device, dtype=dtype)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     impls = implementations(args, args.shape[1], dtype, args.device)
     times = {name: [] for name in impls}
     for round_ in range(args.warmup + args.repeat):
@@ -96,14 +101,15 @@ def format_table(results, args):
     ours = results['ours']['median_ms']
     clone = results['x.clone()']['median_ms']
     shape = 'x'.join(map(str, args.shape))
-    lines = [f'Haar DWT forward + backward, input {shape} {args.dtype} on '
-             f'{args.device}, {torch.get_num_threads()} threads (median of '
-             f'{args.repeat})',
+    layout = 'channels_last' if args.channels_last else 'NCHW'
+    lines = [f'Haar DWT forward + backward, input {shape} {args.dtype} '
+             f'{layout} on {args.device}, {torch.get_num_threads()} threads '
+             f'(median of {args.repeat})',
              f'{"implementation":22s} {"ms":>8s} {"vs ours":>8s} '
              f'{"vs clone":>9s}']
     for name, r in results.items():
         ms = r['median_ms']
-        lines.append(f'{name:22s} {ms:8.1f} {ms / ours:7.2f}x '
+        lines.append(f'{name:22s} {ms:8.2f} {ms / ours:7.2f}x '
                      f'{ms / clone:8.2f}x')
     return '\n'.join(lines)
 

@@ -1,0 +1,64 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""tools/analysis_tools/triton_codegen.py: the Triton kernels compiled for
+an H100 (sm_90) on this CPU, and what their code does that speed depends
+on."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+
+from ..conftest import REPO_ROOT
+
+triton = pytest.importorskip(
+    'triton', reason='Triton is not installed (requirements/tests.txt)')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location(
+        'triton_codegen',
+        osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'triton_codegen.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:  # a kernel of no interest, to see that CUDA code can be made here
+        kernel, args, kwargs = module.launches(
+            64, 64, torch.float16)['haar analysis (nchw, packed level)']
+        module.compile_launch(kernel, args, kwargs, arch=90)
+    except Exception as error:  # e.g. a Triton without its CUDA backend
+        pytest.skip(f'this Triton cannot compile for CUDA here: {error!r}')
+    return module
+
+
+@pytest.fixture(scope='module')
+def launches(tool):
+    return tool.launches(1024, 2048, torch.float16)
+
+
+@pytest.mark.parametrize('step', ['analysis', 'synthesis'])
+def test_haar_kernels_move_fp16_in_vectors_in_nchw(tool, launches, step):
+    """Each 16-bit scalar access would move an eighth of a 16-byte one: in
+    NCHW the column pairs are loaded (stored) as one contiguous run."""
+    (_, summary), = tool.compile_launch(
+        *launches[f'haar {step} (nchw, packed level)'], arch=90)
+    for accesses in (summary['global_loads'], summary['global_stores']):
+        assert accesses and all(
+            int(width[:-1]) >= 8 for width in accesses), summary
+
+
+def test_linear_gelu_is_one_pipelined_loop_of_tensor_core_products(
+        tool, launches):
+    """The concatenation's two parts in one K loop of asynchronous copies
+    and wgmma products, for every tile config the tuner tries."""
+    compiled = tool.compile_launch(
+        *launches['linear_gelu (finest level)'], arch=90)
+    assert len(compiled) == len(
+        tool.level_mlp_triton._linear_gelu_kernel.configs)
+    for config, summary in compiled:
+        assert summary['loops'] == 1, (config, summary)
+        assert summary['async_copies'] and summary['mma'] and all(
+            name.startswith('wgmma') for name in summary['mma']), summary
+        assert summary['shared_bytes'] <= 227 * 1024  # an H100's most
+    table = tool.format_table({'linear_gelu': compiled},
+                              tool.parse_args([]))
+    assert 'sm_90' in table and "'BM': 128" in table
