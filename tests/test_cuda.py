@@ -253,7 +253,7 @@ def test_compiled_cuda_graphs_replay_the_compiled_model(monkeypatch):
     assert agreement >= 0.995, agreement
 
 
-@pytest.mark.parametrize('upsample_kernel', ['triton', 'cudnn'])
+@pytest.mark.parametrize('upsample_kernel', ['auto', 'triton', 'cudnn'])
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(
         dtype, upsample_kernel):

@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from mmseg_wavemix.models.accel import (FusedLevelMLP, can_fuse_level_mlp,
                                         fuse_level_mlps, fuse_norm_layers,
+                                        fused_level_mlp,
                                         pointwise_convs_as_gemm,
                                         prepare_for_inference)
 from mmseg_wavemix.models.backbones import WaveMixBlock
@@ -54,8 +55,8 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
         expected = exact(x)
         layers = plain(x.half().contiguous(memory_format=memory_format))
         out = fused(x.half().contiguous(memory_format=memory_format))
-    upsample = dict(triton='conv_transpose_k4s2', cudnn='add_bias_residual_')
-    assert kernel_calls == ['linear_gelu', upsample[upsample_kernel]] * 3
+    assert kernel_calls == ['linear_gelu', UPSAMPLE_CALLS[upsample_kernel]
+                            ] * 3
     assert out.dtype == torch.float16
     assert out.is_contiguous(memory_format=memory_format)
     layers_error = (layers.double() - expected).abs().max()
@@ -63,9 +64,43 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
     assert error <= 1.5 * layers_error, (error, layers_error)
 
 
+UPSAMPLE_CALLS = dict(triton='conv_transpose_k4s2', cudnn='add_bias_residual_')
+
+
+@pytest.mark.parametrize('faster', ['triton', 'cudnn'])
+def test_auto_times_both_upsampling_kernels_once_per_size(
+        kernel_calls, monkeypatch, faster):
+    """``'auto'`` (the default): at the first call of a size both kernels
+    run and are timed; the faster then serves that size."""
+    monkeypatch.setattr(fused_level_mlp, '_FASTEST_UPSAMPLE', {})
+    costs = {name: 1. if kernel == faster else 2.
+             for kernel, name in UPSAMPLE_CALLS.items()}
+
+    def timed(fn, device):
+        fn()
+        return costs[kernel_calls[-1]]
+
+    monkeypatch.setattr(fused_level_mlp, '_time_ms', timed)
+    block = fuse_norm_layers(trained_block(level=2))
+    fused = fuse_level_mlps(copy.deepcopy(block)).half()
+    chosen = fuse_level_mlps(copy.deepcopy(block), faster).half()
+    x = torch.randn(1, 32, 8, 8).half()
+    with torch.no_grad():
+        first = fused(x)
+        assert set(kernel_calls) == {'linear_gelu', *UPSAMPLE_CALLS.values()}
+        kernel_calls.clear()
+        again = fused(x)
+        assert kernel_calls == ['linear_gelu', UPSAMPLE_CALLS[faster]] * 2
+        expected = chosen(x)
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    torch.testing.assert_close(again, expected, rtol=0, atol=0)
+    assert set(fused_level_mlp._FASTEST_UPSAMPLE.values()) == {faster}
+    assert len(fused_level_mlp._FASTEST_UPSAMPLE) == 2  # two level sizes
+
+
 def test_float32_gradients_and_training_run_the_layers(kernel_calls):
     block = fuse_norm_layers(trained_block(level=2))
-    fused = fuse_level_mlps(copy.deepcopy(block))
+    fused = fuse_level_mlps(copy.deepcopy(block), 'triton')
     x = torch.randn(1, 32, 8, 8)
     with torch.no_grad():  # float32: the layers, exactly
         torch.testing.assert_close(fused(x), block(x), rtol=0, atol=0)
@@ -135,6 +170,8 @@ def test_whole_model_as_prepare_for_inference_fuses_it_on_cuda(kernel_calls):
         expected = exact(x, mode='tensor')
         with torch.autocast('cpu', dtype=torch.float16):
             layers = plain(inputs, mode='tensor')
+            fused(inputs, mode='tensor')  # the upsampling kernels timed
+            kernel_calls.clear()
             out = fused(inputs, mode='tensor')
     assert len(kernel_calls) == 2 * 4 * 2  # two blocks of four levels
     layers_error = (layers.double() - expected).abs().max()

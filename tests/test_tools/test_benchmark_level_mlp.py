@@ -43,7 +43,9 @@ def test_each_level_size_with_every_candidate(tool, kernel_calls, tmp_path):
     assert 'conv_transpose_k4s2' in kernel_calls
     for name, result in results.items():
         rows = result['candidates']
-        assert set(rows) == {'layers', 'fused triton', 'fused cudnn'}
+        assert set(rows) == {
+            'layers', 'fused auto', 'fused triton', 'fused cudnn'
+        }
         assert rows['layers']['max_abs_diff'] == 0
         for row in rows.values():
             assert row['us'] > 0 and 'error' not in row

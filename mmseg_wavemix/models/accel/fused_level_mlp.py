@@ -1,6 +1,9 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """A WaveMix level MLP as three GPU kernels, for inference."""
-from typing import Dict, Optional, Tuple
+import statistics
+import time
+from functools import partial
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -11,6 +14,27 @@ from mmseg_wavemix.ops import level_mlp_triton
 
 from ..backbones.wavemix_block import WaveletLevelMLP
 from .pointwise_gemm import pointwise_linear
+
+# The upsampling kernel ``'auto'`` found fastest for a problem (device, dtype,
+# shapes and strides), shared by the level MLPs of that size as a tuner's
+# cache is.
+_FASTEST_UPSAMPLE: Dict[tuple, str] = {}
+# Timed calls of each candidate, interleaved, after one untimed call each.
+_ROUNDS = 3
+
+
+def _time_ms(fn: Callable[[], Tensor], device: torch.device) -> float:
+    """Milliseconds of ``fn()``: GPU time by CUDA events, else wall time."""
+    if device.type != 'cuda':
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+    start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
 
 
 def can_fuse_level_mlp(mlp: nn.Module) -> bool:
@@ -43,12 +67,18 @@ class FusedLevelMLP(nn.Module):
     3. The transposed convolution, its bias (with the folded BatchNorm) and
        the residual, one Triton kernel
        (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2`),
-       or with ``upsample_kernel='cudnn'`` cuDNN's without bias, then one
-       Triton pass adding bias and residual
+       or cuDNN's without bias, then one Triton pass adding bias and
+       residual
        (:func:`~mmseg_wavemix.ops.level_mlp_triton.add_bias_residual_`).
        On an H200, at WaveMix-256's finest level, cuDNN's product alone
        took 122 us, the Triton kernel 249 us with bias and residual
        (``tools/analysis_tools/benchmark_level_mlp.py`` compares both).
+       Which is faster depends on the GPU and the size: by default
+       (``'auto'``) both are timed at the first call of each size, as
+       ``cudnn.benchmark`` times cuDNN's algorithms, and the faster is kept
+       for all level MLPs of that size (within a CUDA graph being
+       recorded, where nothing can be timed, an untimed size takes
+       ``'triton'``).
 
     It computes in float16 or bfloat16 (the autocast dtype, or the input's),
     accumulating in float32. The weights are packed and cast at its first
@@ -60,12 +90,12 @@ class FusedLevelMLP(nn.Module):
     Args:
         mlp (WaveletLevelMLP): The level MLP, see :func:`can_fuse_level_mlp`
             (kept, and shared with the plain path).
-        upsample_kernel (str): ``'triton'`` or ``'cudnn'``, see above.
-            Default: ``'triton'``.
+        upsample_kernel (str): ``'auto'``, ``'triton'`` or ``'cudnn'``, see
+            above. Default: ``'auto'``.
     """
-    UPSAMPLE_KERNELS = ('triton', 'cudnn')
+    UPSAMPLE_KERNELS = ('auto', 'triton', 'cudnn')
 
-    def __init__(self, mlp: WaveletLevelMLP, upsample_kernel: str = 'triton'):
+    def __init__(self, mlp: WaveletLevelMLP, upsample_kernel: str = 'auto'):
         super().__init__()
         if upsample_kernel not in self.UPSAMPLE_KERNELS:
             raise ValueError(f'upsample_kernel must be one of '
@@ -86,16 +116,58 @@ class FusedLevelMLP(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
-    def _weights(self, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+    def _weights(self, dtype: torch.dtype) -> Tuple:
+        """fc1's weight and bias, fc2's, the upsampling weight of each
+        kernel in use (by name) and its bias, as the kernels take them."""
         if dtype not in self._packed:
             fc1, fc2, up = self.mlp.fc1, self.mlp.fc2, self.mlp.upsample
+            upsample = {}
+            if self.upsample_kernel in ('auto', 'triton'):
+                upsample['triton'] = \
+                    level_mlp_triton.pack_conv_transpose_weight(
+                        up.weight).to(dtype)
+            if self.upsample_kernel in ('auto', 'cudnn'):
+                upsample['cudnn'] = up.weight.to(dtype)
             self._packed[dtype] = (
                 level_mlp_triton.pack_linear_weight(fc1.weight).to(dtype),
                 fc1.bias.float(), fc2.weight.to(dtype), fc2.bias.to(dtype),
-                up.weight.to(dtype) if self.upsample_kernel == 'cudnn' else
-                level_mlp_triton.pack_conv_transpose_weight(
-                    up.weight).to(dtype), up.bias.float())
+                upsample, up.bias.float())
         return self._packed[dtype]
+
+    @staticmethod
+    def _upsample(kernel: str, ff: Tensor, weight: Tensor, bias: Tensor,
+                  residual: Optional[Tensor]) -> Tensor:
+        if kernel == 'cudnn':
+            return level_mlp_triton.add_bias_residual_(
+                F.conv_transpose2d(ff, weight, None, stride=2, padding=1),
+                bias, residual)
+        return level_mlp_triton.conv_transpose_k4s2(ff, weight, bias,
+                                                    residual)
+
+    def _fastest_upsample(self, ff: Tensor, weights: Dict[str, Tensor],
+                          bias: Tensor, residual: Optional[Tensor]) -> str:
+        """The upsampling kernel found fastest for this problem, timing
+        each at its first call (see the class)."""
+        key = (ff.device, ff.dtype, ff.shape, ff.stride(),
+               None if residual is None else residual.stride())
+        if key in _FASTEST_UPSAMPLE:
+            return _FASTEST_UPSAMPLE[key]
+        if ff.is_cuda and torch.cuda.is_current_stream_capturing():
+            return 'triton'
+        calls = {
+            kernel: partial(self._upsample, kernel, ff, weight, bias,
+                            residual)
+            for kernel, weight in weights.items()
+        }
+        times = {kernel: [] for kernel in calls}
+        for call in calls.values():
+            call()  # the Triton kernel is tuned at its first call
+        for _ in range(_ROUNDS):
+            for kernel, call in calls.items():
+                times[kernel].append(_time_ms(call, ff.device))
+        fastest = min(times, key=lambda k: statistics.median(times[k]))
+        _FASTEST_UPSAMPLE[key] = fastest
+        return fastest
 
     def forward(self,
                 x: Tensor,
@@ -117,18 +189,17 @@ class FusedLevelMLP(nn.Module):
         ff = pointwise_linear(hidden, w2, b2)
         if ff is None:  # not channels_last
             ff = F.conv2d(hidden, w2, b2)
-        if self.upsample_kernel == 'cudnn':
-            return level_mlp_triton.add_bias_residual_(
-                F.conv_transpose2d(ff, wt, None, stride=2, padding=1), bt,
-                residual)
-        return level_mlp_triton.conv_transpose_k4s2(ff, wt, bt, residual)
+        kernel = self.upsample_kernel
+        if kernel == 'auto':
+            kernel = self._fastest_upsample(ff, wt, bt, residual)
+        return self._upsample(kernel, ff, wt[kernel], bt, residual)
 
     def extra_repr(self) -> str:
         return f'upsample_kernel={self.upsample_kernel!r}'
 
 
 def fuse_level_mlps(module: nn.Module,
-                    upsample_kernel: str = 'triton') -> nn.Module:
+                    upsample_kernel: str = 'auto') -> nn.Module:
     """Replace every :class:`WaveletLevelMLP` of ``module`` that
     :func:`can_fuse_level_mlp` accepts by a :class:`FusedLevelMLP`, in
     place, for inference on a GPU (after :func:`fuse_norm_layers`).
@@ -136,7 +207,7 @@ def fuse_level_mlps(module: nn.Module,
     Args:
         module (nn.Module): A model or any part of it.
         upsample_kernel (str): See :class:`FusedLevelMLP`.
-            Default: ``'triton'``.
+            Default: ``'auto'``.
 
     Returns:
         nn.Module: ``module``.
