@@ -40,9 +40,12 @@ def textbook_bands(x):
 
 @pytest.mark.parametrize('dtype', list(TOLERANCES))
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_haar_on_cuda_equals_the_float64_cpu_reference(dtype, channels_last):
+# the second: several tiles along the fastest dimension in both layouts
+@pytest.mark.parametrize('shape', [(2, 8, 34, 20), (1, 136, 6, 260)])
+def test_haar_on_cuda_equals_the_float64_cpu_reference(dtype, channels_last,
+                                                       shape):
     assert haar_triton.available(), 'Triton comes with CUDA builds of torch'
-    x = torch.randn(2, 8, 34, 20, dtype=torch.float64)
+    x = torch.randn(*shape, dtype=torch.float64)
     expected = textbook_bands(x)
     device_x = x.to('cuda', dtype)
     if channels_last:
@@ -253,7 +256,8 @@ def test_compiled_cuda_graphs_replay_the_compiled_model(monkeypatch):
     assert agreement >= 0.995, agreement
 
 
-@pytest.mark.parametrize('upsample_kernel', ['auto', 'triton', 'cudnn'])
+@pytest.mark.parametrize('upsample_kernel',
+                         ['auto', 'triton', 'triton_tma', 'cudnn'])
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(
         dtype, upsample_kernel):
@@ -284,6 +288,35 @@ def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(
     layers_error = (ref.cpu().double() - expected).abs().max()
     error = (out.cpu().double() - expected).abs().max()
     assert error <= 1.5 * layers_error, (error, layers_error)
+
+
+def test_tma_transposed_convolution_in_every_tile_config():
+    """The TMA kernel at WaveMix-256's width, each config its tuner tries."""
+    major, minor = torch.cuda.get_device_capability()
+    if major < 9:
+        pytest.skip('the TMA needs compute capability 9.0 (H100) or later; '
+                    f'this GPU has {major}.{minor}')
+    from mmseg_wavemix.ops import level_mlp_triton
+    assert level_mlp_triton.TensorDescriptor is not None, \
+        'Triton >= 3.4 has host tensor descriptors'
+    x = torch.randn(1, 256, 24, 40, device='cuda').half().contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn(256, 256, 4, 4, device='cuda') / 32
+    bias = torch.randn(256, device='cuda')
+    residual = torch.randn(1, 256, 48, 80, device='cuda').half().contiguous(
+        memory_format=torch.channels_last)
+    packed = level_mlp_triton.pack_conv_transpose_weight(weight).half()
+    assert level_mlp_triton.tma_applies(x, packed)
+    expected = torch.nn.functional.conv_transpose2d(
+        x.float(), weight, bias, stride=2,
+        padding=1) + residual.float()
+    for config in level_mlp_triton._tma_configs():
+        out = level_mlp_triton.conv_transpose_k4s2_tma(
+            x, packed, bias, residual,
+            config=dict(config.kwargs, num_warps=config.num_warps,
+                        num_stages=config.num_stages))
+        torch.testing.assert_close(out.float(), expected, rtol=1e-2,
+                                   atol=1e-2, msg=str(config))
 
 
 def test_fused_level_mlps_in_cuda_graphs_agree_in_fp16():

@@ -11,12 +11,18 @@ matrix product with the elementwise work done on its result in registers:
   bias and an optional residual added before the single store. cuDNN adds
   the bias in a separate pass and the residual is another one, both over
   the largest tensor of the block.
+- :func:`conv_transpose_k4s2_tma`: the same with its operands brought by
+  the tensor memory accelerator of GPUs of compute capability 9 and later
+  (a block of input pixels per program, whose tap-shifted copies are boxes
+  of the input that the TMA fills with zeros outside the image).
 - :func:`add_bias_residual_`: that bias and residual in one pass over a
   transposed convolution's output computed without bias (by cuDNN).
 
-Both accumulate in float32 and take tensors of any strides (fastest in
-channels_last). Without a GPU they run in Triton's interpreter
-(``TRITON_INTERPRET=1``), which the tests use.
+The products accumulate in float32 and take tensors of any strides
+(fastest in channels_last; the TMA kernel only channels_last). Without a
+GPU they run in Triton's interpreter (``TRITON_INTERPRET=1``), which the
+tests use; ``tools/analysis_tools/triton_codegen.py`` compiles them for a
+GPU without one, to see their machine code.
 """
 import os
 from typing import Optional
@@ -29,6 +35,10 @@ try:
     import triton.language as tl
 except ImportError:  # no Triton: the plain layers are used
     triton = None
+try:  # Triton >= 3.4: tensor-memory (TMA) descriptors made on the host
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:
+    TensorDescriptor = None
 
 # Read when the kernels are defined, as Triton itself does.
 _INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
@@ -61,6 +71,26 @@ def _configs():
     ]
 
 
+def _set_tma_blocks(nargs: dict) -> None:
+    """Give the descriptors of :func:`_conv_transpose_tma_kernel` the
+    blocks of a tile config (a host descriptor carries its block shape)."""
+    nargs['x_desc'].block_shape = [1, nargs['BH'], nargs['BW'], nargs['BK']]
+    nargs['w_desc'].block_shape = [nargs['BK'], nargs['BN']]
+
+
+def _tma_configs():
+    """Tile configs of :func:`_conv_transpose_tma_kernel`: BH x BW input
+    pixels (of one output phase) by BN output channels."""
+    shapes = ((8, 16, 256, 64, 8, 3), (8, 16, 128, 64, 4, 4),
+              (8, 16, 128, 64, 8, 4), (16, 16, 128, 64, 8, 3),
+              (4, 16, 256, 64, 4, 4), (8, 8, 256, 64, 4, 4))
+    return [
+        triton.Config(dict(BH=bh, BW=bw, BN=bn, BK=bk), num_warps=w,
+                      num_stages=st, pre_hook=_set_tma_blocks)
+        for bh, bw, bn, bk, w, st in shapes
+    ]
+
+
 def tuning_size(rows: int) -> int:
     """The number of rows the tile sizes are tuned for: ``rows`` rounded up
     to a power of two, so that images of many sizes (a dataset resized with
@@ -68,13 +98,13 @@ def tuning_size(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()
 
 
-def _tuned(key):
+def _tuned(key, configs=_configs):
     """Autotune a kernel on a GPU; the interpreter takes fixed blocks."""
 
     def wrap(kernel):
         if _INTERPRET:
             return kernel
-        return triton.autotune(_configs(), key=key)(kernel)
+        return triton.autotune(configs(), key=key)(kernel)
 
     return wrap
 
@@ -180,6 +210,62 @@ if triton is not None:
             acc += tl.load(res_at[:, None] + cols[None, :] * rs1, mask=mask,
                            other=0.).to(tl.float32)
         out_at = out_ptr + n * os0 + oy * os2 + ox * os3
+        tl.store(out_at[:, None] + cols[None, :] * os1,
+                 acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @_tuned(key=['M_TUNED', 'C', 'CO'], configs=_tma_configs)
+    @triton.jit
+    def _conv_transpose_tma_kernel(x_desc, w_desc, bias_ptr, res_ptr,
+                                   out_ptr, M_TUNED, height, width, C, CO,
+                                   os0, os1, os2, os3, rs0, rs1, rs2, rs3,
+                                   HAS_RESIDUAL: tl.constexpr,
+                                   BH: tl.constexpr, BW: tl.constexpr,
+                                   BN: tl.constexpr, BK: tl.constexpr):
+        """:func:`_conv_transpose_kernel` with its operands brought by the
+        tensor memory accelerator (TMA): a program takes a BH x BW block of
+        input pixels, whose tap-shifted copies are plain boxes of the
+        (N, h, w, C) input that the TMA fills with zeros outside the image.
+        ``w_desc`` is the packed weight as a (16 C, CO) matrix."""
+        phase = tl.program_id(1)
+        py = phase // 2
+        px = phase % 2
+        pid = tl.program_id(0)
+        col_tiles = (CO + BN - 1) // BN
+        x_tiles = (width + BW - 1) // BW
+        y_tiles = (height + BH - 1) // BH
+        c0 = (pid % col_tiles) * BN
+        rest = pid // col_tiles
+        x0 = (rest % x_tiles) * BW
+        rest = rest // x_tiles
+        y0 = (rest % y_tiles) * BH
+        n = rest // y_tiles
+        acc = tl.full((BH * BW, BN), 0., tl.float32)
+        # one loop over 4 taps x C channels, each tap padded to whole blocks
+        # (the padding reads zeros: the box leaves the tensor's channels)
+        padded = (C + BK - 1) // BK * BK
+        for k in range(0, 4 * padded, BK):
+            tap = k // padded
+            kc = k - tap * padded
+            a = x_desc.load([
+                n, y0 + (tap // 2) * (2 * py - 1),
+                x0 + (tap % 2) * (2 * px - 1), kc
+            ])
+            w = w_desc.load([(phase * 4 + tap) * C + kc, c0])
+            acc = tl.dot(a.reshape(BH * BW, BK), w, acc)
+        r = tl.arange(0, BH * BW)
+        iy = y0 + r // BW
+        ix = x0 + r % BW
+        cols = c0 + tl.arange(0, BN)
+        col_ok = cols < CO
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.)[None, :]
+        oy = (2 * iy + py).to(tl.int64)
+        ox = (2 * ix + px).to(tl.int64)
+        mask = ((iy < height) & (ix < width))[:, None] & col_ok[None, :]
+        if HAS_RESIDUAL:
+            res_at = res_ptr + n.to(tl.int64) * rs0 + oy * rs2 + ox * rs3
+            acc += tl.load(res_at[:, None] + cols[None, :] * rs1, mask=mask,
+                           other=0.).to(tl.float32)
+        out_at = out_ptr + n.to(tl.int64) * os0 + oy * os2 + ox * os3
         tl.store(out_at[:, None] + cols[None, :] * os1,
                  acc.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -323,6 +409,80 @@ def conv_transpose_k4s2(x: Tensor,
                  tuning_size(n * h * w), h, w, c, co,
                  *x.stride(), *out.stride(), *res.stride()), config,
                 HAS_RESIDUAL=residual is not None)
+    return out
+
+
+def tma_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`conv_transpose_k4s2_tma` serves ``x`` with the packed
+    ``weight``: a GPU with a TMA (compute capability 9 or more; always in
+    the interpreter), a Triton with host descriptors, ``x`` channels_last
+    and dense, rows of 16-byte multiples as the TMA needs."""
+    if triton is None or TensorDescriptor is None or x.dim() != 4:
+        return False
+    if not _INTERPRET and not (
+            x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9):
+        return False
+    size = x.element_size()
+    return x.is_contiguous(memory_format=torch.channels_last) and \
+        weight.is_contiguous() and x.shape[1] * size % 16 == 0 and \
+        weight.shape[-1] * size % 16 == 0 and \
+        x.data_ptr() % 16 == 0 and weight.data_ptr() % 16 == 0
+
+
+def conv_transpose_k4s2_tma(x: Tensor,
+                            weight: Tensor,
+                            bias: Tensor,
+                            residual: Optional[Tensor] = None,
+                            config: Optional[dict] = None) -> Tensor:
+    """:func:`conv_transpose_k4s2` with the operands loaded by the TMA
+    (where :func:`tma_applies`); same arguments and result.
+
+    Args:
+        x (Tensor): (N, C, h, w), channels_last.
+        weight (Tensor): From :func:`pack_conv_transpose_weight`.
+        bias (Tensor): (CO, ).
+        residual (Tensor, optional): (N, CO, 2h, 2w).
+        config (dict, optional): BH, BW, BN, BK, num_warps, num_stages
+            instead of the tuned ones, for a sweep.
+
+    Returns:
+        Tensor: (N, CO, 2h, 2w) in ``x``'s dtype and memory format.
+    """
+    n, c, h, w = x.shape
+    co = weight.shape[-1]
+    if weight.shape[:3] != (4, 4, c):
+        raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
+                         f'fit an input of {c} channels')
+    if not tma_applies(x, weight):
+        raise ValueError('conv_transpose_k4s2_tma needs a dense '
+                         'channels_last input on a GPU with a TMA (see '
+                         'tma_applies); use conv_transpose_k4s2')
+    out = _empty_like_layout(x, co, 2 * h, 2 * w)
+    if residual is not None and residual.shape != out.shape:
+        raise ValueError(f'residual of shape {tuple(residual.shape)}, the '
+                         f'output is {tuple(out.shape)}')
+    if not out.numel():
+        return out
+    # block shapes are set per tile config (_set_tma_blocks)
+    x_desc = TensorDescriptor(x.permute(0, 2, 3, 1), [n, h, w, c],
+                              [h * w * c, w * c, c, 1], [1, 1, 1, 1])
+    flat = weight.view(16 * c, co)
+    w_desc = TensorDescriptor(flat, [16 * c, co], [co, 1], [1, 1])
+    res = out if residual is None else residual
+    args = (x_desc, w_desc, bias, res, out, tuning_size(n * h * w), h, w, c,
+            co, *out.stride(), *res.stride())
+
+    def grid(meta):
+        return (n * triton.cdiv(h, meta['BH']) * triton.cdiv(w, meta['BW']) *
+                triton.cdiv(co, meta['BN']), 4)
+
+    kernel = _conv_transpose_tma_kernel
+    if config is None and _INTERPRET:
+        config = dict(BH=4, BW=4, BN=16, BK=16)
+    if config is not None:
+        blocks = {k: config[k] for k in ('BH', 'BW', 'BN', 'BK')}
+        _set_tma_blocks(dict(x_desc=x_desc, w_desc=w_desc, **blocks))
+    _launch(kernel, grid, args, config, HAS_RESIDUAL=residual is not None)
     return out
 
 

@@ -35,7 +35,8 @@ def trained_block(level=3, memory_efficient=False):
 
 
 @pytest.mark.parametrize('channels_last,memory_efficient,upsample_kernel', [
-    (True, False, 'triton'), (False, True, 'triton'), (True, False, 'cudnn')
+    (True, False, 'triton'), (False, True, 'triton'), (True, False, 'cudnn'),
+    (True, False, 'triton_tma')
 ])
 def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
         kernel_calls, channels_last, memory_efficient, upsample_kernel):
@@ -64,14 +65,17 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
     assert error <= 1.5 * layers_error, (error, layers_error)
 
 
-UPSAMPLE_CALLS = dict(triton='conv_transpose_k4s2', cudnn='add_bias_residual_')
+UPSAMPLE_CALLS = dict(
+    triton='conv_transpose_k4s2',
+    triton_tma='conv_transpose_k4s2_tma',
+    cudnn='add_bias_residual_')
 
 
-@pytest.mark.parametrize('faster', ['triton', 'cudnn'])
-def test_auto_times_both_upsampling_kernels_once_per_size(
+@pytest.mark.parametrize('faster', ['triton', 'triton_tma', 'cudnn'])
+def test_auto_times_the_upsampling_kernels_once_per_size(
         kernel_calls, monkeypatch, faster):
-    """``'auto'`` (the default): at the first call of a size both kernels
-    run and are timed; the faster then serves that size."""
+    """``'auto'`` (the default): at the first call of a size each kernel
+    runs and is timed; the fastest then serves that size."""
     monkeypatch.setattr(fused_level_mlp, '_FASTEST_UPSAMPLE', {})
     costs = {name: 1. if kernel == faster else 2.
              for kernel, name in UPSAMPLE_CALLS.items()}
@@ -84,7 +88,9 @@ def test_auto_times_both_upsampling_kernels_once_per_size(
     block = fuse_norm_layers(trained_block(level=2))
     fused = fuse_level_mlps(copy.deepcopy(block)).half()
     chosen = fuse_level_mlps(copy.deepcopy(block), faster).half()
-    x = torch.randn(1, 32, 8, 8).half()
+    # channels_last: the TMA kernel applies too
+    x = torch.randn(1, 32, 8, 8).half().contiguous(
+        memory_format=torch.channels_last)
     with torch.no_grad():
         first = fused(x)
         assert set(kernel_calls) == {'linear_gelu', *UPSAMPLE_CALLS.values()}
@@ -96,6 +102,31 @@ def test_auto_times_both_upsampling_kernels_once_per_size(
     torch.testing.assert_close(again, expected, rtol=0, atol=0)
     assert set(fused_level_mlp._FASTEST_UPSAMPLE.values()) == {faster}
     assert len(fused_level_mlp._FASTEST_UPSAMPLE) == 2  # two level sizes
+
+
+def test_auto_leaves_out_a_kernel_that_fails(kernel_calls, monkeypatch):
+    """A candidate that raises (a Triton that cannot build it, say) is
+    left out with a warning; the others serve."""
+    from mmseg_wavemix.ops import level_mlp_triton
+    monkeypatch.setattr(fused_level_mlp, '_FASTEST_UPSAMPLE', {})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('no TMA here')
+
+    monkeypatch.setattr(level_mlp_triton, 'conv_transpose_k4s2_tma', broken)
+    block = fuse_norm_layers(trained_block(level=1))
+    fused = fuse_level_mlps(copy.deepcopy(block)).half()
+    x = torch.randn(1, 32, 8, 8).half().contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad(), pytest.warns(UserWarning,
+                                       match="'triton_tma'.*no TMA here"):
+        out = fused(x)
+    assert set(fused_level_mlp._FASTEST_UPSAMPLE.values()) <= {
+        'triton', 'cudnn'
+    }
+    with torch.no_grad():
+        expected = fuse_level_mlps(copy.deepcopy(block), 'triton').half()(x)
+    torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-3)
 
 
 def test_float32_gradients_and_training_run_the_layers(kernel_calls):
@@ -125,7 +156,7 @@ def test_only_folded_level_mlps_are_fused():
     assert not any(isinstance(m.mlp, FusedLevelMLP) for m in block.mlps)
     with pytest.raises(TypeError, match='fuse_norm_layers'):
         FusedLevelMLP(trained_block(level=1).mlps[0])
-    with pytest.raises(ValueError, match="'triton', 'cudnn'"):
+    with pytest.raises(ValueError, match="'triton_tma', 'cudnn'"):
         FusedLevelMLP(block.mlps[0].mlp, upsample_kernel='cublas')
 
 

@@ -80,6 +80,46 @@ def test_conv_transpose_equals_the_layer(kernels, shape, dtype,
     torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
 
 
+@pytest.mark.parametrize('dtype,with_residual', [(torch.float16, True),
+                                                 (torch.float32, False)])
+@pytest.mark.parametrize('shape,out_channels', [((2, 24, 5, 7), 24),
+                                                ((1, 32, 1, 1), 16),
+                                                ((1, 16, 9, 10), 40)])
+def test_conv_transpose_through_the_tma_equals_the_layer(
+        kernels, shape, out_channels, dtype, with_residual):
+    """The TMA's zero fill is the padding at every border (odd sizes, a
+    single pixel, partial tiles of pixels and channels)."""
+    n, c, h, w = shape
+    x = make(shape, dtype, channels_last=True)
+    weight = torch.randn(c, out_channels, 4, 4, dtype=torch.float64) / 8
+    bias = torch.randn(out_channels, dtype=torch.float64)
+    residual = make((n, out_channels, 2 * h, 2 * w), dtype,
+                    channels_last=True) if with_residual else None
+    packed = kernels.pack_conv_transpose_weight(weight).to(dtype)
+    assert kernels.tma_applies(x, packed)
+    out = kernels.conv_transpose_k4s2_tma(x, packed, bias.float(), residual)
+    expected = F.conv_transpose2d(x.double(), weight, bias, stride=2,
+                                  padding=1)
+    if with_residual:
+        expected += residual.double()
+    assert out.dtype == dtype
+    if h * w > 1:  # a single pixel is both layouts; the output contiguous
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+
+
+def test_the_tma_needs_channels_last_rows_of_16_bytes(kernels):
+    packed = torch.zeros(4, 4, 24, 16, dtype=torch.float16)
+    x = torch.zeros(1, 24, 4, 4, dtype=torch.float16)
+    assert not kernels.tma_applies(x, packed)  # NCHW
+    x = x.contiguous(memory_format=torch.channels_last)
+    assert kernels.tma_applies(x, packed)
+    assert not kernels.tma_applies(x[:, :20], packed[:, :, :20])  # 40 bytes
+    with pytest.raises(ValueError, match='tma_applies'):
+        kernels.conv_transpose_k4s2_tma(x.contiguous(), packed,
+                                        torch.zeros(16))
+
+
 @pytest.mark.parametrize('dtype', list(TOLERANCES))
 @pytest.mark.parametrize('channels_last,residual_layout', [
     (True, True), (False, False), (True, False), (False, None)])

@@ -44,7 +44,8 @@ def test_each_level_size_with_every_candidate(tool, kernel_calls, tmp_path):
     for name, result in results.items():
         rows = result['candidates']
         assert set(rows) == {
-            'layers', 'fused auto', 'fused triton', 'fused cudnn'
+            'layers', 'fused auto', 'fused triton', 'fused triton_tma',
+            'fused cudnn'
         }
         assert rows['layers']['max_abs_diff'] == 0
         for row in rows.values():
@@ -54,9 +55,10 @@ def test_each_level_size_with_every_candidate(tool, kernel_calls, tmp_path):
         json.dumps(results))
 
 
-def sweep_first_level(tool, monkeypatch, sweep):
+def sweep_first_level(tool, monkeypatch, sweep, sweep_tma=()):
     """The tool's sweep of the demo model's first level MLP on CPU."""
     monkeypatch.setattr(tool, 'SWEEP', sweep)
+    monkeypatch.setattr(tool, 'SWEEP_TMA', sweep_tma)
     args = tool.parse_args([DEMO, '--repeat', '1', '--warmup', '0'])
     _, model = tool.build_model_from_config(f'{REPO_ROOT}/{DEMO}')
     model = tool.fuse_norm_layers(model.eval())
@@ -68,8 +70,14 @@ def sweep_first_level(tool, monkeypatch, sweep):
 
 def test_sweep_times_each_tile_size(tool, kernel_calls, monkeypatch):
     results = sweep_first_level(tool, monkeypatch, ((16, 16, 16, 4, 3),
-                                                    (32, 16, 16, 4, 2)))
-    assert list(results) == ['linear_gelu', 'conv_transpose_k4s2']
+                                                    (32, 16, 16, 4, 2)),
+                                ((4, 4, 16, 16, 4, 3), ))
+    assert list(results) == [
+        'linear_gelu', 'conv_transpose_k4s2', 'conv_transpose_k4s2_tma'
+    ]
+    assert set(results['conv_transpose_k4s2_tma']['us']) == {
+        'cudnn conv_transpose', '4x4x16x16 w4 s3'
+    }
     assert set(results['linear_gelu']['us']) == {
         'cublas fc1', '16x16x16 w4 s3', '32x16x16 w4 s2'
     }

@@ -62,3 +62,19 @@ def test_linear_gelu_is_one_pipelined_loop_of_tensor_core_products(
     table = tool.format_table({'linear_gelu': compiled},
                               tool.parse_args([]))
     assert 'sm_90' in table and "'BM': 128" in table
+
+
+def test_tma_transposed_convolution_copies_by_the_tma(tool, launches):
+    """Its operands come by tensor-memory copies into one pipelined loop
+    of wgmma products, for every tile config the tuner tries."""
+    name = 'conv_transpose_k4s2_tma (finest level)'
+    if name not in launches:
+        pytest.skip('this Triton has no host tensor descriptors (>= 3.4)')
+    compiled = tool.compile_launch(*launches[name], arch=90)
+    assert len(compiled) == len(
+        tool.level_mlp_triton._conv_transpose_tma_kernel.configs)
+    for config, summary in compiled:
+        assert summary['loops'] == 1, (config, summary)
+        assert set(summary['async_copies']) == {'tma'}, (config, summary)
+        assert all(mma.startswith('wgmma') for mma in summary['mma'])
+        assert summary['shared_bytes'] <= 227 * 1024

@@ -25,6 +25,7 @@ import json
 import os
 import statistics
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,14 @@ SWEEP = ((128, 128, 64, 4, 3), (128, 128, 64, 4, 4), (128, 128, 64, 8, 3),
          (64, 256, 64, 8, 4), (128, 128, 128, 8, 3), (128, 256, 128, 8, 2),
          (256, 128, 128, 8, 2), (128, 128, 128, 4, 3), (64, 64, 64, 4, 4),
          (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (256, 64, 64, 8, 4))
+# (BH, BW, BN, BK, num_warps, num_stages) of the TMA transposed convolution:
+# BH x BW input pixels a tile
+SWEEP_TMA = ((8, 16, 256, 64, 8, 3), (8, 16, 256, 64, 8, 4),
+             (8, 16, 128, 64, 4, 4), (8, 16, 128, 64, 8, 4),
+             (16, 16, 128, 64, 8, 3), (16, 8, 256, 64, 8, 3),
+             (4, 16, 256, 64, 4, 4), (8, 8, 256, 64, 4, 4),
+             (8, 8, 128, 64, 4, 4), (8, 16, 128, 32, 4, 5),
+             (16, 16, 256, 64, 8, 2), (4, 32, 256, 64, 8, 3))
 
 
 def parse_args(argv=None):
@@ -187,11 +196,12 @@ def time_case(mlp, inputs, dtype, args, timer):
 
 
 def sweep_case(mlp, inputs, dtype, args, timer):
-    """Each Triton kernel at each tile size in ``SWEEP`` and the cuBLAS or
-    cuDNN product it replaces (``cublas fc1``: over the concatenation,
-    without the GELU; ``cudnn conv_transpose``: without bias and
-    residual): microseconds, fastest first (``us``), and the tile sizes
-    that failed (``failed``: too large for shared memory, say)."""
+    """Each Triton kernel at each tile size in ``SWEEP`` (``SWEEP_TMA`` for
+    the TMA kernel, where it applies) and the cuBLAS or cuDNN product it
+    replaces (``cublas fc1``: over the concatenation, without the GELU;
+    ``cudnn conv_transpose``: without bias and residual): microseconds,
+    fastest first (``us``), and the tile sizes that failed (``failed``: too
+    large for shared memory, say)."""
     x, residual, coarser = (t if t is None else t.to(dtype) for t in inputs)
     w1, b1, w2, b2, upsample, bt = FusedLevelMLP(mlp, 'triton')._weights(
         dtype)
@@ -203,27 +213,33 @@ def sweep_case(mlp, inputs, dtype, args, timer):
     cat = x if coarser is None else torch.cat((x, coarser), 1)
     weight1 = mlp.fc1.weight.to(dtype)
     weight_t = mlp.upsample.weight.to(dtype)
+
+    def product(config, kernel):
+        if kernel == 'linear_gelu':
+            return level_mlp_triton.linear_gelu(x, coarser, w1, b1,
+                                                config=config)
+        return getattr(level_mlp_triton, kernel)(ff, wt, bt, residual,
+                                                 config=config)
+
+    sweeps = [('linear_gelu', 'cublas fc1', lambda: F.conv2d(cat, weight1),
+               SWEEP),
+              ('conv_transpose_k4s2', 'cudnn conv_transpose',
+               lambda: F.conv_transpose2d(ff, weight_t, stride=2, padding=1),
+               SWEEP)]
+    if level_mlp_triton.tma_applies(ff, wt):
+        sweeps.append(('conv_transpose_k4s2_tma', 'cudnn conv_transpose',
+                       sweeps[-1][2], SWEEP_TMA))
     results = {}
-    for kernel, reference in (
-        ('linear_gelu', lambda: F.conv2d(cat, weight1)),
-        ('conv_transpose_k4s2',
-         lambda: F.conv_transpose2d(ff, weight_t, stride=2, padding=1)),
-    ):
-        reference_name = 'cublas fc1' if kernel == 'linear_gelu' else \
-            'cudnn conv_transpose'
+    for kernel, reference_name, reference, configs in sweeps:
         failed = {}
         timer.add(reference_name, reference)
-        for bm, bn, bk, warps, stages in SWEEP:
-            config = dict(BM=bm, BN=bn, BK=bk, num_warps=warps,
-                          num_stages=stages)
-            if kernel == 'linear_gelu':
-                fn = (lambda config=config: level_mlp_triton.linear_gelu(
-                    x, coarser, w1, b1, config=config))
-            else:
-                fn = (lambda config=config: level_mlp_triton.
-                      conv_transpose_k4s2(ff, wt, bt, residual, config=config))
-            name = f'{bm}x{bn}x{bk} w{warps} s{stages}'
-            error = timer.add(name, fn)
+        for config in configs:
+            names = ('BH', 'BW') if len(config) == 6 else ('BM', )
+            config = dict(zip((*names, 'BN', 'BK', 'num_warps', 'num_stages'),
+                              config))
+            name = 'x'.join(str(config[k]) for k in (*names, 'BN', 'BK')) + \
+                f' w{config["num_warps"]} s{config["num_stages"]}'
+            error = timer.add(name, partial(product, config, kernel))
             if error:
                 failed[name] = error
         times = timer.rounds(args.repeat, args.warmup)

@@ -74,14 +74,19 @@ class _Recorder:
 
 
 @contextmanager
+def replaced(module, name: str, value):
+    """``module.name`` replaced by ``value`` while in effect."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield value
+    finally:
+        setattr(module, name, old)
+
+
 def recording(module, name: str):
     """``module.name`` replaced by a :class:`_Recorder` while in effect."""
-    recorder = _Recorder(getattr(module, name))
-    setattr(module, name, recorder)
-    try:
-        yield recorder
-    finally:
-        setattr(module, name, recorder.kernel)
+    return replaced(module, name, _Recorder(getattr(module, name)))
 
 
 def _specialise(fn, args: tuple, kwargs: dict):
@@ -94,7 +99,11 @@ def _specialise(fn, args: tuple, kwargs: dict):
     for index, name in enumerate(names):
         value = values[name]
         key = (index, )
-        if isinstance(value, torch.Tensor):
+        if hasattr(value, 'block_shape'):  # a TMA descriptor
+            block = ','.join(map(str, value.block_shape))
+            signature[name] = \
+                f'tensordesc<{_POINTER_TYPES[value.base.dtype][1:]}[{block}]>'
+        elif isinstance(value, torch.Tensor):
             signature[name] = _POINTER_TYPES[value.dtype]
             if value.storage_offset() * value.element_size() % 16 == 0:
                 attrs[key] = [['tt.divisibility', 16]]
@@ -161,6 +170,8 @@ def compile_launch(kernel, args: tuple, kwargs: dict, arch: int) -> List:
         options = {}
         if config is not None:
             constants.update(config.kwargs)
+            if config.pre_hook is not None:  # e.g. descriptors' blocks
+                config.pre_hook(dict(zip(fn.arg_names, args), **constants))
             options = dict(num_warps=config.num_warps,
                            num_stages=config.num_stages)
         signature, constexprs, attrs = _specialise(fn, args, constants)
@@ -218,6 +229,14 @@ def launches(height: int, width: int, dtype: torch.dtype) -> Dict:
         level_mlp_triton.conv_transpose_k4s2(a, weight, bias, residual)
     found['conv_transpose_k4s2 (finest level)'] = (rec.kernel,
                                                    *rec.launches[0])
+    if level_mlp_triton.TensorDescriptor is not None:
+        # meta tensors are on no GPU: as if on one with a TMA
+        with recording(level_mlp_triton, '_conv_transpose_tma_kernel') as \
+                rec, replaced(level_mlp_triton, 'tma_applies',
+                              lambda *args: True):
+            level_mlp_triton.conv_transpose_k4s2_tma(a, weight, bias, residual)
+        found['conv_transpose_k4s2_tma (finest level)'] = (rec.kernel,
+                                                           *rec.launches[0])
     return found
 
 

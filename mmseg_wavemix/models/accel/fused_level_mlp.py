@@ -2,6 +2,7 @@
 """A WaveMix level MLP as three GPU kernels, for inference."""
 import statistics
 import time
+import warnings
 from functools import partial
 from typing import Callable, Dict, Optional, Tuple
 
@@ -65,20 +66,29 @@ class FusedLevelMLP(nn.Module):
        concatenation in memory, no separate pass of the GELU.
     2. ``fc2``, a cuBLAS GEMM with its bias (channels_last input).
     3. The transposed convolution, its bias (with the folded BatchNorm) and
-       the residual, one Triton kernel
-       (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2`),
-       or cuDNN's without bias, then one Triton pass adding bias and
-       residual
-       (:func:`~mmseg_wavemix.ops.level_mlp_triton.add_bias_residual_`).
+       the residual, in one of three ways (``upsample_kernel``):
+
+       - ``'triton'``: one Triton kernel
+         (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2`);
+       - ``'triton_tma'``: the same with its operands brought by the tensor
+         memory accelerator
+         (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2_tma`;
+         GPUs of compute capability 9 and later, channels_last; elsewhere
+         it is ``'triton'``);
+       - ``'cudnn'``: cuDNN's without bias, then one Triton pass adding bias
+         and residual
+         (:func:`~mmseg_wavemix.ops.level_mlp_triton.add_bias_residual_`).
+
        On an H200, at WaveMix-256's finest level, cuDNN's product alone
        took 122 us, the Triton kernel 249 us with bias and residual
-       (``tools/analysis_tools/benchmark_level_mlp.py`` compares both).
-       Which is faster depends on the GPU and the size: by default
-       (``'auto'``) both are timed at the first call of each size, as
-       ``cudnn.benchmark`` times cuDNN's algorithms, and the faster is kept
-       for all level MLPs of that size (within a CUDA graph being
-       recorded, where nothing can be timed, an untimed size takes
-       ``'triton'``).
+       (``tools/analysis_tools/benchmark_level_mlp.py`` compares them).
+       Which is fastest depends on the GPU and the size: by default
+       (``'auto'``) each that applies is timed at the first call of each
+       size, as ``cudnn.benchmark`` times cuDNN's algorithms, and the
+       fastest is kept for all level MLPs of that size (within a CUDA graph
+       being recorded, where nothing can be timed, an untimed size takes
+       ``'triton'``; a candidate that fails there is left out, with a
+       warning).
 
     It computes in float16 or bfloat16 (the autocast dtype, or the input's),
     accumulating in float32. The weights are packed and cast at its first
@@ -90,10 +100,10 @@ class FusedLevelMLP(nn.Module):
     Args:
         mlp (WaveletLevelMLP): The level MLP, see :func:`can_fuse_level_mlp`
             (kept, and shared with the plain path).
-        upsample_kernel (str): ``'auto'``, ``'triton'`` or ``'cudnn'``, see
-            above. Default: ``'auto'``.
+        upsample_kernel (str): ``'auto'``, ``'triton'``, ``'triton_tma'``
+            or ``'cudnn'``, see above. Default: ``'auto'``.
     """
-    UPSAMPLE_KERNELS = ('auto', 'triton', 'cudnn')
+    UPSAMPLE_KERNELS = ('auto', 'triton', 'triton_tma', 'cudnn')
 
     def __init__(self, mlp: WaveletLevelMLP, upsample_kernel: str = 'auto'):
         super().__init__()
@@ -122,8 +132,8 @@ class FusedLevelMLP(nn.Module):
         if dtype not in self._packed:
             fc1, fc2, up = self.mlp.fc1, self.mlp.fc2, self.mlp.upsample
             upsample = {}
-            if self.upsample_kernel in ('auto', 'triton'):
-                upsample['triton'] = \
+            if self.upsample_kernel != 'cudnn':  # both Triton kernels'
+                upsample['triton'] = upsample['triton_tma'] = \
                     level_mlp_triton.pack_conv_transpose_weight(
                         up.weight).to(dtype)
             if self.upsample_kernel in ('auto', 'cudnn'):
@@ -141,6 +151,10 @@ class FusedLevelMLP(nn.Module):
             return level_mlp_triton.add_bias_residual_(
                 F.conv_transpose2d(ff, weight, None, stride=2, padding=1),
                 bias, residual)
+        if kernel == 'triton_tma' and level_mlp_triton.tma_applies(
+                ff, weight):
+            return level_mlp_triton.conv_transpose_k4s2_tma(
+                ff, weight, bias, residual)
         return level_mlp_triton.conv_transpose_k4s2(ff, weight, bias,
                                                     residual)
 
@@ -157,11 +171,20 @@ class FusedLevelMLP(nn.Module):
         calls = {
             kernel: partial(self._upsample, kernel, ff, weight, bias,
                             residual)
-            for kernel, weight in weights.items()
+            for kernel, weight in weights.items() if kernel != 'triton_tma'
+            or level_mlp_triton.tma_applies(ff, weight)
         }
+        for kernel, call in list(calls.items()):
+            try:
+                call()  # untimed: a Triton kernel is tuned at its first call
+            except Exception as error:  # noqa: BLE001
+                if kernel == 'triton':  # the one that always serves
+                    raise
+                warnings.warn(f'FusedLevelMLP: the {kernel!r} upsampling '
+                              f'failed at {tuple(ff.shape)}, left out: '
+                              f'{type(error).__name__}: {error}')
+                del calls[kernel]
         times = {kernel: [] for kernel in calls}
-        for call in calls.values():
-            call()  # the Triton kernel is tuned at its first call
         for _ in range(_ROUNDS):
             for kernel, call in calls.items():
                 times[kernel].append(_time_ms(call, ff.device))
