@@ -204,6 +204,21 @@ def test_prepare_for_training_gives_the_same_amp_gradients():
                                        atol=5e-3, msg=name)
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_gelu_backward_with_bias_grad_equals_pytorch_in_float64(dtype):
+    """The recipe's level MLP backward on CUDA (channels_last)."""
+    from mmseg_wavemix.ops import gelu_triton
+    grad, hidden = (
+        (torch.randn(2, 512, 64, 128, device='cuda') * scale).to(dtype)
+        .contiguous(memory_format=torch.channels_last) for scale in (1, 2))
+    assert gelu_triton.applies(grad, hidden)
+    expected = torch.ops.aten.gelu_backward(grad.double(), hidden.double())
+    out, bias_grad = gelu_triton.gelu_backward_with_bias_grad_(grad, hidden)
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+    torch.testing.assert_close(bias_grad.double(), expected.sum((0, 2, 3)),
+                               rtol=1e-4, atol=1e-2)
+
+
 def test_cuda_graphs_give_the_eager_logits(monkeypatch):
     """prepare_for_inference's CUDA graphs compute the eager model's logits,
     one graph per input size, in fresh tensors, also with autocast entered

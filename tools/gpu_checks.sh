@@ -4,6 +4,7 @@
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
+#   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #
 # Needs torch with CUDA (its Triton included), the project's Python dependencies, pytest and the authors'
 # wavemix==0.2.4 on PYTHONPATH (AUTHORS_PACKAGE, default: the first PYTHONPATH entry that holds it). On a
@@ -37,6 +38,12 @@ printf "_base_ = '%s'\nmodel = dict(backbone=dict(memory_efficient=False), decod
 step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16,fast_train --compare \
   "$PLAIN_MLPS@fp16,fast_train" authors --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
   --batch 5 --train --repeat 3 --warmup 1 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
+# COMPILE_TRAIN=1: the recipe's step compiled by Inductor against the eager one (a few minutes of compilation)
+if [[ -n "${COMPILE_TRAIN:-}" ]]; then
+  step "Training compiled, batch 5" python3 tools/benchmark.py $C@fp16,fast_train,compile --compare $C@fp16,fast_train \
+    --device cuda --shape 1024 2048 --batch 5 --train --repeat 3 --warmup 1 --no-flops \
+    --json "$OUT/train_b5_1024x2048_cuda_compile.json"
+fi
 step "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast_train \
   --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json"
 step "The training step's operators by input shapes" python3 tools/analysis_tools/profile_model.py \

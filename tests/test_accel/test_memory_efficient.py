@@ -375,6 +375,58 @@ def test_level_mlps_run_their_1x1_convs_as_gemms(autocast, monkeypatch):
             assert error <= (3e-2 if autocast else 1e-5) * scale, name
 
 
+@pytest.mark.parametrize('autocast', [False, True])
+def test_gelu_backward_kernel_gives_the_same_gradients(autocast,
+                                                       monkeypatch):
+    """On CUDA in channels_last (here in Triton's interpreter) each level
+    MLP's GELU backward and fc1's bias gradient come from one Triton pass
+    (float32: conv_gelu_conv2d; autocast: the level recomputed). In float32
+    the gradients are PyTorch's kernels'; under bf16 autocast about as
+    close to float64 as theirs."""
+    pytest.importorskip(
+        'triton', reason='Triton is not installed (requirements/tests.txt)')
+    from mmseg_wavemix.ops import gelu_triton
+
+    from ..test_ops.triton_interpreter import interpreted
+    torch.manual_seed(0)
+    _, block = plain_and_memory_efficient(embed_dims=32, level=2)
+    pointwise_convs_as_gemm(block)
+    block.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 32, 32, 32).contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn(2, 32, 32, 32)
+
+    def gradients(use_kernel, dtype=torch.float32):
+        monkeypatch.setattr(
+            module, 'applies', lambda g, h: calls.append(use_kernel) or
+            use_kernel and module._rows(g) is not None)
+        model = copy.deepcopy(block).to(dtype)
+        xg = x.to(dtype).clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16,
+                            enabled=autocast and dtype == torch.float32):
+            out = model(xg)
+        (out.double() * weight).sum().backward()
+        return [xg.grad, *(p.grad for _, p in model.named_parameters())]
+
+    with interpreted(gelu_triton) as module:
+        calls = []
+        layers, ours = gradients(False), gradients(True)
+        assert calls == [False] * 2 + [True] * 2  # each level's backward
+        exact = gradients(False, torch.float64)
+    names = ['x', *(n for n, _ in block.named_parameters())]
+    for name, a, b, c in zip(names, ours, layers, exact):
+        if name.endswith('upsample.bias'):  # BN follows: true grad 0
+            continue
+        scale = c.abs().max()
+        if autocast:
+            error, layers_error = ((t.double() - c).abs().max()
+                                   for t in (a, b))
+            # bf16 noise: either may round closer (1-2% of the scale here)
+            assert error <= 2 * layers_error + 1e-9 * scale, name
+        else:
+            assert (a - b).abs().max() <= 1e-5 * scale, name
+
+
 def test_level_input_gradients_are_dense_in_channels_last():
     """Under autocast, channels_last, the level MLP's input gradient comes
     as two dense tensors, the level's and the coarser output's, not as

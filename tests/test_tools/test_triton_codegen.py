@@ -78,3 +78,14 @@ def test_tma_transposed_convolution_copies_by_the_tma(tool, launches):
         assert set(summary['async_copies']) == {'tma'}, (config, summary)
         assert all(mma.startswith('wgmma') for mma in summary['mma'])
         assert summary['shared_bytes'] <= 227 * 1024
+
+
+def test_gelu_backward_moves_vectors(tool, launches):
+    """Its loads and its stores of the gradient are 16-byte; the one store
+    narrower than that writes the partial column sums."""
+    (_, summary), = tool.compile_launch(
+        *launches['gelu backward + bias grad (finest level, training)'],
+        arch=90)
+    assert set(summary['global_loads']) == {'16B'}, summary
+    stores = dict(summary['global_stores'])
+    assert stores.pop('16B') >= 2 and sum(stores.values()) <= 1, summary

@@ -32,7 +32,8 @@ from typing import Dict, List
 
 import torch
 
-from mmseg_wavemix.ops import haar_kernels, haar_triton, level_mlp_triton
+from mmseg_wavemix.ops import (gelu_triton, haar_kernels, haar_triton,
+                               level_mlp_triton)
 
 # the dtypes of the ``*fp16`` pointer types Triton's signatures name
 _POINTER_TYPES = {
@@ -237,6 +238,14 @@ def launches(height: int, width: int, dtype: torch.dtype) -> Dict:
             level_mlp_triton.conv_transpose_k4s2_tma(a, weight, bias, residual)
         found['conv_transpose_k4s2_tma (finest level)'] = (rec.kernel,
                                                            *rec.launches[0])
+    # training: the finest level's hidden gradient (batch 1)
+    hidden = a.new_empty(1, 512, *a.shape[-2:]).contiguous(
+        memory_format=torch.channels_last)
+    with recording(gelu_triton, '_gelu_backward_kernel') as rec, replaced(
+            gelu_triton, 'applies', lambda *args: True):
+        gelu_triton.gelu_backward_with_bias_grad_(hidden, hidden)
+    found['gelu backward + bias grad (finest level, training)'] = (
+        rec.kernel, *rec.launches[0])
     return found
 
 

@@ -26,7 +26,9 @@ much of that is avoidable cheaply:
   levels' outputs. The gradient of each level's LL band is added in place
   into the finer level's (:class:`_WaveletLevelsFunction`), and each level
   MLP gives its input's gradient as two dense tensors, the level's and the
-  coarser output's.
+  coarser output's. On CUDA in channels_last the GELU's backward and the
+  first convolution's bias gradient come from one pass
+  (:mod:`~mmseg_wavemix.ops.gelu_triton`).
 - :func:`conv_transpose_of_recomputed`: a transposed convolution that
   recomputes its input from an earlier one (WaveMixHead's last upsampling).
 
@@ -46,7 +48,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmseg_wavemix.ops import haar_dwt_packed, haar_idwt
+from mmseg_wavemix.ops import gelu_triton, haar_dwt_packed, haar_idwt
 
 from ..backbones.wavemix_block import WaveletLevelMLP
 from .pointwise_gemm import (PointwiseGEMM, pointwise_linear,
@@ -130,6 +132,18 @@ def _conv_backward(grad_out: Tensor, inputs: Tensor, weight: Tensor,
     return grad_in, grad_weight, grad_bias
 
 
+def _gelu_backward_(grad: Tensor, hidden: Tensor,
+                    bias_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """The exact GELU's backward, in place into ``grad``; with ``bias_grad``
+    also its sum over pixels (the gradient of the bias in ``hidden``) from
+    the same pass on CUDA in channels_last (:mod:`~mmseg_wavemix.ops.
+    gelu_triton`), else None (the convolution's backward sums it)."""
+    if bias_grad and gelu_triton.applies(grad, hidden):
+        return gelu_triton.gelu_backward_with_bias_grad_(grad, hidden)
+    return torch.ops.aten.gelu_backward.grad_input(
+        grad, hidden, grad_input=grad), None
+
+
 class _ConvGELUConvFunction(torch.autograd.Function):
 
     @staticmethod
@@ -155,12 +169,14 @@ class _ConvGELUConvFunction(torch.autograd.Function):
             (True, needs[3], needs[4]))
         del activation
         # into grad_act: no third hidden-sized tensor at once
-        grad_hidden = torch.ops.aten.gelu_backward.grad_input(
-            grad_act, hidden, grad_input=grad_act)
+        grad_hidden, grad_bias1 = _gelu_backward_(
+            grad_act, hidden, ctx.has_bias[0] and needs[2])
         del hidden
-        grad_x, grad_weight1, grad_bias1 = _conv_backward(
-            grad_hidden, x, weight1, ctx.has_bias[0], conv1,
-            (needs[0], needs[1], needs[2]))
+        grad_x, grad_weight1, conv_grad_bias1 = _conv_backward(
+            grad_hidden, x, weight1, ctx.has_bias[0] and grad_bias1 is None,
+            conv1, (needs[0], needs[1], needs[2]))
+        grad_bias1 = conv_grad_bias1 if grad_bias1 is None else \
+            grad_bias1.to(weight1.dtype)
         return (grad_x, grad_weight1, grad_bias1, grad_weight2, grad_bias2,
                 None, None)
 
@@ -437,16 +453,17 @@ class _LevelMLPFunction(torch.autograd.Function):
             grad_h, activation, w2, b2 is not None, mlp.fc2,
             (True, needs[8], needs[9]))
         del grad_h, activation
-        grad_hidden = torch.ops.aten.gelu_backward.grad_input(
-            grad_act, hidden, grad_input=grad_act)
+        grad_hidden, grad_b1 = _gelu_backward_(grad_act, hidden,
+                                               b1 is not None and needs[7])
         del hidden
         has_coarser = x.shape[1] > ctx.level_channels
         split = _pointwise_input_grads(
             grad_hidden, w1_, ctx.level_channels) if has_coarser and (
                 needs[0] or needs[1]) else None
-        grad_x, grad_w1, grad_b1 = _conv_backward(
-            grad_hidden, x, w1, b1 is not None, mlp.fc1,
+        grad_x, grad_w1, conv_grad_b1 = _conv_backward(
+            grad_hidden, x, w1, b1 is not None and grad_b1 is None, mlp.fc1,
             ((needs[0] or needs[1]) and split is None, needs[6], needs[7]))
+        grad_b1 = conv_grad_b1 if grad_b1 is None else grad_b1.to(w1.dtype)
         grad_level, grad_coarser = split or (grad_x, None)
         if has_coarser and grad_x is not None:
             grad_level = grad_x[:, :ctx.level_channels]

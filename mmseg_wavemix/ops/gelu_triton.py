@@ -1,0 +1,120 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""The exact GELU's backward and the gradient of the bias before it in one
+Triton pass, for training on a GPU.
+
+In a level MLP's backward the hidden gradient is ``grad * gelu'(hidden)``,
+and the first 1x1 convolution's bias gradient is its sum over pixels:
+PyTorch reads the hidden gradient once more for that sum (a tensor of
+``2 D`` channels at the level's size, the largest of the MLP). Here the sums
+are taken from the values in registers: each program sums a run of rows
+into a partial row, and the few partial rows are added at the end (in a
+fixed order: the result does not depend on scheduling).
+
+Without a GPU the kernel runs in Triton's interpreter
+(``TRITON_INTERPRET=1``), which the tests use.
+"""
+import os
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # no Triton: PyTorch's kernels are used
+    triton = None
+
+# A program: BM x BC elements at a time, ROWS rows in all (its partial sum);
+# smaller in the interpreter (read when the module is loaded, as Triton
+# reads TRITON_INTERPRET), which runs them with numpy
+BM, BC, ROWS = (16, 32, 64) if os.environ.get('TRITON_INTERPRET') == '1' \
+    else (32, 128, 512)
+
+
+def applies(grad: Tensor, hidden: Tensor) -> bool:
+    """Whether the kernel serves these tensors: CUDA, where Triton is
+    installed, the same shape and dtype, both channels_last and dense."""
+    return triton is not None and grad.is_cuda and \
+        _rows(grad) is not None and _rows(hidden) is not None and \
+        grad.shape == hidden.shape and grad.dtype == hidden.dtype
+
+
+def _rows(x: Tensor) -> Optional[Tensor]:
+    """The (N*H*W, C) row-major view of a dense channels_last 4D tensor."""
+    if x.dim() != 4:
+        return None
+    rows = x.permute(0, 2, 3, 1)
+    return rows.reshape(-1, rows.shape[-1]) if rows.is_contiguous() else None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _add(a, b):
+        return a + b
+
+    @triton.jit
+    def _gelu_backward_kernel(grad_ptr, hidden_ptr, partial_ptr, M, C,
+                              BM: tl.constexpr, BC: tl.constexpr,
+                              ROWS: tl.constexpr):
+        """grad *= gelu'(hidden) over rows [pid0 * ROWS, +ROWS) and columns
+        of block pid1; their column sums into partial row pid0."""
+        cols = tl.program_id(1) * BC + tl.arange(0, BC)
+        col_ok = cols < C
+        first = tl.program_id(0).to(tl.int64) * ROWS
+        sums = tl.full((BC, ), 0., tl.float32)
+        for r in range(0, ROWS, BM):
+            rows = first + r + tl.arange(0, BM)
+            mask = (rows < M)[:, None] & col_ok[None, :]
+            offsets = rows[:, None] * C + cols[None, :]
+            g = tl.load(grad_ptr + offsets, mask=mask, other=0.)
+            h = tl.load(hidden_ptr + offsets, mask=mask,
+                        other=0.).to(tl.float32)
+            # d/dh h * Phi(h) = Phi(h) + h * phi(h)
+            cdf = 0.5 * (1. + tl.math.erf(h * 0.7071067811865476))
+            pdf = tl.exp(-0.5 * h * h) * 0.3989422804014327
+            out = g.to(tl.float32) * (cdf + h * pdf)
+            tl.store(grad_ptr + offsets,
+                     out.to(grad_ptr.dtype.element_ty), mask=mask)
+            # masked elements are 0 (tl.reduce with a combine function of
+            # this module: Triton's own tl.sum is not interpreted after a
+            # reload into the interpreter, as the tests do)
+            sums += tl.reduce(out, 0, _add)
+        tl.store(partial_ptr + tl.program_id(0) * C + cols, sums,
+                 mask=col_ok)
+
+
+def gelu_backward_with_bias_grad_(grad: Tensor,
+                                  hidden: Tensor) -> Tuple[Tensor, Tensor]:
+    """``grad * gelu'(hidden)`` (exact GELU) in place, and its sum over all
+    but the channel dimension: the gradient of the bias that ``hidden``
+    includes.
+
+    Args:
+        grad (Tensor): The gradient of ``gelu(hidden)``, (N, C, H, W),
+            channels_last; overwritten.
+        hidden (Tensor): The GELU's input, same shape, dtype and layout.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``grad`` (now the gradient of ``hidden``) and
+        the bias gradient (C, ) in float32.
+    """
+    if triton is None:
+        raise RuntimeError('gelu_backward_with_bias_grad_ needs Triton')
+    if grad.shape != hidden.shape or grad.dtype != hidden.dtype or \
+            _rows(grad) is None or _rows(hidden) is None:
+        raise ValueError('gelu_backward_with_bias_grad_ needs two dense '
+                         'channels_last tensors of one shape and dtype, got '
+                         f'{tuple(grad.shape)} {grad.dtype} with strides '
+                         f'{grad.stride()} and {tuple(hidden.shape)} '
+                         f'{hidden.dtype} with strides {hidden.stride()}')
+    m, c = grad.numel() // grad.shape[1], grad.shape[1]
+    partial = grad.new_empty(max(1, triton.cdiv(m, ROWS)), c,
+                             dtype=torch.float32)
+    if grad.numel():
+        _gelu_backward_kernel[(triton.cdiv(m, ROWS), triton.cdiv(c, BC))](
+            grad, hidden, partial, m, c, BM=BM, BC=BC, ROWS=ROWS)
+    else:
+        partial.zero_()
+    return grad, partial.sum(0)

@@ -1,0 +1,47 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""The GELU backward with its bias gradient (a CUDA training path) against
+PyTorch's in float64, run on CPU in Triton's interpreter."""
+import pytest
+import torch
+
+from mmseg_wavemix.ops import gelu_triton as gelu_triton_module
+
+from .test_haar_triton import TOLERANCES, make_input
+from .triton_interpreter import interpreted
+
+pytest.importorskip(
+    'triton', reason='Triton is not installed (requirements/tests.txt)')
+
+
+@pytest.fixture(scope='module')
+def gelu_triton():
+    with interpreted(gelu_triton_module) as module:
+        yield module
+
+
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+# partial blocks of channels (200 > 128) and several partial rows (1200 >
+# 512 pixels)
+@pytest.mark.parametrize('shape', [(2, 200, 5, 7), (1, 8, 40, 30)])
+def test_equals_pytorch_in_float64(gelu_triton, shape, dtype):
+    grad = make_input(shape, dtype, channels_last=True, seed=1)
+    hidden = make_input(shape, dtype, channels_last=True, seed=2) * 2
+    # the same rounded inputs, in float64
+    expected = torch.ops.aten.gelu_backward(grad.double(), hidden.double())
+    out, bias_grad = gelu_triton.gelu_backward_with_bias_grad_(grad, hidden)
+    assert out is grad and out.dtype == dtype  # in place
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+    # summed before rounding: as close as float32 sums get
+    assert bias_grad.dtype == torch.float32 and bias_grad.shape == shape[1:2]
+    torch.testing.assert_close(bias_grad.double(), expected.sum((0, 2, 3)),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_needs_dense_channels_last_tensors_on_cuda(gelu_triton):
+    x = torch.randn(1, 8, 4, 4)
+    with pytest.raises(ValueError, match='channels_last'):
+        gelu_triton.gelu_backward_with_bias_grad_(x, x.clone())
+    x = x.contiguous(memory_format=torch.channels_last)
+    assert not gelu_triton.applies(x, x)  # a CPU tensor: PyTorch's kernels
+    with pytest.raises(ValueError, match='one shape and dtype'):
+        gelu_triton.gelu_backward_with_bias_grad_(x, x.half())
