@@ -14,6 +14,10 @@ index is a plain range: the compiler can then prove the accesses contiguous
 and issue vector loads and stores. In NCHW the two pixels of each column
 pair are loaded as one contiguous run and split in registers, not as two
 loads at stride 2 (for 16-bit types each of those would be a scalar access).
+In channels_last, where band b of channel c is at ``3c + b`` (packed levels
+and :func:`~mmseg_wavemix.ops.haar_kernels._empty_bands`' ``highs``), the
+three bands of a run of channels are one contiguous run too, interleaved
+and split in registers by ``tl.gather``.
 
 Without a GPU the kernels run in Triton's interpreter
 (``TRITON_INTERPRET=1``), which the tests use.
@@ -50,10 +54,31 @@ if triton is not None:
         return tl.reshape(tl.join(even, odd), (BR, 2 * BI))
 
     @triton.jit
+    def _interleave_bands(lh, hl, hh, BR: tl.constexpr, BI: tl.constexpr):
+        """(BR, 4 BI): for each channel c its three bands at 3c, 3c + 1 and
+        3c + 2 (the last BI entries unused), as one contiguous run."""
+        unused = tl.full((BR, BI), 0, lh.dtype)
+        # joined innermost first: band b of c at 4c + b
+        spread = tl.reshape(
+            tl.join(tl.join(lh, hh), tl.join(hl, unused)), (BR, 4 * BI))
+        m = tl.arange(0, 4 * BI)
+        at = tl.where(m < 3 * BI, 4 * (m // 3) + m % 3, 0)
+        return tl.gather(spread, tl.broadcast_to(at[None, :], (BR, 4 * BI)),
+                         1)
+
+    @triton.jit
+    def _band_of_run(run, band: tl.constexpr, BR: tl.constexpr,
+                     BI: tl.constexpr):
+        """Band ``band`` (BR, BI) of a run from :func:`_interleave_bands`."""
+        at = 3 * tl.arange(0, BI) + band
+        return tl.gather(run, tl.broadcast_to(at[None, :], (BR, BI)), 1)
+
+    @triton.jit
     def _haar_kernel(x_ptr, ll_ptr, hi_ptr, rows, inner, channels, height,
                      width, xs0, xs1, xs2, xs3, ls0, ls1, ls2, ls3, hs0, hs1,
                      hs2, hs3, hs4, SYNTHESIS: tl.constexpr,
-                     CHANNELS_LAST: tl.constexpr, BR: tl.constexpr,
+                     CHANNELS_LAST: tl.constexpr,
+                     BANDS_INTERLEAVED: tl.constexpr, BR: tl.constexpr,
                      BI: tl.constexpr):
         """One level over the N*C*h*w half-size positions as a (rows, inner)
         grid, inner the fastest dimension: (N*C*h, w) in NCHW, (N*h*w, C) in
@@ -75,6 +100,13 @@ if triton is not None:
                 k * hs1)[None, :]
             # top-left pixel of each block; the others at +xs3, +xs2
             left = x_ptr + x_row[:, None] + (k * xs1)[None, :]
+            if BANDS_INTERLEAVED:  # band b of channel c at 3c + b: one run
+                run = tl.arange(0, 4 * BI)
+                run_at = hi_ptr + (n * hs0 + i * hs3 + j * hs4)[:, None] + (
+                    3 * tl.program_id(1) * BI + run)[None, :]
+                run_mask = row_ok[:, None] & (
+                    (run < 3 * BI) &
+                    (run < 3 * (inner - tl.program_id(1) * BI)))[None, :]
         else:
             i = r % height
             rest = r // height
@@ -91,9 +123,15 @@ if triton is not None:
             pair_mask = row_ok[:, None] & (cols < 2 * inner)[None, :]
         if SYNTHESIS:
             s = tl.load(ll_at, mask=mask).to(tl.float32)
-            lh = tl.load(hi_at, mask=mask).to(tl.float32)
-            hl = tl.load(hi_at + hs2, mask=mask).to(tl.float32)
-            hh = tl.load(hi_at + 2 * hs2, mask=mask).to(tl.float32)
+            if CHANNELS_LAST and BANDS_INTERLEAVED:
+                bands = tl.load(run_at, mask=run_mask, other=0.)
+                lh = _band_of_run(bands, 0, BR, BI).to(tl.float32)
+                hl = _band_of_run(bands, 1, BR, BI).to(tl.float32)
+                hh = _band_of_run(bands, 2, BR, BI).to(tl.float32)
+            else:
+                lh = tl.load(hi_at, mask=mask).to(tl.float32)
+                hl = tl.load(hi_at + hs2, mask=mask).to(tl.float32)
+                hh = tl.load(hi_at + 2 * hs2, mask=mask).to(tl.float32)
             # the 2x2 analysis matrix is symmetric and orthogonal: its own
             # inverse
             p, q = s + lh, s - lh
@@ -130,13 +168,16 @@ if triton is not None:
             dtype = ll_ptr.dtype.element_ty
             tl.store(ll_at, ((top_sum + bottom_sum) * 0.5).to(dtype),
                      mask=mask)
-            tl.store(hi_at, ((top_sum - bottom_sum) * 0.5).to(dtype),
-                     mask=mask)
-            tl.store(hi_at + hs2, ((top_diff + bottom_diff) * 0.5).to(dtype),
-                     mask=mask)
-            tl.store(hi_at + 2 * hs2,
-                     ((top_diff - bottom_diff) * 0.5).to(dtype),
-                     mask=mask)
+            lh = ((top_sum - bottom_sum) * 0.5).to(dtype)
+            hl = ((top_diff + bottom_diff) * 0.5).to(dtype)
+            hh = ((top_diff - bottom_diff) * 0.5).to(dtype)
+            if CHANNELS_LAST and BANDS_INTERLEAVED:
+                tl.store(run_at, _interleave_bands(lh, hl, hh, BR, BI),
+                         mask=run_mask)
+            else:
+                tl.store(hi_at, lh, mask=mask)
+                tl.store(hi_at + hs2, hl, mask=mask)
+                tl.store(hi_at + 2 * hs2, hh, mask=mask)
 
 
 def tile(rows: int, inner: int):
@@ -156,6 +197,7 @@ def _launch(x: Tensor, ll: Tensor, highs: Tensor, synthesis: bool) -> None:
     _haar_kernel[(triton.cdiv(rows, br), triton.cdiv(inner, bi))](
         x, ll, highs, rows, inner, c, h, w, *x.stride(), *ll.stride(),
         *highs.stride(), SYNTHESIS=synthesis, CHANNELS_LAST=channels_last,
+        BANDS_INTERLEAVED=highs.stride(1) == 3 and highs.stride(2) == 1,
         BR=br, BI=bi)
 
 

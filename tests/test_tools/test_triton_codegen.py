@@ -35,12 +35,14 @@ def launches(tool):
     return tool.launches(1024, 2048, torch.float16)
 
 
+@pytest.mark.parametrize('layout', ['nchw', 'channels_last'])
 @pytest.mark.parametrize('step', ['analysis', 'synthesis'])
-def test_haar_kernels_move_fp16_in_vectors_in_nchw(tool, launches, step):
+def test_haar_kernels_move_fp16_in_vectors(tool, launches, step, layout):
     """Each 16-bit scalar access would move an eighth of a 16-byte one: in
-    NCHW the column pairs are loaded (stored) as one contiguous run."""
+    NCHW the column pairs, in channels_last the three high bands of a run of
+    channels are loaded (stored) as one contiguous run."""
     (_, summary), = tool.compile_launch(
-        *launches[f'haar {step} (nchw, packed level)'], arch=90)
+        *launches[f'haar {step} ({layout}, packed level)'], arch=90)
     for accesses in (summary['global_loads'], summary['global_stores']):
         assert accesses and all(
             int(width[:-1]) >= 8 for width in accesses), summary
