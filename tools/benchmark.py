@@ -45,13 +45,12 @@ Example:
 """
 import argparse
 import gc
-import json
 import os
 
 import torch
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
-from mmseg_wavemix.utils.analysis import add_timing_args
+from mmseg_wavemix.utils.analysis import add_timing_args, write_json
 from mmseg_wavemix.utils.benchmark import (DTYPES, Bench, authors_parity,
                                            environment, gemm_peak_gflops,
                                            load_main_config, parse_entry,
@@ -287,16 +286,12 @@ def main(argv=None):
     results = run(args)
     print(format_table(results, args))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
-                    exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(
-                dict(
-                    settings=vars(args),
-                    environment=environment(args),
-                    results=results),
-                f,
-                indent=2)
+        write_json(
+            args.json,
+            dict(
+                settings=vars(args),
+                environment=environment(args),
+                results=results))
 
 
 if __name__ == '__main__':

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The CUDA tests and the GPU benchmarks in one run (about 8.5 minutes on an H100: tests 3.5, inference 1.5,
-# training 2, the rest 1.5), a short table last; the most wanted first, each step's JSON written as it ends.
+# The CUDA tests and the GPU benchmarks in one run, a short table last; the most wanted first, each step's JSON
+# written as it ends. On an H100 in session 10 it took 8.5 minutes (tests 3.5, inference 1.5, training 2, the rest
+# 1.5); since then the tests and the level-MLP benchmark have more cases (TMA, auto) and the training step one row
+# less (PLAIN): expect about 9 minutes, under the device's 10-minute call.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
+#   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
 #
 # Needs torch with CUDA (its Triton included), the project's Python dependencies, pytest and the authors'
 # wavemix==0.2.4 on PYTHONPATH (AUTHORS_PACKAGE, default: the first PYTHONPATH entry that holds it). On a
@@ -29,14 +32,27 @@ step "CUDA tests" python3 -m pytest tests/test_cuda.py -q -p no:warnings -p no:c
 step "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare $C@fp16,fast,no_fuse_mlp \
   $C@fp16,fast,compile authors@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
   --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
+for dtype in fp32 fp16; do
+  step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
+    --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
+done
+# channels_last: the layout of a prepared model
+step "Haar DWT fp16 channels_last, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
+  --dtype fp16 --channels-last --shape 5 64 256 512 --repeat 20 --warmup 5 \
+  --json "$OUT/haar_dwt_5x64x256x512_cuda_fp16_channels_last.json"
 step "Level MLPs, fp16 1024x2048" python3 tools/analysis_tools/benchmark_level_mlp.py $C --device cuda \
   --shape 1024 2048 ${SWEEP:+--sweep} --json "$OUT/level_mlp_1024x2048_cuda.json"
-# Under AMP the recipe recomputes much in backward to keep little; the same model without that shows the trade.
-PLAIN_MLPS="$OUT/wavemix_256x16_l4_plain-layers.py"
-printf "_base_ = '%s'\nmodel = dict(backbone=dict(memory_efficient=False), decode_head=dict(memory_efficient=False))\n" \
-  "$PWD/$C" > "$PLAIN_MLPS"
-step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16,fast_train --compare \
-  "$PLAIN_MLPS@fp16,fast_train" authors --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
+# PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
+# 8.4 GB), the trade of recomputing in backward to keep little
+TRAIN_ENTRIES=(authors)
+if [[ -n "${PLAIN:-}" ]]; then
+  PLAIN_MLPS="$OUT/wavemix_256x16_l4_plain-layers.py"
+  printf "_base_ = '%s'\nmodel = dict(backbone=dict(memory_efficient=False), decode_head=dict(memory_efficient=False))\n" \
+    "$PWD/$C" > "$PLAIN_MLPS"
+  TRAIN_ENTRIES=("$PLAIN_MLPS@fp16,fast_train" authors)
+fi
+step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16,fast_train --compare "${TRAIN_ENTRIES[@]}" \
+  --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
   --batch 5 --train --repeat 3 --warmup 1 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
 # COMPILE_TRAIN=1: the recipe's step compiled by Inductor against the eager one (a few minutes of compilation)
 if [[ -n "${COMPILE_TRAIN:-}" ]]; then
@@ -49,14 +65,6 @@ step "Where the training step's time goes" python3 tools/analysis_tools/profile_
 step "The training step's operators by input shapes" python3 tools/analysis_tools/profile_model.py \
   $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --shapes --rows 20 \
   --json "$OUT/profile_train_b5_shapes.json"
-for dtype in fp32 fp16; do
-  step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
-    --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
-done
-# channels_last: the layout of a prepared model
-step "Haar DWT fp16 channels_last, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
-  --dtype fp16 --channels-last --shape 5 64 256 512 --repeat 20 --warmup 5 \
-  --json "$OUT/haar_dwt_5x64x256x512_cuda_fp16_channels_last.json"
 echo; echo "=== Summary ($OUT)"
 python3 - "$OUT" <<'PY'
 import glob, json, os, sys

@@ -374,6 +374,21 @@ def pack_conv_transpose_weight(weight: Tensor) -> Tensor:
     ]).view(4, 4, *weight.shape[:2]).contiguous()
 
 
+def _conv_transpose_output(x: Tensor, weight: Tensor,
+                           residual: Optional[Tensor]) -> Tensor:
+    """The empty output of :func:`conv_transpose_k4s2` for ``x``, the
+    packed ``weight`` and ``residual`` checked to fit."""
+    n, c, h, w = x.shape
+    if weight.shape[:3] != (4, 4, c):
+        raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
+                         f'fit an input of {c} channels')
+    out = _empty_like_layout(x, weight.shape[-1], 2 * h, 2 * w)
+    if residual is not None and residual.shape != out.shape:
+        raise ValueError(f'residual of shape {tuple(residual.shape)}, the '
+                         f'output is {tuple(out.shape)}')
+    return out
+
+
 def conv_transpose_k4s2(x: Tensor,
                         weight: Tensor,
                         bias: Tensor,
@@ -394,14 +409,8 @@ def conv_transpose_k4s2(x: Tensor,
         Tensor: (N, CO, 2h, 2w) in ``x``'s dtype and memory format.
     """
     n, c, h, w = x.shape
-    co = weight.shape[-1]
-    if weight.shape[:3] != (4, 4, c):
-        raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
-                         f'fit an input of {c} channels')
-    out = _empty_like_layout(x, co, 2 * h, 2 * w)
-    if residual is not None and residual.shape != out.shape:
-        raise ValueError(f'residual of shape {tuple(residual.shape)}, the '
-                         f'output is {tuple(out.shape)}')
+    out = _conv_transpose_output(x, weight, residual)
+    co = out.shape[1]
     if out.numel():
         res = out if residual is None else residual
         _launch(_conv_transpose_kernel, _grid(n * h * w, co, phases=4),
@@ -449,18 +458,12 @@ def conv_transpose_k4s2_tma(x: Tensor,
         Tensor: (N, CO, 2h, 2w) in ``x``'s dtype and memory format.
     """
     n, c, h, w = x.shape
-    co = weight.shape[-1]
-    if weight.shape[:3] != (4, 4, c):
-        raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
-                         f'fit an input of {c} channels')
+    out = _conv_transpose_output(x, weight, residual)
+    co = out.shape[1]
     if not tma_applies(x, weight):
         raise ValueError('conv_transpose_k4s2_tma needs a dense '
                          'channels_last input on a GPU with a TMA (see '
                          'tma_applies); use conv_transpose_k4s2')
-    out = _empty_like_layout(x, co, 2 * h, 2 * w)
-    if residual is not None and residual.shape != out.shape:
-        raise ValueError(f'residual of shape {tuple(residual.shape)}, the '
-                         f'output is {tuple(out.shape)}')
     if not out.numel():
         return out
     # block shapes are set per tile config (_set_tma_blocks)

@@ -3,7 +3,9 @@
 tools/analysis_tools/get_flops.py and tools/benchmark.py, and the timing
 arguments of the benchmark tools."""
 import argparse
+import json
 import math
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -25,6 +27,13 @@ def add_timing_args(parser: argparse.ArgumentParser, repeat: int,
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads on CPU (default: torch default)')
     parser.add_argument('--json', help='write the results to this file')
+
+
+def write_json(path: str, data: dict, indent: int = 2) -> None:
+    """Write a tool's results to ``path`` (its folder made if missing)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(data, f, indent=indent)
 
 
 def build_model_from_config(

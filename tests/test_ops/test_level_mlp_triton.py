@@ -60,24 +60,8 @@ def test_linear_gelu_equals_the_layers(kernels, channels, b_layout,
 def test_conv_transpose_equals_the_layer(kernels, shape, dtype,
                                          channels_last, with_residual):
     """Every output phase and border: odd sizes and a single pixel."""
-    n, c, h, w = shape
-    x = make(shape, dtype, channels_last)
-    weight = torch.randn(c, 18, 4, 4, dtype=torch.float64) / 8
-    bias = torch.randn(18, dtype=torch.float64)
-    residual = make((n, 18, 2 * h, 2 * w), dtype, channels_last) \
-        if with_residual else None
-    out = kernels.conv_transpose_k4s2(
-        x, kernels.pack_conv_transpose_weight(weight).to(dtype), bias.float(),
-        residual)
-    expected = F.conv_transpose2d(x.double(), weight, bias, stride=2,
-                                  padding=1)
-    if with_residual:
-        expected += residual.double()
-    assert out.dtype == dtype
-    if h * w > 1:  # a single pixel is both layouts; the output contiguous
-        assert out.is_contiguous(memory_format=torch.channels_last
-                                 if channels_last else torch.contiguous_format)
-    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+    check_conv_transpose(kernels.conv_transpose_k4s2, kernels, shape, 18,
+                         dtype, channels_last, with_residual)
 
 
 @pytest.mark.parametrize('dtype,with_residual', [(torch.float16, True),
@@ -89,22 +73,30 @@ def test_conv_transpose_through_the_tma_equals_the_layer(
         kernels, shape, out_channels, dtype, with_residual):
     """The TMA's zero fill is the padding at every border (odd sizes, a
     single pixel, partial tiles of pixels and channels)."""
+    check_conv_transpose(kernels.conv_transpose_k4s2_tma, kernels, shape,
+                         out_channels, dtype, True, with_residual)
+
+
+def check_conv_transpose(kernel, kernels, shape, out_channels, dtype,
+                         channels_last, with_residual):
+    """``kernel``'s output against the layer's in float64."""
     n, c, h, w = shape
-    x = make(shape, dtype, channels_last=True)
+    x = make(shape, dtype, channels_last)
     weight = torch.randn(c, out_channels, 4, 4, dtype=torch.float64) / 8
     bias = torch.randn(out_channels, dtype=torch.float64)
-    residual = make((n, out_channels, 2 * h, 2 * w), dtype,
-                    channels_last=True) if with_residual else None
-    packed = kernels.pack_conv_transpose_weight(weight).to(dtype)
-    assert kernels.tma_applies(x, packed)
-    out = kernels.conv_transpose_k4s2_tma(x, packed, bias.float(), residual)
+    residual = make((n, out_channels, 2 * h, 2 * w), dtype, channels_last) \
+        if with_residual else None
+    out = kernel(x,
+                 kernels.pack_conv_transpose_weight(weight).to(dtype),
+                 bias.float(), residual)
     expected = F.conv_transpose2d(x.double(), weight, bias, stride=2,
                                   padding=1)
     if with_residual:
         expected += residual.double()
     assert out.dtype == dtype
     if h * w > 1:  # a single pixel is both layouts; the output contiguous
-        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert out.is_contiguous(memory_format=torch.channels_last
+                                 if channels_last else torch.contiguous_format)
     torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
 
 

@@ -11,8 +11,6 @@ Example:
         --threads 2 --json work_dirs/haar.json
 """
 import argparse
-import json
-import os
 import statistics
 import time
 
@@ -21,7 +19,7 @@ import torch.nn.functional as F
 
 import mmseg_wavemix  # noqa: F401
 from mmseg_wavemix.ops import HaarDWT, haar_dwt
-from mmseg_wavemix.utils.analysis import add_timing_args
+from mmseg_wavemix.utils.analysis import add_timing_args, write_json
 
 
 def parse_args(argv=None):
@@ -119,12 +117,10 @@ def main(argv=None):
     results = run(args)
     print(format_table(results, args))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
-                    exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(dict(settings=vars(args), torch=torch.__version__,
-                           threads=torch.get_num_threads(), results=results),
-                      f, indent=2)
+        write_json(args.json, dict(settings=vars(args),
+                                   torch=torch.__version__,
+                                   threads=torch.get_num_threads(),
+                                   results=results))
 
 
 if __name__ == '__main__':

@@ -21,8 +21,6 @@ Example:
 """
 import argparse
 import copy
-import json
-import os
 import statistics
 import time
 from functools import partial
@@ -36,7 +34,7 @@ from mmseg_wavemix.models.accel import (FusedLevelMLP, fuse_norm_layers,
 from mmseg_wavemix.models.backbones.wavemix_block import WaveletLevelMLP
 from mmseg_wavemix.ops import level_mlp_triton
 from mmseg_wavemix.utils.analysis import (add_timing_args,
-                                          build_model_from_config)
+                                          build_model_from_config, write_json)
 
 DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
 # (BM, BN, BK, num_warps, num_stages) tried by --sweep
@@ -295,15 +293,12 @@ def main(argv=None):
           f'{args.repeat}, us per call)')
     results = run(args)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
-                    exist_ok=True)
         environment = dict(torch=torch.__version__)
         if args.device == 'cuda':
             environment.update(cuda=torch.version.cuda,
                                cuda_device=torch.cuda.get_device_name())
-        with open(args.json, 'w') as f:
-            json.dump(dict(settings=vars(args), environment=environment,
-                           results=results), f, indent=2)
+        write_json(args.json, dict(settings=vars(args),
+                                   environment=environment, results=results))
     return results
 
 

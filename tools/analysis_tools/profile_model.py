@@ -14,7 +14,6 @@ Example:
         --device cuda --shape 1024 2048 --train --batch 5
 """
 import argparse
-import json
 import os.path as osp
 import traceback
 from collections import Counter
@@ -24,6 +23,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
+from mmseg_wavemix.utils.analysis import write_json
 from mmseg_wavemix.utils.benchmark import FLAGS, Bench, parse_entry
 
 
@@ -165,11 +165,12 @@ def main_memory(args, bench):
         print(f'{row["bytes"] / mib:10.1f} MiB {100 * row["share"]:5.1f}% '
               f'{row["calls"]:5d}x  {row["name"][:100]}')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(dict(entry=args.config, mode='saved for backward',
-                           total_bytes=total, kept_after_forward_bytes=kept,
-                           peak_bytes=peak, rows=rows[:args.rows]), f,
-                      indent=1)
+        write_json(args.json, dict(entry=args.config,
+                                   mode='saved for backward',
+                                   total_bytes=total,
+                                   kept_after_forward_bytes=kept,
+                                   peak_bytes=peak, rows=rows[:args.rows]),
+                   indent=1)
 
 
 def main(argv=None):
@@ -192,9 +193,8 @@ def main(argv=None):
     if args.trace:
         prof.export_chrome_trace(args.trace)
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(dict(entry=args.config, mode=mode, total_ms=total_ms,
-                           rows=table), f, indent=1)
+        write_json(args.json, dict(entry=args.config, mode=mode,
+                                   total_ms=total_ms, rows=table), indent=1)
 
 
 if __name__ == '__main__':

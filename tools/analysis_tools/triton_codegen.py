@@ -22,7 +22,6 @@ Example:
         --json work_dirs/codegen.json
 """
 import argparse
-import json
 import os
 import re
 import warnings
@@ -34,6 +33,7 @@ import torch
 
 from mmseg_wavemix.ops import (gelu_triton, haar_kernels, haar_triton,
                                level_mlp_triton)
+from mmseg_wavemix.utils.analysis import write_json
 
 # the dtypes of the ``*fp16`` pointer types Triton's signatures name
 _POINTER_TYPES = {
@@ -286,11 +286,7 @@ def main(argv=None):
     results = run(args)
     print(format_table(results, args))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
-                    exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(dict(settings=vars(args), results=results), f,
-                      indent=2)
+        write_json(args.json, dict(settings=vars(args), results=results))
 
 
 if __name__ == '__main__':
