@@ -427,6 +427,54 @@ def test_gelu_backward_kernel_gives_the_same_gradients(autocast,
             assert (a - b).abs().max() <= 1e-5 * scale, name
 
 
+@pytest.mark.parametrize('grad_layout', ['channels_last', 'nchw'])
+def test_reduction_adds_the_residual_gradient_in_its_gemm(
+        monkeypatch, grad_layout):
+    """Under autocast, with GEMM reductions in channels_last and a block
+    input already in the autocast dtype (the residual is the reduction's
+    own input), the residual's gradient is added in the reduction's
+    input-gradient GEMM: the gradients autograd's separate addition gives,
+    up to bf16 rounding (one rounding less), for two blocks in a row. An
+    output gradient in NCHW is added after the GEMM instead."""
+    from mmseg_wavemix.models.accel import memory_efficient
+    torch.manual_seed(0)
+    blocks = nn.Sequential(*(plain_and_memory_efficient(embed_dims=32,
+                                                        level=2)[1]
+                             for _ in range(2)))
+    pointwise_convs_as_gemm(blocks)
+    blocks.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 32, 16, 16).bfloat16().contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn(2, 32, 16, 16)  # the output's gradient
+    if grad_layout == 'channels_last':
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    wavelet_levels = memory_efficient._wavelet_levels
+    addmm_calls = []
+    addmm = torch.addmm
+    monkeypatch.setattr(torch, 'addmm', lambda *a, **k: addmm_calls.append(1)
+                        or addmm(*a, **k))
+    results = []
+    for fold in (True, False):
+        if not fold:  # no BlockLevels for the reduction: autograd adds
+            monkeypatch.setattr(
+                memory_efficient, '_wavelet_levels',
+                lambda block, x, source=None: wavelet_levels(block, x))
+        model, xg = copy.deepcopy(blocks), x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(xg)
+        (out.float() * weight).sum().backward()
+        results.append([xg.grad, *(p.grad for p in model.parameters())])
+        if fold:  # one per block; the last block's NCHW gradient: none
+            assert len(addmm_calls) == (2 if grad_layout != 'nchw' else 1)
+            calls = len(addmm_calls)
+    assert len(addmm_calls) == calls  # none without
+    names = ['x', *(n for n, _ in blocks.named_parameters())]
+    for name, folded, added in zip(names, *results):
+        if not name.endswith('upsample.bias'):  # BN follows: true grad 0
+            scale = added.abs().max()
+            assert (folded - added).abs().max() <= 2e-2 * scale, name
+
+
 def test_level_input_gradients_are_dense_in_channels_last():
     """Under autocast, channels_last, the level MLP's input gradient comes
     as two dense tensors, the level's and the coarser output's, not as

@@ -28,7 +28,9 @@ much of that is avoidable cheaply:
   MLP gives its input's gradient as two dense tensors, the level's and the
   coarser output's. On CUDA in channels_last the GELU's backward and the
   first convolution's bias gradient come from one pass
-  (:mod:`~mmseg_wavemix.ops.gelu_triton`).
+  (:mod:`~mmseg_wavemix.ops.gelu_triton`), and the block's GEMM reduction
+  adds the residual's gradient in its own input-gradient GEMM
+  (:class:`_ReductionFunction`).
 - :func:`conv_transpose_of_recomputed`: a transposed convolution that
   recomputes its input from an earlier one (WaveMixHead's last upsampling).
 
@@ -337,15 +339,57 @@ class _WaveletLevelsFunction(torch.autograd.Function):
         return grad_ll, None
 
 
-def _wavelet_levels(block: nn.Module, x: Tensor) -> List[Tensor]:
+class _ReductionFunction(torch.autograd.Function):
+    """A block's 1x1 reduction as a GEMM (:class:`PointwiseGEMM`, a
+    channels_last input) whose input gradient takes in the block's residual
+    gradient, left in ``levels`` by the finest level MLP: one GEMM with the
+    sum in its epilogue, where autograd would add two gradients of the
+    block's largest tensor in a pass of its own."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                levels: 'BlockLevels') -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.levels, ctx.has_bias = levels, bias is not None
+        return pointwise_linear(x, *_cast(x.dtype, weight, bias))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        residual_grad, ctx.levels.residual_grad = ctx.levels.residual_grad, \
+            None
+        grad_x, grad_weight, grad_bias = pointwise_linear_backward(
+            grad_out.to(x.dtype), x, weight.to(x.dtype),
+            (needs[0], needs[1], ctx.has_bias and needs[2]), residual_grad)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(weight.dtype)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _wavelet_levels(block: nn.Module, x: Tensor,
+                    source: Optional['BlockLevels'] = None) -> List[Tensor]:
     """``block.wavelet_levels(x)`` (the same levels), whose backward adds
     the levels' gradients in place, where every level MLP keeps only its
-    input and the transform is this package's; else the block's own."""
+    input and the transform is this package's; else the block's own. Given
+    ``source`` (whose input ``x`` is the block's residual too), a GEMM
+    reduction of a channels_last ``x`` also adds the residual's gradient
+    (:class:`_ReductionFunction`), and ``source`` is told so."""
     if block.dwt.backend == 'native' and all(
             isinstance(mlp, MemoryEfficientLevelMLP)
             and mlp.keeps_only_its_input(x) for mlp in block.mlps):
-        return list(_WaveletLevelsFunction.apply(block.reduction(x),
-                                                 block.level))
+        reduction = block.reduction
+        if source is not None and isinstance(reduction, PointwiseGEMM) and \
+                x.dim() == 4 and x.permute(0, 2, 3, 1).is_contiguous():
+            source.reduction_adds_residual_grad = True
+            reduced = _ReductionFunction.apply(x, reduction.weight,
+                                               reduction.bias, source)
+        else:
+            reduced = reduction(x)
+        return list(_WaveletLevelsFunction.apply(reduced, block.level))
     return block.wavelet_levels(x)
 
 
@@ -365,6 +409,11 @@ class BlockLevels:
         self.input = x
         self.autocast = _autocast_dtype(x.device.type)  # the forward's
         self._levels = {}
+        # Set where the block's reduction adds the gradient of the residual
+        # (the block's input) in its own input-gradient GEMM: the finest
+        # level MLP leaves that gradient here instead of returning it.
+        self.reduction_adds_residual_grad = False
+        self.residual_grad: Optional[Tensor] = None
 
     def pop(self, k: int, x: Tensor) -> Tensor:
         """Level ``k`` of ``x`` (the input, as unpacked by autograd, which
@@ -468,8 +517,12 @@ class _LevelMLPFunction(torch.autograd.Function):
         if has_coarser and grad_x is not None:
             grad_level = grad_x[:, :ctx.level_channels]
             grad_coarser = grad_x[:, ctx.level_channels:]
+        grad_residual = grad_out if needs[2] else None
+        if grad_residual is not None and ctx.levels is not None and \
+                ctx.levels.reduction_adds_residual_grad:
+            ctx.levels.residual_grad, grad_residual = grad_residual, None
         return (grad_level, grad_coarser if needs[1] else None,
-                grad_out if needs[2] else None, None, None, None, grad_w1,
+                grad_residual, None, None, None, grad_w1,
                 grad_b1, grad_w2, grad_b2, grad_wt, grad_bt, grad_weight,
                 grad_bias, None, None, None, None, None)
 
@@ -665,8 +718,11 @@ def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
     """
     # cast once: the reduction then keeps the tensor the levels need
     block_input = _as_autocast(x)
-    levels = _wavelet_levels(block, block_input)
     source = BlockLevels(block, block_input)
+    # the residual is the reduction's own input (not a cast copy): its
+    # gradient can be added in the reduction's backward
+    levels = _wavelet_levels(block, block_input,
+                             source if block_input is x else None)
     out = None
     for k in range(block.level - 1, -1, -1):
         mlp, residual = block.mlps[k], x if k == 0 else None

@@ -75,16 +75,30 @@ def pointwise_linear(x: Tensor, weight: Tensor,
     return _image(F.linear(rows, weight.view(weight.shape[0], -1), bias), x)
 
 
-def pointwise_linear_backward(grad_out: Tensor, x: Tensor, weight: Tensor,
-                              needs: Tuple[bool, bool, bool]):
+def pointwise_linear_backward(grad_out: Tensor,
+                              x: Tensor,
+                              weight: Tensor,
+                              needs: Tuple[bool, bool, bool],
+                              grad_x_plus: Optional[Tensor] = None):
     """Gradients of :func:`pointwise_linear` for ``x``, the weight and the
     bias (each None where not needed), in the dtype of ``x``, as two GEMMs
-    and a column sum; None where the tensors are not channels_last."""
+    and a column sum; None where the tensors are not channels_last.
+    ``grad_x_plus`` (another gradient of ``x``) is added to ``x``'s, in the
+    GEMM's epilogue where it is channels_last too."""
     grad_rows, rows = _rows(grad_out), _rows(x)
     if grad_rows is None or rows is None:
         return None
     matrix = weight.view(weight.shape[0], -1)
-    grad_x = _image(grad_rows.mm(matrix), x) if needs[0] else None
+    grad_x = None
+    if needs[0]:
+        plus_rows = None if grad_x_plus is None or \
+            grad_x_plus.dtype != grad_rows.dtype else _rows(grad_x_plus)
+        if plus_rows is not None:
+            grad_x = _image(torch.addmm(plus_rows, grad_rows, matrix), x)
+        else:
+            grad_x = _image(grad_rows.mm(matrix), x)
+            if grad_x_plus is not None:
+                grad_x.add_(grad_x_plus)
     grad_weight = grad_rows.t().mm(rows).view_as(weight) if needs[1] \
         else None
     grad_bias = grad_rows.sum(0, dtype=torch.float32) if needs[2] else None
