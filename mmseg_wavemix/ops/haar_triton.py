@@ -34,6 +34,9 @@ except ImportError:  # no Triton: the plain PyTorch kernels are used
 # dimension.
 BLOCK = 1024
 MAX_INNER_BLOCK = 128
+# tl.gather (Triton >= 3.2) interleaves the bands in channels_last; without
+# it they are stored at a stride of 3
+_GATHER = triton is not None and hasattr(tl, 'gather')
 
 
 def available() -> bool:
@@ -197,7 +200,8 @@ def _launch(x: Tensor, ll: Tensor, highs: Tensor, synthesis: bool) -> None:
     _haar_kernel[(triton.cdiv(rows, br), triton.cdiv(inner, bi))](
         x, ll, highs, rows, inner, c, h, w, *x.stride(), *ll.stride(),
         *highs.stride(), SYNTHESIS=synthesis, CHANNELS_LAST=channels_last,
-        BANDS_INTERLEAVED=highs.stride(1) == 3 and highs.stride(2) == 1,
+        BANDS_INTERLEAVED=_GATHER and highs.stride(1) == 3 and
+        highs.stride(2) == 1,
         BR=br, BI=bi)
 
 

@@ -64,6 +64,24 @@ def test_analysis_and_synthesis_equal_the_pytorch_kernels(
     torch.testing.assert_close(ref_rec, x.double(), rtol=0, atol=bound)
 
 
+def test_channels_last_bands_without_gather(haar_triton, monkeypatch):
+    """A Triton without tl.gather (before 3.2) stores the channels_last
+    bands at a stride of 3: the same bands."""
+    monkeypatch.setattr(haar_triton, '_GATHER', False)
+    x = make_input((1, 136, 4, 6), torch.float16, channels_last=True)
+    ll, highs, _ = haar_kernels._empty_bands(x, 2, 3, packed=True)
+    haar_triton.analysis(x, ll, highs)
+    ref_ll, ref_highs = haar_kernels.analysis(x.double())
+    tolerance = TOLERANCES[torch.float16]
+    torch.testing.assert_close(ll.double(), ref_ll, **tolerance)
+    torch.testing.assert_close(highs.double(), ref_highs, **tolerance)
+    rec = torch.empty_like(x)
+    haar_triton.synthesis(ll, highs, rec)
+    torch.testing.assert_close(
+        rec.double(), haar_kernels.synthesis(ll.double(), highs.double()),
+        **tolerance)
+
+
 def test_strided_views_in_and_out(haar_triton):
     """The LL channels of a packed level (a non-contiguous view) are the
     input of the next level in a WaveMix block."""
