@@ -46,6 +46,7 @@ def test_haar_kernels_move_fp16_in_vectors(tool, launches, step, layout):
     for accesses in (summary['global_loads'], summary['global_stores']):
         assert accesses and all(
             int(width[:-1]) >= 8 for width in accesses), summary
+    assert summary['stack_bytes'] == 0, summary  # nothing spilled
 
 
 def test_linear_gelu_is_one_pipelined_loop_of_tensor_core_products(
@@ -91,3 +92,19 @@ def test_gelu_backward_moves_vectors(tool, launches):
     assert set(summary['global_loads']) == {'16B'}, summary
     stores = dict(summary['global_stores'])
     assert stores.pop('16B') >= 2 and sum(stores.values()) <= 1, summary
+    assert summary['stack_bytes'] == 0, summary  # nothing spilled
+
+
+def test_registers_and_spills_are_reported(tool, launches):
+    """The largest tile of linear_gelu holds a 128 x 256 float32
+    accumulator in 256 threads: the most registers a thread has (255), and
+    spills; a 64 x 64 tile needs far fewer."""
+    by_config = {
+        (config['BM'], config['BN']): summary
+        for config, summary in tool.compile_launch(
+            *launches['linear_gelu (finest level)'], arch=90)
+    }
+    assert by_config[128, 256]['registers'] == 255
+    assert by_config[128, 256]['stack_bytes'] > 0
+    assert by_config[64, 64]['registers'] < 160
+    assert by_config[64, 64]['stack_bytes'] == 0

@@ -2,12 +2,13 @@
 """Compile the package's Triton kernels for a CUDA GPU on a machine without
 one, and summarise the machine code each would run: the width of its global
 loads and stores, its asynchronous copies and tensor-core instructions, its
-loops and shared memory.
+loops, shared memory, registers and spills.
 
 For a kernel change made where no GPU is at hand: whether the accesses of a
 memory-bound kernel are vector accesses (a 16-bit scalar access moves an
 eighth of what a 16-byte one does), whether a GEMM's K loop is one
-software-pipelined loop of asynchronous copies and tensor-core products.
+software-pipelined loop of asynchronous copies and tensor-core products,
+whether a tile's accumulator fits the registers or spills.
 It says nothing of speed; only a GPU measures that
 (``tools/gpu_checks.sh``).
 
@@ -24,6 +25,8 @@ Example:
 import argparse
 import os
 import re
+import subprocess
+import tempfile
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -121,11 +124,31 @@ def _specialise(fn, args: tuple, kwargs: dict):
     return signature, constants, attrs
 
 
+def _resource_usage(cubin: bytes) -> Dict:
+    """Registers per thread and stack bytes (spilled registers, mostly) of
+    a compiled kernel, from ``cuobjdump -res-usage`` (shipped with Triton's
+    CUDA backend); empty where that tool is missing."""
+    import triton
+    tool = os.path.join(os.path.dirname(triton.__file__), 'backends',
+                        'nvidia', 'bin', 'cuobjdump')
+    if not os.path.exists(tool):
+        return {}
+    with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
+        f.write(cubin)
+        f.flush()
+        out = subprocess.run([tool, '-res-usage', f.name],
+                             capture_output=True, text=True).stdout
+    found = re.search(r'REG:(\d+) STACK:(\d+)', out)
+    return {} if found is None else dict(registers=int(found.group(1)),
+                                         stack_bytes=int(found.group(2)))
+
+
 def summarise(compiled) -> Dict:
     """What one compiled kernel runs, as instructions in its code: global
     accesses by the bytes each moves per thread, asynchronous copies by
     size (``tma``: tensor-memory copies), tensor-core instructions; and its
-    loops, shared memory and launch options."""
+    loops, shared memory and launch options; its registers per thread and
+    stack bytes (spills) where ``cuobjdump`` is at hand."""
     ptx, ttgir = compiled.asm['ptx'], compiled.asm['ttgir']
     loads, stores, copies, mma = Counter(), Counter(), Counter(), Counter()
     for found in _INSTRUCTIONS.findall(ptx):
@@ -151,7 +174,8 @@ def summarise(compiled) -> Dict:
         loops=ttgir.count('scf.for'),
         shared_bytes=compiled.metadata.shared,
         num_warps=compiled.metadata.num_warps,
-        num_stages=compiled.metadata.num_stages)
+        num_stages=compiled.metadata.num_stages,
+        **_resource_usage(compiled.asm['cubin']))
 
 
 def compile_launch(kernel, args: tuple, kwargs: dict, arch: int) -> List:
@@ -277,7 +301,9 @@ def format_table(results: Dict, args) -> str:
             lines.append(
                 f'  loads {s["global_loads"]} stores {s["global_stores"]} '
                 f'async copies {s["async_copies"]} mma {s["mma"]} loops '
-                f'{s["loops"]} shared {s["shared_bytes"]} B')
+                f'{s["loops"]} shared {s["shared_bytes"]} B' +
+                (f' registers {s["registers"]} stack {s["stack_bytes"]} B'
+                 if 'registers' in s else ''))
     return '\n'.join(lines)
 
 
