@@ -107,17 +107,24 @@ def _conv_transpose(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                               conv.output_padding, conv.groups, conv.dilation)
 
 
-def _conv_backward(grad_out: Tensor, inputs: Tensor, weight: Tensor,
-                   has_bias: bool, conv: nn.Module, needs: Tuple[bool, ...]):
+def _conv_backward(grad_out: Tensor,
+                   inputs: Tensor,
+                   weight: Tensor,
+                   has_bias: bool,
+                   conv: nn.Module,
+                   needs: Tuple[bool, ...],
+                   grad_in_plus: Optional[Tensor] = None):
     """Gradients of ``conv(inputs)`` (an ``nn.Conv2d`` or
     ``nn.ConvTranspose2d``) for the input, weight and bias. Under autocast
     the forward ran in a lower precision than the weight: so does this, and
-    the weight's gradients are cast back."""
+    the weight's gradients are cast back. ``grad_in_plus``, another
+    gradient of ``inputs``, is added to the input's (in the GEMM of a
+    :class:`PointwiseGEMM`)."""
     grad_out = grad_out.to(inputs.dtype)
     needs = (needs[0], needs[1], has_bias and needs[2])
     grads = pointwise_linear_backward(
-        grad_out, inputs, weight.to(inputs.dtype), needs) if isinstance(
-            conv, PointwiseGEMM) else None
+        grad_out, inputs, weight.to(inputs.dtype), needs,
+        grad_in_plus) if isinstance(conv, PointwiseGEMM) else None
     if grads is None:
         transposed = isinstance(conv, nn.ConvTranspose2d)
         grads = torch.ops.aten.convolution_backward(
@@ -126,6 +133,8 @@ def _conv_backward(grad_out: Tensor, inputs: Tensor, weight: Tensor,
             conv.padding, conv.dilation, transposed,
             conv.output_padding if transposed else [0, 0], conv.groups,
             list(needs))
+        if grad_in_plus is not None and grads[0] is not None:
+            grads[0].add_(grad_in_plus)
     grad_in, grad_weight, grad_bias = grads
     if grad_weight is not None:
         grad_weight = grad_weight.to(weight.dtype)
@@ -348,26 +357,20 @@ class _ReductionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                levels: 'BlockLevels') -> Tensor:
+                conv: PointwiseGEMM, levels: 'BlockLevels') -> Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.levels, ctx.has_bias = levels, bias is not None
+        ctx.conv, ctx.levels, ctx.has_bias = conv, levels, bias is not None
         return pointwise_linear(x, *_cast(x.dtype, weight, bias))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
-        needs = ctx.needs_input_grad
         residual_grad, ctx.levels.residual_grad = ctx.levels.residual_grad, \
             None
-        grad_x, grad_weight, grad_bias = pointwise_linear_backward(
-            grad_out.to(x.dtype), x, weight.to(x.dtype),
-            (needs[0], needs[1], ctx.has_bias and needs[2]), residual_grad)
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-        if grad_bias is not None:
-            grad_bias = grad_bias.to(weight.dtype)
-        return grad_x, grad_weight, grad_bias, None
+        return (*_conv_backward(grad_out, x, weight, ctx.has_bias, ctx.conv,
+                                ctx.needs_input_grad, residual_grad), None,
+                None)
 
 
 def _wavelet_levels(block: nn.Module, x: Tensor,
@@ -386,7 +389,8 @@ def _wavelet_levels(block: nn.Module, x: Tensor,
                 x.dim() == 4 and x.permute(0, 2, 3, 1).is_contiguous():
             source.reduction_adds_residual_grad = True
             reduced = _ReductionFunction.apply(x, reduction.weight,
-                                               reduction.bias, source)
+                                               reduction.bias, reduction,
+                                               source)
         else:
             reduced = reduction(x)
         return list(_WaveletLevelsFunction.apply(reduced, block.level))
