@@ -97,14 +97,15 @@ def test_gelu_backward_moves_vectors(tool, launches):
 
 def test_registers_and_spills_are_reported(tool, launches):
     """The largest tile of linear_gelu holds a 128 x 256 float32
-    accumulator in 256 threads: the most registers a thread has (255), and
-    spills; a 64 x 64 tile needs far fewer."""
+    accumulator in 256 threads (128 registers each for it alone, of at most
+    255; with Triton 3.6 and 3.9 it spills); a 64 x 64 tile needs far fewer
+    and spills nothing."""
     by_config = {
         (config['BM'], config['BN']): summary
         for config, summary in tool.compile_launch(
             *launches['linear_gelu (finest level)'], arch=90)
     }
-    assert by_config[128, 256]['registers'] == 255
-    assert by_config[128, 256]['stack_bytes'] > 0
-    assert by_config[64, 64]['registers'] < 160
-    assert by_config[64, 64]['stack_bytes'] == 0
+    large, small = by_config[128, 256], by_config[64, 64]
+    assert 128 < large['registers'] <= 255
+    assert small['registers'] < large['registers'] - 64
+    assert small['stack_bytes'] == 0

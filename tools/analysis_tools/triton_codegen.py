@@ -38,7 +38,7 @@ from mmseg_wavemix.ops import (gelu_triton, haar_kernels, haar_triton,
                                level_mlp_triton)
 from mmseg_wavemix.utils.analysis import write_json
 
-# the dtypes of the ``*fp16`` pointer types Triton's signatures name
+# Triton's pointer type of each dtype, as its signatures write it
 _POINTER_TYPES = {
     torch.float16: '*fp16',
     torch.bfloat16: '*bf16',
@@ -99,6 +99,7 @@ def _specialise(fn, args: tuple, kwargs: dict):
     launch would be."""
     names = fn.arg_names
     values = dict(zip(names, args), **kwargs)
+    positional = set(names[:len(args)])
     signature, constants, attrs = {}, {}, {}
     for index, name in enumerate(names):
         value = values[name]
@@ -111,7 +112,7 @@ def _specialise(fn, args: tuple, kwargs: dict):
             signature[name] = _POINTER_TYPES[value.dtype]
             if value.storage_offset() * value.element_size() % 16 == 0:
                 attrs[key] = [['tt.divisibility', 16]]
-        elif isinstance(value, bool) or name not in dict(zip(names, args)):
+        elif isinstance(value, bool) or name not in positional:
             signature[name] = 'constexpr'
             constants[key] = value
         elif value == 1:
