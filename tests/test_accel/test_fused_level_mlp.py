@@ -34,6 +34,13 @@ def trained_block(level=3, memory_efficient=False):
     return block.eval()
 
 
+# the kernel each upsampling calls last
+UPSAMPLE_CALLS = dict(
+    triton='conv_transpose_k4s2',
+    triton_tma='conv_transpose_k4s2_tma',
+    cudnn='add_bias_residual_')
+
+
 @pytest.mark.parametrize('channels_last,memory_efficient,upsample_kernel', [
     (True, False, 'triton'), (False, True, 'triton'), (True, False, 'cudnn'),
     (True, False, 'triton_tma')
@@ -63,12 +70,6 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
     layers_error = (layers.double() - expected).abs().max()
     error = (out.double() - expected).abs().max()
     assert error <= 1.5 * layers_error, (error, layers_error)
-
-
-UPSAMPLE_CALLS = dict(
-    triton='conv_transpose_k4s2',
-    triton_tma='conv_transpose_k4s2_tma',
-    cudnn='add_bias_residual_')
 
 
 @pytest.mark.parametrize('faster', ['triton', 'triton_tma', 'cudnn'])
