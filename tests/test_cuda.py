@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmseg_wavemix.models.accel import (FusedLevelMLP, PointwiseGEMM,
-                                        fuse_level_mlps, fuse_norm_layers,
+from mmseg_wavemix.models.accel import (FusedLevelMLP, Im2colGEMM,
+                                        PointwiseGEMM, fuse_level_mlps,
+                                        fuse_norm_layers,
                                         prepare_for_inference,
                                         prepare_for_training)
 from mmseg_wavemix.models.backbones import WaveMixBlock
@@ -153,15 +154,21 @@ def test_svt_amp_step_on_cuda_matches_the_cpu(dtype):
                for p in model.parameters())
 
 
-def test_pointwise_gemm_equals_the_convolution_in_fp16():
-    """The 1x1 convolution as a GEMM with the bias in cuBLASLt's epilogue:
-    output and gradients as close to the float64 ones as the convolution's
-    (both round in fp16, differently), in channels_last."""
+@pytest.mark.parametrize('gemm_class,conv_args', [
+    (PointwiseGEMM, (48, 24, 1)),
+    (Im2colGEMM, (3, 128, 3, 2, 1)),  # WaveMix-256's first stem convolution
+])
+def test_convolutions_as_gemms_equal_the_convolution_in_fp16(
+        gemm_class, conv_args):
+    """A 1x1 convolution, and one of an image's 3 channels, as a GEMM with
+    the bias in cuBLASLt's epilogue: output and gradients as close to the
+    float64 ones as the convolution's (both round in fp16, differently), in
+    channels_last."""
     torch.manual_seed(0)
-    conv = nn.Conv2d(48, 24, 1).cuda()
-    gemm = PointwiseGEMM.from_conv(copy.deepcopy(conv))
+    conv = nn.Conv2d(*conv_args).cuda()
+    gemm = gemm_class.from_conv(copy.deepcopy(conv))
     reference = copy.deepcopy(conv).double()
-    x = torch.randn(2, 48, 16, 24, device='cuda').contiguous(
+    x = torch.randn(2, conv_args[0], 16, 24, device='cuda').contiguous(
         memory_format=torch.channels_last)
     results = []
     for layer in (reference, conv, gemm):

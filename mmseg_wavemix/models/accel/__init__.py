@@ -2,23 +2,24 @@
 """Every speed path of the package, apart from the models they speed up.
 
 - Inference: :func:`prepare_for_inference` (BatchNorm and classifier
-  folding, the GELU fused into its convolution on CPU, 1x1 convolutions as
-  GEMMs with their bias on CUDA, optionally each level MLP in three Triton
-  and cuBLAS kernels on CUDA, channels_last, CUDA graphs), what
-  ``tools/test.py --fast``, ``FastInferenceHook`` and ``tools/benchmark.py``
-  call.
+  folding, the GELU fused into its convolution on CPU, 1x1 and image-stem
+  convolutions as GEMMs with their bias on CUDA, optionally each level MLP
+  in three Triton and cuBLAS kernels on CUDA, channels_last, CUDA graphs),
+  what ``tools/test.py --fast``, ``FastInferenceHook`` and
+  ``tools/benchmark.py`` call.
 - Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
   ``WaveMix(memory_efficient=True)`` builds; on CUDA
-  :func:`prepare_for_training` (channels_last, 1x1 convolutions as GEMMs).
+  :func:`prepare_for_training` (channels_last, 1x1 and image-stem
+  convolutions as GEMMs).
 
 Each path equals the plain model up to float rounding (tests/test_accel).
 """
 from .cuda_graphs import CUDAGraphs, cuda_graph_forwards
 from .fuse_norm import fuse_conv_bn, fuse_norm_layers
-from .fused_level_mlp import (FusedLevelMLP, can_fuse_level_mlp,
-                              fuse_level_mlps)
 from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
                               fusable_dtypes, fuse_conv_gelu)
+from .fused_level_mlp import FusedLevelMLP, can_fuse_level_mlp, fuse_level_mlps
+from .im2col_gemm import Im2colGEMM, few_channel_convs_as_gemm
 from .inference import fold_head_classifier, prepare_for_inference
 from .memory_efficient import (BlockLevels, MemoryEfficientLevelMLP,
                                batch_norm_add, conv_gelu_conv2d,
@@ -30,10 +31,11 @@ from .training import prepare_for_training
 
 __all__ = [
     'BlockLevels', 'CUDAGraphs', 'FusedConvGELU', 'FusedLevelMLP',
-    'MemoryEfficientLevelMLP', 'PointwiseGEMM', 'batch_norm_add',
+    'Im2colGEMM', 'MemoryEfficientLevelMLP', 'PointwiseGEMM', 'batch_norm_add',
     'can_fuse_level_mlp',
     'conv_gelu_conv2d', 'conv_transpose_of_recomputed',
     'cpu_has_bf16_convolution', 'cuda_graph_forwards',
+    'few_channel_convs_as_gemm',
     'fold_head_classifier', 'fuse_conv_bn', 'fuse_conv_gelu',
     'fuse_level_mlps', 'fuse_norm_layers', 'fusable_dtypes',
     'level_mlp_keeping_its_input', 'mix_levels_keeping_block_input',

@@ -10,6 +10,7 @@ from .cuda_graphs import cuda_graph_forwards
 from .fuse_norm import fuse_norm_layers
 from .fused_conv_gelu import fuse_conv_gelu
 from .fused_level_mlp import fuse_level_mlps
+from .im2col_gemm import few_channel_convs_as_gemm
 from .pointwise_gemm import pointwise_convs_as_gemm
 
 
@@ -74,7 +75,9 @@ def prepare_for_inference(model: nn.Module,
       oneDNN, in float32 and, where the CPU has bf16 convolutions, in
       bfloat16 (:class:`FusedConvGELU`); other dtypes run the plain layers.
     - On CUDA, each 1x1 convolution run as a GEMM with the bias in its
-      epilogue (:class:`PointwiseGEMM`): no separate pass to add it.
+      epilogue (:class:`PointwiseGEMM`): no separate pass to add it; the
+      same for a convolution of the image's few channels, its patches the
+      rows of the matrix (:class:`Im2colGEMM`).
     - On CUDA (unless compiled), each WaveMix level MLP in three kernels,
       the GELU, biases and residual computed inside the matrix products
       (:class:`FusedLevelMLP`, Triton), in float16/bfloat16; float32 runs
@@ -123,8 +126,9 @@ def prepare_for_inference(model: nn.Module,
         fuse_conv_gelu(model)
     if fuse_mlp and device.type == 'cuda':
         fuse_level_mlps(model)
-    if channels_last and device.type == 'cuda':  # it needs channels_last
+    if channels_last and device.type == 'cuda':  # they need channels_last
         pointwise_convs_as_gemm(model)
+        few_channel_convs_as_gemm(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if cuda_graphs and device.type == 'cuda':

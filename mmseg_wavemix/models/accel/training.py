@@ -5,6 +5,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
+from .im2col_gemm import few_channel_convs_as_gemm
 from .pointwise_gemm import pointwise_convs_as_gemm
 
 
@@ -13,9 +14,10 @@ def prepare_for_training(
         device: Optional[Union[str, torch.device]] = None) -> nn.Module:
     """Prepare a model for faster training on CUDA, in place: channels_last
     memory (cuDNN's tensor-core kernels and BatchNorm work in it; NCHW
-    tensors are transposed around each convolution) and each 1x1
-    convolution as a GEMM with its bias in the epilogue
-    (:class:`PointwiseGEMM`). Parameters stay the same objects (an optimizer
+    tensors are transposed around each convolution), each 1x1 convolution
+    as a GEMM with its bias in the epilogue (:class:`PointwiseGEMM`), and so
+    a convolution of the image's few channels (:class:`Im2colGEMM`).
+    Parameters stay the same objects (an optimizer
     built before keeps working), the state dict keeps its keys, and the
     losses and gradients are the same up to float rounding. On other devices
     the model is left as it is.
@@ -34,4 +36,5 @@ def prepare_for_training(
     if param is None or param.device.type != 'cuda':
         return model
     pointwise_convs_as_gemm(model)
+    few_channel_convs_as_gemm(model)
     return model.to(memory_format=torch.channels_last)
