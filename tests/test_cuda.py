@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmseg_wavemix.models.accel import (FusedLevelMLP, Im2colGEMM,
-                                        PointwiseGEMM, fuse_level_mlps,
-                                        fuse_norm_layers,
+from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
+                                        Im2colGEMM, PointwiseGEMM,
+                                        fuse_level_mlps, fuse_norm_layers,
                                         prepare_for_inference,
                                         prepare_for_training)
 from mmseg_wavemix.models.backbones import WaveMixBlock
@@ -313,6 +313,31 @@ def test_fused_level_mlps_are_as_close_to_float64_as_the_layers(
     layers_error = (ref.cpu().double() - expected).abs().max()
     error = (out.cpu().double() - expected).abs().max()
     assert error <= 1.5 * layers_error, (error, layers_error)
+
+
+@pytest.mark.parametrize('upsample_kernel',
+                         ['auto', 'triton', 'triton_tma', 'cudnn'])
+def test_fused_head_upsamplings_are_as_close_to_float64_as_the_layers(
+        upsample_kernel):
+    """WaveMix-256's decode head upsamplings in fp16 (the second with the
+    19 classes folded in: rows the TMA cannot take), channels_last."""
+    torch.manual_seed(0)
+    for channels, out_channels, size in ((256, 128, (32, 64)),
+                                         (128, 19, (64, 128))):
+        conv = nn.ConvTranspose2d(channels, out_channels, 4, 2, 1).eval()
+        fused = FusedUpsample.from_conv(copy.deepcopy(conv).cuda(),
+                                        upsample_kernel)
+        x = torch.randn(1, channels, *size, dtype=torch.float64)
+        device_x = x.to('cuda', torch.float16).contiguous(
+            memory_format=torch.channels_last)
+        with torch.no_grad():
+            expected = copy.deepcopy(conv).double()(x)
+            layer = copy.deepcopy(conv).cuda().half()(device_x)
+            out = fused.half()(device_x)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        layer_error = (layer.cpu().double() - expected).abs().max()
+        error = (out.cpu().double() - expected).abs().max()
+        assert error <= 1.5 * layer_error, (out_channels, error, layer_error)
 
 
 def test_tma_transposed_convolution_in_every_tile_config():

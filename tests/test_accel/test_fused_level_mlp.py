@@ -8,9 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmseg_wavemix.models.accel import (FusedLevelMLP, can_fuse_level_mlp,
-                                        fuse_level_mlps, fuse_norm_layers,
-                                        fused_level_mlp,
+from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
+                                        can_fuse_level_mlp,
+                                        few_channel_convs_as_gemm,
+                                        fold_head_classifier, fuse_level_mlps,
+                                        fuse_norm_layers, fuse_upsamples,
+                                        fused_upsample,
                                         pointwise_convs_as_gemm,
                                         prepare_for_inference)
 from mmseg_wavemix.models.backbones import WaveMixBlock
@@ -77,7 +80,7 @@ def test_auto_times_the_upsampling_kernels_once_per_size(
         kernel_calls, monkeypatch, faster):
     """``'auto'`` (the default): at the first call of a size each kernel
     runs and is timed; the fastest then serves that size."""
-    monkeypatch.setattr(fused_level_mlp, '_FASTEST_UPSAMPLE', {})
+    monkeypatch.setattr(fused_upsample, '_FASTEST_UPSAMPLE', {})
     costs = {name: 1. if kernel == faster else 2.
              for kernel, name in UPSAMPLE_CALLS.items()}
 
@@ -85,7 +88,7 @@ def test_auto_times_the_upsampling_kernels_once_per_size(
         fn()
         return costs[kernel_calls[-1]]
 
-    monkeypatch.setattr(fused_level_mlp, '_time_ms', timed)
+    monkeypatch.setattr(fused_upsample, '_time_ms', timed)
     block = fuse_norm_layers(trained_block(level=2))
     fused = fuse_level_mlps(copy.deepcopy(block)).half()
     chosen = fuse_level_mlps(copy.deepcopy(block), faster).half()
@@ -101,15 +104,15 @@ def test_auto_times_the_upsampling_kernels_once_per_size(
         expected = chosen(x)
     torch.testing.assert_close(first, expected, rtol=0, atol=0)
     torch.testing.assert_close(again, expected, rtol=0, atol=0)
-    assert set(fused_level_mlp._FASTEST_UPSAMPLE.values()) == {faster}
-    assert len(fused_level_mlp._FASTEST_UPSAMPLE) == 2  # two level sizes
+    assert set(fused_upsample._FASTEST_UPSAMPLE.values()) == {faster}
+    assert len(fused_upsample._FASTEST_UPSAMPLE) == 2  # two level sizes
 
 
 def test_auto_leaves_out_a_kernel_that_fails(kernel_calls, monkeypatch):
     """A candidate that raises (a Triton that cannot build it, say) is
     left out with a warning; the others serve."""
     from mmseg_wavemix.ops import level_mlp_triton
-    monkeypatch.setattr(fused_level_mlp, '_FASTEST_UPSAMPLE', {})
+    monkeypatch.setattr(fused_upsample, '_FASTEST_UPSAMPLE', {})
 
     def broken(*args, **kwargs):
         raise RuntimeError('no TMA here')
@@ -122,7 +125,7 @@ def test_auto_leaves_out_a_kernel_that_fails(kernel_calls, monkeypatch):
     with torch.no_grad(), pytest.warns(UserWarning,
                                        match="'triton_tma'.*no TMA here"):
         out = fused(x)
-    assert set(fused_level_mlp._FASTEST_UPSAMPLE.values()) <= {
+    assert set(fused_upsample._FASTEST_UPSAMPLE.values()) <= {
         'triton', 'cudnn'
     }
     with torch.no_grad():
@@ -175,16 +178,18 @@ def test_prepare_for_inference_fuses_on_cuda_only():
     model = nn.Sequential(block)
     prepare_for_inference(model, fuse_mlp=True)
     prepare_for_inference(model)
-    assert not any(isinstance(m, FusedLevelMLP) for m in model.modules())
+    assert not any(
+        isinstance(m, (FusedLevelMLP, FusedUpsample))
+        for m in model.modules())
     with pytest.raises(ValueError, match='set one of them'):
         prepare_for_inference(model, fuse_mlp=True, compile=True)
 
 
 def test_whole_model_as_prepare_for_inference_fuses_it_on_cuda(kernel_calls):
     """The steps prepare_for_inference(fuse_mlp=True) takes on CUDA (folded
-    norms, fused level MLPs, 1x1 convolutions as GEMMs, channels_last
-    weights), here on CPU: the demo model's fp16 logits are as close to
-    float64 as the unfused model's."""
+    norms, fused level MLPs and upsamplings, convolutions as GEMMs,
+    channels_last weights), here on CPU: the demo model's fp16 logits are
+    as close to float64 as the unfused model's."""
     torch.manual_seed(0)
     _, model = build_model_from_config(
         f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
@@ -194,7 +199,10 @@ def test_whole_model_as_prepare_for_inference_fuses_it_on_cuda(kernel_calls):
     model = fuse_norm_layers(model.eval())
     exact = copy.deepcopy(model).double()
     plain = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    fused = pointwise_convs_as_gemm(fuse_level_mlps(copy.deepcopy(model)))
+    fused = copy.deepcopy(model)
+    fold_head_classifier(fused.decode_head)
+    fused = few_channel_convs_as_gemm(pointwise_convs_as_gemm(
+        fuse_upsamples(fuse_level_mlps(fused))))
     fused.to(memory_format=torch.channels_last)
     x = torch.randn(1, 3, 64, 128, dtype=torch.float64)
     inputs = x.float().contiguous(memory_format=torch.channels_last)
@@ -205,7 +213,8 @@ def test_whole_model_as_prepare_for_inference_fuses_it_on_cuda(kernel_calls):
             fused(inputs, mode='tensor')  # the upsampling kernels timed
             kernel_calls.clear()
             out = fused(inputs, mode='tensor')
-    assert len(kernel_calls) == 2 * 4 * 2  # two blocks of four levels
+    # two blocks of four levels, and the head's two upsamplings
+    assert len(kernel_calls) == 2 * 4 * 2 + 2
     layers_error = (layers.double() - expected).abs().max()
     error = (out.double() - expected).abs().max()
     assert error <= 1.5 * layers_error, (error, layers_error)

@@ -4,7 +4,8 @@
 - Inference: :func:`prepare_for_inference` (BatchNorm and classifier
   folding, the GELU fused into its convolution on CPU, 1x1 and image-stem
   convolutions as GEMMs with their bias on CUDA, optionally each level MLP
-  in three Triton and cuBLAS kernels on CUDA, channels_last, CUDA graphs),
+  in three Triton and cuBLAS kernels and the other upsamplings in one on
+  CUDA, channels_last, CUDA graphs),
   what ``tools/test.py --fast``, ``FastInferenceHook`` and
   ``tools/benchmark.py`` call.
 - Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
@@ -19,6 +20,7 @@ from .fuse_norm import fuse_conv_bn, fuse_norm_layers
 from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
                               fusable_dtypes, fuse_conv_gelu)
 from .fused_level_mlp import FusedLevelMLP, can_fuse_level_mlp, fuse_level_mlps
+from .fused_upsample import FusedUpsample, can_fuse_upsample, fuse_upsamples
 from .im2col_gemm import Im2colGEMM, few_channel_convs_as_gemm
 from .inference import fold_head_classifier, prepare_for_inference
 from .memory_efficient import (BlockLevels, MemoryEfficientLevelMLP,
@@ -31,14 +33,13 @@ from .training import prepare_for_training
 
 __all__ = [
     'BlockLevels', 'CUDAGraphs', 'FusedConvGELU', 'FusedLevelMLP',
-    'Im2colGEMM', 'MemoryEfficientLevelMLP', 'PointwiseGEMM', 'batch_norm_add',
-    'can_fuse_level_mlp',
-    'conv_gelu_conv2d', 'conv_transpose_of_recomputed',
+    'FusedUpsample', 'Im2colGEMM', 'MemoryEfficientLevelMLP',
+    'PointwiseGEMM', 'batch_norm_add', 'can_fuse_level_mlp',
+    'can_fuse_upsample', 'conv_gelu_conv2d', 'conv_transpose_of_recomputed',
     'cpu_has_bf16_convolution', 'cuda_graph_forwards',
-    'few_channel_convs_as_gemm',
-    'fold_head_classifier', 'fuse_conv_bn', 'fuse_conv_gelu',
-    'fuse_level_mlps', 'fuse_norm_layers', 'fusable_dtypes',
-    'level_mlp_keeping_its_input', 'mix_levels_keeping_block_input',
-    'pointwise_convs_as_gemm',
+    'few_channel_convs_as_gemm', 'fold_head_classifier', 'fuse_conv_bn',
+    'fuse_conv_gelu', 'fuse_level_mlps', 'fuse_norm_layers',
+    'fuse_upsamples', 'fusable_dtypes', 'level_mlp_keeping_its_input',
+    'mix_levels_keeping_block_input', 'pointwise_convs_as_gemm',
     'prepare_for_inference', 'prepare_for_training'
 ]

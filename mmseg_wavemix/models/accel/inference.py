@@ -10,6 +10,7 @@ from .cuda_graphs import cuda_graph_forwards
 from .fuse_norm import fuse_norm_layers
 from .fused_conv_gelu import fuse_conv_gelu
 from .fused_level_mlp import fuse_level_mlps
+from .fused_upsample import fuse_upsamples
 from .im2col_gemm import few_channel_convs_as_gemm
 from .pointwise_gemm import pointwise_convs_as_gemm
 
@@ -48,6 +49,7 @@ def fold_head_classifier(head: WaveMixHead) -> WaveMixHead:
         dtype=weight.dtype)
     folded.weight.copy_(weight)
     folded.bias.copy_(bias)
+    folded.train(deconv.training)
     head.upsamples[-1].conv = folded
     head.conv_seg = nn.Identity()
     head.fold_classifier = False  # the plain path now runs the folded layer
@@ -81,7 +83,9 @@ def prepare_for_inference(model: nn.Module,
     - On CUDA (unless compiled), each WaveMix level MLP in three kernels,
       the GELU, biases and residual computed inside the matrix products
       (:class:`FusedLevelMLP`, Triton), in float16/bfloat16; float32 runs
-      the layers.
+      the layers. So the other 2x upsamplings (4x4/2 transposed
+      convolutions: the decode head's) with their bias
+      (:class:`FusedUpsample`).
     - channels_last memory, which oneDNN's convolutions and cuDNN's tensor
       cores prefer.
     - On CUDA, the forward of the backbone and the head replayed as CUDA
@@ -98,8 +102,9 @@ def prepare_for_inference(model: nn.Module,
         compile (bool): With ``cuda_graphs``, record the graphs from
             ``torch.compile``'s kernels (about a minute of compilation at
             the first call of each input size). Default: False.
-        fuse_mlp (bool, optional): The fused level MLPs; their kernels are
-            tuned at the first call of each input size (seconds). Not with
+        fuse_mlp (bool, optional): The fused level MLPs and upsamplings;
+            their kernels are tuned at the first call of each input size
+            (seconds). Not with
             ``compile``: Inductor fuses the layers its own way. Default:
             None (on CUDA unless ``compile``).
 
@@ -125,7 +130,7 @@ def prepare_for_inference(model: nn.Module,
     if fuse_activation and device.type == 'cpu':
         fuse_conv_gelu(model)
     if fuse_mlp and device.type == 'cuda':
-        fuse_level_mlps(model)
+        fuse_upsamples(fuse_level_mlps(model))
     if channels_last and device.type == 'cuda':  # they need channels_last
         pointwise_convs_as_gemm(model)
         few_channel_convs_as_gemm(model)

@@ -46,6 +46,7 @@ def test_fold_head_classifier(num_upsamples):
     assert folded is head and isinstance(head.conv_seg, nn.Identity)
     last = head.upsamples[-1].conv
     assert isinstance(last, nn.ConvTranspose2d)
+    assert not last.training  # in the mode of the layer it replaces
     assert (last.in_channels, last.out_channels) == (32 // 2**(
         num_upsamples - 1), 5)
     torch.testing.assert_close(head(inputs), expected)

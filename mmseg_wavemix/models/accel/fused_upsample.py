@@ -1,0 +1,269 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""WaveMix's 2x upsampling (a 4x4, stride 2, padding 1 transposed
+convolution) with its bias, and a residual where there is one, in the GPU
+kernel found fastest, for inference: in the level MLPs
+(:class:`~mmseg_wavemix.models.accel.FusedLevelMLP`) and elsewhere (the
+decode head's, :class:`FusedUpsample`).
+
+The kernels (``upsample_kernel``):
+
+- ``'triton'``: one Triton kernel
+  (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2`);
+- ``'triton_tma'``: the same with its operands brought by the tensor memory
+  accelerator
+  (:func:`~mmseg_wavemix.ops.level_mlp_triton.conv_transpose_k4s2_tma`;
+  GPUs of compute capability 9 and later, channels_last, channels of 16
+  bytes; elsewhere it is ``'triton'``);
+- ``'cudnn'``: cuDNN's without bias, then one Triton pass adding bias and
+  residual (:func:`~mmseg_wavemix.ops.level_mlp_triton.add_bias_residual_`);
+  PyTorch would add them in two passes, the bias broadcast with 2-byte
+  accesses.
+
+On an H200, at WaveMix-256's finest level, cuDNN's product alone took 122
+us, the Triton kernel 249 us with bias and residual
+(``tools/analysis_tools/benchmark_level_mlp.py`` compares them). Which is
+fastest depends on the GPU and the size: by default (``'auto'``) each that
+applies is timed at the first call of each size, as ``cudnn.benchmark``
+times cuDNN's algorithms, and the fastest is kept for all layers of that
+size (within a CUDA graph being recorded, where nothing can be timed, an
+untimed size takes ``'triton'``; a candidate that fails there is left out,
+with a warning).
+"""
+import statistics
+import time
+import warnings
+from functools import partial
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn.bricks.wrappers import ConvTranspose2d as MMCVConvTranspose2d
+from torch import Tensor
+
+from mmseg_wavemix.ops import level_mlp_triton
+
+UPSAMPLE_KERNELS = ('auto', 'triton', 'triton_tma', 'cudnn')
+# The kernel ``'auto'`` found fastest for a problem (device, dtype, shapes
+# and strides), shared by the layers of that size as a tuner's cache is.
+_FASTEST_UPSAMPLE: Dict[tuple, str] = {}
+# Timed calls of each candidate, interleaved, after one untimed call each.
+_ROUNDS = 3
+
+
+def check_upsample_kernel(upsample_kernel: str) -> None:
+    if upsample_kernel not in UPSAMPLE_KERNELS:
+        raise ValueError(f'upsample_kernel must be one of {UPSAMPLE_KERNELS}'
+                         f', got {upsample_kernel!r}')
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype ``x`` is computed in: autocast's where it is on and ``x``
+    float32 (as autocast casts), else ``x``'s own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if \
+        torch.is_autocast_enabled(device) and x.dtype == torch.float32 \
+        else x.dtype
+
+
+def runs_kernels(module: nn.Module, x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``module`` (a fused layer) computes ``x`` by the kernels:
+    inference (no gradients, eval mode, no tracing or compiling) of a CUDA
+    tensor in float16 or bfloat16."""
+    return not (module.training or torch.is_grad_enabled() or
+                torch.jit.is_tracing() or torch.compiler.is_compiling()) and \
+        level_mlp_triton.applies(x, dtype)
+
+
+def upsample_weights(weight: Tensor, upsample_kernel: str,
+                     dtype: torch.dtype) -> Dict[str, Tensor]:
+    """The transposed convolution's ``weight`` (C, CO, 4, 4) as each kernel
+    that ``upsample_kernel`` may run takes it, by name."""
+    weights = {}
+    if upsample_kernel != 'cudnn':  # both Triton kernels'
+        weights['triton'] = weights['triton_tma'] = \
+            level_mlp_triton.pack_conv_transpose_weight(weight).to(dtype)
+    if upsample_kernel in ('auto', 'cudnn'):
+        weights['cudnn'] = weight.to(dtype)
+    return weights
+
+
+def upsample(kernel: str, x: Tensor, weight: Tensor, bias: Tensor,
+             residual: Optional[Tensor]) -> Tensor:
+    """``conv_transpose2d(x, stride=2, padding=1) + bias (+ residual)`` by
+    ``kernel``, ``weight`` as :func:`upsample_weights` gives it for that
+    kernel, ``bias`` float32."""
+    if kernel == 'cudnn':
+        return level_mlp_triton.add_bias_residual_(
+            F.conv_transpose2d(x, weight, None, stride=2, padding=1), bias,
+            residual)
+    if kernel == 'triton_tma' and level_mlp_triton.tma_applies(x, weight):
+        return level_mlp_triton.conv_transpose_k4s2_tma(
+            x, weight, bias, residual)
+    return level_mlp_triton.conv_transpose_k4s2(x, weight, bias, residual)
+
+
+def _time_ms(fn: Callable[[], Tensor], device: torch.device) -> float:
+    """Milliseconds of ``fn()``: GPU time by CUDA events, else wall time."""
+    if device.type != 'cuda':
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+    start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
+                     residual: Optional[Tensor]) -> str:
+    """The kernel of ``weights`` (see :func:`upsample_weights`) found
+    fastest for this problem, timing each at its first call (see the
+    module)."""
+    key = (x.device, x.dtype, x.shape, x.stride(), weights['triton'].shape,
+           None if residual is None else residual.stride())
+    if key in _FASTEST_UPSAMPLE:
+        return _FASTEST_UPSAMPLE[key]
+    if x.is_cuda and torch.cuda.is_current_stream_capturing():
+        return 'triton'
+    calls = {
+        kernel: partial(upsample, kernel, x, weight, bias, residual)
+        for kernel, weight in weights.items() if kernel != 'triton_tma'
+        or level_mlp_triton.tma_applies(x, weight)
+    }
+    for kernel, call in list(calls.items()):
+        try:
+            call()  # untimed: a Triton kernel is tuned at its first call
+        except Exception as error:  # noqa: BLE001
+            if kernel == 'triton':  # the one that always serves
+                raise
+            warnings.warn(f'the {kernel!r} upsampling failed at '
+                          f'{tuple(x.shape)}, left out: '
+                          f'{type(error).__name__}: {error}')
+            del calls[kernel]
+    times = {kernel: [] for kernel in calls}
+    for _ in range(_ROUNDS):
+        for kernel, call in calls.items():
+            times[kernel].append(_time_ms(call, x.device))
+    fastest = min(times, key=lambda k: statistics.median(times[k]))
+    _FASTEST_UPSAMPLE[key] = fastest
+    return fastest
+
+
+def _is_upsample(conv: nn.ConvTranspose2d) -> bool:
+    """A 4x4 kernel, stride 2, padding 1, with a bias and nothing else."""
+    return conv.kernel_size == (4, 4) and conv.stride == (2, 2) and \
+        conv.padding == (1, 1) and conv.output_padding == (0, 0) and \
+        conv.dilation == (1, 1) and conv.groups == 1 and \
+        conv.padding_mode == 'zeros' and conv.bias is not None
+
+
+def can_fuse_upsample(conv: nn.Module) -> bool:
+    """Whether ``conv`` is an ``nn.ConvTranspose2d`` (itself, or mmcv's,
+    which ``ConvModule`` builds) of a 4x4 kernel, stride 2, padding 1, with
+    a bias and nothing else."""
+    return type(conv) in (nn.ConvTranspose2d, MMCVConvTranspose2d) and \
+        _is_upsample(conv)
+
+
+class FusedUpsample(nn.ConvTranspose2d):
+    """A 4x4, stride 2, padding 1 transposed convolution that infers on a
+    GPU with its bias in the kernel found fastest (see the module), in
+    float16 or bfloat16 (the autocast dtype, or the input's). Elsewhere
+    (CPU, float32, gradients, training mode, tracing, ``torch.compile``, an
+    ``output_size``) it is the transposed convolution.
+
+    Build it with :meth:`from_conv`; it is an ``nn.ConvTranspose2d``
+    sharing the parameters, so code that reads ``weight`` or ``bias`` keeps
+    working. The weights are packed and cast at its first call in each
+    dtype (moving or casting the module packs them again).
+
+    Args:
+        *args, **kwargs: Those of ``nn.ConvTranspose2d``.
+        upsample_kernel (str): ``'auto'``, ``'triton'``, ``'triton_tma'``
+            or ``'cudnn'``. Default: ``'auto'``.
+    """
+
+    def __init__(self, *args, upsample_kernel: str = 'auto', **kwargs):
+        super().__init__(*args, **kwargs)
+        check_upsample_kernel(upsample_kernel)
+        if not _is_upsample(self):
+            raise TypeError('FusedUpsample needs a kernel of 4, stride 2, '
+                            'padding 1 and a bias')
+        self.upsample_kernel = upsample_kernel
+        self._packed: Dict[torch.dtype, tuple] = {}
+
+    @classmethod
+    def from_conv(cls,
+                  conv: nn.ConvTranspose2d,
+                  upsample_kernel: str = 'auto') -> 'FusedUpsample':
+        """A FusedUpsample sharing the parameters of ``conv``."""
+        if not can_fuse_upsample(conv):
+            raise TypeError('FusedUpsample needs an nn.ConvTranspose2d of '
+                            'kernel 4, stride 2, padding 1 and a bias, got '
+                            f'{conv!r}')
+        fused = cls(conv.in_channels, conv.out_channels, 4, 2, 1,
+                    device='meta', upsample_kernel=upsample_kernel)
+        fused.weight, fused.bias = conv.weight, conv.bias
+        fused.train(conv.training)
+        return fused
+
+    def _apply(self, fn, *args, **kwargs):
+        self._packed = {}  # moved or cast: pack again
+        return super()._apply(fn, *args, **kwargs)
+
+    @torch.no_grad()
+    def _weights(self, dtype: torch.dtype):
+        if dtype not in self._packed:
+            self._packed[dtype] = (upsample_weights(
+                self.weight, self.upsample_kernel,
+                dtype), self.bias.float())
+        return self._packed[dtype]
+
+    def forward(self,
+                x: Tensor,
+                output_size: Optional[list] = None) -> Tensor:
+        dtype = compute_dtype(x)
+        if output_size is not None or not runs_kernels(self, x, dtype):
+            return super().forward(x, output_size)
+        weights, bias = self._weights(dtype)
+        x = x.to(dtype)
+        kernel = self.upsample_kernel
+        if kernel == 'auto':
+            kernel = fastest_upsample(x, weights, bias, None)
+        return upsample(kernel, x, weights[kernel], bias, None)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, ' \
+            f'upsample_kernel={self.upsample_kernel!r}'
+
+
+def fuse_upsamples(module: nn.Module,
+                   upsample_kernel: str = 'auto') -> nn.Module:
+    """Replace every transposed convolution of ``module`` that
+    :func:`can_fuse_upsample` accepts, outside the level MLPs (which fuse
+    theirs), by a :class:`FusedUpsample` sharing its parameters, in place,
+    for inference on a GPU.
+
+    Args:
+        module (nn.Module): A model or any part of it.
+        upsample_kernel (str): See :class:`FusedUpsample`.
+            Default: ``'auto'``.
+
+    Returns:
+        nn.Module: ``module``.
+    """
+    from .fused_level_mlp import FusedLevelMLP
+    check_upsample_kernel(upsample_kernel)
+    skip = {id(m) for fused in module.modules()
+            if isinstance(fused, FusedLevelMLP) for m in fused.modules()}
+    for parent in list(module.modules()):
+        if id(parent) in skip:
+            continue
+        for name, child in parent.named_children():
+            if can_fuse_upsample(child):
+                setattr(parent, name,
+                        FusedUpsample.from_conv(child, upsample_kernel))
+    return module
