@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA tests and the GPU benchmarks in one run, a short table last; the most wanted first, each step's JSON
 # written as it ends. On an H100 in session 10 it took 8.5 minutes (tests 3.5, inference 1.5, training 2, the rest
-# 1.5); since then the tests and the level-MLP benchmark have more cases (TMA, auto) and the training step one row
-# less (PLAIN): expect about 9 minutes, under the device's 10-minute call.
+# 1.5); since then the tests and the level-MLP benchmark have more cases (TMA, auto, the head's upsamplings), an
+# inference profile is added and the training step has one row less (PLAIN): expect about 9.5 minutes, under the
+# device's 10-minute call (SWEEP=1 goes over it: run it apart).
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
@@ -33,6 +34,9 @@ STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) step "CUDA tests" pyth
 step "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare $C@fp16,fast,no_fuse_mlp \
   $C@fp16,fast,compile authors@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
   --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
+# the fast inference's kernels and the idle time between them (session 10: 10.9 ms of kernels in a 12.9 ms step)
+step "Where the fast inference's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast \
+  --device cuda --shape 1024 2048 --rows 25 --json "$OUT/profile_inference_fast.json"
 for dtype in fp32 fp16; do
   step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
     --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
@@ -72,6 +76,10 @@ import glob, json, os, sys
 for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
     data = json.load(open(path))
     print(os.path.basename(path))
+    if data.get('timeline'):  # profile_model.py on CUDA
+        t = data['timeline']
+        print(f'  step {t["step_ms"]:.2f} ms: kernels {t["busy_ms"]:.2f} ms, idle {t["idle_in_span_ms"]:.2f} ms '
+              f'between them, {t["before_first_kernel_ms"]:.2f} before, {t["after_last_kernel_ms"]:.2f} after')
     for name, r in data.get('results', {}).items():
         if 'candidates' in r:  # benchmark_level_mlp.py
             print(f'  {name:24s} ' + ', '.join(f'{k} {v["us"]:.0f} us' for k, v in r['candidates'].items()

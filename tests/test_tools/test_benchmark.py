@@ -186,6 +186,26 @@ def test_profile_tool_lists_where_the_time_goes(tmp_path):
     assert 0 < sum(r['share'] for r in rows) <= 1 + 1e-6
 
 
+def test_profile_tool_tells_kernel_time_from_idle_time():
+    """Where a CUDA step's time goes besides its kernels: the idle gaps
+    between them (overlapping kernels counted once) and before and after
+    them, from the kernels' times (here made up, in microseconds)."""
+    spec = importlib.util.spec_from_file_location(
+        'profile_tool',
+        osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'profile_model.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    kernels = [(1100, 1400, 'b'), (1000, 1200, 'a'), (1300, 1350, 'c'),
+               (1900, 2000, 'd'), (2010, 2500, 'e')]
+    spent = tool.timeline(kernels, 800, 2600, count=2)
+    assert spent == dict(
+        step_ms=1.8, span_ms=1.5, busy_ms=0.99, idle_in_span_ms=0.51,
+        before_first_kernel_ms=0.2, after_last_kernel_ms=0.1,
+        longest_gaps=[dict(ms=0.5, after='b', before='d'),
+                      dict(ms=0.01, after='d', before='e')])
+    assert tool.timeline([], 0, 1) is None
+
+
 def test_profile_tool_lists_operators_by_input_shapes(tmp_path):
     out = tmp_path / 'profile.json'
     run_tool('analysis_tools/profile_model.py', f'{DEMO}@bf16', '--shape',

@@ -1,6 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Where a model's time goes: the operators and kernels of an inference (or
-training) step, by their own time on the device, from ``torch.profiler``.
+training) step, by their own time on the device, from ``torch.profiler``;
+on CUDA also the device's idle time between the kernels and around them.
 With ``--memory``, where its training memory goes: what autograd keeps for
 backward in one training step, by the source line that kept it.
 
@@ -103,6 +104,46 @@ def rows(prof, device, count, shapes=False):
     ], total / 1e3
 
 
+def timeline(kernels, step_start, step_end, count=5):
+    """How the device spent a step, from its kernels' ``(start, end, name)``
+    (microseconds) and the step's start and end on the host: the step's
+    time, the span from the first kernel's start to the last one's end, the
+    time some kernel ran in it (overlaps counted once), the idle time in it
+    (launch latencies, waits on the host), before and after it, and the
+    ``count`` longest idle gaps with the kernels around them, all in ms."""
+    kernels = sorted(kernels)
+    busy, end, last, gaps = 0., None, None, []
+    for start, stop, name in kernels:
+        if end is not None and start > end:
+            gaps.append(dict(ms=(start - end) / 1e3, after=last, before=name))
+        busy += max(0., stop - (start if end is None else max(start, end)))
+        if end is None or stop > end:
+            end, last = stop, name
+    if not kernels:
+        return None
+    first = kernels[0][0]
+    gaps.sort(key=lambda gap: gap['ms'], reverse=True)
+    return dict(step_ms=(step_end - step_start) / 1e3,
+                span_ms=(end - first) / 1e3,
+                busy_ms=busy / 1e3,
+                idle_in_span_ms=(end - first - busy) / 1e3,
+                before_first_kernel_ms=(first - step_start) / 1e3,
+                after_last_kernel_ms=max(0., step_end - end) / 1e3,
+                longest_gaps=gaps[:count])
+
+
+def device_timeline(prof):
+    """:func:`timeline` of a profiled CUDA step (None without kernels)."""
+    events = prof.events()
+    kernels = [(e.time_range.start, e.time_range.end, e.name)
+               for e in events if e.device_type == DeviceType.CUDA]
+    host = [e.time_range for e in events if e.device_type == DeviceType.CPU]
+    if not kernels or not host:
+        return None
+    return timeline(kernels, min(r.start for r in host),
+                    max([r.end for r in host] + [k[1] for k in kernels]))
+
+
 TORCH_DIR = osp.dirname(torch.__file__)
 
 
@@ -190,11 +231,23 @@ def main(argv=None):
     for row in table:
         print(f'{row["ms"]:9.2f} ms {100 * row["share"]:5.1f}% '
               f'{row["calls"]:5d}x  {row["name"][:width]}')
+    spent = device_timeline(prof) if args.device == 'cuda' else None
+    if spent:
+        print(f'The step: {spent["step_ms"]:.2f} ms on the host; its kernels '
+              f'ran {spent["busy_ms"]:.2f} ms of a {spent["span_ms"]:.2f} ms '
+              f'span ({spent["idle_in_span_ms"]:.2f} ms idle in it, '
+              f'{spent["before_first_kernel_ms"]:.2f} before, '
+              f'{spent["after_last_kernel_ms"]:.2f} after); the longest '
+              'gaps:')
+        for gap in spent['longest_gaps']:
+            print(f'{gap["ms"]:9.3f} ms  after {gap["after"][:60]}, before '
+                  f'{gap["before"][:60]}')
     if args.trace:
         prof.export_chrome_trace(args.trace)
     if args.json:
         write_json(args.json, dict(entry=args.config, mode=mode,
-                                   total_ms=total_ms, rows=table), indent=1)
+                                   total_ms=total_ms, rows=table,
+                                   timeline=spent), indent=1)
 
 
 if __name__ == '__main__':
