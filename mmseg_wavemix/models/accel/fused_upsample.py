@@ -49,6 +49,10 @@ UPSAMPLE_KERNELS = ('auto', 'triton', 'triton_tma', 'cudnn')
 _FASTEST_UPSAMPLE: Dict[tuple, str] = {}
 # Timed calls of each candidate, interleaved, after one untimed call each.
 _ROUNDS = 3
+# GPU cycles (about a millisecond) the queue is kept busy before each timed
+# call: the host launches the call's kernels meanwhile, so the events time
+# the GPU's work alone, as a CUDA graph replays it, not the launch overhead
+_QUEUED_CYCLES = 2_000_000
 
 
 def check_upsample_kernel(upsample_kernel: str) -> None:
@@ -110,6 +114,7 @@ def _time_ms(fn: Callable[[], Tensor], device: torch.device) -> float:
         fn()
         return (time.perf_counter() - start) * 1e3
     start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    torch.cuda._sleep(_QUEUED_CYCLES)
     start.record()
     fn()
     end.record()
