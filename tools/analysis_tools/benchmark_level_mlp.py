@@ -31,6 +31,7 @@ import torch.nn.functional as F
 import mmseg_wavemix  # noqa: F401
 from mmseg_wavemix.models.accel import (FusedLevelMLP, fuse_norm_layers,
                                         pointwise_convs_as_gemm)
+from mmseg_wavemix.models.accel.fused_upsample import UPSAMPLE_KERNELS
 from mmseg_wavemix.models.backbones.wavemix_block import WaveletLevelMLP
 from mmseg_wavemix.ops import level_mlp_triton
 from mmseg_wavemix.utils.analysis import (add_timing_args,
@@ -165,7 +166,7 @@ def candidates(mlp):
     layers = pointwise_convs_as_gemm(copy.deepcopy(mlp))
     return dict(layers=layers, **{
         f'fused {kernel}': FusedLevelMLP(copy.deepcopy(mlp), kernel)
-        for kernel in FusedLevelMLP.UPSAMPLE_KERNELS
+        for kernel in UPSAMPLE_KERNELS
     })
 
 
