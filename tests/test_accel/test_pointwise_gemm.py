@@ -11,6 +11,7 @@ import torch.nn as nn
 from mmseg_wavemix.engine import FastTrainingHook
 from mmseg_wavemix.models.accel import (PointwiseGEMM, pointwise_convs_as_gemm,
                                         prepare_for_training)
+from mmseg_wavemix.models.accel.pointwise_gemm import inference_params
 
 from ..test_engine.test_fast_inference_hook import demo_model
 
@@ -82,3 +83,33 @@ def test_training_preparation_is_for_cuda_only():
     assert prepare_for_training(model) is model
     assert not any(isinstance(m, PointwiseGEMM) for m in model.modules())
     assert model.backbone.stem[0].weight.is_contiguous()
+
+
+def test_fixed_weights_are_cast_once_while_unchanged():
+    """Under autocast in inference a prepared model's GEMM weights are cast
+    once (prepare_for_inference sets ``fixed_weights``), and again only
+    when changed in place (a checkpoint loaded into them) or replaced."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(12, 7, 1)
+    gemm = PointwiseGEMM.from_conv(copy.deepcopy(conv))
+    x = torch.randn(1, 12, 5, 6).contiguous(memory_format=torch.channels_last)
+
+    def autocast():
+        return torch.autocast('cpu', dtype=torch.bfloat16)
+
+    with autocast():
+        # without fixed_weights, or with gradients: autocast casts
+        assert inference_params(gemm, x)[0] is gemm.weight
+        gemm.fixed_weights = True
+        assert inference_params(gemm, x)[0] is gemm.weight
+    with torch.no_grad():
+        with autocast():
+            weight, bias = inference_params(gemm, x)
+            assert weight.dtype == bias.dtype == torch.bfloat16
+            assert inference_params(gemm, x)[0] is weight  # cast once
+            torch.testing.assert_close(gemm(x), conv(x), rtol=0, atol=0)
+        conv.weight.mul_(2)
+        gemm.load_state_dict(conv.state_dict())
+        with autocast():
+            assert inference_params(gemm, x)[0] is not weight
+            torch.testing.assert_close(gemm(x), conv(x), rtol=0, atol=0)

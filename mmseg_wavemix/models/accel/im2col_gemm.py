@@ -8,6 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .pointwise_gemm import inference_params
+
 # cuDNN's tensor-core kernels take channels in multiples of 8: below that it
 # pads the input in passes of its own and runs a kernel of narrow loads
 MAX_IN_CHANNELS = 7
@@ -89,7 +91,7 @@ class Im2colGEMM(nn.Conv2d):
             # as autocast casts the convolution's input; here before the
             # patches are gathered
             x = x.to(torch.get_autocast_dtype(device))
-        out = im2col_linear(x, self.weight, self.bias, self.stride,
+        out = im2col_linear(x, *inference_params(self, x), self.stride,
                             self.padding)
         return super().forward(x) if out is None else out
 

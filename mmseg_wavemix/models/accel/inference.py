@@ -11,8 +11,8 @@ from .fuse_norm import fuse_norm_layers
 from .fused_conv_gelu import fuse_conv_gelu
 from .fused_level_mlp import fuse_level_mlps
 from .fused_upsample import fuse_upsamples
-from .im2col_gemm import few_channel_convs_as_gemm
-from .pointwise_gemm import pointwise_convs_as_gemm
+from .im2col_gemm import Im2colGEMM, few_channel_convs_as_gemm
+from .pointwise_gemm import PointwiseGEMM, pointwise_convs_as_gemm
 
 
 @torch.no_grad()
@@ -79,7 +79,8 @@ def prepare_for_inference(model: nn.Module,
     - On CUDA, each 1x1 convolution run as a GEMM with the bias in its
       epilogue (:class:`PointwiseGEMM`): no separate pass to add it; the
       same for a convolution of the image's few channels, its patches the
-      rows of the matrix (:class:`Im2colGEMM`).
+      rows of the matrix (:class:`Im2colGEMM`). Under autocast their
+      weights are cast once, not at every call.
     - On CUDA (unless compiled), each WaveMix level MLP in three kernels,
       the GELU, biases and residual computed inside the matrix products
       (:class:`FusedLevelMLP`, Triton), in float16/bfloat16; float32 runs
@@ -134,6 +135,9 @@ def prepare_for_inference(model: nn.Module,
     if channels_last and device.type == 'cuda':  # they need channels_last
         pointwise_convs_as_gemm(model)
         few_channel_convs_as_gemm(model)
+        for module in model.modules():
+            if isinstance(module, (PointwiseGEMM, Im2colGEMM)):
+                module.fixed_weights = True  # cast once under autocast
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if cuda_graphs and device.type == 'cuda':

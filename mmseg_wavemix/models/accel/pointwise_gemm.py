@@ -8,6 +8,33 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def inference_params(layer: nn.Module,
+                     x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """``layer``'s weight and bias for computing ``x``: under autocast, in
+    inference (no gradients) of a layer whose weights are fixed
+    (``fixed_weights``, which :func:`prepare_for_inference` sets), cast to
+    autocast's dtype once and kept while they stay the same tensors;
+    otherwise as they are, for autocast to cast at each call (inside a CUDA
+    graph a kernel each, replayed with every image)."""
+    weight, bias = layer.weight, layer.bias
+    device = x.device.type
+    if not getattr(layer, 'fixed_weights', False) or \
+            torch.is_grad_enabled() or \
+            not torch.is_autocast_enabled(device) or \
+            weight.dtype != torch.float32 or torch.jit.is_tracing() or \
+            torch.compiler.is_compiling():
+        return weight, bias
+    dtype = torch.get_autocast_dtype(device)
+    key = (dtype, *((p.data_ptr(), p._version) for p in (weight, bias)
+                    if p is not None))
+    cached = layer.__dict__.get('_cast_params')
+    if cached is None or cached[0] != key:
+        cached = key, (weight.to(dtype),
+                       None if bias is None else bias.to(dtype))
+        layer.__dict__['_cast_params'] = cached
+    return cached[1]
+
+
 def is_pointwise_conv2d(conv: nn.Module) -> bool:
     """An ``nn.Conv2d`` itself (no subclass) that is a per-pixel matrix
     product: 1x1 kernel, stride 1, no padding, one group."""
@@ -45,7 +72,7 @@ class PointwiseGEMM(nn.Conv2d):
         return gemm
 
     def forward(self, x: Tensor) -> Tensor:
-        out = pointwise_linear(x, self.weight, self.bias)
+        out = pointwise_linear(x, *inference_params(self, x))
         return super().forward(x) if out is None else out
 
 
