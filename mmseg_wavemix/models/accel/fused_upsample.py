@@ -56,6 +56,7 @@ _QUEUED_CYCLES = 2_000_000
 
 
 def check_upsample_kernel(upsample_kernel: str) -> None:
+    """Raise a ValueError naming the choices for an unknown kernel."""
     if upsample_kernel not in UPSAMPLE_KERNELS:
         raise ValueError(f'upsample_kernel must be one of {UPSAMPLE_KERNELS}'
                          f', got {upsample_kernel!r}')
