@@ -43,6 +43,8 @@ from torch import Tensor
 
 from mmseg_wavemix.ops import level_mlp_triton
 
+from .pointwise_gemm import replace_layers
+
 UPSAMPLE_KERNELS = ('auto', 'triton', 'triton_tma', 'cudnn')
 # The kernel ``'auto'`` found fastest for a problem (device, dtype, shapes
 # and strides), shared by the layers of that size as a tuner's cache is.
@@ -263,13 +265,8 @@ def fuse_upsamples(module: nn.Module,
     """
     from .fused_level_mlp import FusedLevelMLP
     check_upsample_kernel(upsample_kernel)
-    skip = {id(m) for fused in module.modules()
-            if isinstance(fused, FusedLevelMLP) for m in fused.modules()}
-    for parent in list(module.modules()):
-        if id(parent) in skip:
-            continue
-        for name, child in parent.named_children():
-            if can_fuse_upsample(child):
-                setattr(parent, name,
-                        FusedUpsample.from_conv(child, upsample_kernel))
-    return module
+    theirs = {id(m) for fused in module.modules()
+              if isinstance(fused, FusedLevelMLP) for m in fused.modules()}
+    return replace_layers(
+        module, lambda m: can_fuse_upsample(m) and id(m) not in theirs,
+        partial(FusedUpsample.from_conv, upsample_kernel=upsample_kernel))

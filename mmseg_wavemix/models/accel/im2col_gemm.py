@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .pointwise_gemm import inference_params
+from .pointwise_gemm import inference_params, replace_layers
 
 # cuDNN's tensor-core kernels take channels in multiples of 8: below that it
 # pads the input in passes of its own and runs a kernel of narrow loads
@@ -107,8 +107,5 @@ def few_channel_convs_as_gemm(module: nn.Module) -> nn.Module:
     Returns:
         nn.Module: ``module``.
     """
-    for parent in list(module.modules()):
-        for name, child in parent.named_children():
-            if is_few_channel_conv2d(child):
-                setattr(parent, name, Im2colGEMM.from_conv(child))
-    return module
+    return replace_layers(module, is_few_channel_conv2d,
+                          Im2colGEMM.from_conv)

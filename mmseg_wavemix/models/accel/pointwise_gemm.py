@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """1x1 convolutions as GEMMs with the bias in the epilogue, for GPUs."""
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -142,8 +142,16 @@ def pointwise_convs_as_gemm(module: nn.Module) -> nn.Module:
     Returns:
         nn.Module: ``module``.
     """
+    return replace_layers(module, is_pointwise_conv2d,
+                          PointwiseGEMM.from_conv)
+
+
+def replace_layers(module: nn.Module, accepts: Callable[[nn.Module], bool],
+                   build: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """Replace every submodule ``layer`` of ``module`` that ``accepts`` by
+    ``build(layer)``, in place; ``module``."""
     for parent in list(module.modules()):
         for name, child in parent.named_children():
-            if is_pointwise_conv2d(child):
-                setattr(parent, name, PointwiseGEMM.from_conv(child))
+            if accepts(child):
+                setattr(parent, name, build(child))
     return module
