@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The CUDA tests and the GPU benchmarks in one run, a short table last; the most wanted first, each step's JSON
-# written as it ends. On an H100 in session 10 it took 8.5 minutes (tests 3.5, inference 1.5, training 2, the rest
-# 1.5); since then the tests and the level-MLP benchmark have more cases (TMA, auto, the head's upsamplings), an
-# inference profile is added and the training step has one row less (PLAIN): expect about 9.5 minutes, under the
-# device's 10-minute call (SWEEP=1 goes over it: run it apart).
+# The CUDA tests and the GPU benchmarks in one run, a short table last; the targets' rows first (tests, inference,
+# training), each step's JSON written as it ends. On an H100 in session 10 the steps then run took 8.5 minutes
+# (tests 3.5, inference 1.5, training 2, the rest 1.5); since then the tests and the benchmarks have more cases and
+# kernels to tune (TMA, auto, the head's upsamplings) and an inference profile is added: expect 10 minutes or more,
+# about the device's 10-minute call. What a call did not reach, a second call runs with SKIP naming what is done.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
+#   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests inference
+#                                           # training profile level_mlp haar train_profile)
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
@@ -24,29 +26,21 @@ AUTHORS_PACKAGE="${AUTHORS_PACKAGE:-$(python3 -c 'import os, wavemix; print(os.p
 status=0
 # A step that hangs (a compilation, say) is cut after STEP_TIMEOUT seconds; the others still run.
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
-step() { echo; echo "=== $1"; shift; timeout "$STEP_TIMEOUT" "$@" || { status=1; echo "=== failed or cut after ${STEP_TIMEOUT} s: $*"; }; }
+# step NAME TITLE COMMAND...: skipped where SKIP names it
+step() {
+  local name=$1 title=$2; shift 2
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then echo; echo "=== skipped: $title"; return; fi
+  echo; echo "=== $title"; timeout "$STEP_TIMEOUT" "$@" || { status=1; echo "=== failed or cut after ${STEP_TIMEOUT} s: $*"; }
+}
 
 python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())' || exit 1
 # the Triton kernels' tuning at the first call of each size is most of it
-STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) step "CUDA tests" python3 -m pytest tests/test_cuda.py -q -p no:warnings -p no:cacheprovider -rf --tb=short \
-  --durations=5
+STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) step tests "CUDA tests" python3 -m pytest tests/test_cuda.py \
+  -q -p no:warnings -p no:cacheprovider -rf --tb=short --durations=5
 # SegFormer-B5 and the float32 rows of the README were measured in session 8; these are the targets' rows.
-step "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare $C@fp16,fast,no_fuse_mlp \
-  $C@fp16,fast,compile authors@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
-  --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
-# the fast inference's kernels and the idle time between them (session 10: 10.9 ms of kernels in a 12.9 ms step)
-step "Where the fast inference's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast \
-  --device cuda --shape 1024 2048 --rows 25 --json "$OUT/profile_inference_fast.json"
-for dtype in fp32 fp16; do
-  step "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
-    --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
-done
-# channels_last: the layout of a prepared model
-step "Haar DWT fp16 channels_last, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
-  --dtype fp16 --channels-last --shape 5 64 256 512 --repeat 20 --warmup 5 \
-  --json "$OUT/haar_dwt_5x64x256x512_cuda_fp16_channels_last.json"
-step "Level MLPs, fp16 1024x2048" python3 tools/analysis_tools/benchmark_level_mlp.py $C --device cuda \
-  --shape 1024 2048 ${SWEEP:+--sweep} --json "$OUT/level_mlp_1024x2048_cuda.json"
+step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare \
+  $C@fp16,fast,no_fuse_mlp $C@fp16,fast,compile authors@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda \
+  --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
 TRAIN_ENTRIES=(authors)
@@ -56,18 +50,31 @@ if [[ -n "${PLAIN:-}" ]]; then
     "$PWD/$C" > "$PLAIN_MLPS"
   TRAIN_ENTRIES=("$PLAIN_MLPS@fp16,fast_train" authors)
 fi
-step "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16,fast_train --compare "${TRAIN_ENTRIES[@]}" \
-  --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
+step training "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16,fast_train --compare \
+  "${TRAIN_ENTRIES[@]}" --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
   --batch 5 --train --repeat 3 --warmup 1 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
 # COMPILE_TRAIN=1: the recipe's step compiled by Inductor against the eager one (a few minutes of compilation)
 if [[ -n "${COMPILE_TRAIN:-}" ]]; then
-  step "Training compiled, batch 5" python3 tools/benchmark.py $C@fp16,fast_train,compile --compare $C@fp16,fast_train \
-    --device cuda --shape 1024 2048 --batch 5 --train --repeat 3 --warmup 1 --no-flops \
-    --json "$OUT/train_b5_1024x2048_cuda_compile.json"
+  step compile_train "Training compiled, batch 5" python3 tools/benchmark.py $C@fp16,fast_train,compile \
+    --compare $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --repeat 3 --warmup 1 \
+    --no-flops --json "$OUT/train_b5_1024x2048_cuda_compile.json"
 fi
-step "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast_train \
-  --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json"
-step "The training step's operators by input shapes" python3 tools/analysis_tools/profile_model.py \
+# the fast inference's kernels and the idle time between them (session 10: 10.9 ms of kernels in a 12.9 ms step)
+step profile "Where the fast inference's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast \
+  --device cuda --shape 1024 2048 --rows 25 --json "$OUT/profile_inference_fast.json"
+step level_mlp "Level MLPs, fp16 1024x2048" python3 tools/analysis_tools/benchmark_level_mlp.py $C --device cuda \
+  --shape 1024 2048 ${SWEEP:+--sweep} --json "$OUT/level_mlp_1024x2048_cuda.json"
+for dtype in fp32 fp16; do
+  step haar "Haar DWT $dtype, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
+    --dtype $dtype --shape 5 64 256 512 --repeat 20 --warmup 5 --json "$OUT/haar_dwt_5x64x256x512_cuda_$dtype.json"
+done
+# channels_last: the layout of a prepared model
+step haar "Haar DWT fp16 channels_last, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
+  --dtype fp16 --channels-last --shape 5 64 256 512 --repeat 20 --warmup 5 \
+  --json "$OUT/haar_dwt_5x64x256x512_cuda_fp16_channels_last.json"
+step train_profile "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py \
+  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json"
+step train_profile "The training step's operators by input shapes" python3 tools/analysis_tools/profile_model.py \
   $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --shapes --rows 20 \
   --json "$OUT/profile_train_b5_shapes.json"
 echo; echo "=== Summary ($OUT)"
