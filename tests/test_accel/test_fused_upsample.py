@@ -67,16 +67,29 @@ def test_outside_fp16_inference_it_is_the_transposed_convolution(
     assert kernel_calls == []
 
 
-def test_auto_times_each_layer_size_apart(kernel_calls, monkeypatch):
+def test_auto_times_once_per_size_as_the_tiles_are_tuned(
+        kernel_calls, monkeypatch):
     """Layers of one input size and different outputs (the head's and a
-    level MLP's, say) are timed apart."""
+    level MLP's, say) are timed apart; images whose pixels round up to the
+    same power of two (a dataset of many sizes) are not."""
     monkeypatch.setattr(fused_upsample, '_FASTEST_UPSAMPLE', {})
-    x = torch.randn(1, 16, 4, 6).half().contiguous(
-        memory_format=torch.channels_last)
+    timed = []
+    monkeypatch.setattr(fused_upsample, '_time_ms',
+                        lambda fn, device: timed.append(fn()) or 1.)
+    layers = {
+        out_channels: FusedUpsample.from_conv(upsampling(out_channels),
+                                              'auto').half()
+        for out_channels in (8, 16)
+    }
     with torch.no_grad():
-        for out_channels in (8, 16, 8):
-            FusedUpsample.from_conv(upsampling(out_channels)).half()(x)
-    assert len(fused_upsample._FASTEST_UPSAMPLE) == 2
+        for out_channels, size in ((8, (4, 6)), (16, (4, 6)), (8, (5, 6)),
+                                   (8, (4, 8)), (8, (8, 8))):
+            x = torch.randn(1, 16, *size).half().contiguous(
+                memory_format=torch.channels_last)
+            layers[out_channels](x)
+    # 24, 30 and 32 pixels: one size for each layer; 64 pixels another
+    assert len(fused_upsample._FASTEST_UPSAMPLE) == 3
+    assert len(timed) == 3 * 3 * fused_upsample._ROUNDS
 
 
 def test_the_head_upsamplings_are_fused_and_not_the_level_mlps():

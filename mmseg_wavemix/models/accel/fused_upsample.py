@@ -27,7 +27,9 @@ applies is timed at the first call of each size, as ``cudnn.benchmark``
 times cuDNN's algorithms, and the fastest is kept for all layers of that
 size (within a CUDA graph being recorded, where nothing can be timed, an
 untimed size takes ``'triton'``; a candidate that fails there is left out,
-with a warning).
+with a warning). Sizes count as the Triton kernels' tile sizes are tuned:
+by channels and the pixels rounded up to a power of two, so that a dataset
+of many image sizes is timed for a few.
 """
 import statistics
 import time
@@ -46,8 +48,9 @@ from mmseg_wavemix.ops import level_mlp_triton
 from .pointwise_gemm import replace_layers
 
 UPSAMPLE_KERNELS = ('auto', 'triton', 'triton_tma', 'cudnn')
-# The kernel ``'auto'`` found fastest for a problem (device, dtype, shapes
-# and strides), shared by the layers of that size as a tuner's cache is.
+# The kernel ``'auto'`` found fastest for a problem (device, dtype,
+# channels, pixels rounded up to a power of two, layouts), shared by the
+# layers of that size as a tuner's cache is.
 _FASTEST_UPSAMPLE: Dict[tuple, str] = {}
 # Timed calls of each candidate, interleaved, after one untimed call each.
 _ROUNDS = 3
@@ -125,13 +128,23 @@ def _time_ms(fn: Callable[[], Tensor], device: torch.device) -> float:
     return start.elapsed_time(end)
 
 
+def _layout(x: Tensor):
+    """``x``'s memory format by name, else its strides."""
+    if x.is_contiguous():
+        return 'contiguous'
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return 'channels_last'
+    return x.stride()
+
+
 def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
                      residual: Optional[Tensor]) -> str:
     """The kernel of ``weights`` (see :func:`upsample_weights`) found
     fastest for this problem, timing each at its first call (see the
     module)."""
-    key = (x.device, x.dtype, x.shape, x.stride(), weights['triton'].shape,
-           None if residual is None else residual.stride())
+    key = (x.device, x.dtype, x.shape[1], weights['triton'].shape[-1],
+           level_mlp_triton.tuning_size(x.numel() // max(x.shape[1], 1)),
+           _layout(x), None if residual is None else _layout(residual))
     if key in _FASTEST_UPSAMPLE:
         return _FASTEST_UPSAMPLE[key]
     if x.is_cuda and torch.cuda.is_current_stream_capturing():
