@@ -12,8 +12,8 @@ classifier folded into its last transposed convolution, for inference; FLOPs
 are counted on the model that runs), ``fuse_activation`` (each WaveMix level's
 GELU inside its first convolution, for inference on CPU), ``fast`` (the
 inference model of ``tools/test.py --fast``, from ``prepare_for_inference``),
-``no_fuse_mlp`` (with ``fast``: the level MLPs as layers on CUDA,
-``prepare_for_inference(fuse_mlp=False)``), ``fast_train`` (the
+``no_fuse_mlp`` (with ``fast``: the level MLPs and upsamplings as layers on
+CUDA, ``prepare_for_inference(fuse_mlp=False)``), ``fast_train`` (the
 training model of ``FastTrainingHook``, from
 ``prepare_for_training``),
 ``compile`` (torch.compile; with ``fast``, the CUDA graphs of
