@@ -120,7 +120,9 @@ def _time_ms(fn: Callable[[], Tensor], device: torch.device) -> float:
         fn()
         return (time.perf_counter() - start) * 1e3
     start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-    torch.cuda._sleep(_QUEUED_CYCLES)
+    sleep = getattr(torch.cuda, '_sleep', None)  # private: it may go
+    if sleep is not None:
+        sleep(_QUEUED_CYCLES)
     start.record()
     fn()
     end.record()
