@@ -61,10 +61,13 @@ def applies(x: Tensor, dtype: Optional[torch.dtype] = None) -> bool:
 
 
 def _configs():
-    """Tile sizes tried once per problem size on a GPU."""
-    # the best on an H200 at WaveMix-256's level sizes (fp16, 1024x2048)
+    """Tile sizes tried once per problem size on a GPU (those
+    :func:`_fitting` its output channels)."""
+    # the best on an H200 at WaveMix-256's level sizes (fp16, 1024x2048), and
+    # two for a few output channels (the decode head's classes folded in)
     shapes = ((128, 256, 64, 8, 3), (128, 128, 32, 4, 4), (64, 128, 64, 4, 3),
-              (64, 256, 64, 8, 4), (64, 64, 64, 4, 4), (128, 128, 64, 8, 3))
+              (64, 256, 64, 8, 4), (64, 64, 64, 4, 4), (128, 128, 64, 8, 3),
+              (128, 32, 64, 4, 4), (64, 32, 64, 4, 4))
     return [
         triton.Config(dict(BM=bm, BN=bn, BK=bk), num_warps=w, num_stages=s)
         for bm, bn, bk, w, s in shapes
@@ -102,13 +105,30 @@ def tuning_size(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()
 
 
+def _fitting(configs, named_args, **kwargs):
+    """The tile configs whose column block fits the output channels ``CO``:
+    no wider than they need (rounded up to a power of two, at least 32), a
+    wider tile computing columns that are thrown away, and 64 or wider where
+    they fill that; where none fits, the narrowest. Each config tuned costs
+    a compilation."""
+    width = max(32, triton.next_power_of_2(named_args['CO']))
+    fit = [
+        c for c in configs if min(width, 64) <= c.kwargs['BN'] <= width
+    ]
+    narrowest = min(c.kwargs['BN'] for c in configs)
+    return fit or [c for c in configs if c.kwargs['BN'] == narrowest]
+
+
 def _tuned(key, configs=_configs):
-    """Autotune a kernel on a GPU; the interpreter takes fixed blocks."""
+    """Autotune a kernel on a GPU, over the configs :func:`_fitting` its
+    problem; the interpreter takes fixed blocks."""
 
     def wrap(kernel):
         if _INTERPRET:
             return kernel
-        return triton.autotune(configs(), key=key)(kernel)
+        return triton.autotune(
+            configs(), key=key,
+            prune_configs_by=dict(early_config_prune=_fitting))(kernel)
 
     return wrap
 

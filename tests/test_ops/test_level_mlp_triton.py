@@ -167,3 +167,26 @@ def test_images_of_many_sizes_share_a_tuning():
                    level_mlp_triton_module._conv_transpose_kernel):
         if hasattr(kernel, 'keys'):  # tuned (not in the interpreter)
             assert 'M' not in kernel.keys and 'M_TUNED' in kernel.keys
+
+
+@pytest.mark.parametrize('out_channels,widths,tma_widths', [
+    (19, {32}, {128}),  # the decode head's classes: the narrowest TMA tiles
+    (128, {64, 128}, {128}),
+    (256, {64, 128, 256}, {128, 256}),
+    (512, {64, 128, 256}, {128, 256}),
+])
+def test_the_tuner_tries_tiles_that_fit_the_output_channels(
+        out_channels, widths, tma_widths):
+    """Tiles wider than the output channels compute columns thrown away;
+    those much narrower waste the tensor cores' width. Each config tuned
+    is a compilation."""
+    kernels = level_mlp_triton_module
+    for configs, expected in ((kernels._configs(), widths),
+                              (kernels._tma_configs(), tma_widths)):
+        fit = kernels._fitting(configs, dict(CO=out_channels))
+        assert {c.kwargs['BN'] for c in fit} == expected
+    for kernel in (kernels._linear_gelu_kernel,
+                   kernels._conv_transpose_kernel,
+                   kernels._conv_transpose_tma_kernel):
+        if hasattr(kernel, 'early_config_prune'):  # not in the interpreter
+            assert kernel.early_config_prune is kernels._fitting
