@@ -105,9 +105,8 @@ def prepare_for_inference(model: nn.Module,
             the first call of each input size). Default: False.
         fuse_mlp (bool, optional): The fused level MLPs and upsamplings;
             their kernels are tuned at the first call of each input size
-            (seconds). Not with
-            ``compile``: Inductor fuses the layers its own way. Default:
-            None (on CUDA unless ``compile``).
+            (seconds). Not with ``compile``: Inductor fuses the layers its
+            own way. Default: None (on CUDA unless ``compile``).
 
     Returns:
         nn.Module: ``model``.

@@ -17,10 +17,10 @@ def prepare_for_training(
     tensors are transposed around each convolution), each 1x1 convolution
     as a GEMM with its bias in the epilogue (:class:`PointwiseGEMM`), and so
     a convolution of the image's few channels (:class:`Im2colGEMM`).
-    Parameters stay the same objects (an optimizer
-    built before keeps working), the state dict keeps its keys, and the
-    losses and gradients are the same up to float rounding. On other devices
-    the model is left as it is.
+    Parameters stay the same objects (an optimizer built before keeps
+    working), the state dict keeps its keys, and the losses and gradients
+    are the same up to float rounding. On other devices the model is left
+    as it is.
 
     Args:
         model (nn.Module): The model (moved to ``device``).
