@@ -24,6 +24,7 @@ GPU they run in Triton's interpreter (``TRITON_INTERPRET=1``), which the
 tests use; ``tools/analysis_tools/triton_codegen.py`` compiles them for a
 GPU without one, to see their machine code.
 """
+import inspect
 import os
 from typing import Optional
 
@@ -42,6 +43,9 @@ except ImportError:
 
 # Read when the kernels are defined, as Triton itself does.
 _INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
+# False where Triton could not build the kernels' tuners (a Triton < 3.3
+# without a GPU driver): the kernels are not used then
+_TUNERS_BUILT = True
 # Block sizes in the interpreter (small: it runs them with numpy).
 _INTERPRETER_BLOCKS = dict(BM=16, BN=16, BK=16)
 
@@ -56,7 +60,7 @@ def applies(x: Tensor, dtype: Optional[torch.dtype] = None) -> bool:
     own): a CUDA tensor, float16 or bfloat16, where Triton is installed
     (float32 runs the layers: tl.dot would round it to TF32)."""
     dtype = x.dtype if dtype is None else dtype
-    return triton is not None and x.is_cuda and \
+    return triton is not None and _TUNERS_BUILT and x.is_cuda and \
         dtype in (torch.float16, torch.bfloat16)
 
 
@@ -121,14 +125,26 @@ def _fitting(configs, named_args, **kwargs):
 
 def _tuned(key, configs=_configs):
     """Autotune a kernel on a GPU, over the configs :func:`_fitting` its
-    problem; the interpreter takes fixed blocks."""
+    problem, the timings kept in Triton's cache directory where Triton can
+    (>= 3.3; configs without a pre-hook): a later process (``tools/test.py
+    --fast`` run again, the next step of ``tools/gpu_checks.sh``) does not
+    tune the same problem again. The interpreter takes fixed blocks."""
 
     def wrap(kernel):
+        global _TUNERS_BUILT
         if _INTERPRET:
             return kernel
-        return triton.autotune(
-            configs(), key=key,
-            prune_configs_by=dict(early_config_prune=_fitting))(kernel)
+        cache = 'cache_results' in inspect.signature(
+            triton.autotune).parameters
+        try:
+            return triton.autotune(
+                configs(),
+                key=key,
+                prune_configs_by=dict(early_config_prune=_fitting),
+                **(dict(cache_results=True) if cache else {}))(kernel)
+        except RuntimeError:  # Triton < 3.3 asks a GPU driver for a timer
+            _TUNERS_BUILT = False
+            return kernel
 
     return wrap
 

@@ -190,3 +190,33 @@ def test_the_tuner_tries_tiles_that_fit_the_output_channels(
                    kernels._conv_transpose_tma_kernel):
         if hasattr(kernel, 'early_config_prune'):  # not in the interpreter
             assert kernel.early_config_prune is kernels._fitting
+            # a later process reads the timings (Triton >= 3.3)
+            assert getattr(kernel, 'cache_results', True)
+
+
+def test_without_a_gpu_driver_for_the_tuners_the_kernels_stand_aside(
+        monkeypatch):
+    """A Triton < 3.3 builds each tuner's timer from the GPU driver when the
+    kernels are defined: without one (a CPU machine with a CUDA build of
+    torch) the package still imports, and the layers serve."""
+    import importlib
+
+    import triton
+
+    def no_driver(*args, **kwargs):
+        raise RuntimeError('0 active drivers ([]). There should only be one.')
+
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    monkeypatch.setattr(triton, 'autotune', no_driver)
+    try:
+        module = importlib.reload(level_mlp_triton_module)
+        assert not module._TUNERS_BUILT
+        assert not isinstance(module._conv_transpose_kernel,
+                              triton.runtime.Autotuner)
+        x = torch.zeros(1, 8, 2, 2, dtype=torch.float16, device='meta')
+        monkeypatch.setattr(type(x), 'is_cuda', property(lambda t: True))
+        assert not module.applies(x)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(level_mlp_triton_module)
+    assert level_mlp_triton_module._TUNERS_BUILT
