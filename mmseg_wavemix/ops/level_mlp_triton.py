@@ -43,8 +43,8 @@ except ImportError:
 
 # Read when the kernels are defined, as Triton itself does.
 _INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
-# False where Triton could not build the kernels' tuners (a Triton < 3.3
-# without a GPU driver): the kernels are not used then
+# False where Triton could not build the kernels' tuners (an older Triton,
+# 3.2 say, without a GPU driver): the kernels are not used then
 _TUNERS_BUILT = True
 # Block sizes in the interpreter (small: it runs them with numpy).
 _INTERPRETER_BLOCKS = dict(BM=16, BN=16, BK=16)
@@ -126,9 +126,10 @@ def _fitting(configs, named_args, **kwargs):
 def _tuned(key, configs=_configs):
     """Autotune a kernel on a GPU, over the configs :func:`_fitting` its
     problem, the timings kept in Triton's cache directory where Triton can
-    (>= 3.3; configs without a pre-hook): a later process (``tools/test.py
-    --fast`` run again, the next step of ``tools/gpu_checks.sh``) does not
-    tune the same problem again. The interpreter takes fixed blocks."""
+    (3.6 can, 3.2 cannot; configs without a pre-hook): a later process
+    (``tools/test.py --fast`` run again, the next step of
+    ``tools/gpu_checks.sh``) does not tune the same problem again. The
+    interpreter takes fixed blocks."""
 
     def wrap(kernel):
         global _TUNERS_BUILT
@@ -142,7 +143,7 @@ def _tuned(key, configs=_configs):
                 key=key,
                 prune_configs_by=dict(early_config_prune=_fitting),
                 **(dict(cache_results=True) if cache else {}))(kernel)
-        except RuntimeError:  # Triton < 3.3 asks a GPU driver for a timer
+        except RuntimeError:  # Triton 3.2 asks a GPU driver for a timer
             _TUNERS_BUILT = False
             return kernel
 

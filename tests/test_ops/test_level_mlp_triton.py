@@ -190,15 +190,15 @@ def test_the_tuner_tries_tiles_that_fit_the_output_channels(
                    kernels._conv_transpose_tma_kernel):
         if hasattr(kernel, 'early_config_prune'):  # not in the interpreter
             assert kernel.early_config_prune is kernels._fitting
-            # a later process reads the timings (Triton >= 3.3)
+            # a later process reads the timings (Triton 3.6 and later)
             assert getattr(kernel, 'cache_results', True)
 
 
 def test_without_a_gpu_driver_for_the_tuners_the_kernels_stand_aside(
         monkeypatch):
-    """A Triton < 3.3 builds each tuner's timer from the GPU driver when the
-    kernels are defined: without one (a CPU machine with a CUDA build of
-    torch) the package still imports, and the layers serve."""
+    """An older Triton (3.2) builds each tuner's timer from the GPU driver
+    when the kernels are defined: without one (a CPU machine with a CUDA
+    build of torch) the package still imports, and the layers serve."""
     import importlib
 
     import triton
