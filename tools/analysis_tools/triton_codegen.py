@@ -180,8 +180,8 @@ def summarise(compiled) -> Dict:
 
 
 def compile_launch(kernel, args: tuple, kwargs: dict, arch: int) -> List:
-    """Compile one recorded launch, for each tuned config of an autotuned
-    kernel; returns (config, summary) pairs."""
+    """Compile one recorded launch, for each config the tuner of an
+    autotuned kernel tries for it; returns (config, summary) pairs."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -190,6 +190,9 @@ def compile_launch(kernel, args: tuple, kwargs: dict, arch: int) -> List:
     fn = kernel
     if isinstance(kernel, triton.runtime.Autotuner):
         configs, fn = kernel.configs, kernel.fn
+        if kernel.early_config_prune is not None:  # those the tuner tries
+            configs = kernel.early_config_prune(
+                configs, dict(zip(fn.arg_names, args)), **kwargs)
     results = []
     for config in configs:
         constants = dict(kwargs)
