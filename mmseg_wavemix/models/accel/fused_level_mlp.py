@@ -1,6 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """A WaveMix level MLP as three GPU kernels, for inference."""
-from typing import Dict, Optional, Tuple
+from functools import partial
+from typing import Dict, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -11,9 +12,9 @@ from mmseg_wavemix.ops import level_mlp_triton
 
 from ..backbones.wavemix_block import WaveletLevelMLP
 from .fused_upsample import (can_fuse_upsample, check_upsample_kernel,
-                             compute_dtype, fastest_upsample, runs_kernels,
-                             upsample, upsample_weights)
-from .pointwise_gemm import pointwise_linear
+                             compute_dtype, runs_kernels, upsample_by,
+                             upsample_weights)
+from .pointwise_gemm import pointwise_linear, replace_layers
 
 
 def can_fuse_level_mlp(mlp: nn.Module) -> bool:
@@ -103,10 +104,7 @@ class FusedLevelMLP(nn.Module):
         ff = pointwise_linear(hidden, w2, b2)
         if ff is None:  # not channels_last
             ff = F.conv2d(hidden, w2, b2)
-        kernel = self.upsample_kernel
-        if kernel == 'auto':
-            kernel = fastest_upsample(ff, wt, bt, residual)
-        return upsample(kernel, ff, wt[kernel], bt, residual)
+        return upsample_by(self.upsample_kernel, ff, wt, bt, residual)
 
     def extra_repr(self) -> str:
         return f'upsample_kernel={self.upsample_kernel!r}'
@@ -126,10 +124,17 @@ def fuse_level_mlps(module: nn.Module,
     Returns:
         nn.Module: ``module``.
     """
-    for parent in list(module.modules()):
-        if isinstance(parent, FusedLevelMLP):  # fused already
-            continue
-        for name, child in parent.named_children():
-            if can_fuse_level_mlp(child):
-                setattr(parent, name, FusedLevelMLP(child, upsample_kernel))
-    return module
+    fused = inside_fused_level_mlps(module)
+    return replace_layers(
+        module, lambda m: can_fuse_level_mlp(m) and id(m) not in fused,
+        partial(FusedLevelMLP, upsample_kernel=upsample_kernel))
+
+
+def inside_fused_level_mlps(module: nn.Module) -> Set[int]:
+    """The ids of the modules inside the :class:`FusedLevelMLP` s of
+    ``module`` (fused already, or part of one)."""
+    return {
+        id(m)
+        for fused in module.modules() if isinstance(fused, FusedLevelMLP)
+        for m in fused.modules()
+    }

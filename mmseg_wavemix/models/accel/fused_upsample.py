@@ -113,6 +113,16 @@ def upsample(kernel: str, x: Tensor, weight: Tensor, bias: Tensor,
     return level_mlp_triton.conv_transpose_k4s2(x, weight, bias, residual)
 
 
+def upsample_by(upsample_kernel: str, x: Tensor, weights: Dict[str, Tensor],
+                bias: Tensor, residual: Optional[Tensor]) -> Tensor:
+    """:func:`upsample` by ``upsample_kernel``, for ``'auto'`` the kernel
+    :func:`fastest_upsample` finds; ``weights`` from
+    :func:`upsample_weights`."""
+    kernel = fastest_upsample(x, weights, bias, residual) \
+        if upsample_kernel == 'auto' else upsample_kernel
+    return upsample(kernel, x, weights[kernel], bias, residual)
+
+
 def _time_ms(fn: Callable[[], Tensor], device: torch.device) -> float:
     """Milliseconds of ``fn()``: GPU time by CUDA events, else wall time."""
     if device.type != 'cuda':
@@ -252,11 +262,8 @@ class FusedUpsample(nn.ConvTranspose2d):
         if output_size is not None or not runs_kernels(self, x, dtype):
             return super().forward(x, output_size)
         weights, bias = self._weights(dtype)
-        x = x.to(dtype)
-        kernel = self.upsample_kernel
-        if kernel == 'auto':
-            kernel = fastest_upsample(x, weights, bias, None)
-        return upsample(kernel, x, weights[kernel], bias, None)
+        return upsample_by(self.upsample_kernel, x.to(dtype), weights, bias,
+                           None)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, ' \
@@ -278,10 +285,9 @@ def fuse_upsamples(module: nn.Module,
     Returns:
         nn.Module: ``module``.
     """
-    from .fused_level_mlp import FusedLevelMLP
+    from .fused_level_mlp import inside_fused_level_mlps
     check_upsample_kernel(upsample_kernel)
-    theirs = {id(m) for fused in module.modules()
-              if isinstance(fused, FusedLevelMLP) for m in fused.modules()}
+    theirs = inside_fused_level_mlps(module)
     return replace_layers(
         module, lambda m: can_fuse_upsample(m) and id(m) not in theirs,
         partial(FusedUpsample.from_conv, upsample_kernel=upsample_kernel))
