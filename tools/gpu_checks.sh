@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The CUDA tests and the GPU benchmarks in one run, a short table last; the targets' rows first (tests, inference,
 # training), each step's JSON written as it ends. On an H100 in session 10 the steps then run took 8.5 minutes
-# (tests 3.5, inference 1.5, training 2, the rest 1.5); since then the tests and the benchmarks have more cases and
-# kernels to tune (TMA, auto, the head's upsamplings) and an inference profile is added: expect 10 minutes or more,
-# about the device's 10-minute call. What a call did not reach, a second call runs with SKIP naming what is done.
+# (tests 3.5, inference 1.5, training 2, the rest 1.5); the tests now run in 4 processes where pytest-xdist is
+# installed (most of their time is Triton compiling on the host). All steps end by DEADLINE seconds (default 560,
+# inside the device's 10-minute call): a step that would start later is not run, one still running then is cut,
+# and the summary says which, with the SKIP that runs the rest in a second call.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests inference
@@ -16,7 +17,8 @@
 # wavemix==0.2.4 on PYTHONPATH (AUTHORS_PACKAGE, default: the first PYTHONPATH entry that holds it). On a
 # machine without a package index: ../shared/gpu/README.md (bundle .gpu/, then `source .gpu/env.sh &&`);
 # pytest travels as wheels too: `pip download --no-deps --only-binary=:all: --python-version 3.12
-# --platform manylinux2014_x86_64 -d .gpu/whl pytest pluggy iniconfig packaging hypothesis sortedcontainers`.
+# --platform manylinux2014_x86_64 -d .gpu/whl pytest pluggy iniconfig packaging hypothesis sortedcontainers
+# pytest-xdist execnet`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-work_dirs/gpu}"
@@ -24,19 +26,41 @@ mkdir -p "$OUT"
 C=configs/wavemix/wavemix_256x16_l4_cityscapes.py
 AUTHORS_PACKAGE="${AUTHORS_PACKAGE:-$(python3 -c 'import os, wavemix; print(os.path.dirname(os.path.dirname(wavemix.__file__)))' 2>/dev/null)}"
 status=0
-# A step that hangs (a compilation, say) is cut after STEP_TIMEOUT seconds; the others still run.
+START=$SECONDS
+DEADLINE="${DEADLINE:-560}"
+# A step that hangs (a compilation, say) is cut after STEP_TIMEOUT seconds, or at DEADLINE; the others still run.
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
+MIN_STEP="${MIN_STEP:-20}"  # a step is not started with less time than this left
+DONE="" UNFINISHED=""  # step names whose commands all ran to their end / one of which was cut or not started
 # step NAME TITLE COMMAND...: skipped where SKIP names it
 step() {
   local name=$1 title=$2; shift 2
   if [[ " ${SKIP:-} " == *" $name "* ]]; then echo; echo "=== skipped: $title"; return; fi
-  echo; echo "=== $title"; timeout "$STEP_TIMEOUT" "$@" || { status=1; echo "=== failed or cut after ${STEP_TIMEOUT} s: $*"; }
+  local left=$((DEADLINE - (SECONDS - START)))
+  local limit=$((STEP_TIMEOUT < left ? STEP_TIMEOUT : left))
+  if ((limit < MIN_STEP)); then
+    echo; echo "=== not started, ${left} s left of DEADLINE=${DEADLINE}: $title"; UNFINISHED+=" $name"; return
+  fi
+  echo; echo "=== $title"
+  timeout "$limit" "$@"
+  local rc=$?
+  if ((rc == 124)); then
+    status=1; UNFINISHED+=" $name"; echo "=== cut after ${limit} s: $*"
+  else
+    ((rc == 0)) || { status=1; echo "=== failed (exit $rc): $*"; }
+    DONE+=" $name"
+  fi
 }
 
 python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())' || exit 1
-# the Triton kernels' tuning at the first call of each size is most of it
-STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) step tests "CUDA tests" python3 -m pytest tests/test_cuda.py \
-  -q -p no:warnings -p no:cacheprovider -rf --tb=short --durations=5
+# Most of the tests' time is Triton compiling and tuning kernels on the host: 4 processes share it (pytest-xdist,
+# where installed). Their own Triton cache: the tuners keep their timings on disk (cache_results), and timings
+# taken beside other processes must not choose the benchmarks' tiles.
+TEST_ARGS=()
+python3 -c 'import xdist' 2>/dev/null && TEST_ARGS=(-n "${TEST_WORKERS:-4}")
+TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) \
+  step tests "CUDA tests" python3 -m pytest tests/test_cuda.py "${TEST_ARGS[@]}" -q -p no:warnings \
+  -p no:cacheprovider -rf --tb=short --durations=5
 # SegFormer-B5 and the float32 rows of the README were measured in session 8; these are the targets' rows.
 step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare \
   $C@fp16,fast,no_fuse_mlp $C@fp16,fast,compile authors@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda \
@@ -104,4 +128,11 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
         errors = '; '.join(f'{k}: {v}' for k, v in r.get('errors', {}).items())
         print(f'  {os.path.basename(name):48s} ' + ' | '.join(cells) + (f' ERRORS {errors}' if errors else ''))
 PY
+DONE_ALL=""
+for name in $DONE; do [[ " $UNFINISHED " == *" $name "* ]] || DONE_ALL+=" $name"; done
+if [[ -n "$UNFINISHED" ]]; then
+  echo "Not finished by DEADLINE:$(tr ' ' '\n' <<< "$UNFINISHED" | sort -u | tr '\n' ' ')"
+  echo "The rest, in a second call: SKIP=\"${SKIP:+$SKIP }${DONE_ALL# }\" bash tools/gpu_checks.sh $OUT"
+fi
+echo "($((SECONDS - START)) s)"
 exit $status
