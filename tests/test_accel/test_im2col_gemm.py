@@ -11,7 +11,8 @@ import torch.nn as nn
 from mmseg_wavemix.models.accel import (Im2colGEMM, few_channel_convs_as_gemm,
                                         prepare_for_inference,
                                         prepare_for_training)
-from mmseg_wavemix.models.accel.im2col_gemm import im2col_linear
+from mmseg_wavemix.models.accel.im2col_gemm import im2col_linear, patch_matrix
+from mmseg_wavemix.models.accel.pointwise_gemm import inference_params
 from mmseg_wavemix.utils.analysis import build_model_from_config
 
 from ..test_engine.test_fast_inference_hook import DEMO, demo_model
@@ -57,12 +58,31 @@ def test_under_autocast_it_rounds_as_the_convolution_does():
     assert ours_error <= 1.5 * (theirs.double() - exact).abs().max()
 
 
+def test_fixed_weights_keep_the_patch_matrix_cast_once():
+    """A prepared model's stem (``fixed_weights``) pads and casts its weight
+    to the patch matrix once, not in every call (a kernel each in a CUDA
+    graph's replay)."""
+    torch.manual_seed(0)
+    gemm = Im2colGEMM.from_conv(nn.Conv2d(3, 32, 3, 2, 1))
+    x = torch.randn(1, 3, 16, 20).contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        expected = gemm(x)
+        gemm.fixed_weights = True
+        matrix, _ = inference_params(gemm, x, patch_matrix)
+        assert matrix.shape == (32, 32) and matrix.dtype == torch.bfloat16
+        assert not matrix[:, 27:].any()  # 27 values a patch, 32 columns
+        assert inference_params(gemm, x, patch_matrix)[0] is matrix
+        torch.testing.assert_close(gemm(x), expected, rtol=0, atol=0)
+    assert gemm._cast_params[1][0] is matrix  # the call above used it
+
+
 def test_other_layouts_and_traces_run_the_convolution():
     conv = nn.Conv2d(3, 32, 3, 2, 1)
     gemm = Im2colGEMM.from_conv(conv)
     x = torch.randn(1, 3, 8, 10)  # NCHW: its pixels are not rows
-    assert im2col_linear(x, conv.weight, conv.bias, conv.stride,
-                         conv.padding) is None
+    assert im2col_linear(x, patch_matrix(conv.weight), conv.bias,
+                         conv.kernel_size, conv.stride, conv.padding) is None
     torch.testing.assert_close(gemm(x), conv(x))
     graph = torch.jit.trace(
         gemm, x.contiguous(memory_format=torch.channels_last)).graph

@@ -30,12 +30,22 @@ def is_few_channel_conv2d(conv: nn.Module) -> bool:
         conv.weight[0].numel() <= conv.out_channels
 
 
-def im2col_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                  stride, padding) -> Optional[Tensor]:
+def patch_matrix(weight: Tensor) -> Tensor:
+    """A convolution's weight (O, C, kh, kw) as the matrix that multiplies
+    :func:`im2col_linear`'s patch rows: (O, C*kh*kw), zero-padded to a
+    multiple of 8 columns."""
+    k = weight[0].numel()
+    return F.pad(weight.reshape(weight.shape[0], k),
+                 (0, -(-k // _ALIGN) * _ALIGN - k))
+
+
+def im2col_linear(x: Tensor, matrix: Tensor, bias: Optional[Tensor],
+                  kernel_size, stride, padding) -> Optional[Tensor]:
     """A convolution of a channels_last ``x`` as one matrix product: the
     patches as rows (N*H'*W', C*kh*kw, zero-padded to a multiple of 8
-    columns) times the weight, the bias in the GEMM's epilogue; None where
-    ``x`` is not channels_last or a trace is being recorded.
+    columns) times the weight (:func:`patch_matrix`), the bias in the GEMM's
+    epilogue; None where ``x`` is not channels_last or a trace is being
+    recorded.
 
     cuDNN pads a 3-channel image to 8 channels in passes of its own, runs a
     kernel of 2-byte loads and adds the bias in another pass over its
@@ -46,18 +56,16 @@ def im2col_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     if not rows.is_contiguous() or torch.jit.is_tracing():
         return None
     n = x.shape[0]
-    out_channels, channels, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     patches = F.pad(rows, (0, 0, pw, pw, ph, ph)).unfold(1, kh, sh).unfold(
         2, kw, sw)  # (N, H', W', C, kh, kw): the weight's order
     height, width = patches.shape[1:3]
-    k = channels * kh * kw
-    cols = patches.new_empty(n * height * width, -(-k // _ALIGN) * _ALIGN)
+    k = patches[0, 0, 0].numel()
+    cols = patches.new_empty(n * height * width, matrix.shape[1])
     cols[:, :k].view(patches.shape).copy_(patches)
     cols[:, k:].zero_()
-    matrix = F.pad(weight.reshape(out_channels, k), (0, cols.shape[1] - k))
     out = F.linear(cols, matrix, bias)
-    return out.view(n, height, width, out_channels).permute(0, 3, 1, 2)
+    return out.view(n, height, width, -1).permute(0, 3, 1, 2)
 
 
 class Im2colGEMM(nn.Conv2d):
@@ -91,8 +99,8 @@ class Im2colGEMM(nn.Conv2d):
             # as autocast casts the convolution's input; here before the
             # patches are gathered
             x = x.to(torch.get_autocast_dtype(device))
-        out = im2col_linear(x, *inference_params(self, x), self.stride,
-                            self.padding)
+        out = im2col_linear(x, *inference_params(self, x, patch_matrix),
+                            self.kernel_size, self.stride, self.padding)
         return super().forward(x) if out is None else out
 
 

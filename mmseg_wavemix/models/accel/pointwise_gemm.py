@@ -8,14 +8,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def inference_params(layer: nn.Module,
-                     x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+def inference_params(
+    layer: nn.Module,
+    x: Tensor,
+    weight_as: Optional[Callable[[Tensor], Tensor]] = None
+) -> Tuple[Tensor, Optional[Tensor]]:
     """``layer``'s weight and bias for computing ``x``: under autocast, in
     inference (no gradients) of a layer whose weights are fixed
     (``fixed_weights``, which :func:`prepare_for_inference` sets), cast to
     autocast's dtype once and kept while they stay the same tensors;
     otherwise as they are, for autocast to cast at each call (inside a CUDA
-    graph a kernel each, replayed with every image)."""
+    graph a kernel each, replayed with every image). ``weight_as`` (the
+    weight in the form the layer computes with, e.g. a padded matrix) is
+    applied to the weight either way, and kept with the cast."""
     weight, bias = layer.weight, layer.bias
     device = x.device.type
     if not getattr(layer, 'fixed_weights', False) or \
@@ -23,13 +28,14 @@ def inference_params(layer: nn.Module,
             not torch.is_autocast_enabled(device) or \
             weight.dtype != torch.float32 or torch.jit.is_tracing() or \
             torch.compiler.is_compiling():
-        return weight, bias
+        return weight if weight_as is None else weight_as(weight), bias
     dtype = torch.get_autocast_dtype(device)
     key = (dtype, *((p.data_ptr(), p._version) for p in (weight, bias)
                     if p is not None))
     cached = layer.__dict__.get('_cast_params')
     if cached is None or cached[0] != key:
-        cached = key, (weight.to(dtype),
+        weight = weight.to(dtype)
+        cached = key, (weight if weight_as is None else weight_as(weight),
                        None if bias is None else bias.to(dtype))
         layer.__dict__['_cast_params'] = cached
     return cached[1]
