@@ -454,10 +454,8 @@ class _LevelMLPFunction(torch.autograd.Function):
                 b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
                 wt: Tensor, bt: Optional[Tensor], weight: Tensor,
                 bias: Tensor, running_mean: Tensor, running_var: Tensor,
-                momentum: float, eps: float, mlp: WaveletLevelMLP) -> Tensor:
-        # the level itself only where it cannot be recomputed
-        ctx.save_for_backward(level if levels is None else None, coarser,
-                              block_input, w1, b1, w2, b2, wt, weight)
+                momentum: float, eps: float, mlp: WaveletLevelMLP,
+                keep_norm_input: bool) -> Tensor:
         ctx.mlp, ctx.eps, ctx.has_bt = mlp, eps, bt is not None
         ctx.levels, ctx.k, ctx.level_channels = levels, k, level.shape[1]
         x = level if coarser is None else torch.cat((level, coarser), 1)
@@ -472,6 +470,10 @@ class _LevelMLPFunction(torch.autograd.Function):
         # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
         out, mean, invstd, reserve = torch.ops.aten._batch_norm_with_update(
             z, weight, bias, running_mean, running_var, momentum, eps)
+        # the level itself only where it cannot be recomputed
+        ctx.save_for_backward(level if levels is None else None, coarser,
+                              block_input, w1, b1, w2, b2, wt, weight,
+                              z if keep_norm_input else None)
         del z
         if bt is not None:
             running_mean.add_(bt, alpha=momentum)
@@ -481,7 +483,7 @@ class _LevelMLPFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        level, coarser, block_input, w1, b1, w2, b2, wt, weight = \
+        level, coarser, block_input, w1, b1, w2, b2, wt, weight, z = \
             ctx.saved_tensors
         mlp, needs = ctx.mlp, ctx.needs_input_grad
         if level is None:
@@ -492,7 +494,8 @@ class _LevelMLPFunction(torch.autograd.Function):
         hidden = _conv(x, w1_, b1_, mlp.fc1)
         activation = F.gelu(hidden)
         h = _conv(activation, w2_, b2_, mlp.fc2)
-        z = _conv_transpose(h, wt_, None, mlp.upsample)
+        if z is None:
+            z = _conv_transpose(h, wt_, None, mlp.upsample)
         grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
             grad_out, z, weight, *ctx.stats[:4], True, ctx.eps,
             [True, needs[12], needs[13]], ctx.stats[4])
@@ -528,7 +531,7 @@ class _LevelMLPFunction(torch.autograd.Function):
         return (grad_level, grad_coarser if needs[1] else None,
                 grad_residual, None, None, None, grad_w1,
                 grad_b1, grad_w2, grad_b2, grad_wt, grad_bt, grad_weight,
-                grad_bias, None, None, None, None, None)
+                grad_bias, None, None, None, None, None, None)
 
 
 def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
@@ -536,7 +539,8 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
                                 residual: Optional[Tensor] = None,
                                 coarser: Optional[Tensor] = None,
                                 levels: Optional[BlockLevels] = None,
-                                k: int = 0) -> Tensor:
+                                k: int = 0,
+                                keep_norm_input: bool = False) -> Tensor:
     """``mlp(x, residual, coarser)`` in training that keeps only ``x`` and
     ``coarser`` (and per-channel statistics) for backward: the 1x1
     convolutions, GELU, transposed convolution and the BatchNorm's input are
@@ -558,6 +562,10 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
         levels (BlockLevels, optional): Where ``x`` comes from. Default:
             None (``x`` is kept).
         k (int): Which of ``levels`` ``x`` is. Default: 0.
+        keep_norm_input (bool): Keep the BatchNorm's input too (the
+            transposed convolution's output, the level's largest tensor):
+            backward then does not recompute the transposed convolution.
+            Default: False.
 
     Returns:
         Tensor: ``mlp(x, residual, coarser)``. Do not modify it in place
@@ -570,7 +578,7 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
         levels, k, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
         upsample.weight, upsample.bias, norm.weight, norm.bias,
         norm.running_mean, norm.running_var, _count_batch(norm), norm.eps,
-        mlp)
+        mlp, keep_norm_input)
 
 
 class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
@@ -661,7 +669,16 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
     Args:
         *args, **kwargs: Those of :class:`WaveletLevelMLP`; it needs the
             exact GELU, no dropout and a BatchNorm.
+
+    Attributes:
+        keep_norm_input (bool): Where it keeps only its input, keep its
+            BatchNorm's input too, so that backward does not recompute the
+            transposed convolution: time for memory, set per block by
+            :func:`prepare_for_training` (``keep_norm_inputs``).
+            Default: False.
     """
+
+    keep_norm_input = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -682,7 +699,9 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
                 torch.jit.is_tracing():
             return super().forward(x, residual, coarser)
         if self.keeps_only_its_input(x):
-            return level_mlp_keeping_its_input(self, x, residual, coarser)
+            return level_mlp_keeping_its_input(
+                self, x, residual, coarser,
+                keep_norm_input=self.keep_norm_input)
         if coarser is not None:
             x = torch.cat((x, coarser), dim=1)
         z = self.upsample(conv_gelu_conv2d(x, self.fc1, self.fc2))
@@ -733,7 +752,7 @@ def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
         if isinstance(mlp, MemoryEfficientLevelMLP) and \
                 mlp.keeps_only_its_input(levels[k]):
             out = level_mlp_keeping_its_input(mlp, levels[k], residual, out,
-                                              source, k)
+                                              source, k, mlp.keep_norm_input)
         else:
             out = mlp(levels[k], residual, out)
     return out
