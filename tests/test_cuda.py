@@ -3,10 +3,12 @@
 runs them with the GPU benchmarks). Without CUDA each test is reported as
 skipped, with the reason."""
 import copy
+import logging
 
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.logging import MMLogger
 
 from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
                                         Im2colGEMM, PointwiseGEMM,
@@ -238,11 +240,27 @@ def test_cuda_graphs_give_the_eager_logits(monkeypatch):
     big = torch.randn(1, 3, 256, 512, device='cuda')
     small = torch.randn(2, 3, 128, 256, device='cuda')
     inputs = [big, small, big * 0.5, small.flip(-1)]
-    with torch.no_grad(), torch.autocast('cuda', dtype=torch.float16):
-        outs = [graphed(x, mode='tensor') for x in inputs]
-        refs = [eager(x, mode='tensor') for x in inputs]
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        with torch.no_grad(), torch.autocast('cuda', dtype=torch.float16):
+            outs = [graphed(x, mode='tensor') for x in inputs]
+            refs = [eager(x, mode='tensor') for x in inputs]
+    finally:
+        logger.removeHandler(handler)
     assert len(graphed.backbone.forward.graphs) == 2
     assert len(graphed.decode_head.forward.graphs) == 2
+    # each recording, as it starts (the user's progress) and ends
+    assert [m.split(' for ')[0].split(' in ')[0] for m in logged] == [
+        'CUDA graphs: recording the backbone',
+        'CUDA graphs: recorded the backbone',
+        'CUDA graphs: recording the decode_head',
+        'CUDA graphs: recorded the decode_head'
+    ] * 2
+    assert 'inputs 1x3x256x512 (a first call' in logged[0]
     for out, ref in zip(outs, refs):  # the first outputs were not replaced
         torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
     with torch.no_grad():  # fp32: another signature

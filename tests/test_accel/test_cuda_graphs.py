@@ -35,7 +35,12 @@ def test_graphs_wrap_the_backbone_and_head_and_keep_the_state_dict():
     cuda_graph_forwards(model)
     assert isinstance(model.backbone.forward, CUDAGraphs)
     assert isinstance(model.decode_head.forward, CUDAGraphs)
+    # the names its log gives each recording
+    assert model.backbone.forward.name == 'backbone'
+    assert model.decode_head.forward.name == 'decode_head'
     assert list(model.state_dict()) == keys
+    plain = cuda_graph_forwards(nn.Conv2d(3, 4, 1))  # no parts: the model
+    assert plain.forward.name == 'model'
     graphs = model.backbone.forward
     cuda_graph_forwards(model)  # a second preparation wraps nothing again
     assert model.backbone.forward is graphs

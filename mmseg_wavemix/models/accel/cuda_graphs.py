@@ -1,10 +1,12 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Inference replayed as CUDA graphs: one launch instead of hundreds."""
+import time
 import warnings
 from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn as nn
+from mmengine.logging import print_log
 from torch import Tensor
 
 # Parts of OpenMMLab models whose forward is a tensor function; each becomes
@@ -27,6 +29,8 @@ class CUDAGraphs:
     itself. ``fn`` must depend on its tensor inputs only (its parameters
     are read where they are when recorded: load weights in place, with
     ``load_state_dict``). Outputs are fresh tensors, not the graph's buffers.
+    Each recording is logged (``logger='current'``) as it starts and ends:
+    with the kernels tuned at a first call it can take a minute.
 
     Args:
         fn (Callable): A function of one tensor or one tuple/list of tensors
@@ -37,11 +41,13 @@ class CUDAGraphs:
         max_graphs (int): Signatures recorded at most; each keeps its own
             activation memory. Further input sizes run ``fn``, with a
             warning the first time. Default: 4.
+        name (str): What ``fn`` is, in the log. Default: ``'forward'``.
     """
 
     def __init__(self, fn: Callable, compile: bool = False,
-                 max_graphs: int = 4):
+                 max_graphs: int = 4, name: str = 'forward'):
         self.fn = fn
+        self.name = name
         # what is recorded; calls that are not replayed run `fn` itself
         self.recorded_fn = torch.compile(fn, dynamic=False) if compile \
             else fn
@@ -68,7 +74,16 @@ class CUDAGraphs:
                         'input sizes; others run without (pad or resize '
                         'test images to a few sizes to get them)')
                 return self.fn(*args)
+            sizes = ', '.join('x'.join(map(str, t.shape)) for t in tensors)
+            print_log(
+                f'CUDA graphs: recording the {self.name} for inputs {sizes} '
+                '(a first call of this size tunes the kernels: up to a '
+                'minute)', logger='current')
+            start = time.perf_counter()
             self.graphs[key] = self._record(inputs, tensors)
+            print_log(
+                f'CUDA graphs: recorded the {self.name} in '
+                f'{time.perf_counter() - start:.1f} s', logger='current')
         graph, static_inputs, static_output = self.graphs[key]
         for static, tensor in zip(static_inputs, tensors):
             static.copy_(tensor)
@@ -138,13 +153,13 @@ def cuda_graph_forwards(model: nn.Module,
     """
     inner = getattr(model, 'module', None)
     inner = inner if isinstance(inner, nn.Module) else model
-    parts = [
-        getattr(inner, name) for name in GRAPHED_PARTS
-        if isinstance(getattr(inner, name, None), nn.Module)
-    ] or [inner]
-    for part in parts:
+    parts = [(name, getattr(inner, name)) for name in GRAPHED_PARTS
+             if isinstance(getattr(inner, name, None), nn.Module)
+             ] or [('model', inner)]
+    for name, part in parts:
         if not isinstance(part.forward, CUDAGraphs):
             # an instance attribute: nn.Module.__call__ and code that calls
             # part.forward() directly (mmseg's decode heads) both use it
-            part.forward = CUDAGraphs(part.forward, compile, max_graphs)
+            part.forward = CUDAGraphs(part.forward, compile, max_graphs,
+                                      name)
     return model
