@@ -68,8 +68,8 @@ step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
 # keep_norm_inputs=10: 10 blocks keep their finest BatchNorm input (335 MB each: 8.4 GB -> about 11.8 GB, the most
-# under 12 GB) and recompute no transposed convolution for it in backward (a 256 -> 256 one at 256x512, 344 GFLOP
-# a block at batch 5; all 16 are about a tenth of the step's FLOPs)
+# under 12 GB) and recompute no transposed convolution for it in backward (256 -> 256 channels to 256x512: 344 GFLOP
+# a block at batch 5)
 TRAIN_ENTRIES=("$C@fp16,fast_train,keep_norm_inputs=10" authors)
 if [[ -n "${PLAIN:-}" ]]; then
   PLAIN_MLPS="$OUT/wavemix_256x16_l4_plain-layers.py"
