@@ -37,6 +37,7 @@ step() {
   local name=$1 title=$2; shift 2
   if [[ " ${SKIP:-} " == *" $name "* ]]; then echo; echo "=== skipped: $title"; return; fi
   local left=$((DEADLINE - (SECONDS - START)))
+  ((left > 0)) || left=0
   local limit=$((STEP_TIMEOUT < left ? STEP_TIMEOUT : left))
   if ((limit < MIN_STEP)); then
     echo; echo "=== not started, ${left} s left of DEADLINE=${DEADLINE}: $title"; UNFINISHED+=" $name"; return
@@ -134,7 +135,7 @@ PY
 DONE_ALL=""
 for name in $DONE; do [[ " $UNFINISHED " == *" $name "* ]] || DONE_ALL+=" $name"; done
 if [[ -n "$UNFINISHED" ]]; then
-  echo "Not finished by DEADLINE:$(tr ' ' '\n' <<< "$UNFINISHED" | sort -u | tr '\n' ' ')"
+  echo "Not finished by DEADLINE: $(tr ' ' '\n' <<< "$UNFINISHED" | sort -u | xargs)"
   echo "The rest, in a second call: SKIP=\"${SKIP:+$SKIP }${DONE_ALL# }\" bash tools/gpu_checks.sh $OUT"
 fi
 echo "($((SECONDS - START)) s)"

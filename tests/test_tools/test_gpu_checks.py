@@ -1,0 +1,63 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""tools/gpu_checks.sh, the one run a GPU session has, here with its Python
+commands stood in for by a script: a step still running at the deadline is
+cut, later ones are not started, and the summary names them and the SKIP
+that runs them in a second call."""
+import os
+import subprocess
+import sys
+import textwrap
+
+from ..conftest import REPO_ROOT
+
+SCRIPT = os.path.join(REPO_ROOT, 'tools', 'gpu_checks.sh')
+
+
+def fake_python(tmp_path, slow):
+    """A ``python3`` that passes its checks (``-c``), runs the summary (a
+    script on stdin) with this interpreter, sleeps in a command containing
+    ``slow`` and ends every other one at once, logging what it was given."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    python = bin_dir / 'python3'
+    python.write_text(
+        textwrap.dedent(f"""\
+            #!/usr/bin/env bash
+            echo "$* (TRITON_CACHE_DIR=${{TRITON_CACHE_DIR:-}})" \\
+                >> {tmp_path / 'calls'}
+            case "$1" in
+              -) exec {sys.executable} "$@";;
+              -c) exit 0;;
+            esac
+            [[ "$*" == *"{slow}"* ]] && sleep 30
+            exit 0
+            """))
+    python.chmod(0o755)
+    return bin_dir
+
+
+def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
+    slow = 'tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes' \
+        '.py@fp16,fast --compare'  # the inference step
+    env = dict(os.environ, DEADLINE='3', MIN_STEP='1', SKIP='',
+               PATH=f'{fake_python(tmp_path, slow)}:{os.environ["PATH"]}')
+    out = tmp_path / 'out'
+    result = subprocess.run(['bash', SCRIPT, str(out)], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith('=== cut after') and slow in line
+               for line in lines)
+    assert '=== not started, 0 s left of DEADLINE=3: Level MLPs, fp16 ' \
+        '1024x2048' in lines  # the steps after the cut one
+    assert 'Not finished by DEADLINE: haar inference level_mlp profile ' \
+        'train_profile training' in lines
+    assert f'The rest, in a second call: SKIP="tests" bash ' \
+        f'tools/gpu_checks.sh {out}' in lines
+    calls = (tmp_path / 'calls').read_text().splitlines()
+    tests = next(c for c in calls if c.startswith('-m pytest'))
+    # the tests in their own Triton cache (their tunings are timed beside
+    # other processes), and in 4 of them where pytest-xdist is installed
+    assert '-n 4' in tests  # the stand-in says yes to `import xdist`
+    assert tests.endswith('gpu_checks_triton_tests)')
+    assert not any('benchmark.py' in c and '--train' in c for c in calls)
