@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import revert_sync_batchnorm
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_wavemix.engine import FastTrainingHook
 from mmseg_wavemix.models.accel import (MemoryEfficientLevelMLP,
@@ -541,6 +542,41 @@ def test_reduction_adds_the_residual_gradient_in_its_gemm(
         if not name.endswith('upsample.bias'):  # BN follows: true grad 0
             scale = added.abs().max()
             assert (folded - added).abs().max() <= 2e-2 * scale, name
+
+
+def test_backward_casts_no_weight_again_and_gives_float32_gradients():
+    """Under autocast the level MLPs and the GEMM reduction keep their
+    weights as the forward cast them: backward casts none again (a kernel
+    each per step) and returns the parameters' gradients in float32, the
+    bias gradients summed in float32 not rounded to bf16 on the way."""
+    _, block = plain_and_memory_efficient(embed_dims=32, level=2)
+    pointwise_convs_as_gemm(block)
+    block.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 32, 16, 16).bfloat16().contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = block(x)
+    grads = out.grad_fn.apply(torch.ones_like(out))  # the finest level's
+    assert [g.dtype for g in grads[6:14]] == [torch.float32] * 8
+    # the levels' recomputation runs the reduction layer itself (as a
+    # matrix): autocast casts its weight and bias there
+    shapes = {tuple(p.shape) for p in block.mlps.parameters()}
+    shapes.add(tuple(block.reduction.weight.shape))
+    casts = []
+
+    class Casts(TorchDispatchMode):
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket is torch.ops.aten._to_copy:
+                casts.append((tuple(out.shape), out.dtype))
+            return out
+
+    with Casts():
+        out.float().sum().backward()
+    weight_casts = [c for c in casts if c[0] in shapes]
+    assert weight_casts and all(dtype == torch.float32
+                                for _, dtype in weight_casts)
 
 
 def test_level_input_gradients_are_dense_in_channels_last():

@@ -113,13 +113,15 @@ def _conv_backward(grad_out: Tensor,
                    has_bias: bool,
                    conv: nn.Module,
                    needs: Tuple[bool, ...],
-                   grad_in_plus: Optional[Tensor] = None):
+                   grad_in_plus: Optional[Tensor] = None,
+                   param_dtype: Optional[torch.dtype] = None):
     """Gradients of ``conv(inputs)`` (an ``nn.Conv2d`` or
     ``nn.ConvTranspose2d``) for the input, weight and bias. Under autocast
     the forward ran in a lower precision than the weight: so does this, and
-    the weight's gradients are cast back. ``grad_in_plus``, another
-    gradient of ``inputs``, is added to the input's (in the GEMM of a
-    :class:`PointwiseGEMM`)."""
+    the weight's gradients are cast back to ``param_dtype`` (default: the
+    weight's; for a weight already cast, the parameter's). ``grad_in_plus``,
+    another gradient of ``inputs``, is added to the input's (in the GEMM of
+    a :class:`PointwiseGEMM`)."""
     grad_out = grad_out.to(inputs.dtype)
     needs = (needs[0], needs[1], has_bias and needs[2])
     grads = pointwise_linear_backward(
@@ -136,10 +138,11 @@ def _conv_backward(grad_out: Tensor,
         if grad_in_plus is not None and grads[0] is not None:
             grads[0].add_(grad_in_plus)
     grad_in, grad_weight, grad_bias = grads
+    param_dtype = param_dtype or weight.dtype
     if grad_weight is not None:
-        grad_weight = grad_weight.to(weight.dtype)
+        grad_weight = grad_weight.to(param_dtype)
     if grad_bias is not None:
-        grad_bias = grad_bias.to(weight.dtype)
+        grad_bias = grad_bias.to(param_dtype)
     return grad_in, grad_weight, grad_bias
 
 
@@ -358,9 +361,11 @@ class _ReductionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
                 conv: PointwiseGEMM, levels: 'BlockLevels') -> Tensor:
-        ctx.save_for_backward(x, weight)
         ctx.conv, ctx.levels, ctx.has_bias = conv, levels, bias is not None
-        return pointwise_linear(x, *_cast(x.dtype, weight, bias))
+        ctx.param_dtype = weight.dtype
+        weight, bias = _cast(x.dtype, weight, bias)
+        ctx.save_for_backward(x, weight)  # as cast: not cast again there
+        return pointwise_linear(x, weight, bias)
 
     @staticmethod
     @once_differentiable
@@ -369,8 +374,8 @@ class _ReductionFunction(torch.autograd.Function):
         residual_grad, ctx.levels.residual_grad = ctx.levels.residual_grad, \
             None
         return (*_conv_backward(grad_out, x, weight, ctx.has_bias, ctx.conv,
-                                ctx.needs_input_grad, residual_grad), None,
-                None)
+                                ctx.needs_input_grad, residual_grad,
+                                ctx.param_dtype), None, None)
 
 
 def _wavelet_levels(block: nn.Module, x: Tensor,
@@ -460,6 +465,7 @@ class _LevelMLPFunction(torch.autograd.Function):
                 keep_norm_input: bool) -> Tensor:
         ctx.mlp, ctx.eps, ctx.has_bt = mlp, eps, bt is not None
         ctx.levels, ctx.k, ctx.level_channels = levels, k, level.shape[1]
+        ctx.param_dtype = w1.dtype  # the gradients' (cast weights are kept)
         x = level if coarser is None else torch.cat((level, coarser), 1)
         w1, b1, w2, b2, wt = _cast(x.dtype, w1, b1, w2, b2, wt)
         # The transposed conv's bias is left out: the BatchNorm in training
@@ -472,7 +478,9 @@ class _LevelMLPFunction(torch.autograd.Function):
         # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
         out, mean, invstd, reserve = torch.ops.aten._batch_norm_with_update(
             z, weight, bias, running_mean, running_var, momentum, eps)
-        # the level itself only where it cannot be recomputed
+        # the level itself only where it cannot be recomputed; the weights
+        # as cast here (autocast would keep those too): backward computes
+        # with them without casting them again, a kernel each
         ctx.save_for_backward(level if levels is None else None, coarser,
                               block_input, w1, b1, w2, b2, wt, weight,
                               z if keep_norm_input else None)
@@ -492,36 +500,38 @@ class _LevelMLPFunction(torch.autograd.Function):
             level = ctx.levels.pop(ctx.k, block_input)
         x = level if coarser is None else torch.cat((level, coarser), 1)
         del level
-        w1_, b1_, w2_, b2_, wt_ = _cast(x.dtype, w1, b1, w2, b2, wt)
-        hidden = _conv(x, w1_, b1_, mlp.fc1)
+        dtype = ctx.param_dtype
+        hidden = _conv(x, w1, b1, mlp.fc1)
         activation = F.gelu(hidden)
-        h = _conv(activation, w2_, b2_, mlp.fc2)
+        h = _conv(activation, w2, b2, mlp.fc2)
         if z is None:
-            z = _conv_transpose(h, wt_, None, mlp.upsample)
+            z = _conv_transpose(h, wt, None, mlp.upsample)
         grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
             grad_out, z, weight, *ctx.stats[:4], True, ctx.eps,
             [True, needs[12], needs[13]], ctx.stats[4])
         del z
         grad_h, grad_wt, _ = _conv_backward(grad_z, h, wt, False, mlp.upsample,
-                                            (True, needs[10], False))
+                                            (True, needs[10], False),
+                                            param_dtype=dtype)
         del grad_z, h
-        grad_bt = wt.new_zeros(mlp.upsample.out_channels) if ctx.has_bt and \
-            needs[11] else None
+        grad_bt = wt.new_zeros(mlp.upsample.out_channels, dtype=dtype) \
+            if ctx.has_bt and needs[11] else None
         grad_act, grad_w2, grad_b2 = _conv_backward(
             grad_h, activation, w2, b2 is not None, mlp.fc2,
-            (True, needs[8], needs[9]))
+            (True, needs[8], needs[9]), param_dtype=dtype)
         del grad_h, activation
         grad_hidden, grad_b1 = _gelu_backward_(grad_act, hidden,
                                                b1 is not None and needs[7])
         del hidden
         has_coarser = x.shape[1] > ctx.level_channels
         split = _pointwise_input_grads(
-            grad_hidden, w1_, ctx.level_channels) if has_coarser and (
+            grad_hidden, w1, ctx.level_channels) if has_coarser and (
                 needs[0] or needs[1]) else None
         grad_x, grad_w1, conv_grad_b1 = _conv_backward(
             grad_hidden, x, w1, b1 is not None and grad_b1 is None, mlp.fc1,
-            ((needs[0] or needs[1]) and split is None, needs[6], needs[7]))
-        grad_b1 = conv_grad_b1 if grad_b1 is None else grad_b1.to(w1.dtype)
+            ((needs[0] or needs[1]) and split is None, needs[6], needs[7]),
+            param_dtype=dtype)
+        grad_b1 = conv_grad_b1 if grad_b1 is None else grad_b1.to(dtype)
         grad_level, grad_coarser = split or (grad_x, None)
         if has_coarser and grad_x is not None:
             grad_level = grad_x[:, :ctx.level_channels]
