@@ -133,7 +133,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
         print(f'  {os.path.basename(name):48s} ' + ' | '.join(cells) + (f' ERRORS {errors}' if errors else ''))
 PY
 DONE_ALL=""
-for name in $DONE; do [[ " $UNFINISHED " == *" $name "* ]] || DONE_ALL+=" $name"; done
+for name in $DONE; do [[ " $UNFINISHED $DONE_ALL " == *" $name "* ]] || DONE_ALL+=" $name"; done
 if [[ -n "$UNFINISHED" ]]; then
   echo "Not finished by DEADLINE: $(tr ' ' '\n' <<< "$UNFINISHED" | sort -u | xargs)"
   echo "The rest, in a second call: SKIP=\"${SKIP:+$SKIP }${DONE_ALL# }\" bash tools/gpu_checks.sh $OUT"
