@@ -68,7 +68,7 @@ step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16
   --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
-# keep_norm_inputs=10: 10 blocks keep their finest BatchNorm input (335 MB each: 8.4 GB -> about 11.8 GB, the most
+# keep_norm_inputs=10: 10 blocks keep their finest BatchNorm input (335 MB each: 8.4 GB -> about 11.9 GB, the most
 # under 12 GB) and recompute no transposed convolution for it in backward (256 -> 256 channels to 256x512: 344 GFLOP
 # a block at batch 5)
 TRAIN_ENTRIES=("$C@fp16,fast_train,keep_norm_inputs=10" authors)
