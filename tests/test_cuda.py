@@ -49,8 +49,9 @@ def test_haar_on_cuda_equals_the_float64_cpu_reference(dtype, channels_last,
                                                        shape):
     assert haar_triton.available(), 'Triton comes with CUDA builds of torch'
     x = torch.randn(*shape, dtype=torch.float64)
-    expected = textbook_bands(x)
     device_x = x.to('cuda', dtype)
+    # the transform of the input as rounded to dtype: the kernel's own error
+    expected = textbook_bands(device_x.cpu())
     if channels_last:
         device_x = device_x.contiguous(memory_format=torch.channels_last)
     device_x.requires_grad_()
