@@ -15,9 +15,8 @@ inference model of ``tools/test.py --fast``, from ``prepare_for_inference``),
 ``no_fuse_mlp`` (with ``fast``: the level MLPs and upsamplings as layers on
 CUDA, ``prepare_for_inference(fuse_mlp=False)``), ``fast_train`` (the
 training model of ``FastTrainingHook``, from
-``prepare_for_training``; ``keep_norm_inputs=K`` with it: K memory-efficient
-WaveMix blocks keep their finest BatchNorm input, ``prepare_for_training``'s
-option), ``compile`` (torch.compile; with ``fast``, the CUDA graphs of
+``prepare_for_training``),
+``compile`` (torch.compile; with ``fast``, the CUDA graphs of
 ``prepare_for_inference(compile=True)``) and ``with_cp`` (the backbone's
 gradient checkpointing). One config may appear with several option sets.
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA tests and the GPU benchmarks in one run, a short table last; the targets' rows first (tests, inference,
-# training), each step's JSON written as it ends. On an H100 in session 10 the steps then run took 8.5 minutes
-# (tests 3.5, inference 1.5, training 2, the rest 1.5); the tests now run in 4 processes where pytest-xdist is
-# installed (most of their time is Triton compiling on the host). All steps end by DEADLINE seconds (default 560,
+# training), each step's JSON written as it ends. On an H100 in session 14 all steps took 548 s (the tests 1.7
+# minutes in 4 processes with pytest-xdist: most of their time is Triton compiling on the host; a fresh machine's
+# start was about a minute more). All steps end by DEADLINE seconds (default 560,
 # inside the device's 10-minute call): a step that would start later is not run, one still running then is cut,
 # and the summary says which, with the SKIP that runs the rest in a second call.
 #
@@ -12,9 +12,11 @@
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
+#   ARCHIVE=$OUT/gpu.tar.gz bash tools/gpu_checks.sh /tmp/gpu  # the JSON files also packed in one file at the end
+#                                           # (the device tool brings back a few files only)
 #
 # Needs torch with CUDA (its Triton included), the project's Python dependencies, pytest and the authors'
-# wavemix==0.2.4 on PYTHONPATH (AUTHORS_PACKAGE, default: the first PYTHONPATH entry that holds it). On a
+# wavemix==0.2.4 importable (or its directory in AUTHORS_PACKAGE). On a
 # machine without a package index: ../shared/gpu/README.md (bundle .gpu/, then `source .gpu/env.sh &&`);
 # pytest travels as wheels too: `pip download --no-deps --only-binary=:all: --python-version 3.12
 # --platform manylinux2014_x86_64 -d .gpu/whl pytest pluggy iniconfig packaging hypothesis sortedcontainers
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 OUT="${1:-work_dirs/gpu}"
 mkdir -p "$OUT"
 C=configs/wavemix/wavemix_256x16_l4_cityscapes.py
-AUTHORS_PACKAGE="${AUTHORS_PACKAGE:-$(python3 -c 'import os, wavemix; print(os.path.dirname(os.path.dirname(wavemix.__file__)))' 2>/dev/null)}"
+AUTHORS_PACKAGE="${AUTHORS_PACKAGE:-}"
 status=0
 START=$SECONDS
 DEADLINE="${DEADLINE:-560}"
@@ -68,10 +70,7 @@ step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16
   --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
-# keep_norm_inputs=10: 10 blocks keep their finest BatchNorm input (335 MB each: 8.4 GB -> about 11.9 GB, the most
-# under 12 GB) and recompute no transposed convolution for it in backward (256 -> 256 channels to 256x512: 344 GFLOP
-# a block at batch 5)
-TRAIN_ENTRIES=("$C@fp16,fast_train,keep_norm_inputs=10" authors)
+TRAIN_ENTRIES=(authors)
 if [[ -n "${PLAIN:-}" ]]; then
   PLAIN_MLPS="$OUT/wavemix_256x16_l4_plain-layers.py"
   printf "_base_ = '%s'\nmodel = dict(backbone=dict(memory_efficient=False), decode_head=dict(memory_efficient=False))\n" \
@@ -137,6 +136,9 @@ for name in $DONE; do [[ " $UNFINISHED $DONE_ALL " == *" $name "* ]] || DONE_ALL
 if [[ -n "$UNFINISHED" ]]; then
   echo "Not finished by DEADLINE: $(tr ' ' '\n' <<< "$UNFINISHED" | sort -u | xargs)"
   echo "The rest, in a second call: SKIP=\"${SKIP:+$SKIP }${DONE_ALL# }\" bash tools/gpu_checks.sh $OUT"
+fi
+if [[ -n "${ARCHIVE:-}" ]]; then
+  tar -C "$OUT" -czf "$ARCHIVE" $(cd "$OUT" && ls *.json 2>/dev/null) && echo "JSON files packed in $ARCHIVE"
 fi
 echo "($((SECONDS - START)) s)"
 exit $status

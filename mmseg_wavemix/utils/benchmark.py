@@ -39,34 +39,22 @@ AUTHORS = 'authors'
 
 
 def parse_entry(spec, args):
-    """``CONFIG[@opt,opt]`` -> dict(spec, path, dtype, <flags>,
-    keep_norm_inputs)."""
+    """``CONFIG[@opt,opt]`` -> dict(spec, path, dtype, <flags>)."""
     path, _, options = spec.partition('@')
     entry = dict(spec=spec, path=path, dtype=args.dtype,
-                 **{flag: getattr(args, flag) for flag in FLAGS},
-                 keep_norm_inputs=0)
+                 **{flag: getattr(args, flag) for flag in FLAGS})
     for option in filter(None, options.split(',')):
-        name, is_valued, value = option.partition('=')
-        if is_valued and name == 'keep_norm_inputs':
-            if not value.isdigit():
-                raise SystemExit(
-                    f'error: keep_norm_inputs takes a number of blocks, got '
-                    f'{value!r} in entry {spec!r}')
-            entry[name] = int(value)
-        elif option in DTYPES:
+        if option in DTYPES:
             entry['dtype'] = option
         elif option in FLAGS:
             entry[option] = True
         else:
             raise SystemExit(
                 f'error: unknown option {option!r} in entry {spec!r}; use '
-                f'{", ".join((*DTYPES, *FLAGS))}, keep_norm_inputs=K')
+                f'{", ".join((*DTYPES, *FLAGS))}')
     if entry['no_fuse_mlp'] and not entry['fast']:
         raise SystemExit('error: no_fuse_mlp changes a step of fast; add '
                          f'fast to {spec!r}')
-    if entry['keep_norm_inputs'] and not entry['fast_train']:
-        raise SystemExit('error: keep_norm_inputs is an option of '
-                         f'fast_train; add fast_train to {spec!r}')
     if entry['fast']:
         entry['channels_last'] = True
     if path == AUTHORS and entry['with_cp']:
@@ -105,8 +93,7 @@ class Bench:
                 compile=entry['compile'],
                 fuse_mlp=False if entry['no_fuse_mlp'] else None)
         if entry['fast_train']:
-            prepare_for_training(
-                self.model, keep_norm_inputs=entry['keep_norm_inputs'])
+            prepare_for_training(self.model)
         if entry['fuse_norm']:
             fuse_norm_layers(self.infer_model)
         if entry['fold_classifier']:

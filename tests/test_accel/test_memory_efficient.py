@@ -1,6 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,12 +8,10 @@ import torch.nn.functional as F
 from mmengine.model import revert_sync_batchnorm
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmseg_wavemix.engine import FastTrainingHook
 from mmseg_wavemix.models.accel import (MemoryEfficientLevelMLP,
                                         batch_norm_add, conv_gelu_conv2d,
                                         level_mlp_keeping_its_input,
-                                        pointwise_convs_as_gemm,
-                                        prepare_for_training)
+                                        pointwise_convs_as_gemm)
 from mmseg_wavemix.models.accel.memory_efficient import (
     _pointwise_input_grads, _WaveletLevelsFunction)
 from mmseg_wavemix.models.backbones import WaveMix, WaveMixBlock
@@ -213,71 +210,6 @@ def test_under_autocast_the_block_keeps_its_input_not_its_levels():
         wavelet_levels(t)
     out.float().sum().backward()
     assert calls == [torch.bfloat16]  # once for the three levels
-
-
-@pytest.mark.parametrize('channels_last', [False, True])
-def test_a_kept_norm_input_saves_the_transposed_convolution(
-        channels_last, monkeypatch):
-    """``keep_norm_input`` (prepare_for_training's keep_norm_inputs): the
-    finest level keeps its BatchNorm input, a tensor of the block's output
-    size, and its backward runs no transposed convolution to recompute it;
-    the gradients are the same."""
-    from mmseg_wavemix.models.accel import memory_efficient
-    calls = []
-    conv_transpose = memory_efficient._conv_transpose
-    monkeypatch.setattr(
-        memory_efficient, '_conv_transpose',
-        lambda h, *args: calls.append(h.shape[-1]) or conv_transpose(h, *args))
-    _, block = plain_and_memory_efficient(embed_dims=32, level=2)
-    x = torch.randn(2, 32, 32, 48)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-        block.to(memory_format=torch.channels_last)
-    weight = torch.randn(2, 32, 32, 48)
-    results = []
-    for keep in (False, True):
-        block.mlps[0].keep_norm_input = keep
-        xg = x.clone().requires_grad_()
-        calls.clear()
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            kept, out = saved_bytes(lambda: block(xg))
-        forward_calls = list(calls)
-        (out.float() * weight).sum().backward()
-        results.append((kept, forward_calls, calls[len(forward_calls):], out,
-                        xg.grad, [p.grad for p in block.parameters()]))
-        block.zero_grad(set_to_none=True)
-    (kept, forward, backward, *outputs), (kept_more, forward_kept,
-                                          backward_kept, *outputs_kept) = \
-        results
-    assert forward == forward_kept == [12, 24]  # levels 2 and 1 (16x24)
-    assert backward == [24, 12] and backward_kept == [12]  # finest first
-    assert kept_more - kept == x.numel() * 2  # bf16, the block's size
-    for a, b in zip(outputs[:2] + outputs[2], outputs_kept[:2] +
-                    outputs_kept[2]):
-        torch.testing.assert_close(b, a, rtol=0, atol=0)
-
-
-def test_prepare_for_training_sets_the_blocks_that_keep_norm_inputs():
-    model = WaveMix(arch=dict(embed_dims=16, depth=3, level=2),
-                    memory_efficient=True)
-    prepare_for_training(model, keep_norm_inputs=2)
-    assert [block.mlps[0].keep_norm_input for block in model.layers] == \
-        [True, True, False]
-    assert not any(mlp.keep_norm_input for block in model.layers
-                   for mlp in block.mlps[1:])
-    FastTrainingHook(keep_norm_inputs=1).before_train(
-        SimpleNamespace(model=model))
-    assert [block.mlps[0].keep_norm_input for block in model.layers] == \
-        [True, False, False]
-    prepare_for_training(model)  # again, with the default
-    assert not any(mlp.keep_norm_input for mlp in model.modules()
-                   if isinstance(mlp, MemoryEfficientLevelMLP))
-    with pytest.raises(ValueError, match='between 0 and the 3 memory-eff'):
-        prepare_for_training(model, keep_norm_inputs=4)
-    with pytest.raises(ValueError, match='between 0 and the 0 memory-eff'):
-        prepare_for_training(WaveMix(arch=dict(embed_dims=16, depth=1,
-                                               level=2)),
-                             keep_norm_inputs=1)
 
 
 def graph_names(fn):

@@ -4,7 +4,6 @@ import json
 import os.path as osp
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -108,23 +107,6 @@ def test_benchmark_rejects_unknown_options():
     assert 'the first entry must be a config' in result.stderr
     result = run_tool('benchmark.py', f'{DEMO}@fp16,no_fuse_mlp', check=False)
     assert 'no_fuse_mlp changes a step of fast' in result.stderr
-
-
-def test_keep_norm_inputs_is_an_option_of_fast_train():
-    from mmseg_wavemix.utils.benchmark import FLAGS, parse_entry
-    args = SimpleNamespace(dtype='fp32', **dict.fromkeys(FLAGS, False))
-    entry = parse_entry(f'{DEMO}@fp16,fast_train,keep_norm_inputs=2', args)
-    assert entry['fast_train'] and entry['keep_norm_inputs'] == 2
-    assert parse_entry(DEMO, args)['keep_norm_inputs'] == 0
-    for spec, error in [
-        (f'{DEMO}@keep_norm_inputs=2', 'keep_norm_inputs is an option of '
-         'fast_train'),
-        (f'{DEMO}@fast_train,keep_norm_inputs=x', 'takes a number of '
-         "blocks, got 'x'"),
-        (f'{DEMO}@fast_train,keep=2', "unknown option 'keep=2'"),
-    ]:
-        with pytest.raises(SystemExit, match=error):
-            parse_entry(spec, args)
 
 
 def test_a_failing_entry_is_reported_in_its_row(tmp_path):

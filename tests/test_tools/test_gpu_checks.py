@@ -3,9 +3,11 @@
 commands stood in for by a script: a step still running at the deadline is
 cut, later ones are not started, and the summary names them and the SKIP
 that runs them in a second call."""
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 
 from ..conftest import REPO_ROOT
@@ -42,6 +44,10 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     env = dict(os.environ, DEADLINE='3', MIN_STEP='1', SKIP='',
                PATH=f'{fake_python(tmp_path, slow)}:{os.environ["PATH"]}')
     out = tmp_path / 'out'
+    out.mkdir()  # a step's JSON, to be packed with ARCHIVE
+    (out / 'haar.json').write_text(
+        json.dumps(dict(results=dict(ours=dict(median_ms=0.5)))))
+    env['ARCHIVE'] = str(tmp_path / 'gpu.tar.gz')
     result = subprocess.run(['bash', SCRIPT, str(out)], capture_output=True,
                             text=True, timeout=60, env=env)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -61,3 +67,6 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert '-n 4' in tests  # the stand-in says yes to `import xdist`
     assert tests.endswith('gpu_checks_triton_tests)')
     assert not any('benchmark.py' in c and '--train' in c for c in calls)
+    assert '  ours                         0.50 ms' in lines  # the summary
+    with tarfile.open(env['ARCHIVE']) as archive:
+        assert archive.getnames() == ['haar.json']

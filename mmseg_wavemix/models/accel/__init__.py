@@ -11,8 +11,7 @@
 - Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
   ``WaveMix(memory_efficient=True)`` builds; on CUDA
   :func:`prepare_for_training` (channels_last, 1x1 and image-stem
-  convolutions as GEMMs; on any device, blocks that keep their finest
-  BatchNorm input: ``keep_norm_inputs``).
+  convolutions as GEMMs).
 
 Each path equals the plain model up to float rounding (tests/test_accel).
 """

@@ -461,8 +461,7 @@ class _LevelMLPFunction(torch.autograd.Function):
                 b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
                 wt: Tensor, bt: Optional[Tensor], weight: Tensor,
                 bias: Tensor, running_mean: Tensor, running_var: Tensor,
-                momentum: float, eps: float, mlp: WaveletLevelMLP,
-                keep_norm_input: bool) -> Tensor:
+                momentum: float, eps: float, mlp: WaveletLevelMLP) -> Tensor:
         ctx.mlp, ctx.eps, ctx.has_bt = mlp, eps, bt is not None
         ctx.levels, ctx.k, ctx.level_channels = levels, k, level.shape[1]
         ctx.param_dtype = w1.dtype  # the gradients' (cast weights are kept)
@@ -482,8 +481,7 @@ class _LevelMLPFunction(torch.autograd.Function):
         # as cast here (autocast would keep those too): backward computes
         # with them without casting them again, a kernel each
         ctx.save_for_backward(level if levels is None else None, coarser,
-                              block_input, w1, b1, w2, b2, wt, weight,
-                              z if keep_norm_input else None)
+                              block_input, w1, b1, w2, b2, wt, weight)
         del z
         if bt is not None:
             running_mean.add_(bt, alpha=momentum)
@@ -493,7 +491,7 @@ class _LevelMLPFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        level, coarser, block_input, w1, b1, w2, b2, wt, weight, z = \
+        level, coarser, block_input, w1, b1, w2, b2, wt, weight = \
             ctx.saved_tensors
         mlp, needs = ctx.mlp, ctx.needs_input_grad
         if level is None:
@@ -504,8 +502,7 @@ class _LevelMLPFunction(torch.autograd.Function):
         hidden = _conv(x, w1, b1, mlp.fc1)
         activation = F.gelu(hidden)
         h = _conv(activation, w2, b2, mlp.fc2)
-        if z is None:
-            z = _conv_transpose(h, wt, None, mlp.upsample)
+        z = _conv_transpose(h, wt, None, mlp.upsample)
         grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
             grad_out, z, weight, *ctx.stats[:4], True, ctx.eps,
             [True, needs[12], needs[13]], ctx.stats[4])
@@ -543,7 +540,7 @@ class _LevelMLPFunction(torch.autograd.Function):
         return (grad_level, grad_coarser if needs[1] else None,
                 grad_residual, None, None, None, grad_w1,
                 grad_b1, grad_w2, grad_b2, grad_wt, grad_bt, grad_weight,
-                grad_bias, None, None, None, None, None, None)
+                grad_bias, None, None, None, None, None)
 
 
 def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
@@ -551,8 +548,7 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
                                 residual: Optional[Tensor] = None,
                                 coarser: Optional[Tensor] = None,
                                 levels: Optional[BlockLevels] = None,
-                                k: int = 0,
-                                keep_norm_input: bool = False) -> Tensor:
+                                k: int = 0) -> Tensor:
     """``mlp(x, residual, coarser)`` in training that keeps only ``x`` and
     ``coarser`` (and per-channel statistics) for backward: the 1x1
     convolutions, GELU, transposed convolution and the BatchNorm's input are
@@ -574,10 +570,6 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
         levels (BlockLevels, optional): Where ``x`` comes from. Default:
             None (``x`` is kept).
         k (int): Which of ``levels`` ``x`` is. Default: 0.
-        keep_norm_input (bool): Keep the BatchNorm's input too (the
-            transposed convolution's output, the level's largest tensor):
-            backward then does not recompute the transposed convolution.
-            Default: False.
 
     Returns:
         Tensor: ``mlp(x, residual, coarser)``. Do not modify it in place
@@ -590,7 +582,7 @@ def level_mlp_keeping_its_input(mlp: WaveletLevelMLP,
         levels, k, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
         upsample.weight, upsample.bias, norm.weight, norm.bias,
         norm.running_mean, norm.running_var, _count_batch(norm), norm.eps,
-        mlp, keep_norm_input)
+        mlp)
 
 
 class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
@@ -681,16 +673,7 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
     Args:
         *args, **kwargs: Those of :class:`WaveletLevelMLP`; it needs the
             exact GELU, no dropout and a BatchNorm.
-
-    Attributes:
-        keep_norm_input (bool): Where it keeps only its input, keep its
-            BatchNorm's input too, so that backward does not recompute the
-            transposed convolution: time for memory, set per block by
-            :func:`prepare_for_training` (``keep_norm_inputs``).
-            Default: False.
     """
-
-    keep_norm_input = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -711,9 +694,7 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
                 torch.jit.is_tracing():
             return super().forward(x, residual, coarser)
         if self.keeps_only_its_input(x):
-            return level_mlp_keeping_its_input(
-                self, x, residual, coarser,
-                keep_norm_input=self.keep_norm_input)
+            return level_mlp_keeping_its_input(self, x, residual, coarser)
         if coarser is not None:
             x = torch.cat((x, coarser), dim=1)
         z = self.upsample(conv_gelu_conv2d(x, self.fc1, self.fc2))
@@ -764,7 +745,7 @@ def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
         if isinstance(mlp, MemoryEfficientLevelMLP) and \
                 mlp.keeps_only_its_input(levels[k]):
             out = level_mlp_keeping_its_input(mlp, levels[k], residual, out,
-                                              source, k, mlp.keep_norm_input)
+                                              source, k)
         else:
             out = mlp(levels[k], residual, out)
     return out
