@@ -12,7 +12,8 @@
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
-#   ARCHIVE=$OUT/gpu.tar.gz bash tools/gpu_checks.sh /tmp/gpu  # the JSON files also packed in one file at the end
+#   ARCHIVE=$OUT/gpu.tar.gz bash tools/gpu_checks.sh /tmp/gpu  # the JSON files and the profiles' Chrome traces
+#                                           # also packed in one file at the end
 #                                           # (the device tool brings back a few files only)
 #
 # Needs torch with CUDA (its Triton included), the project's Python dependencies, pytest and the authors'
@@ -88,7 +89,8 @@ if [[ -n "${COMPILE_TRAIN:-}" ]]; then
 fi
 # the fast inference's kernels and the idle time between them (session 10: 10.9 ms of kernels in a 12.9 ms step)
 step profile "Where the fast inference's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast \
-  --device cuda --shape 1024 2048 --rows 25 --json "$OUT/profile_inference_fast.json"
+  --device cuda --shape 1024 2048 --rows 25 --json "$OUT/profile_inference_fast.json" \
+  --trace "$OUT/trace_inference_fast.json.gz"
 step level_mlp "Level MLPs, fp16 1024x2048" python3 tools/analysis_tools/benchmark_level_mlp.py $C --device cuda \
   --shape 1024 2048 ${SWEEP:+--sweep} --json "$OUT/level_mlp_1024x2048_cuda.json"
 for dtype in fp32 fp16; do
@@ -100,7 +102,8 @@ step haar "Haar DWT fp16 channels_last, 5x64x256x512" python3 tools/analysis_too
   --dtype fp16 --channels-last --shape 5 64 256 512 --repeat 20 --warmup 5 \
   --json "$OUT/haar_dwt_5x64x256x512_cuda_fp16_channels_last.json"
 step train_profile "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py \
-  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json"
+  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json" \
+  --trace "$OUT/trace_train_b5.json.gz"
 step train_profile "The training step's operators by input shapes" python3 tools/analysis_tools/profile_model.py \
   $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --shapes --rows 20 \
   --json "$OUT/profile_train_b5_shapes.json"
@@ -138,7 +141,7 @@ if [[ -n "$UNFINISHED" ]]; then
   echo "The rest, in a second call: SKIP=\"${SKIP:+$SKIP }${DONE_ALL# }\" bash tools/gpu_checks.sh $OUT"
 fi
 if [[ -n "${ARCHIVE:-}" ]]; then
-  tar -C "$OUT" -czf "$ARCHIVE" $(cd "$OUT" && ls *.json 2>/dev/null) && echo "JSON files packed in $ARCHIVE"
+  tar -C "$OUT" -czf "$ARCHIVE" $(cd "$OUT" && ls *.json *.json.gz 2>/dev/null) && echo "JSON files packed in $ARCHIVE"
 fi
 echo "($((SECONDS - START)) s)"
 exit $status

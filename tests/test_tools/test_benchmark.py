@@ -216,6 +216,11 @@ def test_profile_tool_lists_operators_by_input_shapes(tmp_path):
                row['name'] for row in rows), [r['name'] for r in rows]
     names = [row['name'] for row in rows]
     assert len(names) == len(set(names))
+    # one step recorded (after a warm-up step under the profiler), without
+    # the profiler's marker of it
+    assert [row['calls'] for row in rows if row['name'].startswith(
+        'aten::mkldnn_convolution [[1, 3, 64, 128]')] == [1]
+    assert not any(name.startswith('ProfilerStep') for name in names)
 
 
 def test_profile_tool_lists_what_training_keeps_for_backward(tmp_path):

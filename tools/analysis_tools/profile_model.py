@@ -21,7 +21,7 @@ from collections import Counter
 
 import torch
 from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, schedule
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import write_json
@@ -68,14 +68,22 @@ def bench_args(args):
 
 def profile_step(bench, train, warmup, shapes=False):
     """The profiler of one step of ``bench`` after ``warmup`` steps
-    (recording the operators' input shapes if ``shapes``)."""
+    (recording the operators' input shapes if ``shapes``). The last warm-up
+    step runs under the profiler too, unrecorded: on CUDA the profiler's own
+    start (CUPTI's buffers, 2 ms on an H100) then falls outside the step."""
     step = bench.train_step if train else bench.infer
-    for _ in range(warmup):
+    for _ in range(warmup - 1):
         step()
     activities = [ProfilerActivity.CPU]
     if bench.device.type == 'cuda':
         activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities, record_shapes=shapes) as prof:
+    warm = min(warmup, 1)
+    with profile(activities=activities, record_shapes=shapes,
+                 schedule=schedule(wait=0, warmup=warm, active=1)
+                 if warm else None) as prof:
+        if warm:
+            step()
+            prof.step()  # from warm-up to recording
         step()
     return prof
 
@@ -90,8 +98,8 @@ def rows(prof, device, count, shapes=False):
         'self_cpu_time_total'
     events = [
         e for e in prof.key_averages(group_by_input_shape=shapes)
-        if getattr(e, attr) > 0
-    ]
+        if getattr(e, attr) > 0 and not e.key.startswith('ProfilerStep')
+    ]  # not the schedule's marker of the step
     kernels = [e for e in events if e.device_type == DeviceType.CUDA]
     total = sum(getattr(e, attr) for e in (kernels or events)) or 1
     if shapes:
