@@ -44,7 +44,8 @@ def kernel_calls(monkeypatch):
             (dtype or x.dtype) in (torch.float16, torch.bfloat16))
         calls = []
         for name in ('linear_gelu', 'conv_transpose_k4s2',
-                     'conv_transpose_k4s2_tma', 'add_bias_residual_'):
+                     'conv_transpose_k4s2_tma', 'add_bias_residual_',
+                     'matmul_add'):
             kernel = getattr(module, name)
             monkeypatch.setattr(
                 module, name,

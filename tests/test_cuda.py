@@ -229,6 +229,25 @@ def test_gelu_backward_with_bias_grad_equals_pytorch_in_float64(dtype):
                                rtol=1e-4, atol=1e-2)
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_matmul_add_is_as_close_to_float64_as_addmm(dtype):
+    """A WaveMix-256 block's input gradient (K = 64 reduced channels, 256
+    block channels) over rows that end in a partial tile, both ways that
+    the recipe's training chooses from."""
+    from mmseg_wavemix.models.accel import pointwise_gemm
+    from mmseg_wavemix.ops import level_mlp_triton
+    a, w, c = (torch.randn(size, device='cuda').to(dtype)
+               for size in ((8197, 64), (64, 256), (8197, 256)))
+    expected = torch.addmm(c.double(), a.double(), w.double())
+    addmm_error = (torch.addmm(c, a, w).double() - expected).abs().max()
+    for out in (level_mlp_triton.matmul_add(a, w, c),
+                pointwise_gemm.matmul_add(a, w, c)):
+        assert out.dtype == dtype
+        error = (out.double() - expected).abs().max()
+        assert error <= 1.5 * addmm_error, (error, addmm_error)
+    assert len(pointwise_gemm._FASTEST_MATMUL_ADD) >= 1  # timed once
+
+
 def test_cuda_graphs_give_the_eager_logits(monkeypatch):
     """prepare_for_inference's CUDA graphs compute the eager model's logits,
     one graph per input size, in fresh tensors, also with autocast entered

@@ -12,7 +12,7 @@ from mmcv.cnn.bricks.wrappers import ConvTranspose2d as MMCVConvTranspose2d
 from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
                                         fold_head_classifier, fuse_level_mlps,
                                         fuse_norm_layers, fuse_upsamples,
-                                        fused_upsample)
+                                        fused_upsample, timing)
 
 from ..test_engine.test_fast_inference_hook import demo_model
 from .test_fused_level_mlp import UPSAMPLE_CALLS
@@ -74,7 +74,7 @@ def test_auto_times_once_per_size_as_the_tiles_are_tuned(
     same power of two (a dataset of many sizes) are not."""
     monkeypatch.setattr(fused_upsample, '_FASTEST_UPSAMPLE', {})
     timed = []
-    monkeypatch.setattr(fused_upsample, '_time_ms',
+    monkeypatch.setattr(timing, 'time_ms',
                         lambda fn, device: timed.append(fn()) or 1.)
     layers = {
         out_channels: FusedUpsample.from_conv(upsampling(out_channels),
@@ -89,7 +89,7 @@ def test_auto_times_once_per_size_as_the_tiles_are_tuned(
             layers[out_channels](x)
     # 24, 30 and 32 pixels: one size for each layer; 64 pixels another
     assert len(fused_upsample._FASTEST_UPSAMPLE) == 3
-    assert len(timed) == 3 * 3 * fused_upsample._ROUNDS
+    assert len(timed) == 3 * 3 * timing.ROUNDS
 
 
 def test_the_head_upsamplings_are_fused_and_not_the_level_mlps():

@@ -10,8 +10,10 @@ import torch.nn as nn
 
 from mmseg_wavemix.engine import FastTrainingHook
 from mmseg_wavemix.models.accel import (PointwiseGEMM, pointwise_convs_as_gemm,
-                                        prepare_for_training)
-from mmseg_wavemix.models.accel.pointwise_gemm import inference_params
+                                        pointwise_gemm, prepare_for_training,
+                                        timing)
+from mmseg_wavemix.models.accel.pointwise_gemm import (
+    inference_params, matmul_add, pointwise_linear_backward)
 
 from ..test_engine.test_fast_inference_hook import demo_model
 
@@ -113,3 +115,78 @@ def test_fixed_weights_are_cast_once_while_unchanged():
         with autocast():
             assert inference_params(gemm, x)[0] is not weight
             torch.testing.assert_close(gemm(x), conv(x), rtol=0, atol=0)
+
+
+def fp16(*size, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*size, generator=generator).half()
+
+
+def kernels_faster(kernel_calls, faster=True):
+    """A stand-in for :func:`timing.time_ms` by which calls of the Triton
+    kernels are the faster (or, with ``faster=False``, the slower)."""
+
+    def time_ms(fn, device):
+        calls = len(kernel_calls)
+        fn()
+        return 1. if (len(kernel_calls) > calls) == faster else 2.
+
+    return time_ms
+
+
+@pytest.mark.parametrize('faster', ['addmm', 'triton'])
+def test_matmul_add_takes_the_faster_way_once_per_size(
+        kernel_calls, monkeypatch, faster):
+    """In float16 and bfloat16 where the Triton kernels serve (here in
+    Triton's interpreter), ``a @ w + c`` is timed both ways at the first
+    call of a size (rows rounded up to a power of two, as the kernel's
+    tiles are tuned), and the faster serves it; float32 is addmm's."""
+    monkeypatch.setattr(pointwise_gemm, '_FASTEST_MATMUL_ADD', {})
+    monkeypatch.setattr(timing, 'time_ms',
+                        kernels_faster(kernel_calls, faster == 'triton'))
+    a, w, c = fp16(40, 8, seed=0), fp16(8, 24, seed=1), fp16(40, 24, seed=2)
+    expected = torch.addmm(c.double(), a.double(), w.double())
+    first = matmul_add(a, w, c)
+    # untimed, timed, then the chosen way for the result
+    assert kernel_calls == ['matmul_add'] * (1 + timing.ROUNDS +
+                                             (faster == 'triton'))
+    for rows in (40, 33):  # both 64 rows for the tiles
+        kernel_calls.clear()
+        out = matmul_add(a[:rows], w, c[:rows])
+        assert kernel_calls == (['matmul_add'] if faster == 'triton' else [])
+        torch.testing.assert_close(out.double(), expected[:rows], rtol=2e-3,
+                                   atol=4e-3)
+    torch.testing.assert_close(first, matmul_add(a, w, c), rtol=0, atol=0)
+    assert list(pointwise_gemm._FASTEST_MATMUL_ADD.values()) == [faster]
+    kernel_calls.clear()
+    matmul_add(torch.cat((a, a)), w, torch.cat((c, c)))  # 80 rows: timed
+    assert len(pointwise_gemm._FASTEST_MATMUL_ADD) == 2
+    kernel_calls.clear()
+    out = matmul_add(a.float(), w.float(), c.float())
+    assert kernel_calls == [] and len(pointwise_gemm._FASTEST_MATMUL_ADD) == 2
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_input_gradient_adds_the_other_in_the_product(
+        kernel_calls, monkeypatch):
+    """``grad_x_plus`` (in a WaveMix block, the residual's gradient) is
+    added to the input's gradient in :func:`matmul_add`, not in a pass of
+    its own; the weight's and bias's gradients are unchanged by it."""
+    monkeypatch.setattr(pointwise_gemm, '_FASTEST_MATMUL_ADD', {})
+    monkeypatch.setattr(timing, 'time_ms', kernels_faster(kernel_calls))
+    channels_last = torch.channels_last
+    x = fp16(2, 12, 3, 5, seed=0).contiguous(memory_format=channels_last)
+    weight = fp16(6, 12, 1, 1, seed=1)
+    grad_out = fp16(2, 6, 3, 5, seed=2).contiguous(memory_format=channels_last)
+    plus = fp16(2, 12, 3, 5, seed=3).contiguous(memory_format=channels_last)
+    grads = pointwise_linear_backward(grad_out, x, weight, (True, True, True),
+                                      plus)
+    assert 'matmul_add' in kernel_calls
+    expected = torch.nn.grad.conv2d_input(x.shape, weight.double(),
+                                          grad_out.double()) + plus.double()
+    assert grads[0].is_contiguous(memory_format=channels_last)
+    torch.testing.assert_close(grads[0].double(), expected, rtol=2e-3,
+                               atol=4e-3)
+    alone = pointwise_linear_backward(grad_out, x, weight, (True, True, True))
+    for grad, grad_alone in zip(grads[1:], alone[1:]):
+        torch.testing.assert_close(grad, grad_alone, rtol=0, atol=0)

@@ -132,6 +132,28 @@ def test_add_bias_residual_equals_the_sum(kernels, dtype, channels_last,
     torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
 
 
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+# partial tiles in every dimension (16 in the interpreter); a WaveMix
+# block's shape (K = D / 4); c row-major or column-major
+@pytest.mark.parametrize('m,k,co,c_order', [(37, 24, 40, 'rows'),
+                                            (48, 64, 256, 'rows'),
+                                            (5, 8, 3, 'columns')])
+def test_matmul_add_equals_addmm(kernels, m, k, co, c_order, dtype):
+    generator = torch.Generator().manual_seed(0)
+    a, w = (torch.randn(size, dtype=torch.float64, generator=generator).to(
+        dtype) for size in ((m, k), (k, co)))
+    c = torch.randn(m, co, dtype=torch.float64,
+                    generator=generator).to(dtype)
+    if c_order == 'columns':
+        c = c.t().contiguous().t()
+    out = kernels.matmul_add(a, w, c)
+    assert out.dtype == dtype and out.shape == (m, co)
+    assert out.is_contiguous()
+    # the product and the sum of the rounded inputs, rounded once
+    expected = torch.addmm(c.double(), a.double(), w.double())
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+
+
 def test_shapes_that_do_not_fit_are_named(kernels):
     x = torch.randn(1, 8, 4, 4)
     with pytest.raises(ValueError, match='4x4|4, 4'):
@@ -147,6 +169,12 @@ def test_shapes_that_do_not_fit_are_named(kernels):
         kernels.add_bias_residual_(x, torch.zeros(8), torch.randn(1, 8, 2, 2))
     with pytest.raises(ValueError, match='channels_last'):
         kernels.add_bias_residual_(x[..., ::2], torch.zeros(8))
+    with pytest.raises(ValueError, match=r'\(6, 2\) @ \(3, 4\)'):
+        kernels.matmul_add(torch.randn(6, 2), torch.randn(3, 4),
+                           torch.randn(6, 4))
+    with pytest.raises(ValueError, match=r'\+ \(4, 6\)'):
+        kernels.matmul_add(torch.randn(6, 2), torch.randn(2, 4),
+                           torch.randn(4, 6))
     with pytest.raises(ValueError, match='8 \\+ 4'):
         kernels.linear_gelu(x, torch.randn(1, 4, 4, 4),
                             torch.randn(8, 5), torch.zeros(5))
@@ -164,7 +192,8 @@ def test_images_of_many_sizes_share_a_tuning():
     }
     assert len(sizes) <= 2
     for kernel in (level_mlp_triton_module._linear_gelu_kernel,
-                   level_mlp_triton_module._conv_transpose_kernel):
+                   level_mlp_triton_module._conv_transpose_kernel,
+                   level_mlp_triton_module._matmul_add_kernel):
         if hasattr(kernel, 'keys'):  # tuned (not in the interpreter)
             assert 'M' not in kernel.keys and 'M_TUNED' in kernel.keys
 
@@ -187,7 +216,8 @@ def test_the_tuner_tries_tiles_that_fit_the_output_channels(
         assert {c.kwargs['BN'] for c in fit} == expected
     for kernel in (kernels._linear_gelu_kernel,
                    kernels._conv_transpose_kernel,
-                   kernels._conv_transpose_tma_kernel):
+                   kernels._conv_transpose_tma_kernel,
+                   kernels._matmul_add_kernel):
         if hasattr(kernel, 'early_config_prune'):  # not in the interpreter
             assert kernel.early_config_prune is kernels._fitting
             # a later process reads the timings (Triton 3.6 and later)

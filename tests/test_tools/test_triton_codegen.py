@@ -97,6 +97,21 @@ def test_gelu_backward_moves_vectors(tool, launches):
     assert summary['stack_bytes'] == 0, summary  # nothing spilled
 
 
+def test_matmul_add_moves_vectors_into_tensor_core_products(tool, launches):
+    """A memory-bound GEMM (K = 64): its operands come by 16-byte
+    asynchronous copies, the added matrix and the result move as 16-byte
+    vectors, and no tile the tuner tries spills."""
+    compiled = tool.compile_launch(
+        *launches['matmul_add (block input gradient, training)'], arch=90)
+    assert {config['BN'] for config, _ in compiled} == {64, 128, 256}
+    for config, summary in compiled:
+        assert set(summary['global_loads']) == {'16B'}, (config, summary)
+        assert set(summary['global_stores']) == {'16B'}, (config, summary)
+        assert summary['async_copies'] and all(
+            name.startswith('wgmma') for name in summary['mma']), summary
+        assert summary['stack_bytes'] == 0, (config, summary)
+
+
 def test_registers_and_spills_are_reported(tool, launches):
     """The largest tile of linear_gelu holds a 128 x 256 float32
     accumulator in 256 threads (128 registers each for it alone, of at most

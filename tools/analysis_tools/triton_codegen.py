@@ -274,6 +274,14 @@ def launches(height: int, width: int, dtype: torch.dtype) -> Dict:
         gelu_triton.gelu_backward_with_bias_grad_(hidden, hidden)
     found['gelu backward + bias grad (finest level, training)'] = (
         rec.kernel, *rec.launches[0])
+    # training: the block's input gradient, the reduction's (64 -> 256
+    # channels) plus the residual's
+    rows = block_input.new_empty(block_input[0, 0].numel(), 256)
+    with recording(level_mlp_triton, '_matmul_add_kernel') as rec:
+        level_mlp_triton.matmul_add(rows[:, :64], rows.new_empty(64, 256),
+                                    rows)
+    found['matmul_add (block input gradient, training)'] = (rec.kernel,
+                                                            *rec.launches[0])
     return found
 
 

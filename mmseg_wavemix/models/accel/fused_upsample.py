@@ -31,11 +31,8 @@ with a warning). Sizes count as the Triton kernels' tile sizes are tuned:
 by channels and the pixels rounded up to a power of two, so that a dataset
 of many image sizes is timed for a few.
 """
-import statistics
-import time
-import warnings
 from functools import partial
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -46,18 +43,13 @@ from torch import Tensor
 from mmseg_wavemix.ops import level_mlp_triton
 
 from .pointwise_gemm import replace_layers
+from .timing import fastest
 
 UPSAMPLE_KERNELS = ('auto', 'triton', 'triton_tma', 'cudnn')
 # The kernel ``'auto'`` found fastest for a problem (device, dtype,
 # channels, pixels rounded up to a power of two, layouts), shared by the
 # layers of that size as a tuner's cache is.
 _FASTEST_UPSAMPLE: Dict[tuple, str] = {}
-# Timed calls of each candidate, interleaved, after one untimed call each.
-_ROUNDS = 3
-# GPU cycles (about a millisecond) the queue is kept busy before each timed
-# call: the host launches the call's kernels meanwhile, so the events time
-# the GPU's work alone, as a CUDA graph replays it, not the launch overhead
-_QUEUED_CYCLES = 2_000_000
 
 
 def check_upsample_kernel(upsample_kernel: str) -> None:
@@ -123,23 +115,6 @@ def upsample_by(upsample_kernel: str, x: Tensor, weights: Dict[str, Tensor],
     return upsample(kernel, x, weights[kernel], bias, residual)
 
 
-def _time_ms(fn: Callable[[], Tensor], device: torch.device) -> float:
-    """Milliseconds of ``fn()``: GPU time by CUDA events, else wall time."""
-    if device.type != 'cuda':
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-    start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-    sleep = getattr(torch.cuda, '_sleep', None)  # private: it may go
-    if sleep is not None:
-        sleep(_QUEUED_CYCLES)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
-
-
 def _layout(x: Tensor):
     """``x``'s memory format by name, else its strides."""
     if x.is_contiguous():
@@ -159,30 +134,13 @@ def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
            _layout(x), None if residual is None else _layout(residual))
     if key in _FASTEST_UPSAMPLE:
         return _FASTEST_UPSAMPLE[key]
-    if x.is_cuda and torch.cuda.is_current_stream_capturing():
-        return 'triton'
     calls = {
         kernel: partial(upsample, kernel, x, weight, bias, residual)
         for kernel, weight in weights.items() if kernel != 'triton_tma'
         or level_mlp_triton.tma_applies(x, weight)
     }
-    for kernel, call in list(calls.items()):
-        try:
-            call()  # untimed: a Triton kernel is tuned at its first call
-        except Exception as error:  # noqa: BLE001
-            if kernel == 'triton':  # the one that always serves
-                raise
-            warnings.warn(f'the {kernel!r} upsampling failed at '
-                          f'{tuple(x.shape)}, left out: '
-                          f'{type(error).__name__}: {error}')
-            del calls[kernel]
-    times = {kernel: [] for kernel in calls}
-    for _ in range(_ROUNDS):
-        for kernel, call in calls.items():
-            times[kernel].append(_time_ms(call, x.device))
-    fastest = min(times, key=lambda k: statistics.median(times[k]))
-    _FASTEST_UPSAMPLE[key] = fastest
-    return fastest
+    return fastest(calls, x.device, _FASTEST_UPSAMPLE, key, always='triton',
+                   what=f'upsampling at {tuple(x.shape)}')
 
 
 def _is_upsample(conv: nn.ConvTranspose2d) -> bool:

@@ -1,11 +1,20 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """1x1 convolutions as GEMMs with the bias in the epilogue, for GPUs."""
-from typing import Callable, Optional, Tuple
+from functools import partial
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from mmseg_wavemix.ops import level_mlp_triton
+
+from .timing import fastest
+
+# The way found fastest for ``a @ w + c`` (device, dtype, K, columns, rows
+# rounded up to a power of two): 'addmm' or 'triton'.
+_FASTEST_MATMUL_ADD: Dict[tuple, str] = {}
 
 
 def inference_params(
@@ -117,7 +126,7 @@ def pointwise_linear_backward(grad_out: Tensor,
     bias (each None where not needed), in the dtype of ``x``, as two GEMMs
     and a column sum; None where the tensors are not channels_last.
     ``grad_x_plus`` (another gradient of ``x``) is added to ``x``'s, in the
-    GEMM's epilogue where it is channels_last too."""
+    GEMM (:func:`matmul_add`) where it is channels_last too."""
     grad_rows, rows = _rows(grad_out), _rows(x)
     if grad_rows is None or rows is None:
         return None
@@ -127,7 +136,7 @@ def pointwise_linear_backward(grad_out: Tensor,
         plus_rows = None if grad_x_plus is None or \
             grad_x_plus.dtype != grad_rows.dtype else _rows(grad_x_plus)
         if plus_rows is not None:
-            grad_x = _image(torch.addmm(plus_rows, grad_rows, matrix), x)
+            grad_x = _image(matmul_add(grad_rows, matrix, plus_rows), x)
         else:
             grad_x = _image(grad_rows.mm(matrix), x)
             if grad_x_plus is not None:
@@ -136,6 +145,22 @@ def pointwise_linear_backward(grad_out: Tensor,
         else None
     grad_bias = grad_rows.sum(0, dtype=torch.float32) if needs[2] else None
     return grad_x, grad_weight, grad_bias
+
+
+def matmul_add(a: Tensor, w: Tensor, c: Tensor) -> Tensor:
+    """``a @ w + c`` for matrices: ``torch.addmm``, or on a GPU in float16
+    and bfloat16 whichever of it and Triton's
+    :func:`~mmseg_wavemix.ops.level_mlp_triton.matmul_add` (one pass over
+    ``c``, where addmm copies it to its output first) was faster at the
+    first call of the size (:func:`~.timing.fastest`)."""
+    calls = dict(addmm=partial(torch.addmm, c, a, w))
+    if not level_mlp_triton.applies(a):
+        return calls['addmm']()
+    calls['triton'] = partial(level_mlp_triton.matmul_add, a, w, c)
+    key = (a.device, a.dtype, a.shape[1], w.shape[1],
+           level_mlp_triton.tuning_size(a.shape[0]))
+    return calls[fastest(calls, a.device, _FASTEST_MATMUL_ADD, key,
+                         always='addmm', what='a @ w + c')]()
 
 
 def pointwise_convs_as_gemm(module: nn.Module) -> nn.Module:
