@@ -35,6 +35,10 @@ time of the timed steps is reported (JSON: ``kernel_cpu_share``,
 ``page_faults`` per step): mostly page faults, which glibc's allocator causes
 by returning large blocks to the OS after each step; code that allocates less
 pays less, and how much a fault costs varies between machines.
+On CUDA the host's share of the step is reported (JSON: ``host_share``): the
+time until the host had launched all of a step's work over the step's time;
+near 100% the device waits on the host (Python, launches), and less work on
+the device would not make the step faster.
 
 Example:
     python tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes.py \
@@ -162,7 +166,8 @@ def run(args):
         for round_ in range(args.warmup + args.repeat):
             for bench in list(running):  # interleaved: a round of each
                 measured = attempt(results[bench.name], mode,
-                                   lambda: timed(getattr(bench, method)))
+                                   lambda: timed(getattr(bench, method),
+                                                 bench))
                 if measured is None:
                     running.remove(bench)
                 elif round_ >= args.warmup:
@@ -171,7 +176,7 @@ def run(args):
         for bench in running:
             results[bench.name][mode] = summary(times[bench.name],
                                                 usages[bench.name],
-                                                args.batch)
+                                                args.batch, args.device)
     # Peak memory is measured in fresh processes: this one's models and the
     # CUDA allocator's cache would leave them too little of the GPU.
     benches = bench = running = None
@@ -225,6 +230,9 @@ def format_table(results, args):
     if args.device == 'cpu':
         columns.append('kernel CPU % (infer/train)'
                        if args.train else 'kernel CPU % (infer)')
+    else:
+        columns.append('host % (infer/train)'
+                       if args.train else 'host % (infer)')
     rows = []
     for name, r in results.items():
         path, _, options = name.partition('@')
@@ -245,12 +253,11 @@ def format_table(results, args):
         if args.train:
             tr = r.get('train')
             row += [f"{tr['median_s']:.3f}" if tr else 'failed', _memory(tr)]
-        if args.device == 'cpu':
-            row.append('/'.join(
-                f"{100 * r[mode]['kernel_cpu_share']:.0f}%"
-                if 'kernel_cpu_share' in r.get(mode, {}) else '-'
-                for mode in ('inference', 'train')
-                if mode == 'inference' or args.train))
+        share = 'kernel_cpu_share' if args.device == 'cpu' else 'host_share'
+        row.append('/'.join(
+            f"{100 * r[mode][share]:.0f}%" if share in r.get(mode, {}) else
+            '-' for mode in ('inference', 'train')
+            if mode == 'inference' or args.train))
         rows.append(row)
     widths = [max(len(c), *(len(r[i]) for r in rows))
               for i, c in enumerate(columns)]

@@ -161,6 +161,8 @@ class Bench:
         ]
 
     def sync(self):
+        # when the host had launched all of the step's work
+        self.launched_at = time.perf_counter()
         if self.device.type == 'cuda':
             torch.cuda.synchronize()
 
@@ -203,20 +205,25 @@ class Bench:
         return count_flops(self.infer_model, self.inputs[:1])
 
 
-def timed(step):
-    """Wall time of ``step()`` in seconds, and the process's CPU time and
-    page faults meanwhile (None where ``resource`` is missing)."""
+def timed(step, bench=None):
+    """Wall time of ``step()`` in seconds, and what else was measured
+    meanwhile: the process's CPU time and page faults (where ``resource``
+    is there) and, for a step of ``bench``, ``host_s``, the time until the
+    host had launched all of the step's work (before it waits for the
+    device)."""
     before = resource.getrusage(resource.RUSAGE_SELF) if resource else None
     start = time.perf_counter()
     step()
     elapsed = time.perf_counter() - start
-    if before is None:
-        return elapsed, None
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return elapsed, dict(
-        user_s=after.ru_utime - before.ru_utime,
-        kernel_s=after.ru_stime - before.ru_stime,
-        page_faults=after.ru_minflt - before.ru_minflt)
+    usage = {}
+    if bench is not None:
+        usage['host_s'] = bench.launched_at - start
+    if before is not None:
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        usage.update(user_s=after.ru_utime - before.ru_utime,
+                     kernel_s=after.ru_stime - before.ru_stime,
+                     page_faults=after.ru_minflt - before.ru_minflt)
+    return elapsed, usage
 
 
 def load_main_config(args):
@@ -273,14 +280,19 @@ def _proc_status_kib(field):
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def summary(times, usages, batch):
+def summary(times, usages, batch, device='cpu'):
     """Latency statistics; with CPU usage, the kernel's share of the CPU
     time (on CPU mostly page faults: memory the allocator returned to the OS
-    and took back) and the page faults per step."""
+    and took back) and the page faults per step; on CUDA, the host's share
+    of the step: the median time until the host had launched the step's
+    work over the median step (near 1, the device waits on the host)."""
     median = statistics.median(times)
     result = dict(median_s=median, min_s=min(times), max_s=max(times),
                   images_per_s=batch / median)
-    if usages and None not in usages:
+    if device == 'cuda' and usages and all('host_s' in u for u in usages):
+        result['host_share'] = statistics.median(
+            u['host_s'] for u in usages) / median
+    if usages and all('kernel_s' in u for u in usages):
         kernel = sum(u['kernel_s'] for u in usages)
         cpu = kernel + sum(u['user_s'] for u in usages)
         result['kernel_cpu_share'] = kernel / cpu if cpu else 0.

@@ -157,6 +157,29 @@ def test_a_step_that_fails_is_reported_and_the_others_run(monkeypatch):
     assert 'channels_last: train failed: RuntimeError' in table
 
 
+def test_the_host_share_of_a_step():
+    """On CUDA: how long the host took to launch a step's work, over the
+    step; here a stand-in step whose host work and device work (the wait in
+    its sync) take 50 ms each."""
+    import time
+
+    from mmseg_wavemix.utils.benchmark import summary, timed
+
+    class Step:
+
+        def __call__(self):
+            time.sleep(0.05)  # launching
+            self.launched_at = time.perf_counter()
+            time.sleep(0.05)  # waiting for the device
+
+    step = Step()
+    times, usages = zip(*(timed(step, step) for _ in range(3)))
+    result = summary(times, usages, batch=1, device='cuda')
+    assert 0.35 < result['host_share'] < 0.65, result
+    assert 'host_share' not in summary(times, usages, batch=1)  # on CPU
+    assert 'host_share' not in summary(times, [timed(step)[1]] * 3, 1, 'cuda')
+
+
 @pytest.mark.parametrize('layout', ['NCHW', 'channels_last'])
 def test_benchmark_haar(tmp_path, layout):
     out = tmp_path / 'haar.json'

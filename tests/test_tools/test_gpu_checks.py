@@ -47,6 +47,9 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     out.mkdir()  # a step's JSON, to be packed with ARCHIVE
     (out / 'haar.json').write_text(
         json.dumps(dict(results=dict(ours=dict(median_ms=0.5)))))
+    (out / 'train.json').write_text(json.dumps(dict(results=dict(ours=dict(
+        train=dict(median_s=0.174, images_per_s=28.7, peak_memory_mb=8570,
+                   host_share=0.93))))))
     env['ARCHIVE'] = str(tmp_path / 'gpu.tar.gz')
     result = subprocess.run(['bash', SCRIPT, str(out)], capture_output=True,
                             text=True, timeout=60, env=env)
@@ -68,5 +71,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert tests.endswith('gpu_checks_triton_tests)')
     assert not any('benchmark.py' in c and '--train' in c for c in calls)
     assert '  ours                         0.50 ms' in lines  # the summary
+    # with the host's share of the step
+    assert 'ours train 174.0 ms 28.7 img/s 8570 MB host 93%' in [
+        ' '.join(line.split()) for line in lines]
     with tarfile.open(env['ARCHIVE']) as archive:
-        assert archive.getnames() == ['haar.json']
+        assert sorted(archive.getnames()) == ['haar.json', 'train.json']
