@@ -168,7 +168,8 @@ class Bench:
 
     def logits(self):
         # switched only when needed: a mode switch walks every submodule
-        # (about 0.5 ms of host time for WaveMix), which a test loop does once
+        # (0.8 ms of host time for WaveMix on our CI CPU), which a test loop
+        # does once
         if self.infer_model.training:
             self.infer_model.eval()
         with torch.no_grad(), self.autocast():
