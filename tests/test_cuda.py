@@ -248,6 +248,24 @@ def test_matmul_add_is_as_close_to_float64_as_addmm(dtype):
     assert len(pointwise_gemm._FASTEST_MATMUL_ADD) >= 1  # timed once
 
 
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_pixel_counts_on_cuda_are_argmax_counts(channels_last):
+    """The heads' accuracy counts (one Triton pass) at the recipe's 19
+    classes, over pixels with tied largest logits and unlabelled ones."""
+    from mmseg_wavemix.ops import accuracy
+    logits = torch.randint(0, 4, (2, 19, 300, 500), device='cuda').half()
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 19, (2, 300, 500), device='cuda')
+    labels[torch.rand(2, 300, 500, device='cuda') < 0.1] = 255
+    assert accuracy.applies(logits, labels)
+    correct, labelled = accuracy.correct_and_labelled(logits, labels, 255)
+    valid = labels != 255
+    assert labelled.item() == valid.sum().item()
+    assert correct.item() == ((logits.argmax(1) == labels) &
+                              valid).sum().item()
+
+
 def test_cuda_graphs_give_the_eager_logits(monkeypatch):
     """prepare_for_inference's CUDA graphs compute the eager model's logits,
     one graph per input size, in fresh tensors, also with autocast entered

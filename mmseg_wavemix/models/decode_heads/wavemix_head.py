@@ -11,6 +11,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor
 
+from mmseg_wavemix.ops.accuracy import correct_and_labelled
+
 
 @MODELS.register_module()
 class WaveMixHead(BaseDecodeHead):
@@ -157,13 +159,14 @@ class WaveMixHead(BaseDecodeHead):
 def pixel_accuracy(seg_logits: Tensor, seg_label: Tensor,
                    ignore_index: int) -> Tensor:
     """mmseg's top-1 ``accuracy`` (percent of the labelled pixels whose
-    largest logit is their class, shape (1, )) from an argmax, without a
-    host sync."""
-    valid = seg_label != ignore_index
-    correct = (seg_logits.argmax(1) == seg_label) & valid
+    largest logit is their class, shape (1, )) from an argmax (on a GPU one
+    Triton pass, :func:`~mmseg_wavemix.ops.accuracy.correct_and_labelled`),
+    without a host sync."""
+    correct, labelled = correct_and_labelled(seg_logits, seg_label,
+                                             ignore_index)
     eps = torch.finfo(torch.float32).eps
-    return ((correct.sum().float() + eps) * 100 /
-            (valid.sum().float() + eps)).reshape(1)
+    return ((correct.float() + eps) * 100 /
+            (labelled.float() + eps)).reshape(1)
 
 
 def folded_deconv_params(deconv: nn.ConvTranspose2d,
