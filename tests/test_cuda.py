@@ -199,6 +199,7 @@ def test_prepare_for_training_gives_the_same_amp_gradients():
     plain.cuda().train()
     fast = prepare_for_training(copy.deepcopy(plain))
     assert any(isinstance(m, PointwiseGEMM) for m in fast.modules())
+    assert isinstance(fast.decode_head.upsamples[0].conv, FusedUpsample)
     inputs = torch.randn(2, 3, 128, 256, device='cuda')
     grads = []
     for model in (plain, fast):

@@ -1,9 +1,9 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """WaveMix's 2x upsampling (a 4x4, stride 2, padding 1 transposed
 convolution) with its bias, and a residual where there is one, in the GPU
-kernel found fastest, for inference: in the level MLPs
-(:class:`~mmseg_wavemix.models.accel.FusedLevelMLP`) and elsewhere (the
-decode head's, :class:`FusedUpsample`).
+kernel found fastest: in the level MLPs for inference
+(:class:`~mmseg_wavemix.models.accel.FusedLevelMLP`), and elsewhere (the
+decode head's, :class:`FusedUpsample`) for inference and training.
 
 The kernels (``upsample_kernel``):
 
@@ -39,8 +39,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks.wrappers import ConvTranspose2d as MMCVConvTranspose2d
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mmseg_wavemix.ops import level_mlp_triton
+
+from ..backbones.wavemix_block import WaveletLevelMLP
 
 from .pointwise_gemm import replace_layers
 from .timing import fastest
@@ -159,17 +162,47 @@ def can_fuse_upsample(conv: nn.Module) -> bool:
         _is_upsample(conv)
 
 
+class _UpsampleFunction(torch.autograd.Function):
+    """:class:`FusedUpsample` with gradients: the forward by the kernels
+    (the bias inside), the backward by PyTorch's gradients of the
+    transposed convolution."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor,
+                weights: Dict[str, Tensor], bias_float: Tensor,
+                upsample_kernel: str) -> Tensor:
+        ctx.param_dtype = weight.dtype
+        ctx.save_for_backward(
+            x, weights['cudnn'] if 'cudnn' in weights else weight.to(x.dtype))
+        return upsample_by(upsample_kernel, x, weights, bias_float, None)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grads = torch.ops.aten.convolution_backward(
+            grad_out.to(x.dtype), x, weight, [weight.shape[1]], [2, 2],
+            [1, 1], [1, 1], True, [0, 0], 1, [needs[0], needs[1], needs[2]])
+        grad_x, grad_weight, grad_bias = (
+            g if g is None or i == 0 else g.to(ctx.param_dtype)
+            for i, g in enumerate(grads))
+        return grad_x, grad_weight, grad_bias, None, None, None
+
+
 class FusedUpsample(nn.ConvTranspose2d):
-    """A 4x4, stride 2, padding 1 transposed convolution that infers on a
+    """A 4x4, stride 2, padding 1 transposed convolution that computes on a
     GPU with its bias in the kernel found fastest (see the module), in
-    float16 or bfloat16 (the autocast dtype, or the input's). Elsewhere
-    (CPU, float32, gradients, training mode, tracing, ``torch.compile``, an
-    ``output_size``) it is the transposed convolution.
+    float16 or bfloat16 (the autocast dtype, or the input's), in inference
+    and in training (there its gradients are PyTorch's, cuDNN's on a GPU).
+    Elsewhere (CPU, float32, tracing, ``torch.compile``, an ``output_size``)
+    it is the transposed convolution.
 
     Build it with :meth:`from_conv`; it is an ``nn.ConvTranspose2d``
     sharing the parameters, so code that reads ``weight`` or ``bias`` keeps
     working. The weights are packed and cast at its first call in each
-    dtype (moving or casting the module packs them again).
+    dtype, and again after they change (an optimizer step, moving or
+    casting the module).
 
     Args:
         *args, **kwargs: Those of ``nn.ConvTranspose2d``.
@@ -207,21 +240,31 @@ class FusedUpsample(nn.ConvTranspose2d):
 
     @torch.no_grad()
     def _weights(self, dtype: torch.dtype):
-        if dtype not in self._packed:
-            self._packed[dtype] = (upsample_weights(
-                self.weight, self.upsample_kernel,
-                dtype), self.bias.float())
-        return self._packed[dtype]
+        # the parameters as they are now: an optimizer step changes them in
+        # place (their version)
+        key = tuple((p.data_ptr(), p._version)
+                    for p in (self.weight, self.bias))
+        if self._packed.get(dtype, (None, ))[0] != key:
+            self._packed[dtype] = (key,
+                                   upsample_weights(self.weight,
+                                                    self.upsample_kernel,
+                                                    dtype), self.bias.float())
+        return self._packed[dtype][1:]
 
     def forward(self,
                 x: Tensor,
                 output_size: Optional[list] = None) -> Tensor:
         dtype = compute_dtype(x)
-        if output_size is not None or not runs_kernels(self, x, dtype):
+        if output_size is not None or torch.jit.is_tracing() or \
+                torch.compiler.is_compiling() or \
+                not level_mlp_triton.applies(x, dtype):
             return super().forward(x, output_size)
         weights, bias = self._weights(dtype)
-        return upsample_by(self.upsample_kernel, x.to(dtype), weights, bias,
-                           None)
+        x = x.to(dtype)
+        if torch.is_grad_enabled():
+            return _UpsampleFunction.apply(x, self.weight, self.bias, weights,
+                                           bias, self.upsample_kernel)
+        return upsample_by(self.upsample_kernel, x, weights, bias, None)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, ' \
@@ -231,9 +274,11 @@ class FusedUpsample(nn.ConvTranspose2d):
 def fuse_upsamples(module: nn.Module,
                    upsample_kernel: str = 'auto') -> nn.Module:
     """Replace every transposed convolution of ``module`` that
-    :func:`can_fuse_upsample` accepts, outside the level MLPs (which fuse
-    theirs), by a :class:`FusedUpsample` sharing its parameters, in place,
-    for inference on a GPU.
+    :func:`can_fuse_upsample` accepts, outside the level MLPs (fused ones
+    fuse theirs; in training a BatchNorm follows theirs, and their
+    memory-efficient versions leave the bias out), by a
+    :class:`FusedUpsample` sharing its parameters, in place, for inference
+    or training on a GPU.
 
     Args:
         module (nn.Module): A model or any part of it.
@@ -245,7 +290,11 @@ def fuse_upsamples(module: nn.Module,
     """
     from .fused_level_mlp import inside_fused_level_mlps
     check_upsample_kernel(upsample_kernel)
-    theirs = inside_fused_level_mlps(module)
+    theirs = inside_fused_level_mlps(module) | {
+        id(m)
+        for mlp in module.modules() if isinstance(mlp, WaveletLevelMLP)
+        for m in mlp.modules()
+    }
     return replace_layers(
         module, lambda m: can_fuse_upsample(m) and id(m) not in theirs,
         partial(FusedUpsample.from_conv, upsample_kernel=upsample_kernel))

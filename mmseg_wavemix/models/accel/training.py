@@ -5,6 +5,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
+from .fused_upsample import fuse_upsamples
 from .im2col_gemm import few_channel_convs_as_gemm
 from .pointwise_gemm import pointwise_convs_as_gemm
 
@@ -16,7 +17,10 @@ def prepare_for_training(
     memory (cuDNN's tensor-core kernels and BatchNorm work in it; NCHW
     tensors are transposed around each convolution), each 1x1 convolution
     as a GEMM with its bias in the epilogue (:class:`PointwiseGEMM`), and so
-    a convolution of the image's few channels (:class:`Im2colGEMM`).
+    a convolution of the image's few channels (:class:`Im2colGEMM`), and
+    the 2x upsamplings outside the level MLPs (the decode head's) with
+    their bias in the kernel (:class:`FusedUpsample`; PyTorch adds it in a
+    pass of its own).
     Parameters stay the same objects (an optimizer built before keeps
     working), the state dict keeps its keys, and the losses and gradients
     are the same up to float rounding. On other devices the model is left
@@ -37,4 +41,5 @@ def prepare_for_training(
         return model
     pointwise_convs_as_gemm(model)
     few_channel_convs_as_gemm(model)
+    fuse_upsamples(model)
     return model.to(memory_format=torch.channels_last)
