@@ -11,7 +11,8 @@
 - Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
   ``WaveMix(memory_efficient=True)`` builds; on CUDA
   :func:`prepare_for_training` (channels_last, 1x1 and image-stem
-  convolutions as GEMMs).
+  convolutions as GEMMs, the head's upsamplings with their bias in one
+  kernel); the choice among equivalent kernels (:mod:`.timing`).
 
 Each path equals the plain model up to float rounding (tests/test_accel).
 """
