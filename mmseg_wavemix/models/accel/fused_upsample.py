@@ -135,7 +135,7 @@ def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
     key = (x.device, x.dtype, x.shape[1], weights['triton'].shape[-1],
            level_mlp_triton.tuning_size(x.numel() // max(x.shape[1], 1)),
            _layout(x), None if residual is None else _layout(residual))
-    if key in _FASTEST_UPSAMPLE:
+    if key in _FASTEST_UPSAMPLE:  # without building the candidates
         return _FASTEST_UPSAMPLE[key]
     calls = {
         kernel: partial(upsample, kernel, x, weight, bias, residual)
