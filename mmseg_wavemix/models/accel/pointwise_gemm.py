@@ -159,8 +159,9 @@ def matmul_add(a: Tensor, w: Tensor, c: Tensor) -> Tensor:
     calls['triton'] = partial(level_mlp_triton.matmul_add, a, w, c)
     key = (a.device, a.dtype, a.shape[1], w.shape[1],
            level_mlp_triton.tuning_size(a.shape[0]))
+    what = f'a @ w + c ({a.shape[0]}x{a.shape[1]} @ {w.shape[0]}x{w.shape[1]})'
     return calls[fastest(calls, a.device, _FASTEST_MATMUL_ADD, key,
-                         always='addmm', what='a @ w + c')]()
+                         always='addmm', what=what)]()
 
 
 def pointwise_convs_as_gemm(module: nn.Module) -> nn.Module:

@@ -8,6 +8,7 @@ import warnings
 from typing import Callable, Dict, Hashable
 
 import torch
+from mmengine.logging import print_log
 
 # Timed calls of each candidate, interleaved, after one untimed call each.
 ROUNDS = 3
@@ -43,7 +44,8 @@ def fastest(calls: Dict[str, Callable[[], object]], device: torch.device,
 
     At the first call of ``key`` each candidate runs once untimed (a Triton
     kernel is tuned at its first call), then :data:`ROUNDS` times, the
-    candidates interleaved, and the one of the least median time wins. A
+    candidates interleaved, and the one of the least median time wins; the
+    timing and its result are logged (``logger='current'``). A
     candidate that raises is left out with a warning, but ``always`` (the
     one that always serves), whose error is raised. Within a CUDA graph
     being recorded nothing can be timed: an untimed ``key`` takes
@@ -56,7 +58,7 @@ def fastest(calls: Dict[str, Callable[[], object]], device: torch.device,
         cache (dict): The choices made so far, by ``key``.
         key (Hashable): The problem (device, dtype, sizes, layouts).
         always (str): The candidate that serves where nothing is timed.
-        what (str): What they compute, for the warning.
+        what (str): What they compute, for the log and the warnings.
 
     Returns:
         str: The name of the fastest call.
@@ -66,6 +68,8 @@ def fastest(calls: Dict[str, Callable[[], object]], device: torch.device,
     if device.type == 'cuda' and torch.cuda.is_current_stream_capturing():
         return always
     calls = dict(calls)
+    print_log(f'{what}: timing {", ".join(calls)} (the first call of this '
+              'size compiles and tunes the kernels)', logger='current')
     for name, call in list(calls.items()):
         try:
             call()
@@ -79,5 +83,9 @@ def fastest(calls: Dict[str, Callable[[], object]], device: torch.device,
     for _ in range(ROUNDS):
         for name, call in calls.items():
             times[name].append(time_ms(call, device))
-    cache[key] = min(times, key=lambda name: statistics.median(times[name]))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    cache[key] = min(medians, key=medians.get)
+    print_log(f'{what}: {cache[key]} serves ' + ', '.join(
+        f'{name} {ms:.3f} ms' for name, ms in medians.items()),
+              logger='current')
     return cache[key]
