@@ -1,8 +1,11 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import contextlib
+import logging
 import os.path as osp
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DATA_DIR = osp.join(REPO_ROOT, 'tests', 'data')
@@ -18,6 +21,21 @@ def pytest_configure(config):
     make_torchvision_importable()
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
+
+
+@contextlib.contextmanager
+def logged_messages():
+    """The messages logged to mmengine's current logger meanwhile (a list
+    that fills as they come)."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.fixture(scope='session')

@@ -3,12 +3,10 @@
 runs them with the GPU benchmarks). Without CUDA each test is reported as
 skipped, with the reason."""
 import copy
-import logging
 
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
 
 from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
                                         Im2colGEMM, PointwiseGEMM,
@@ -19,7 +17,7 @@ from mmseg_wavemix.models.backbones import WaveMixBlock
 from mmseg_wavemix.ops import haar_dwt, haar_dwt_packed, haar_triton
 from mmseg_wavemix.utils.analysis import build_model_from_config
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, logged_messages
 from .test_ops.test_haar_triton import TOLERANCES
 
 pytestmark = [
@@ -279,17 +277,10 @@ def test_cuda_graphs_give_the_eager_logits(monkeypatch):
     big = torch.randn(1, 3, 256, 512, device='cuda')
     small = torch.randn(2, 3, 128, 256, device='cuda')
     inputs = [big, small, big * 0.5, small.flip(-1)]
-    logged = []
-    handler = logging.Handler()
-    handler.emit = lambda record: logged.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
-        with torch.no_grad(), torch.autocast('cuda', dtype=torch.float16):
-            outs = [graphed(x, mode='tensor') for x in inputs]
-            refs = [eager(x, mode='tensor') for x in inputs]
-    finally:
-        logger.removeHandler(handler)
+    with logged_messages() as logged, torch.no_grad(), \
+            torch.autocast('cuda', dtype=torch.float16):
+        outs = [graphed(x, mode='tensor') for x in inputs]
+        refs = [eager(x, mode='tensor') for x in inputs]
     assert len(graphed.backbone.forward.graphs) == 2
     assert len(graphed.decode_head.forward.graphs) == 2
     # each recording, as it starts (the user's progress) and ends

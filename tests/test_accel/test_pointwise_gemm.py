@@ -2,13 +2,11 @@
 """1x1 convolutions as GEMMs (the CUDA step of prepare_for_inference and
 prepare_for_training): the convolution's numbers on any device."""
 import copy
-import logging
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
 
 from mmseg_wavemix.engine import FastTrainingHook
 from mmseg_wavemix.models.accel import (PointwiseGEMM, pointwise_convs_as_gemm,
@@ -17,6 +15,7 @@ from mmseg_wavemix.models.accel import (PointwiseGEMM, pointwise_convs_as_gemm,
 from mmseg_wavemix.models.accel.pointwise_gemm import (
     inference_params, matmul_add, pointwise_linear_backward)
 
+from ..conftest import logged_messages
 from ..test_engine.test_fast_inference_hook import demo_model
 
 
@@ -148,15 +147,8 @@ def test_matmul_add_takes_the_faster_way_once_per_size(
                         kernels_faster(kernel_calls, faster == 'triton'))
     a, w, c = fp16(40, 8, seed=0), fp16(8, 24, seed=1), fp16(40, 24, seed=2)
     expected = torch.addmm(c.double(), a.double(), w.double())
-    logged = []
-    handler = logging.Handler()
-    handler.emit = lambda record: logged.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
+    with logged_messages() as logged:
         first = matmul_add(a, w, c)
-    finally:
-        logger.removeHandler(handler)
     # the timing, then the choice with each way's median
     assert logged == [
         'a @ w + c (40x8 @ 8x24): timing addmm, triton (the first call of '
