@@ -7,10 +7,12 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
                                         Im2colGEMM, PointwiseGEMM,
-                                        fuse_level_mlps, fuse_norm_layers,
+                                        TrainingCUDAGraphs, fuse_level_mlps,
+                                        fuse_norm_layers,
                                         prepare_for_inference,
                                         prepare_for_training)
 from mmseg_wavemix.models.backbones import WaveMixBlock
@@ -211,6 +213,67 @@ def test_prepare_for_training_gives_the_same_amp_gradients():
         if not name.endswith('upsample.bias'):  # BN follows: true grad 0
             torch.testing.assert_close(grads[1][name], grad, rtol=5e-2,
                                        atol=5e-3, msg=name)
+
+
+def test_training_cuda_graphs_train_as_eager_training():
+    """prepare_for_training(cuda_graphs=True): three AMP steps of the demo
+    model replayed as graphs give eager training's losses, parameters and
+    BatchNorm statistics (the warm-up steps' statistics put back, the
+    optimizer's in-place steps and the head's repacked upsampling weights
+    reaching the replays), one recording per part, and evaluation runs
+    eagerly."""
+    torch.manual_seed(0)
+    _, eager = build_model_from_config(
+        f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
+            'model.decode_head.num_classes': 5
+        })
+    eager.cuda().train()
+    graphed = copy.deepcopy(eager)
+    prepare_for_training(eager)
+    prepare_for_training(graphed, cuda_graphs=True)
+    assert isinstance(graphed.backbone.forward, TrainingCUDAGraphs)
+    assert isinstance(graphed.decode_head.upsamples[0].conv, FusedUpsample)
+    inputs = torch.randn(2, 3, 128, 256, device='cuda')
+    labels = torch.randint(0, 5, (2, 128, 256), device='cuda')
+    losses = []
+    for model in (eager, graphed):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        losses.append([])
+        with logged_messages() as logged:
+            for _ in range(3):
+                optimizer.zero_grad()
+                with torch.autocast('cuda', dtype=torch.float16):
+                    logits = model(inputs, mode='tensor')
+                loss = F.cross_entropy(logits.float(), labels)
+                loss.backward()
+                optimizer.step()
+                losses[-1].append(loss.item())
+    assert [
+        m.split(' for ')[0].split(' in ')[0] for m in logged
+        if m.startswith('CUDA graphs')
+    ] == [
+        'CUDA graphs: recording the training backbone',
+        'CUDA graphs: recorded the training backbone',
+        'CUDA graphs: recording the training decode_head',
+        'CUDA graphs: recorded the training decode_head'
+    ]
+    for part in (graphed.backbone, graphed.decode_head):
+        assert [g is not None for g in part.forward.graphs.values()] == [True]
+    assert losses[0][-1] < losses[0][0]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-3, atol=1e-4)
+    states = eager.state_dict(), graphed.state_dict()
+    for name, value in states[0].items():
+        if name.endswith('num_batches_tracked'):
+            assert states[1][name].item() == value.item() == 3, name
+        else:
+            torch.testing.assert_close(states[1][name], value, rtol=1e-2,
+                                       atol=1e-3, msg=name)
+    graphed.eval()
+    eager.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(graphed(inputs, mode='tensor'),
+                                   eager(inputs, mode='tensor'), rtol=1e-2,
+                                   atol=1e-3)
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])

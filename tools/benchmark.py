@@ -15,7 +15,9 @@ inference model of ``tools/test.py --fast``, from ``prepare_for_inference``),
 ``no_fuse_mlp`` (with ``fast``: the level MLPs and upsamplings as layers on
 CUDA, ``prepare_for_inference(fuse_mlp=False)``), ``fast_train`` (the
 training model of ``FastTrainingHook``, from
-``prepare_for_training``),
+``prepare_for_training``), ``cuda_graphs`` (with ``fast_train``: its
+training forward and backward replayed as CUDA graphs; peak memory is then
+the allocator's reserved memory, which holds the graphs' activations),
 ``compile`` (torch.compile; with ``fast``, the CUDA graphs of
 ``prepare_for_inference(compile=True)``) and ``with_cp`` (the backbone's
 gradient checkpointing). One config may appear with several option sets.
@@ -94,6 +96,9 @@ def parse_args(argv=None):
                         '(CUDA), not fused')
     parser.add_argument('--fast-train', action='store_true',
                         help='the training model of FastTrainingHook')
+    parser.add_argument('--cuda-graphs', action='store_true',
+                        help='with --fast-train: training forward and '
+                        'backward as CUDA graphs')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model')
     parser.add_argument('--with-cp', action='store_true',

@@ -34,7 +34,8 @@ from .cli import build_model, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
-         'fast', 'no_fuse_mlp', 'fast_train', 'compile', 'with_cp')
+         'fast', 'no_fuse_mlp', 'fast_train', 'cuda_graphs', 'compile',
+         'with_cp')
 AUTHORS = 'authors'
 
 
@@ -55,6 +56,9 @@ def parse_entry(spec, args):
     if entry['no_fuse_mlp'] and not entry['fast']:
         raise SystemExit('error: no_fuse_mlp changes a step of fast; add '
                          f'fast to {spec!r}')
+    if entry['cuda_graphs'] and not entry['fast_train']:
+        raise SystemExit('error: cuda_graphs changes a step of fast_train; '
+                         f'add fast_train to {spec!r}')
     if entry['fast']:
         entry['channels_last'] = True
     if path == AUTHORS and entry['with_cp']:
@@ -93,7 +97,7 @@ class Bench:
                 compile=entry['compile'],
                 fuse_mlp=False if entry['no_fuse_mlp'] else None)
         if entry['fast_train']:
-            prepare_for_training(self.model)
+            prepare_for_training(self.model, cuda_graphs=entry['cuda_graphs'])
         if entry['fuse_norm']:
             fuse_norm_layers(self.infer_model)
         if entry['fold_classifier']:
@@ -251,6 +255,13 @@ def _peak_memory_worker(entry, args, train):
     bench = Bench(entry, args)
     step = bench.train_step if train else bench.infer
     if bench.device.type == 'cuda':
+        if entry['cuda_graphs'] and train:
+            # a recorded step allocates nothing: its activations stay in the
+            # graphs' memory, which the allocator counts as reserved
+            base = torch.cuda.memory_reserved()
+            step()
+            step()
+            return (torch.cuda.max_memory_reserved() - base) / 2**20
         # after one step: cuDNN's algorithm search (cudnn.benchmark) tries
         # large workspaces in the first
         step()

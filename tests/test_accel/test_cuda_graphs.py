@@ -1,13 +1,18 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""CUDA graphs of prepare_for_inference: what a CPU can check (where they are
-put, that other calls run the function itself). Replays are checked in
+"""CUDA graphs of prepare_for_inference and of training
+(training_cuda_graphs): what a CPU can check (where they are put, that other
+calls run the function itself, what they refuse). Replays are checked in
 tests/test_cuda.py."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
 
-from mmseg_wavemix.models.accel import (CUDAGraphs, cuda_graph_forwards,
-                                        prepare_for_inference)
+from mmseg_wavemix.models.accel import (CUDAGraphs, TrainingCUDAGraphs,
+                                        cuda_graph_forwards,
+                                        prepare_for_inference,
+                                        training_cuda_graphs)
 from mmseg_wavemix.utils.analysis import build_model_from_config
 
 from ..conftest import REPO_ROOT
@@ -69,3 +74,74 @@ def test_prepare_for_inference_on_cpu_records_no_graphs(cuda_graphs):
     model = prepare_for_inference(demo_model(), cuda_graphs=cuda_graphs)
     assert 'forward' not in vars(model.backbone)
     assert 'forward' not in vars(model.decode_head)
+
+
+def test_training_graphs_wrap_the_parts_and_cpu_training_runs_eagerly():
+    """On CPU (and in evaluation, without gradients) the wrapped parts run
+    their forward: the same loss and gradients as the unwrapped model,
+    nothing recorded."""
+    torch.manual_seed(0)
+    model = demo_model().train()
+    wrapped = training_cuda_graphs(copy.deepcopy(model))
+    for name in ('backbone', 'decode_head'):
+        graphs = getattr(wrapped, name).forward
+        assert isinstance(graphs, TrainingCUDAGraphs) and graphs.name == name
+    assert list(wrapped.state_dict()) == list(model.state_dict())
+    x = torch.randn(1, 3, 64, 128)
+    grads = []
+    for m in (model, wrapped):
+        m(x, mode='tensor').square().mean().backward()
+        grads.append([p.grad for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a)
+    with torch.no_grad():
+        wrapped(x, mode='tensor')
+    assert not wrapped.backbone.forward.graphs
+    assert not wrapped.decode_head.forward.graphs
+    graphs = wrapped.backbone.forward
+    training_cuda_graphs(wrapped)  # a second preparation wraps nothing again
+    assert wrapped.backbone.forward is graphs
+
+
+def test_training_graphs_refuse_a_cumulative_batch_norm():
+    model = demo_model().train()
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    norm.momentum = None
+    with pytest.raises(ValueError, match='momentum=None .*set a momentum'):
+        training_cuda_graphs(model)
+
+
+def test_a_failed_training_recording_warns_and_trains_eagerly(monkeypatch):
+    """The recording's steps leave no trace in the BatchNorm statistics, a
+    recording that fails is said and its signature trains without graphs,
+    and signatures beyond max_graphs train without, with a warning (the
+    recording itself needs CUDA: here its first two steps run on CPU and
+    make_graphed_callables fails)."""
+    from mmseg_wavemix.models.accel import cuda_graphs
+
+    def warm_up(call, samples):
+        for _ in range(2):
+            call(*samples).sum().backward()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError('operation not permitted when stream is capturing')
+
+    monkeypatch.setattr(cuda_graphs, '_replayable',
+                        lambda args, kwargs: cuda_graphs._tensors(args))
+    monkeypatch.setattr(cuda_graphs, '_warm_up', warm_up)
+    monkeypatch.setattr(torch.cuda, 'make_graphed_callables', fail)
+    part = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train()
+    graphs = TrainingCUDAGraphs(part, part.forward, name='backbone')
+    part.forward = graphs
+    expected = copy.deepcopy(part[1])
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.warns(UserWarning, match='recording the training backbone '
+                      'failed, it trains without: RuntimeError: operation'):
+        part(x)
+    assert list(graphs.graphs.values()) == [None]
+    expected(part[0](x))  # one step's statistics: the eager call's
+    for name, buffer in expected.named_buffers():
+        torch.testing.assert_close(getattr(part[1], name), buffer)
+    with pytest.warns(UserWarning, match='recorded for 1 training input'):
+        part(torch.randn(1, 3, 4, 4))
+    assert len(graphs.graphs) == 1

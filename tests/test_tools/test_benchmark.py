@@ -1,4 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import argparse
 import importlib.util
 import json
 import os.path as osp
@@ -6,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+
+from mmseg_wavemix.utils.benchmark import FLAGS, parse_entry
 
 from ..conftest import REPO_ROOT
 from .demo_data import run_tool
@@ -107,6 +110,15 @@ def test_benchmark_rejects_unknown_options():
     assert 'the first entry must be a config' in result.stderr
     result = run_tool('benchmark.py', f'{DEMO}@fp16,no_fuse_mlp', check=False)
     assert 'no_fuse_mlp changes a step of fast' in result.stderr
+
+
+def test_cuda_graphs_is_an_option_of_fast_train():
+    args = argparse.Namespace(dtype='fp32', **dict.fromkeys(FLAGS, False))
+    with pytest.raises(SystemExit, match='cuda_graphs changes a step of '
+                       'fast_train; add fast_train'):
+        parse_entry(f'{DEMO}@fp16,cuda_graphs', args)
+    entry = parse_entry(f'{DEMO}@fp16,fast_train,cuda_graphs', args)
+    assert entry['cuda_graphs'] and entry['fast_train']
 
 
 def test_a_failing_entry_is_reported_in_its_row(tmp_path):

@@ -12,11 +12,13 @@
   ``WaveMix(memory_efficient=True)`` builds; on CUDA
   :func:`prepare_for_training` (channels_last, 1x1 and image-stem
   convolutions as GEMMs, the head's upsamplings with their bias in one
-  kernel); the choice among equivalent kernels (:mod:`.timing`).
+  kernel, optionally CUDA graphs of forward and backward); the choice among
+  equivalent kernels (:mod:`.timing`).
 
 Each path equals the plain model up to float rounding (tests/test_accel).
 """
-from .cuda_graphs import CUDAGraphs, cuda_graph_forwards
+from .cuda_graphs import (CUDAGraphs, TrainingCUDAGraphs, cuda_graph_forwards,
+                          training_cuda_graphs)
 from .fuse_norm import fuse_conv_bn, fuse_norm_layers
 from .fused_conv_gelu import (FusedConvGELU, cpu_has_bf16_convolution,
                               fusable_dtypes, fuse_conv_gelu)
@@ -35,12 +37,13 @@ from .training import prepare_for_training
 __all__ = [
     'BlockLevels', 'CUDAGraphs', 'FusedConvGELU', 'FusedLevelMLP',
     'FusedUpsample', 'Im2colGEMM', 'MemoryEfficientLevelMLP',
-    'PointwiseGEMM', 'batch_norm_add', 'can_fuse_level_mlp',
-    'can_fuse_upsample', 'conv_gelu_conv2d', 'conv_transpose_of_recomputed',
+    'PointwiseGEMM', 'TrainingCUDAGraphs', 'batch_norm_add',
+    'can_fuse_level_mlp', 'can_fuse_upsample', 'conv_gelu_conv2d',
+    'conv_transpose_of_recomputed',
     'cpu_has_bf16_convolution', 'cuda_graph_forwards',
     'few_channel_convs_as_gemm', 'fold_head_classifier', 'fuse_conv_bn',
     'fuse_conv_gelu', 'fuse_level_mlps', 'fuse_norm_layers',
     'fuse_upsamples', 'fusable_dtypes', 'level_mlp_keeping_its_input',
     'mix_levels_keeping_block_input', 'pointwise_convs_as_gemm',
-    'prepare_for_inference', 'prepare_for_training'
+    'prepare_for_inference', 'prepare_for_training', 'training_cuda_graphs'
 ]

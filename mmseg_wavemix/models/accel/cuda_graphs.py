@@ -1,17 +1,21 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""Inference replayed as CUDA graphs: one launch instead of hundreds."""
+"""Inference, and training's forward and backward, replayed as CUDA graphs:
+one launch instead of hundreds (thousands in training)."""
 import time
 import warnings
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 
 # Parts of OpenMMLab models whose forward is a tensor function; each becomes
 # one graph (a model without them is graphed as a whole).
 GRAPHED_PARTS = ('backbone', 'neck', 'decode_head', 'head')
+# and in training mmseg's auxiliary head (inference does not run it)
+TRAINED_PARTS = GRAPHED_PARTS + ('auxiliary_head', )
 
 
 class CUDAGraphs:
@@ -57,14 +61,10 @@ class CUDAGraphs:
         self._warned = False
 
     def __call__(self, *args, **kwargs):
-        inputs = args[0] if len(args) == 1 else None
-        tensors = [inputs] if isinstance(inputs, Tensor) else \
-            list(inputs) if isinstance(inputs, (tuple, list)) else []
-        if kwargs or torch.is_grad_enabled() or torch.jit.is_tracing() or \
-                torch.compiler.is_compiling() or not tensors or not all(
-                    isinstance(t, Tensor) and t.is_cuda for t in tensors):
+        tensors = _replayable(args, kwargs)
+        if torch.is_grad_enabled() or not tensors:
             return self.fn(*args, **kwargs)
-        key = self._signature(tensors)
+        key = _signature(tensors)
         if key not in self.graphs:
             if len(self.graphs) >= self.max_graphs:
                 if not self._warned:
@@ -80,7 +80,7 @@ class CUDAGraphs:
                 '(a first call of this size tunes the kernels: up to a '
                 'minute)', logger='current')
             start = time.perf_counter()
-            self.graphs[key] = self._record(inputs, tensors)
+            self.graphs[key] = self._record(args[0], tensors)
             print_log(
                 f'CUDA graphs: recorded the {self.name} in '
                 f'{time.perf_counter() - start:.1f} s', logger='current')
@@ -90,12 +90,6 @@ class CUDAGraphs:
         graph.replay()
         return _clone(static_output)
 
-    @staticmethod
-    def _signature(tensors):
-        autocast = torch.is_autocast_enabled('cuda')
-        return (autocast and torch.get_autocast_dtype('cuda'),
-                *((t.shape, t.stride(), t.dtype, t.device) for t in tensors))
-
     def _record(self, inputs, tensors):
         static_inputs = [
             torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
@@ -104,12 +98,7 @@ class CUDAGraphs:
         static_args = static_inputs[0] if isinstance(inputs, Tensor) else \
             type(inputs)(static_inputs) if isinstance(inputs, tuple) else \
             static_inputs
-        # Without autocast's weight-cast cache: casts cached before the
-        # recording would be read by the graph after autocast frees them.
-        autocast = torch.is_autocast_enabled('cuda')
-        no_cache = torch.autocast(
-            'cuda', dtype=torch.get_autocast_dtype('cuda'), enabled=autocast,
-            cache_enabled=False)
+        no_cache = _autocast_without_cache()
         stream = torch.cuda.Stream(tensors[0].device)
         stream.wait_stream(torch.cuda.current_stream(tensors[0].device))
         with torch.cuda.stream(stream), no_cache:
@@ -120,6 +109,213 @@ class CUDAGraphs:
         with no_cache, torch.cuda.graph(graph):
             static_output = self.recorded_fn(static_args)
         return graph, static_inputs, static_output
+
+
+class _PartCall(nn.Module):
+    """A part's forward of one tensor, tuple or list as a module of the
+    part's parameters: ``make_graphed_callables`` differentiates those of
+    a module."""
+
+    def __init__(self, part: nn.Module, fn: Callable, kind: type):
+        super().__init__()
+        self.part = part
+        self.fn = fn
+        self.kind = kind
+
+    def forward(self, *tensors: Tensor):
+        return self.fn(tensors[0] if self.kind is Tensor else self.kind(
+            tensors))
+
+
+class TrainingCUDAGraphs:
+    """A model part's training forward and backward, each replayed as a CUDA
+    graph (``torch.cuda.make_graphed_callables``).
+
+    WaveMix's memory-efficient training step is thousands of kernels, many
+    of them launched from Python autograd functions; where they are short
+    (the coarse levels) the GPU waits for the host. A graph launches each
+    pass at once. The first training call of an input signature (shapes,
+    strides, dtypes, autocast dtype) runs the part forward and backward
+    twice on a side stream (cuDNN's algorithm search, Triton's compilation,
+    the choice among kernels), records both passes, and puts back the
+    BatchNorm statistics those runs changed; it is logged
+    (``logger='current'``) as it starts and ends. Later training calls copy
+    the inputs into the recorded ones and replay. Parameters are read where
+    they are, so optimizer steps (in place) reach the graphs, and gradients
+    reach ``.grad`` as usual (the same values up to float rounding).
+
+    Calls in evaluation, without gradients, with CPU tensors or keyword
+    arguments, under tracing or compilation, or of more signatures than
+    ``max_graphs`` (each keeps its own activation memory: one is a
+    training crop size) run ``fn`` itself; so does a signature whose
+    recording failed, with a warning. The part must compute the same kernels
+    at every call (no data-dependent host work, no dropout of changing
+    probability, BatchNorm with a fixed momentum), and each forward must be
+    followed by its backward before the next forward (a recorded forward
+    keeps its activations in the graph's memory).
+
+    Args:
+        part (nn.Module): The part (its parameters get the gradients).
+        fn (Callable): Its forward, of one tensor or one tuple/list of
+            tensors, returning tensors.
+        max_graphs (int): Signatures recorded at most. Default: 1.
+        name (str): What ``part`` is, in the log. Default: ``'forward'``.
+    """
+
+    def __init__(self, part: nn.Module, fn: Callable, max_graphs: int = 1,
+                 name: str = 'forward'):
+        self.part = part
+        self.fn = fn
+        self.max_graphs = max_graphs
+        self.name = name
+        # signature -> the graphed module, or None where recording failed
+        self.graphs: Dict[tuple, Optional[nn.Module]] = {}
+        self._warned = False
+
+    def __call__(self, *args, **kwargs):
+        tensors = _replayable(args, kwargs)
+        if not (tensors and self.part.training and torch.is_grad_enabled()):
+            return self.fn(*args, **kwargs)
+        key = _signature(tensors)
+        if key not in self.graphs:
+            if len(self.graphs) >= self.max_graphs:
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        f'CUDA graphs of the {self.name} are recorded for '
+                        f'{self.max_graphs} training input size(s); others '
+                        'train without (use one crop size)')
+                return self.fn(*args)
+            self.graphs[key] = self._record(type(args[0]), tensors)
+        graphed = self.graphs[key]
+        return self.fn(*args) if graphed is None else graphed(*tensors)
+
+    def _record(self, kind: type, tensors: list) -> Optional[nn.Module]:
+        sizes = ', '.join('x'.join(map(str, t.shape)) for t in tensors)
+        print_log(
+            f'CUDA graphs: recording the training {self.name} for inputs '
+            f'{sizes} (two steps first; a first call of this size tunes '
+            'the kernels: up to a minute)', logger='current')
+        start = time.perf_counter()
+        samples = tuple(t.detach().clone().requires_grad_(t.requires_grad)
+                        for t in tensors)
+        buffers = [b.clone() for b in self.part.buffers()]
+        call = _PartCall(self.part, self.fn, kind)
+        try:
+            with _autocast_without_cache():
+                _warm_up(call, samples)
+                graphed = torch.cuda.make_graphed_callables(
+                    call, samples, num_warmup_iters=0,
+                    allow_unused_input=True)
+        except Exception as error:  # noqa: BLE001
+            warnings.warn(
+                f'CUDA graphs: recording the training {self.name} failed, it '
+                f'trains without: {type(error).__name__}: {error}')
+            return None
+        finally:
+            # the warm-up steps updated the running statistics
+            with torch.no_grad():
+                for buffer, saved in zip(self.part.buffers(), buffers):
+                    buffer.copy_(saved)
+        print_log(
+            f'CUDA graphs: recorded the training {self.name} in '
+            f'{time.perf_counter() - start:.1f} s', logger='current')
+        return graphed
+
+
+def _warm_up(call: nn.Module, samples: tuple, steps: int = 2) -> None:
+    """``steps`` forward and backward passes of ``call`` on a side stream
+    (cuDNN's algorithm search, Triton's compilation, the choice among
+    kernels), then the memory they left cached is freed: the recording
+    allocates in a pool of its own, which could not reuse it."""
+    inputs = [t for t in (*samples, *call.parameters()) if t.requires_grad]
+    stream = torch.cuda.Stream(samples[0].device)
+    stream.wait_stream(torch.cuda.current_stream(samples[0].device))
+    with torch.cuda.stream(stream):
+        for _ in range(steps):
+            outputs = [
+                o for o in torch.utils._pytree.tree_leaves(call(*samples))
+                if o.requires_grad
+            ]
+            torch.autograd.grad(
+                outputs, inputs, [torch.zeros_like(o) for o in outputs],
+                allow_unused=True)
+            del outputs
+    torch.cuda.current_stream(samples[0].device).wait_stream(stream)
+    torch.cuda.synchronize(samples[0].device)
+    torch.cuda.empty_cache()
+
+
+def training_cuda_graphs(model: nn.Module, max_graphs: int = 1) -> nn.Module:
+    """Replay the training forward and backward of each part of ``model``
+    (``backbone``, ``neck``, ``decode_head``, ``head``, ``auxiliary_head``;
+    or of ``model`` itself without them) as CUDA graphs, in place
+    (:class:`TrainingCUDAGraphs`). Parameters and state dict are unchanged;
+    a part already graphed is left as it is.
+
+    Args:
+        model (nn.Module): A model on CUDA, in one process.
+        max_graphs (int): Input signatures recorded per part. Default: 1.
+
+    Returns:
+        nn.Module: ``model``.
+
+    Raises:
+        ValueError: Where a BatchNorm averages its running statistics
+            cumulatively (``momentum=None``): its momentum changes each step,
+            a graph would keep the first.
+    """
+    for name, norm in model.named_modules():
+        if isinstance(norm, _BatchNorm) and norm.momentum is None and \
+                norm.track_running_stats:
+            raise ValueError(
+                f'CUDA graphs for training need BatchNorm with a fixed '
+                f'momentum; {name} has momentum=None (a cumulative average, '
+                'whose weight changes each step): set a momentum or train '
+                'without cuda_graphs')
+    parts = [(name, getattr(model, name)) for name in TRAINED_PARTS
+             if isinstance(getattr(model, name, None), nn.Module)
+             ] or [('model', model)]
+    for name, part in parts:
+        if not isinstance(part.forward, TrainingCUDAGraphs):
+            # an instance attribute, as in cuda_graph_forwards
+            part.forward = TrainingCUDAGraphs(part, part.forward, max_graphs,
+                                              name)
+    return model
+
+
+def _tensors(args: tuple) -> list:
+    """The tensors of a part's one argument (a tensor, or a tuple or list of
+    them); [] for other calls."""
+    inputs = args[0] if len(args) == 1 else None
+    return [inputs] if isinstance(inputs, Tensor) else \
+        list(inputs) if isinstance(inputs, (tuple, list)) else []
+
+
+def _replayable(args: tuple, kwargs: dict) -> list:
+    """The tensors of a call a graph can replay: one argument of CUDA
+    tensors, no keyword arguments, not traced or compiled; else []."""
+    tensors = _tensors(args)
+    if kwargs or torch.jit.is_tracing() or torch.compiler.is_compiling() or \
+            not all(isinstance(t, Tensor) and t.is_cuda for t in tensors):
+        return []
+    return tensors
+
+
+def _signature(tensors):
+    autocast = torch.is_autocast_enabled('cuda')
+    return (autocast and torch.get_autocast_dtype('cuda'),
+            *((t.shape, t.stride(), t.dtype, t.device, t.requires_grad)
+              for t in tensors))
+
+
+def _autocast_without_cache():
+    """Autocast as it is now, without its weight-cast cache: casts cached
+    before a recording would be read by the graph after autocast frees
+    them."""
+    return torch.autocast(
+        'cuda', dtype=torch.get_autocast_dtype('cuda'),
+        enabled=torch.is_autocast_enabled('cuda'), cache_enabled=False)
 
 
 def _clone(output):

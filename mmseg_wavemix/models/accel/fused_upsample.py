@@ -239,7 +239,10 @@ class FusedUpsample(nn.ConvTranspose2d):
         return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
-    def _weights(self, dtype: torch.dtype):
+    def _weights(self, dtype: torch.dtype, fresh: bool = False):
+        if fresh:
+            return upsample_weights(self.weight, self.upsample_kernel,
+                                    dtype), self.bias.float()
         # the parameters as they are now: an optimizer step changes them in
         # place (their version)
         key = tuple((p.data_ptr(), p._version)
@@ -259,9 +262,14 @@ class FusedUpsample(nn.ConvTranspose2d):
                 torch.compiler.is_compiling() or \
                 not level_mlp_triton.applies(x, dtype):
             return super().forward(x, output_size)
-        weights, bias = self._weights(dtype)
+        training = torch.is_grad_enabled()
+        # a training graph (TrainingCUDAGraphs) packs them at each replay:
+        # optimizer steps change them between replays
+        weights, bias = self._weights(
+            dtype, training and x.is_cuda
+            and torch.cuda.is_current_stream_capturing())
         x = x.to(dtype)
-        if torch.is_grad_enabled():
+        if training:
             return _UpsampleFunction.apply(x, self.weight, self.bias, weights,
                                            bias, self.upsample_kernel)
         return upsample_by(self.upsample_kernel, x, weights, bias, None)

@@ -1,18 +1,22 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """One preparation of a model for faster training on a GPU."""
+import logging
 from typing import Optional, Union
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from mmengine.logging import print_log
 
+from .cuda_graphs import training_cuda_graphs
 from .fused_upsample import fuse_upsamples
 from .im2col_gemm import few_channel_convs_as_gemm
 from .pointwise_gemm import pointwise_convs_as_gemm
 
 
-def prepare_for_training(
-        model: nn.Module,
-        device: Optional[Union[str, torch.device]] = None) -> nn.Module:
+def prepare_for_training(model: nn.Module,
+                         device: Optional[Union[str, torch.device]] = None,
+                         cuda_graphs: bool = False) -> nn.Module:
     """Prepare a model for faster training on CUDA, in place: channels_last
     memory (cuDNN's tensor-core kernels and BatchNorm work in it; NCHW
     tensors are transposed around each convolution), each 1x1 convolution
@@ -26,10 +30,16 @@ def prepare_for_training(
     are the same up to float rounding. On other devices the model is left
     as it is.
 
+    With ``cuda_graphs`` each part's training forward and backward are also
+    replayed as CUDA graphs (:func:`training_cuda_graphs`), recorded at the
+    first training step: the host then launches each pass at once. In one
+    process only (with several, the model is left without, saying so once).
+
     Args:
         model (nn.Module): The model (moved to ``device``).
         device (str | torch.device, optional): Where it will run.
             Default: None (where its parameters are).
+        cuda_graphs (bool): Replay training as CUDA graphs. Default: False.
 
     Returns:
         nn.Module: ``model``.
@@ -42,4 +52,15 @@ def prepare_for_training(
     pointwise_convs_as_gemm(model)
     few_channel_convs_as_gemm(model)
     fuse_upsamples(model)
-    return model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
+    if cuda_graphs:
+        if dist.is_available() and dist.is_initialized() and \
+                dist.get_world_size() > 1:
+            print_log(
+                'prepare_for_training: no CUDA graphs for training in '
+                'several processes (SyncBN\'s all-reduce would be recorded '
+                'in them); training without', logger='current',
+                level=logging.WARNING)
+        else:
+            training_cuda_graphs(model)
+    return model
