@@ -206,7 +206,10 @@ class WaveMix(BaseModule):
                 torch.is_grad_enabled() and \
                 torch.is_autocast_enabled(x.device.type) and \
                 not torch.jit.is_tracing():
-            x = cp.checkpoint(self.stem, x, use_reentrant=False)
+            # two convolutions, nothing random: no RNG state to keep (which
+            # a CUDA graph could not record)
+            x = cp.checkpoint(self.stem, x, use_reentrant=False,
+                              preserve_rng_state=False)
         else:
             x = self.stem(x)
         h, w = x.shape[-2:]
