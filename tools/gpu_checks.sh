@@ -12,6 +12,7 @@
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
+#   INFERENCE_ALL=1 bash tools/gpu_checks.sh  # also the inference rows fast,no_fuse_mlp and fast,compile
 #   ARCHIVE=$OUT/gpu.tar.gz bash tools/gpu_checks.sh /tmp/gpu  # the JSON files and the profiles' Chrome traces
 #                                           # also packed in one file at the end
 #                                           # (the device tool brings back a few files only)
@@ -66,8 +67,12 @@ TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_
   step tests "CUDA tests" python3 -m pytest tests/test_cuda.py "${TEST_ARGS[@]}" -q -p no:warnings \
   -p no:cacheprovider -rf --tb=short --durations=5
 # SegFormer-B5 and the float32 rows of the README were measured in session 8; these are the targets' rows.
+# INFERENCE_ALL=1: also the level MLPs as layers and the compiled graphs (session 14: 14.4 and 12.4 ms against
+# 11.6 ms; the compilation takes a minute)
+INFERENCE_ENTRIES=(authors@fp16)
+[[ -n "${INFERENCE_ALL:-}" ]] && INFERENCE_ENTRIES=($C@fp16,fast,no_fuse_mlp $C@fp16,fast,compile authors@fp16)
 step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare \
-  $C@fp16,fast,no_fuse_mlp $C@fp16,fast,compile authors@fp16 --authors-package "$AUTHORS_PACKAGE" --device cuda \
+  "${INFERENCE_ENTRIES[@]}" --authors-package "$AUTHORS_PACKAGE" --device cuda \
   --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
