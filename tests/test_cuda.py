@@ -190,14 +190,17 @@ def test_convolutions_as_gemms_equal_the_convolution_in_fp16(
         assert gemm_error <= 2 * conv_error + 1e-3 * exact.abs().max()
 
 
-def test_prepare_for_training_gives_the_same_amp_gradients():
+@pytest.mark.parametrize('keep_levels', [False, True])
+def test_prepare_for_training_gives_the_same_amp_gradients(keep_levels):
     torch.manual_seed(0)
     _, plain = build_model_from_config(
         f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
             'model.decode_head.num_classes': 5
         })
     plain.cuda().train()
-    fast = prepare_for_training(copy.deepcopy(plain))
+    fast = prepare_for_training(
+        copy.deepcopy(plain), keep_levels=keep_levels)
+    assert fast.backbone.layers[0].keep_levels == keep_levels
     assert any(isinstance(m, PointwiseGEMM) for m in fast.modules())
     assert isinstance(fast.decode_head.upsamples[0].conv, FusedUpsample)
     inputs = torch.randn(2, 3, 128, 256, device='cuda')

@@ -18,6 +18,8 @@ training model of ``FastTrainingHook``, from
 ``prepare_for_training``), ``cuda_graphs`` (with ``fast_train``: its
 training forward and backward replayed as CUDA graphs; peak memory is then
 the allocator's reserved memory, which holds the graphs' activations),
+``keep_levels`` (with ``fast_train``: WaveMix blocks keep their wavelet levels
+for backward, ``prepare_for_training(keep_levels=True)``),
 ``compile`` (torch.compile; with ``fast``, the CUDA graphs of
 ``prepare_for_inference(compile=True)``) and ``with_cp`` (the backbone's
 gradient checkpointing). One config may appear with several option sets.
@@ -99,6 +101,9 @@ def parse_args(argv=None):
     parser.add_argument('--cuda-graphs', action='store_true',
                         help='with --fast-train: training forward and '
                         'backward as CUDA graphs')
+    parser.add_argument('--keep-levels', action='store_true',
+                        help='with --fast-train: WaveMix blocks keep their '
+                        'wavelet levels for backward')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model')
     parser.add_argument('--with-cp', action='store_true',

@@ -76,8 +76,10 @@ step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16
   --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
-# cuda_graphs: the step's forward and backward as CUDA graphs (session 15, whether the step waits on the host)
-TRAIN_ENTRIES=($C@fp16,fast_train,cuda_graphs authors)
+# session 15's options: cuda_graphs (the step's forward and backward as CUDA graphs: whether it waits on the
+# host) and keep_levels (the blocks keep their wavelet levels: no reduction and Haar transforms in backward)
+TRAIN_ENTRIES=($C@fp16,fast_train,cuda_graphs $C@fp16,fast_train,keep_levels
+  $C@fp16,fast_train,cuda_graphs,keep_levels authors)
 if [[ -n "${PLAIN:-}" ]]; then
   PLAIN_MLPS="$OUT/wavemix_256x16_l4_plain-layers.py"
   printf "_base_ = '%s'\nmodel = dict(backbone=dict(memory_efficient=False), decode_head=dict(memory_efficient=False))\n" \

@@ -34,8 +34,8 @@ from .cli import build_model, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
-         'fast', 'no_fuse_mlp', 'fast_train', 'cuda_graphs', 'compile',
-         'with_cp')
+         'fast', 'no_fuse_mlp', 'fast_train', 'cuda_graphs', 'keep_levels',
+         'compile', 'with_cp')
 AUTHORS = 'authors'
 
 
@@ -56,9 +56,10 @@ def parse_entry(spec, args):
     if entry['no_fuse_mlp'] and not entry['fast']:
         raise SystemExit('error: no_fuse_mlp changes a step of fast; add '
                          f'fast to {spec!r}')
-    if entry['cuda_graphs'] and not entry['fast_train']:
-        raise SystemExit('error: cuda_graphs changes a step of fast_train; '
-                         f'add fast_train to {spec!r}')
+    for option in ('cuda_graphs', 'keep_levels'):
+        if entry[option] and not entry['fast_train']:
+            raise SystemExit(f'error: {option} changes a step of fast_train; '
+                             f'add fast_train to {spec!r}')
     if entry['fast']:
         entry['channels_last'] = True
     if path == AUTHORS and entry['with_cp']:
@@ -97,7 +98,9 @@ class Bench:
                 compile=entry['compile'],
                 fuse_mlp=False if entry['no_fuse_mlp'] else None)
         if entry['fast_train']:
-            prepare_for_training(self.model, cuda_graphs=entry['cuda_graphs'])
+            prepare_for_training(self.model,
+                                 cuda_graphs=entry['cuda_graphs'],
+                                 keep_levels=entry['keep_levels'])
         if entry['fuse_norm']:
             fuse_norm_layers(self.infer_model)
         if entry['fold_classifier']:

@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_wavemix.models.accel import (MemoryEfficientLevelMLP,
                                         batch_norm_add, conv_gelu_conv2d,
+                                        keep_wavelet_levels,
                                         level_mlp_keeping_its_input,
                                         pointwise_convs_as_gemm)
 from mmseg_wavemix.models.accel.memory_efficient import (
@@ -210,6 +211,35 @@ def test_under_autocast_the_block_keeps_its_input_not_its_levels():
         wavelet_levels(t)
     out.float().sum().backward()
     assert calls == [torch.bfloat16]  # once for the three levels
+
+
+def test_keep_wavelet_levels_keeps_them_and_recomputes_none():
+    """keep_wavelet_levels: under AMP the block keeps its levels as well
+    (their bytes more), backward recomputes none of them, and the gradients
+    are those of the block that recomputes them."""
+    _, block = plain_and_memory_efficient(embed_dims=32, level=3)
+    keeping = keep_wavelet_levels(copy.deepcopy(block))
+    assert keeping.keep_levels and not hasattr(block, 'keep_levels')
+    x = torch.randn(2, 32, 64, 64)
+    grads, kept = [], []
+    for b in (block, keeping):
+        calls = []
+        wavelet_levels = b.wavelet_levels
+        b.wavelet_levels = lambda t, f=wavelet_levels: calls.append(1) or f(t)
+        inputs = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            size, out = saved_bytes(lambda: b(inputs))
+        out.float().square().sum().backward()
+        kept.append(size)
+        grads.append([inputs.grad, *(p.grad for p in b.parameters())])
+        assert calls == ([] if b is keeping else [1])
+    # bf16 levels of 4 * 8 channels: 32x32, 16x16 and 8x8
+    levels = 2 * 32 * (32 * 32 + 16 * 16 + 8 * 8) * 2
+    assert kept[1] == kept[0] + levels
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a)
+    keep_wavelet_levels(keeping, False)
+    assert not keeping.keep_levels
 
 
 def graph_names(fn):

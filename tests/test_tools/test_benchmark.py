@@ -112,13 +112,14 @@ def test_benchmark_rejects_unknown_options():
     assert 'no_fuse_mlp changes a step of fast' in result.stderr
 
 
-def test_cuda_graphs_is_an_option_of_fast_train():
+@pytest.mark.parametrize('option', ['cuda_graphs', 'keep_levels'])
+def test_options_of_fast_train(option):
     args = argparse.Namespace(dtype='fp32', **dict.fromkeys(FLAGS, False))
-    with pytest.raises(SystemExit, match='cuda_graphs changes a step of '
+    with pytest.raises(SystemExit, match=f'{option} changes a step of '
                        'fast_train; add fast_train'):
-        parse_entry(f'{DEMO}@fp16,cuda_graphs', args)
-    entry = parse_entry(f'{DEMO}@fp16,fast_train,cuda_graphs', args)
-    assert entry['cuda_graphs'] and entry['fast_train']
+        parse_entry(f'{DEMO}@fp16,{option}', args)
+    entry = parse_entry(f'{DEMO}@fp16,fast_train,{option}', args)
+    assert entry[option] and entry['fast_train']
 
 
 def test_a_failing_entry_is_reported_in_its_row(tmp_path):

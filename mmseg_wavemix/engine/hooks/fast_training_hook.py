@@ -21,15 +21,20 @@ class FastTrainingHook(Hook):
         cuda_graphs (bool): Also replay each part's training forward and
             backward as CUDA graphs, recorded at the first iteration (one
             training crop size; one process). Default: False.
+        keep_levels (bool): Memory-efficient WaveMix blocks keep their
+            wavelet levels for backward instead of recomputing them (time
+            for memory). Default: False.
     """
 
     priority = 'LOW'
 
-    def __init__(self, cuda_graphs: bool = False):
+    def __init__(self, cuda_graphs: bool = False, keep_levels: bool = False):
         self.cuda_graphs = cuda_graphs
+        self.keep_levels = keep_levels
 
     def before_train(self, runner) -> None:
         model = runner.model
         prepare_for_training(
             model.module if is_model_wrapper(model) else model,
-            cuda_graphs=self.cuda_graphs)
+            cuda_graphs=self.cuda_graphs,
+            keep_levels=self.keep_levels)

@@ -29,6 +29,7 @@ from .inference import fold_head_classifier, prepare_for_inference
 from .memory_efficient import (BlockLevels, MemoryEfficientLevelMLP,
                                batch_norm_add, conv_gelu_conv2d,
                                conv_transpose_of_recomputed,
+                               keep_wavelet_levels,
                                level_mlp_keeping_its_input,
                                mix_levels_keeping_block_input)
 from .pointwise_gemm import PointwiseGEMM, pointwise_convs_as_gemm
@@ -43,7 +44,8 @@ __all__ = [
     'cpu_has_bf16_convolution', 'cuda_graph_forwards',
     'few_channel_convs_as_gemm', 'fold_head_classifier', 'fuse_conv_bn',
     'fuse_conv_gelu', 'fuse_level_mlps', 'fuse_norm_layers',
-    'fuse_upsamples', 'fusable_dtypes', 'level_mlp_keeping_its_input',
+    'fuse_upsamples', 'fusable_dtypes', 'keep_wavelet_levels',
+    'level_mlp_keeping_its_input',
     'mix_levels_keeping_block_input', 'pointwise_convs_as_gemm',
     'prepare_for_inference', 'prepare_for_training', 'training_cuda_graphs'
 ]

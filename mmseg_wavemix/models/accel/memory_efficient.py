@@ -23,8 +23,9 @@ much of that is avoidable cheaply:
   levels in those inputs are not kept either but recomputed from the
   block's input, once per block (:class:`BlockLevels`): what stays is the
   block's input, which its first convolution keeps anyway, and the coarser
-  levels' outputs. The gradient of each level's LL band is added in place
-  into the finer level's (:class:`_WaveletLevelsFunction`), and each level
+  levels' outputs (with :func:`keep_wavelet_levels` the levels too: time
+  for memory). The gradient of each level's LL band is added in place into
+  the finer level's (:class:`_WaveletLevelsFunction`), and each level
   MLP gives its input's gradient as two dense tensors, the level's and the
   coarser output's. On CUDA in channels_last the GELU's backward and the
   first convolution's bias gradient come from one pass
@@ -52,7 +53,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import gelu_triton, haar_dwt_packed, haar_idwt
 
-from ..backbones.wavemix_block import WaveletLevelMLP
+from ..backbones.wavemix_block import WaveletLevelMLP, WaveMixBlock
 from .pointwise_gemm import (PointwiseGEMM, pointwise_linear,
                              pointwise_linear_backward)
 
@@ -406,16 +407,20 @@ class BlockLevels:
     """The packed wavelet levels of a block's input for the backward of its
     level MLPs, recomputed from the input (the block's 1x1 reduction and
     Haar transforms, a few percent of the block) instead of kept: once, at
-    the first level that needs them, then handed out one level each.
+    the first level that needs them, then handed out one level each. With
+    ``keep`` the level MLPs keep their levels instead (time for memory, see
+    :func:`keep_wavelet_levels`).
 
     Args:
         block (WaveMixBlock): The block (its ``wavelet_levels``).
         x (Tensor): Its input; kept anyway by the reduction.
+        keep (bool): The level MLPs keep their levels. Default: False.
     """
 
-    def __init__(self, block: nn.Module, x: Tensor):
+    def __init__(self, block: nn.Module, x: Tensor, keep: bool = False):
         self.block = block
         self.input = x
+        self.keep = keep
         self.autocast = _autocast_dtype(x.device.type)  # the forward's
         self._levels = {}
         # Set where the block's reduction adds the gradient of the residual
@@ -477,11 +482,13 @@ class _LevelMLPFunction(torch.autograd.Function):
         # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
         out, mean, invstd, reserve = torch.ops.aten._batch_norm_with_update(
             z, weight, bias, running_mean, running_var, momentum, eps)
-        # the level itself only where it cannot be recomputed; the weights
+        # the level itself only where it is not recomputed; the weights
         # as cast here (autocast would keep those too): backward computes
         # with them without casting them again, a kernel each
-        ctx.save_for_backward(level if levels is None else None, coarser,
-                              block_input, w1, b1, w2, b2, wt, weight)
+        keep = levels is None or levels.keep
+        ctx.save_for_backward(level if keep else None, coarser,
+                              None if keep else block_input, w1, b1, w2, b2,
+                              wt, weight)
         del z
         if bt is not None:
             running_mean.add_(bt, alpha=momentum)
@@ -716,6 +723,28 @@ class MemoryEfficientLevelMLP(WaveletLevelMLP):
             and norm.track_running_stats
 
 
+def keep_wavelet_levels(model: nn.Module, keep: bool = True) -> nn.Module:
+    """Let the memory-efficient WaveMix blocks of ``model`` keep their
+    wavelet levels for backward in lower precision (autocast) instead of
+    recomputing them from the block's input (:class:`BlockLevels`): per
+    block and step a 1x1 reduction and the Haar transforms less, for the
+    levels' memory (WaveMix-256/16 at the recipe's batch of 5 at 1024x2048:
+    16 blocks of 112 MB). In place; gradients unchanged.
+
+    Args:
+        model (nn.Module): A model or any part of it.
+        keep (bool): Keep them (False: recompute them again).
+            Default: True.
+
+    Returns:
+        nn.Module: ``model``.
+    """
+    for block in model.modules():
+        if isinstance(block, WaveMixBlock) and block.memory_efficient:
+            block.keep_levels = keep
+    return model
+
+
 def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
     """What a memory-efficient :class:`WaveMixBlock` computes from its input
     ``x`` (the level MLPs, coarse to fine, plus ``x``). Where the level MLPs
@@ -734,7 +763,8 @@ def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
     """
     # cast once: the reduction then keeps the tensor the levels need
     block_input = _as_autocast(x)
-    source = BlockLevels(block, block_input)
+    source = BlockLevels(block, block_input,
+                         getattr(block, 'keep_levels', False))
     # the residual is the reduction's own input (not a cast copy): its
     # gradient can be added in the reduction's backward
     levels = _wavelet_levels(block, block_input,

@@ -11,12 +11,14 @@ from mmengine.logging import print_log
 from .cuda_graphs import training_cuda_graphs
 from .fused_upsample import fuse_upsamples
 from .im2col_gemm import few_channel_convs_as_gemm
+from .memory_efficient import keep_wavelet_levels
 from .pointwise_gemm import pointwise_convs_as_gemm
 
 
 def prepare_for_training(model: nn.Module,
                          device: Optional[Union[str, torch.device]] = None,
-                         cuda_graphs: bool = False) -> nn.Module:
+                         cuda_graphs: bool = False,
+                         keep_levels: bool = False) -> nn.Module:
     """Prepare a model for faster training on CUDA, in place: channels_last
     memory (cuDNN's tensor-core kernels and BatchNorm work in it; NCHW
     tensors are transposed around each convolution), each 1x1 convolution
@@ -40,6 +42,9 @@ def prepare_for_training(model: nn.Module,
         device (str | torch.device, optional): Where it will run.
             Default: None (where its parameters are).
         cuda_graphs (bool): Replay training as CUDA graphs. Default: False.
+        keep_levels (bool): Memory-efficient WaveMix blocks keep their
+            wavelet levels instead of recomputing them in backward
+            (:func:`keep_wavelet_levels`: time for memory). Default: False.
 
     Returns:
         nn.Module: ``model``.
@@ -52,6 +57,7 @@ def prepare_for_training(model: nn.Module,
     pointwise_convs_as_gemm(model)
     few_channel_convs_as_gemm(model)
     fuse_upsamples(model)
+    keep_wavelet_levels(model, keep_levels)
     model.to(memory_format=torch.channels_last)
     if cuda_graphs:
         if dist.is_available() and dist.is_initialized() and \
