@@ -3,6 +3,7 @@
 (training_cuda_graphs): what a CPU can check (where they are put, that other
 calls run the function itself, what they refuse). Replays are checked in
 tests/test_cuda.py."""
+import contextlib
 import copy
 
 import pytest
@@ -145,3 +146,54 @@ def test_a_failed_training_recording_warns_and_trains_eagerly(monkeypatch):
     with pytest.warns(UserWarning, match='recorded for 1 training input'):
         part(torch.randn(1, 3, 4, 4))
     assert len(graphs.graphs) == 1
+
+
+class _Stream:
+
+    def wait_stream(self, stream):
+        pass
+
+
+def test_training_recording_path_with_cuda_stood_in(monkeypatch):
+    """The recording path of the demo model's backbone (a tensor) and head
+    (a tuple of features) with CUDA's streams stood in and
+    make_graphed_callables returning the module it gets: the warm-up's
+    forward and backward run, their BatchNorm statistics are put back, and
+    training gives the eager model's losses, gradients and statistics."""
+    from mmseg_wavemix.models.accel import cuda_graphs
+    made = []
+
+    def make_graphed_callables(call, samples, num_warmup_iters,
+                               allow_unused_input):
+        made.append([tuple(t.shape) for t in samples])
+        return call
+
+    monkeypatch.setattr(cuda_graphs, '_replayable',
+                        lambda args, kwargs: cuda_graphs._tensors(args))
+    for name, value in dict(
+            Stream=lambda device: _Stream(),
+            current_stream=lambda device=None: _Stream(),
+            stream=lambda stream: contextlib.nullcontext(),
+            synchronize=lambda device=None: None,
+            empty_cache=lambda: None,
+            make_graphed_callables=make_graphed_callables).items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    torch.manual_seed(0)
+    eager = demo_model().train()
+    wrapped = training_cuda_graphs(copy.deepcopy(eager))
+    x = torch.randn(1, 3, 64, 64)
+    results = []
+    for model in (eager, wrapped):
+        grads = []
+        for _ in range(2):
+            loss = model(x, mode='tensor').square().mean()
+            loss.backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+            model.zero_grad()
+        results.append((grads, dict(model.named_buffers())))
+    assert made == [[(1, 3, 64, 64)], [(1, 16, 16, 16)]]
+    for a, b in zip(results[0][0], results[1][0]):
+        for ga, gb in zip(a, b):
+            torch.testing.assert_close(gb, ga)
+    for name, buffer in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], buffer, msg=name)
