@@ -16,14 +16,16 @@ from ..conftest import REPO_ROOT
 from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
                         run_tool, tool_env)
 
-MAX_ITERS = 120
+# 80 iterations (40 before the kill): mIoU 39.9 on the CI machine, against the
+# bar of 30 below; the suite's longest test
+MAX_ITERS = 80
 SHRUNKEN = [
     'model.backbone.embed_dims=16', 'model.backbone.depth=2',
     'model.decode_head.in_channels=16', 'model.decode_head.channels=4',
     'train_dataloader.batch_size=1', 'optim_wrapper.optimizer.lr=0.01',
-    'custom_hooks.0.final_iters=40', 'randomness.seed=0',
+    'custom_hooks.0.final_iters=20', 'randomness.seed=0',
     f'train_cfg.max_iters={MAX_ITERS}', f'train_cfg.val_interval={MAX_ITERS}',
-    'default_hooks.checkpoint.interval=60', 'default_hooks.logger.interval=10'
+    'default_hooks.checkpoint.interval=40', 'default_hooks.logger.interval=10'
 ]
 
 
@@ -67,14 +69,14 @@ def test_recipe_learns_generated_cityscapes(tmp_path):
             *data_root_options(root)]
 
     train_until_checkpoint_then_kill(
-        list(map(str, args)), work_dir, 'iter_60.pth', timeout=900)
+        list(map(str, args)), work_dir, 'iter_40.pth', timeout=900)
     assert not (work_dir / f'iter_{MAX_ITERS}.pth').exists()
 
     resumed = run_tool('train.py', *args, '--resume')
     log = resumed.stdout + resumed.stderr
-    assert 'iter_60.pth' in log and 'Iter(train) [ 70/120]' in log
-    assert 'switched the optimizer from AdamW to SGD at iteration 80' in log
-    assert 'Iter(train) [ 10/120]' not in log
+    assert 'iter_40.pth' in log and 'Iter(train) [50/80]' in log
+    assert 'switched the optimizer from AdamW to SGD at iteration 60' in log
+    assert 'Iter(train) [10/80]' not in log
 
     checkpoint = work_dir / f'iter_{MAX_ITERS}.pth'
     tested = run_tool('test.py', MAIN_CONFIG, checkpoint, '--work-dir',
