@@ -54,6 +54,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmseg_wavemix.ops import gelu_triton, haar_dwt_packed, haar_idwt
 
 from ..backbones.wavemix_block import WaveletLevelMLP, WaveMixBlock
+from .padded_classes import (conv_transpose_padded,
+                             conv_transpose_padded_backward, padded_channels)
 from .pointwise_gemm import (PointwiseGEMM, pointwise_linear,
                              pointwise_linear_backward)
 
@@ -603,9 +605,10 @@ class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
             bias is not None
         ctx.autocast = _autocast_dtype(x.device.type)
         weight, bias = _cast(features_out.dtype, weight, bias)
-        return F.conv_transpose2d(features_out, weight, bias, conv.stride,
-                                  conv.padding, conv.output_padding, 1,
-                                  conv.dilation)
+        # few output channels (the classes): maybe padded, see padded_classes
+        ctx.channels = padded_channels(features_out, weight, conv)
+        return conv_transpose_padded(features_out, weight, bias, conv,
+                                     ctx.channels)
 
     @staticmethod
     @once_differentiable
@@ -616,12 +619,9 @@ class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
         with torch.no_grad(), _autocast(x.device.type, ctx.autocast):
             features_out = ctx.features(x)
         dtype = features_out.dtype
-        grad_in, grad_weight, grad_bias = \
-            torch.ops.aten.convolution_backward(
-                grad_out.to(dtype), features_out, weight.to(dtype),
-                [weight.shape[1]] if ctx.has_bias else None, conv.stride,
-                conv.padding, conv.dilation, True, conv.output_padding, 1,
-                [needs[0], needs[2], ctx.has_bias and needs[3]])
+        grad_in, grad_weight, grad_bias = conv_transpose_padded_backward(
+            grad_out.to(dtype), features_out, weight.to(dtype), ctx.has_bias,
+            conv, ctx.channels, (needs[0], needs[2], needs[3]))
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         if grad_bias is not None:

@@ -1,0 +1,47 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""The head's last transposed convolution with its classes padded: the
+layer's output and gradients whatever the padding (the choice among them is
+timed on CUDA, tests/test_cuda.py through prepare_for_training)."""
+import pytest
+import torch
+import torch.nn as nn
+
+from mmseg_wavemix.models.accel.padded_classes import (
+    conv_transpose_padded, conv_transpose_padded_backward, padded_channels)
+
+
+@pytest.mark.parametrize('channels', [19, 24, 32])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_padded_classes_give_the_layers_output_and_gradients(
+        channels, channels_last):
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(16, 19, 4, 2, 1).double()
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64, requires_grad=True)
+    if channels_last:
+        x = x.detach().contiguous(
+            memory_format=torch.channels_last).requires_grad_()
+    expected = conv(x)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    with torch.no_grad():
+        out = conv_transpose_padded(x, conv.weight, conv.bias, conv,
+                                    channels)
+    torch.testing.assert_close(out, expected)
+    assert out.shape == (2, 19, 10, 14)
+    grads = conv_transpose_padded_backward(grad, x.detach(), conv.weight,
+                                           True, conv, channels,
+                                           (True, True, True))
+    for ours, param in zip(grads, (x, conv.weight, conv.bias)):
+        torch.testing.assert_close(ours, param.grad)
+    # what is not asked for is not computed
+    assert conv_transpose_padded_backward(grad, x.detach(), conv.weight,
+                                          True, conv, channels,
+                                          (False, True, False))[::2] == \
+        (None, None)
+
+
+def test_only_cuda_channels_last_inputs_are_timed():
+    conv = nn.ConvTranspose2d(16, 19, 4, 2, 1)
+    x = torch.randn(1, 16, 4, 4).contiguous(
+        memory_format=torch.channels_last)
+    assert padded_channels(x, conv.weight, conv) == 19
