@@ -10,6 +10,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._pytree import tree_leaves
 
 # Parts of OpenMMLab models whose forward is a tensor function; each becomes
 # one graph (a model without them is graphed as a whole).
@@ -234,8 +235,7 @@ def _warm_up(call: nn.Module, samples: tuple, steps: int = 2) -> None:
     with torch.cuda.stream(stream):
         for _ in range(steps):
             outputs = [
-                o for o in torch.utils._pytree.tree_leaves(call(*samples))
-                if o.requires_grad
+                o for o in tree_leaves(call(*samples)) if o.requires_grad
             ]
             torch.autograd.grad(
                 outputs, inputs, [torch.zeros_like(o) for o in outputs],
