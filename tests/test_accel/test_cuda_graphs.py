@@ -104,6 +104,19 @@ def test_training_graphs_wrap_the_parts_and_cpu_training_runs_eagerly():
     assert wrapped.backbone.forward is graphs
 
 
+def test_a_copy_of_a_graphed_model_records_its_own():
+    """copy.deepcopy (an EMA model) copies no recorded graph: the copy's
+    wrappers serve the copy's parts."""
+    model = training_cuda_graphs(demo_model().train())
+    model.backbone.forward.graphs[('a signature', )] = object()
+    copied = copy.deepcopy(model)
+    graphs = copied.backbone.forward
+    assert isinstance(graphs, TrainingCUDAGraphs) and not graphs.graphs
+    assert graphs.part is copied.backbone
+    assert graphs.fn.__self__ is copied.backbone
+    assert model.backbone.forward.graphs
+
+
 def test_training_graphs_refuse_a_cumulative_batch_norm():
     model = demo_model().train()
     norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))

@@ -1,6 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Inference, and training's forward and backward, replayed as CUDA graphs:
 one launch instead of hundreds (thousands in training)."""
+import copy
 import time
 import warnings
 from typing import Callable, Dict, Optional, Tuple
@@ -190,6 +191,13 @@ class TrainingCUDAGraphs:
             self.graphs[key] = self._record(type(args[0]), tensors)
         graphed = self.graphs[key]
         return self.fn(*args) if graphed is None else graphed(*tensors)
+
+    def __deepcopy__(self, memo: dict) -> 'TrainingCUDAGraphs':
+        # a copy of the model (an EMA model, say) records graphs of its own:
+        # these read this one's tensors
+        return type(self)(
+            copy.deepcopy(self.part, memo), copy.deepcopy(self.fn, memo),
+            self.max_graphs, self.name)
 
     def _record(self, kind: type, tensors: list) -> Optional[nn.Module]:
         sizes = ', '.join('x'.join(map(str, t.shape)) for t in tensors)
