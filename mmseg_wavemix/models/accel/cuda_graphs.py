@@ -67,15 +67,12 @@ class CUDAGraphs:
         if torch.is_grad_enabled() or not tensors:
             return self.fn(*args, **kwargs)
         key = _signature(tensors)
+        if not _room_for(
+                self, key, f'CUDA graphs are recorded for {self.max_graphs} '
+                'input sizes; others run without (pad or resize test images '
+                'to a few sizes to get them)'):
+            return self.fn(*args)
         if key not in self.graphs:
-            if len(self.graphs) >= self.max_graphs:
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(
-                        f'CUDA graphs are recorded for {self.max_graphs} '
-                        'input sizes; others run without (pad or resize '
-                        'test images to a few sizes to get them)')
-                return self.fn(*args)
             sizes = ', '.join('x'.join(map(str, t.shape)) for t in tensors)
             print_log(
                 f'CUDA graphs: recording the {self.name} for inputs {sizes} '
@@ -179,15 +176,12 @@ class TrainingCUDAGraphs:
         if not (tensors and self.part.training and torch.is_grad_enabled()):
             return self.fn(*args, **kwargs)
         key = _signature(tensors)
+        if not _room_for(
+                self, key, f'CUDA graphs of the {self.name} are recorded for '
+                f'{self.max_graphs} training input size(s); others train '
+                'without (use one crop size)'):
+            return self.fn(*args)
         if key not in self.graphs:
-            if len(self.graphs) >= self.max_graphs:
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(
-                        f'CUDA graphs of the {self.name} are recorded for '
-                        f'{self.max_graphs} training input size(s); others '
-                        'train without (use one crop size)')
-                return self.fn(*args)
             self.graphs[key] = self._record(type(args[0]), tensors)
         graphed = self.graphs[key]
         return self.fn(*args) if graphed is None else graphed(*tensors)
@@ -290,6 +284,18 @@ def training_cuda_graphs(model: nn.Module, max_graphs: int = 1) -> nn.Module:
             part.forward = TrainingCUDAGraphs(part, part.forward, max_graphs,
                                               name)
     return model
+
+
+def _room_for(graphs, key: tuple, warning: str) -> bool:
+    """Whether ``graphs`` (:class:`CUDAGraphs`, :class:`TrainingCUDAGraphs`)
+    has a graph for ``key`` or may record one; past its ``max_graphs`` it
+    warns the first time."""
+    if key in graphs.graphs or len(graphs.graphs) < graphs.max_graphs:
+        return True
+    if not graphs._warned:
+        graphs._warned = True
+        warnings.warn(warning)
+    return False
 
 
 def _tensors(args: tuple) -> list:
