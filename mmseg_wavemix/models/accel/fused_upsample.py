@@ -240,19 +240,21 @@ class FusedUpsample(nn.ConvTranspose2d):
 
     @torch.no_grad()
     def _weights(self, dtype: torch.dtype, fresh: bool = False):
+        """The packed weight and float32 bias in ``dtype``: kept while the
+        parameters stay as they are, packed anew where ``fresh``."""
         if fresh:
-            return upsample_weights(self.weight, self.upsample_kernel,
-                                    dtype), self.bias.float()
+            return self._pack(dtype)
         # the parameters as they are now: an optimizer step changes them in
         # place (their version)
         key = tuple((p.data_ptr(), p._version)
                     for p in (self.weight, self.bias))
         if self._packed.get(dtype, (None, ))[0] != key:
-            self._packed[dtype] = (key,
-                                   upsample_weights(self.weight,
-                                                    self.upsample_kernel,
-                                                    dtype), self.bias.float())
+            self._packed[dtype] = (key, *self._pack(dtype))
         return self._packed[dtype][1:]
+
+    def _pack(self, dtype: torch.dtype):
+        return upsample_weights(self.weight, self.upsample_kernel,
+                                dtype), self.bias.float()
 
     def forward(self,
                 x: Tensor,
