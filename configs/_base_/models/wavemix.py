@@ -29,7 +29,7 @@ model = dict(
         with_cp=False,
         # level MLPs that recompute their hidden layers in backward and do
         # not keep the last BN's input (recovered in fp32); under AMP each
-        # keeps only its input (README "Performance"); not with with_cp
+        # keeps only its input (docs/performance.md); not with with_cp
         memory_efficient=True),
     decode_head=dict(
         type='WaveMixHead',

@@ -14,7 +14,7 @@ class FastTrainingHook(Hook):
     parameters, state dict, losses and gradients (up to float rounding); on
     CPU it does nothing.
 
-    Measured on an H100 (README "Performance"): the recipe's batch-5 AMP step
+    Measured on an H100 (docs/performance.md): the recipe's batch-5 AMP step
     at 1024x2048 takes a fifth less time.
 
     Args:
