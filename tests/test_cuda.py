@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
                                         Im2colGEMM, PointwiseGEMM,
@@ -277,6 +278,59 @@ def test_training_cuda_graphs_train_as_eager_training():
         torch.testing.assert_close(graphed(inputs, mode='tensor'),
                                    eager(inputs, mode='tensor'), rtol=1e-2,
                                    atol=1e-3)
+
+
+class LogHostReads(TorchDispatchMode):
+    """The operators that make the host wait for the GPU, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten._local_scalar_dense,
+                                   torch.ops.aten.nonzero):
+            self.reads.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_recipe_forward_and_loss_make_the_host_wait_for_nothing():
+    """The recipe's training forward, focal loss and acc_seg (the demo
+    model, AMP, prepared for training) read no value on the host, so that
+    it can launch the backward pass while the GPU runs the forward; a label
+    outside the classes is then reported by the backward pass."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    torch.manual_seed(0)
+    _, model = build_model_from_config(
+        f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py',
+        {'model.decode_head.num_classes': 5})
+    prepare_for_training(model.cuda().train())
+    inputs = torch.randn(2, 3, 128, 256, device='cuda')
+    labels = torch.randint(0, 5, (2, 1, 128, 256), device='cuda')
+    labels[1, 0, 5, 7] = 255
+    for bad in (False, True):
+        if bad:
+            labels[0, 0, 3, 4] = 7
+        samples = [
+            SegDataSample(
+                gt_sem_seg=PixelData(data=label),
+                metainfo=dict(img_shape=(128, 256), pad_shape=(128, 256)))
+            for label in labels
+        ]
+        with LogHostReads() as log, torch.autocast('cuda',
+                                                   dtype=torch.float16):
+            losses = model(inputs, samples, mode='loss')
+        assert log.reads == [] and set(losses) == {'decode.loss_focal',
+                                                   'decode.acc_seg'}
+        loss = losses['decode.loss_focal']
+        if not bad:
+            loss.backward()
+            assert torch.isfinite(loss)
+            continue
+        model.zero_grad()
+        with pytest.raises(ValueError, match='label 7 is outside 0..4'):
+            loss.backward()
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])

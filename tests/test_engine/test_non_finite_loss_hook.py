@@ -1,8 +1,14 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+from types import SimpleNamespace
+
 import pytest
 import torch
+from mmengine.logging import MMLogger
+from mmengine.optim import OptimWrapper
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_wavemix.engine import NonFiniteLossHook
+
 from .toy_runner import ToyDataset, build_toy_runner
 
 
@@ -45,3 +51,42 @@ def test_finite_losses_train_to_the_end(tmp_path):
 def test_bad_action():
     with pytest.raises(ValueError, match='action'):
         NonFiniteLossHook(action='ignore')
+
+
+@pytest.mark.parametrize('value', [1.0, float('nan')])
+def test_reads_the_loss_after_launching_the_backward_pass(value):
+    # read before it, the host would wait for the forward pass to end
+    events = []
+
+    class LogReads(TorchDispatchMode):
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                events.append('read')
+            return func(*args, **(kwargs or {}))
+
+    model = torch.nn.Linear(2, 1)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    backward = wrapper.backward
+
+    def logged_backward(loss, **kwargs):
+        events.append('backward')
+        backward(loss, **kwargs)
+
+    wrapper.backward = logged_backward
+    runner = SimpleNamespace(optim_wrapper=wrapper, iter=0,
+                             logger=MMLogger.get_current_instance())
+    hook = NonFiniteLossHook(action='skip')
+    hook.before_train(runner)
+    before = [p.detach().clone() for p in model.parameters()]
+    with LogReads():
+        wrapper.update_params(model(torch.ones(1, 2)).sum() * value)
+    finite = value == 1.0
+    # a NaN loss's value is read once more for the warning
+    assert events == ['backward', 'read'] + ([] if finite else ['read'])
+    assert hook.skipped == (0 if finite else 1)
+    changed = [not torch.equal(a, b) for a, b in zip(before,
+                                                     model.parameters())]
+    assert all(changed) if finite else not any(changed)
+    assert all(p.grad is None or not p.grad.any()
+               for p in model.parameters())

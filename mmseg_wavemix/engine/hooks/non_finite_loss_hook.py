@@ -7,14 +7,23 @@ from mmseg.registry import HOOKS
 ACTIONS = ('stop', 'skip')
 
 
+class _NonFiniteLoss(Exception):
+    """Raised after the backward pass of a non-finite loss, before the
+    optimizer step."""
+
+
 @HOOKS.register_module()
 class NonFiniteLossHook(Hook):
     """Stop training at a non-finite (NaN or inf) loss, or skip that step.
 
-    The check runs before the backward pass and the optimizer step (the hook
-    guards ``runner.optim_wrapper.update_params``), so the weights are never
-    updated from a non-finite loss and no checkpoint can hold such weights.
-    In distributed training all ranks take the same decision.
+    The check runs between the backward pass and the optimizer step (the
+    hook guards ``runner.optim_wrapper.update_params``), so the weights are
+    never updated from a non-finite loss and no checkpoint can hold such
+    weights. In distributed training all ranks take the same decision.
+    The loss is read on the host only after the backward pass has been
+    launched, where the step waits for the device anyway (AMP's check of
+    the gradients): read before it, the host would wait for the forward
+    pass to end and the GPU then for the host to launch the backward.
 
     Args:
         action (str): ``'stop'`` raises an error naming the iteration and the
@@ -34,18 +43,29 @@ class NonFiniteLossHook(Hook):
 
     def before_train(self, runner) -> None:
         wrapper = runner.optim_wrapper
-        update_params = wrapper.update_params
+        update_params, backward = wrapper.update_params, wrapper.backward
+        finite = []  # the flag of the loss being updated from, on the device
 
         def guarded_update_params(loss, *args, **kwargs):
-            finite = torch.isfinite(loss.detach()).all().float()
+            flag = torch.isfinite(loss.detach()).all().float()
             if is_distributed():
-                all_reduce(finite, op='min')
-            if finite.item():
+                all_reduce(flag, op='min')
+            finite.append(flag)
+            try:
                 return update_params(loss, *args, **kwargs)
-            self._on_non_finite(runner, loss)
-            wrapper.zero_grad()
+            except _NonFiniteLoss:
+                self._on_non_finite(runner, loss)
+                wrapper.zero_grad()
+            finally:
+                finite.clear()
+
+        def checked_backward(loss, *args, **kwargs):
+            backward(loss, *args, **kwargs)
+            if finite and not finite[-1].item():
+                raise _NonFiniteLoss
 
         wrapper.update_params = guarded_update_params
+        wrapper.backward = checked_backward
 
     def _on_non_finite(self, runner, loss) -> None:
         where = (f'non-finite loss {loss.detach().float().item():.4g} at '

@@ -1,21 +1,28 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-from typing import Optional, Sequence, Union
+from functools import partial
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
+from torch.autograd import Variable
 
 
 class _LogSoftmaxGather(torch.autograd.Function):
     """``log_softmax(pred, 1)`` at ``labels``, in float32, keeping only
     ``pred`` and ``labels`` for backward: autograd would keep the float32
     log-probabilities of every class (twice the size of float16 logits;
-    0.8 GB for the recipe's batch of 5 at 1024x2048)."""
+    0.8 GB for the recipe's batch of 5 at 1024x2048). ``after_backward``,
+    if given, is called when the whole backward pass has run."""
 
     @staticmethod
-    def forward(ctx, pred: Tensor, labels: Tensor) -> Tensor:
+    def forward(ctx,
+                pred: Tensor,
+                labels: Tensor,
+                after_backward: Optional[Callable[[], None]] = None) -> Tensor:
+        ctx.after_backward = after_backward
         ctx.save_for_backward(pred, labels)
         pred, dim = _classes_fastest(pred)
         # dtype= casts inside the kernel: no float32 copy of the logits
@@ -24,6 +31,8 @@ class _LogSoftmaxGather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        if ctx.after_backward is not None:
+            Variable._execution_engine.queue_callback(ctx.after_backward)
         pred, labels = ctx.saved_tensors
         pred, dim = _classes_fastest(pred)
         # d log p_label / d pred = onehot(label) - softmax(pred)
@@ -31,7 +40,29 @@ class _LogSoftmaxGather(torch.autograd.Function):
         grad_pred = F.softmax(pred, dim=dim, dtype=torch.float32).mul_(-grad)
         grad_pred.scatter_add_(dim, labels.unsqueeze(dim), grad)
         grad_pred = grad_pred.to(pred.dtype)
-        return grad_pred.movedim(-1, 1) if dim == -1 else grad_pred, None
+        return grad_pred.movedim(-1, 1) if dim == -1 else grad_pred, \
+            None, None
+
+
+def labels_checked_after_backward(pred: Tensor) -> bool:
+    """Whether the loss of ``pred`` checks its labels at the end of its
+    backward pass: on a GPU in training. Checked in the forward pass, the
+    host would wait there for the device to finish the forward pass, and
+    the GPU then for the host to launch the backward."""
+    return pred.is_cuda and pred.requires_grad and \
+        torch.is_grad_enabled() and \
+        hasattr(Variable._execution_engine, 'queue_callback')
+
+
+def _raise_outside(target: Tensor, valid: Tensor, num_classes: int,
+                   ignore_index: int) -> None:
+    """Raise the error naming a label of ``target`` (where ``valid``)
+    outside ``0..num_classes - 1``."""
+    outside = valid & ((target < 0) | (target >= num_classes))
+    raise ValueError(
+        f'label {target[outside][0].item()} is outside 0..{num_classes - 1} '
+        f'and is not the ignore_index {ignore_index}; check the label maps '
+        'or num_classes')
 
 
 def _classes_fastest(pred: Tensor):
@@ -55,6 +86,11 @@ class SoftmaxFocalLoss(nn.Module):
 
     mmseg's ``FocalLoss`` is a sigmoid (one-vs-all) loss; this is the softmax
     loss used by the WaveMix paper.
+
+    A label outside ``0..C-1`` that is not ``ignore_index`` is a
+    ``ValueError`` naming it: from the forward call, or on a GPU with
+    gradients from the backward pass, at its end (before any optimizer step;
+    see :func:`labels_checked_after_backward`).
 
     Args:
         gamma (float): Focusing parameter, >= 0. Default: 2.0.
@@ -136,15 +172,24 @@ class SoftmaxFocalLoss(nn.Module):
         valid = target != ignore_index
         labels = torch.where(valid, target, torch.zeros_like(target)).long()
         outside = (labels < 0) | (labels >= num_classes)
-        if outside.any():  # one host sync per step for this check
-            bad = labels[outside][0].item()
-            raise ValueError(
-                f'label {bad} is outside 0..{num_classes - 1} and is not the '
-                f'ignore_index {ignore_index}; check the label maps or '
-                'num_classes')
+        report = partial(_raise_outside, target, valid, num_classes,
+                         ignore_index)
+        if labels_checked_after_backward(pred):
+            # the error comes from loss.backward(), before any optimizer
+            # step; meanwhile no class outside the logits is gathered
+            labels = labels.masked_fill(outside, 0)
+            found = outside.any()
+
+            def after_backward():
+                if found.item():
+                    report()
+        else:
+            after_backward = None
+            if outside.any():  # read at once: no GPU to wait for
+                report()
 
         # fp32 for the log-probabilities: stable under autocast
-        log_pt = _LogSoftmaxGather.apply(pred, labels)
+        log_pt = _LogSoftmaxGather.apply(pred, labels, after_backward)
         loss = -log_pt
         if self.gamma:
             loss = loss * (1 - log_pt.exp()).clamp(min=0).pow(self.gamma)

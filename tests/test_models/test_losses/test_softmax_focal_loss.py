@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmseg.models.losses import CrossEntropyLoss
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmseg_wavemix.models.losses import SoftmaxFocalLoss
+from mmseg_wavemix.models.losses import SoftmaxFocalLoss, softmax_focal_loss
 
 
 def logits_and_labels(seed=0, classes=4):
@@ -127,3 +128,48 @@ def test_gradients_are_autograds_keeping_only_the_logits(dtype,
         dict(rtol=1e-2, atol=1e-4)
     torch.testing.assert_close(loss.double(), expected_loss, **tol)
     torch.testing.assert_close(grad.double(), expected, **tol)
+
+
+class LogReads(TorchDispatchMode):
+    """Counts the reads of a tensor's value by the host (``.item()``, a
+    branch on a tensor): each waits for a GPU to finish its queue."""
+
+    reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_labels_checked_at_once_on_cpu():
+    pred, target = logits_and_labels()
+    assert not softmax_focal_loss.labels_checked_after_backward(pred)
+    with LogReads() as log:
+        SoftmaxFocalLoss()(pred, target)
+    assert log.reads == 1
+
+
+@pytest.mark.parametrize('bad', [False, True])
+def test_labels_checked_after_backward(monkeypatch, bad):
+    # as on a GPU in training: the forward pass reads nothing on the host
+    # and the backward pass reports a bad label at its end
+    pred, target = logits_and_labels(5)
+    expected = SoftmaxFocalLoss()(pred, target)
+    expected.backward()
+    expected_grad, pred.grad = pred.grad, None
+    if bad:
+        target[1, 3, 2] = 9
+    monkeypatch.setattr(softmax_focal_loss, 'labels_checked_after_backward',
+                        lambda pred: True)
+    with LogReads() as log:
+        loss = SoftmaxFocalLoss()(pred, target)
+    assert log.reads == 0
+    if not bad:
+        loss.backward()
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(pred.grad, expected_grad)
+        return
+    assert torch.isfinite(loss)  # the bad pixel gathers class 0 meanwhile
+    with pytest.raises(ValueError, match='label 9 is outside 0..3'):
+        loss.backward()
