@@ -29,6 +29,13 @@ class Counting:
         return [t * 2 for t in x] if isinstance(x, list) else x * 2
 
 
+class Uncopyable:
+    """Stands for a recorded graph, which cannot be copied."""
+
+    def __deepcopy__(self, memo):
+        raise TypeError('a recorded graph cannot be copied')
+
+
 def demo_model():
     _, model = build_model_from_config(
         f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py')
@@ -104,16 +111,21 @@ def test_training_graphs_wrap_the_parts_and_cpu_training_runs_eagerly():
     assert wrapped.backbone.forward is graphs
 
 
-def test_a_copy_of_a_graphed_model_records_its_own():
-    """copy.deepcopy (an EMA model) copies no recorded graph: the copy's
-    wrappers serve the copy's parts."""
-    model = training_cuda_graphs(demo_model().train())
-    model.backbone.forward.graphs[('a signature', )] = object()
+@pytest.mark.parametrize('prepare,wrapper', [
+    (training_cuda_graphs, TrainingCUDAGraphs),
+    (cuda_graph_forwards, CUDAGraphs),
+])
+def test_a_copy_of_a_graphed_model_records_its_own(prepare, wrapper):
+    """copy.deepcopy (an EMA model, say) copies no recorded graph: the
+    copy's wrappers serve the copy's parts."""
+    model = prepare(demo_model().train())
+    model.backbone.forward.graphs[('a signature', )] = Uncopyable()
     copied = copy.deepcopy(model)
     graphs = copied.backbone.forward
-    assert isinstance(graphs, TrainingCUDAGraphs) and not graphs.graphs
-    assert graphs.part is copied.backbone
+    assert isinstance(graphs, wrapper) and not graphs.graphs
     assert graphs.fn.__self__ is copied.backbone
+    assert graphs.name == 'backbone'
+    assert getattr(graphs, 'part', copied.backbone) is copied.backbone
     assert model.backbone.forward.graphs
 
 

@@ -54,6 +54,7 @@ class CUDAGraphs:
                  max_graphs: int = 4, name: str = 'forward'):
         self.fn = fn
         self.name = name
+        self.compile = compile
         # what is recorded; calls that are not replayed run `fn` itself
         self.recorded_fn = torch.compile(fn, dynamic=False) if compile \
             else fn
@@ -88,6 +89,13 @@ class CUDAGraphs:
             static.copy_(tensor)
         graph.replay()
         return _clone(static_output)
+
+    def __deepcopy__(self, memo: dict) -> 'CUDAGraphs':
+        # a copy of the model records graphs of its own: these read this
+        # one's parameters and hold its static inputs
+        return type(self)(
+            copy.deepcopy(self.fn, memo), self.compile, self.max_graphs,
+            self.name)
 
     def _record(self, inputs, tensors):
         static_inputs = [
