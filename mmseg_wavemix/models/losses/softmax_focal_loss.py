@@ -46,11 +46,11 @@ class _LogSoftmaxGather(torch.autograd.Function):
 
 def labels_checked_after_backward(pred: Tensor) -> bool:
     """Whether the loss of ``pred`` checks its labels at the end of its
-    backward pass: on a GPU in training. Checked in the forward pass, the
-    host would wait there for the device to finish the forward pass, and
-    the GPU then for the host to launch the backward."""
+    backward pass: on a GPU in eager training. Checked in the forward pass,
+    the host would wait there for the device to finish the forward pass,
+    and the GPU then for the host to launch the backward."""
     return pred.is_cuda and pred.requires_grad and \
-        torch.is_grad_enabled() and \
+        torch.is_grad_enabled() and not torch.compiler.is_compiling() and \
         hasattr(Variable._execution_engine, 'queue_callback')
 
 
