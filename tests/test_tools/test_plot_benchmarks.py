@@ -1,0 +1,61 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import importlib.util
+import json
+
+import pytest
+
+from ..conftest import REPO_ROOT
+
+RUNS = f'{REPO_ROOT}/benchmarks'
+INFERENCE = f'{RUNS}/inference_1024x2048_cuda_h100_session14.json'
+TRAIN = f'{RUNS}/train_512x1024_cpu.json'
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location(
+        'plot_benchmarks',
+        f'{REPO_ROOT}/tools/analysis_tools/plot_benchmarks.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_panels_hold_each_runs_values(tool):
+    (inference, ) = tool.panels(json.load(open(INFERENCE)))
+    assert inference['title'].startswith('inference: images/s')
+    assert 'batch 1 at 1024x2048, NVIDIA H100' in inference['title']
+    assert [label for label, _ in inference['bars']] == [
+        'ours\nfp16, --fast', "authors' wavemix==0.2.4\nfp16"
+    ]
+    results = json.load(open(INFERENCE))['results']
+    assert [value for _, value in inference['bars']] == [
+        r['inference']['images_per_s'] for r in results.values()
+    ]
+    step, memory = tool.panels(json.load(open(TRAIN)))
+    results = json.load(open(TRAIN))['results']
+    assert [value for _, value in step['bars']] == [
+        r['train']['median_s'] for r in results.values()
+    ]
+    assert [value for _, value in memory['bars']] == pytest.approx(
+        [r['train']['peak_memory_mb'] / 1e3 for r in results.values()])
+    labels = [label for label, _ in memory['bars']]
+    assert labels[2] == 'ours\nfp32, with_cp'
+    assert labels[-1] == 'segformer_mit-b5 (mmseg)\nfp32'
+
+
+def test_writes_one_image_of_all_runs(tool, tmp_path, capsys):
+    out = tmp_path / 'figure' / 'runs.png'
+    tool.main([INFERENCE, TRAIN, '--out', str(out), '--title', 'runs'])
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    printed = capsys.readouterr().out
+    assert 'ours, fp16, --fast' in printed and f'wrote {out}' in printed
+
+
+def test_no_results_is_an_error(tool, tmp_path):
+    empty = tmp_path / 'empty.json'
+    data = json.load(open(INFERENCE))
+    data['results'] = {'authors': {'error': 'out of memory'}}
+    empty.write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match='no results to draw'):
+        tool.main([str(empty), '--out', str(tmp_path / 'x.png')])
