@@ -54,11 +54,12 @@ def labels_checked_after_backward(pred: Tensor) -> bool:
         hasattr(Variable._execution_engine, 'queue_callback')
 
 
-def _raise_outside(target: Tensor, valid: Tensor, num_classes: int,
+def _raise_outside(target: Tensor, num_classes: int,
                    ignore_index: int) -> None:
-    """Raise the error naming a label of ``target`` (where ``valid``)
-    outside ``0..num_classes - 1``."""
-    outside = valid & ((target < 0) | (target >= num_classes))
+    """Raise the error naming a label of ``target`` outside
+    ``0..num_classes - 1`` that is not ``ignore_index``."""
+    outside = (target != ignore_index) & ((target < 0) |
+                                          (target >= num_classes))
     raise ValueError(
         f'label {target[outside][0].item()} is outside 0..{num_classes - 1} '
         f'and is not the ignore_index {ignore_index}; check the label maps '
@@ -172,8 +173,7 @@ class SoftmaxFocalLoss(nn.Module):
         valid = target != ignore_index
         labels = torch.where(valid, target, torch.zeros_like(target)).long()
         outside = (labels < 0) | (labels >= num_classes)
-        report = partial(_raise_outside, target, valid, num_classes,
-                         ignore_index)
+        report = partial(_raise_outside, target, num_classes, ignore_index)
         if labels_checked_after_backward(pred):
             # the error comes from loss.backward(), before any optimizer
             # step; meanwhile no class outside the logits is gathered
@@ -185,7 +185,7 @@ class SoftmaxFocalLoss(nn.Module):
                     report()
         else:
             after_backward = None
-            if outside.any():  # read at once: no GPU to wait for
+            if outside.any():  # read here: a CPU, no backward or compiled
                 report()
 
         # fp32 for the log-probabilities: stable under autocast
