@@ -38,6 +38,26 @@ def logged_messages():
         logger.removeHandler(handler)
 
 
+@contextlib.contextmanager
+def host_reads():
+    """The operators run meanwhile that read a tensor's value on the host
+    (``.item()``, a branch on a tensor, ``nonzero``), by name: on a GPU
+    each waits for the work queued before it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    reads = []
+
+    class LogReads(TorchDispatchMode):
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten._local_scalar_dense,
+                                       torch.ops.aten.nonzero):
+                reads.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with LogReads():
+        yield reads
+
+
 @pytest.fixture(scope='session')
 def reference_fixtures():
     """Models, inputs and outputs of the authors' wavemix==0.2.4, made by

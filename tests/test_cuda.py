@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
                                         Im2colGEMM, PointwiseGEMM,
@@ -20,7 +19,7 @@ from mmseg_wavemix.models.backbones import WaveMixBlock
 from mmseg_wavemix.ops import haar_dwt, haar_dwt_packed, haar_triton
 from mmseg_wavemix.utils.analysis import build_model_from_config
 
-from .conftest import REPO_ROOT, logged_messages
+from .conftest import REPO_ROOT, host_reads, logged_messages
 from .test_ops.test_haar_triton import TOLERANCES
 
 pytestmark = [
@@ -280,20 +279,6 @@ def test_training_cuda_graphs_train_as_eager_training():
                                    atol=1e-3)
 
 
-class LogHostReads(TorchDispatchMode):
-    """The operators that make the host wait for the GPU, by name."""
-
-    def __init__(self):
-        super().__init__()
-        self.reads = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket in (torch.ops.aten._local_scalar_dense,
-                                   torch.ops.aten.nonzero):
-            self.reads.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-
 def test_recipe_forward_and_loss_make_the_host_wait_for_nothing():
     """The recipe's training forward, focal loss and acc_seg (the demo
     model, AMP, prepared for training) read no value on the host, so that
@@ -318,11 +303,11 @@ def test_recipe_forward_and_loss_make_the_host_wait_for_nothing():
                 metainfo=dict(img_shape=(128, 256), pad_shape=(128, 256)))
             for label in labels
         ]
-        with LogHostReads() as log, torch.autocast('cuda',
+        with host_reads() as reads, torch.autocast('cuda',
                                                    dtype=torch.float16):
             losses = model(inputs, samples, mode='loss')
-        assert log.reads == [] and set(losses) == {'decode.loss_focal',
-                                                   'decode.acc_seg'}
+        assert reads == [] and set(losses) == {'decode.loss_focal',
+                                               'decode.acc_seg'}
         loss = losses['decode.loss_focal']
         if not bad:
             loss.backward()

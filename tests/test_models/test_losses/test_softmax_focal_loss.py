@@ -3,9 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmseg.models.losses import CrossEntropyLoss
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_wavemix.models.losses import SoftmaxFocalLoss, softmax_focal_loss
+
+from ...conftest import host_reads
 
 
 def logits_and_labels(seed=0, classes=4):
@@ -130,24 +131,12 @@ def test_gradients_are_autograds_keeping_only_the_logits(dtype,
     torch.testing.assert_close(grad.double(), expected, **tol)
 
 
-class LogReads(TorchDispatchMode):
-    """Counts the reads of a tensor's value by the host (``.item()``, a
-    branch on a tensor): each waits for a GPU to finish its queue."""
-
-    reads = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.reads += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_labels_checked_at_once_on_cpu():
     pred, target = logits_and_labels()
     assert not softmax_focal_loss.labels_checked_after_backward(pred)
-    with LogReads() as log:
+    with host_reads() as reads:
         SoftmaxFocalLoss()(pred, target)
-    assert log.reads == 1
+    assert reads == ['_local_scalar_dense']
 
 
 @pytest.mark.parametrize('bad', [False, True])
@@ -162,9 +151,9 @@ def test_labels_checked_after_backward(monkeypatch, bad):
         target[1, 3, 2] = 9
     monkeypatch.setattr(softmax_focal_loss, 'labels_checked_after_backward',
                         lambda pred: True)
-    with LogReads() as log:
+    with host_reads() as reads:
         loss = SoftmaxFocalLoss()(pred, target)
-    assert log.reads == 0
+    assert reads == []
     if not bad:
         loss.backward()
         torch.testing.assert_close(loss, expected)
