@@ -352,6 +352,34 @@ def test_matmul_add_is_as_close_to_float64_as_addmm(dtype):
     assert len(pointwise_gemm._FASTEST_MATMUL_ADD) >= 1  # timed once
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_focal_loss_passes_on_cuda_equal_float64_autograd(dtype,
+                                                          channels_last):
+    """The focal loss's log-probability of the label and its gradient (one
+    Triton pass each) at the recipe's 19 classes."""
+    from mmseg_wavemix.ops import log_softmax_gather as ops
+
+    from .test_ops import test_log_softmax_gather as reference
+    tolerances = reference.TOLERANCES[dtype]
+    logits = (4 * torch.randn(2, 19, 300, 500, device='cuda')).to(dtype)
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 19, (2, 300, 500), device='cuda')
+    grad = torch.randn(2, 300, 500, device='cuda')
+    assert ops.applies(logits, labels)
+    expected, expected_grad = reference.float64_reference(
+        logits, labels, grad)
+    torch.testing.assert_close(
+        ops.log_softmax_gather(logits, labels).double(), expected,
+        **tolerances)
+    grad_logits = ops.log_softmax_gather_backward(grad, logits, labels)
+    assert grad_logits.dtype == dtype
+    assert grad_logits.stride() == logits.stride()
+    torch.testing.assert_close(grad_logits.double(), expected_grad,
+                               **tolerances)
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_pixel_counts_on_cuda_are_argmax_counts(channels_last):
     """The heads' accuracy counts (one Triton pass) at the recipe's 19

@@ -112,6 +112,21 @@ def test_matmul_add_moves_vectors_into_tensor_core_products(tool, launches):
         assert summary['stack_bytes'] == 0, (config, summary)
 
 
+@pytest.mark.parametrize('name', [
+    'accuracy counts (head logits, training)',
+    'focal loss log_softmax_gather forward (training)',
+    'focal loss log_softmax_gather backward (training)'
+])
+def test_head_logits_kernels_compile_without_spills(tool, launches, name):
+    """The kernels over the head's 19-class logits (each pixel's classes
+    in registers) compile for sm_90 and keep their registers; the focal
+    loss's backward stores the logits' gradient in their 16-bit dtype."""
+    (_, summary), = tool.compile_launch(*launches[name], arch=90)
+    assert summary['global_loads'] and summary['stack_bytes'] == 0, summary
+    if 'backward' in name:
+        assert set(summary['global_stores']) == {'2B'}, summary
+
+
 def test_registers_and_spills_are_reported(tool, launches):
     """The largest tile of linear_gelu holds a 128 x 256 float32
     accumulator in 256 threads (128 registers each for it alone, of at most

@@ -34,15 +34,18 @@ from typing import Dict, List
 
 import torch
 
-from mmseg_wavemix.ops import (gelu_triton, haar_kernels, haar_triton,
-                               level_mlp_triton)
+from mmseg_wavemix.ops import (accuracy, gelu_triton, haar_kernels,
+                               haar_triton, level_mlp_triton,
+                               log_softmax_gather)
 from mmseg_wavemix.utils.analysis import write_json
 
 # Triton's pointer type of each dtype, as its signatures write it
 _POINTER_TYPES = {
     torch.float16: '*fp16',
     torch.bfloat16: '*bf16',
-    torch.float32: '*fp32'
+    torch.float32: '*fp32',
+    torch.int32: '*i32',
+    torch.int64: '*i64'
 }
 _INSTRUCTIONS = re.compile(
     r'\b((?:ld|st)\.global(?:\.\w+)*|cp\.async\.bulk\.tensor(?:\.\w+)*|'
@@ -282,6 +285,27 @@ def launches(height: int, width: int, dtype: torch.dtype) -> Dict:
                                     rows)
     found['matmul_add (block input gradient, training)'] = (rec.kernel,
                                                             *rec.launches[0])
+    # the head's logits (Cityscapes' 19 classes at the image size, batch 1)
+    # and labels: acc_seg's counts, the focal loss's two passes (training)
+    logits = a.new_empty(1, 19, height, width).contiguous(
+        memory_format=torch.channels_last)
+    labels = logits.new_empty(1, height, width, dtype=torch.int64)
+    with recording(accuracy, '_accuracy_kernel') as rec:
+        accuracy._triton_counts(logits, labels, 255)
+    found['accuracy counts (head logits, training)'] = (rec.kernel,
+                                                        *rec.launches[0])
+    grad = labels.new_empty(labels.shape, dtype=torch.float32)
+    for step in ('forward', 'backward'):
+        with recording(log_softmax_gather, '_log_softmax_gather_kernel') as \
+                rec, replaced(log_softmax_gather, 'applies',
+                              lambda *args: True):
+            if step == 'forward':
+                log_softmax_gather.log_softmax_gather(logits, labels)
+            else:
+                log_softmax_gather.log_softmax_gather_backward(
+                    grad, logits, labels)
+        found[f'focal loss log_softmax_gather {step} (training)'] = (
+            rec.kernel, *rec.launches[0])
     return found
 
 

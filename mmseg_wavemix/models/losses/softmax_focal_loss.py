@@ -4,18 +4,22 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
 from torch.autograd import Variable
+
+from mmseg_wavemix.ops.log_softmax_gather import (log_softmax_gather,
+                                                  log_softmax_gather_backward)
 
 
 class _LogSoftmaxGather(torch.autograd.Function):
     """``log_softmax(pred, 1)`` at ``labels``, in float32, keeping only
     ``pred`` and ``labels`` for backward: autograd would keep the float32
     log-probabilities of every class (twice the size of float16 logits;
-    0.8 GB for the recipe's batch of 5 at 1024x2048). ``after_backward``,
-    if given, is called when the whole backward pass has run."""
+    0.8 GB for the recipe's batch of 5 at 1024x2048). On a GPU each pass is
+    one Triton kernel (:mod:`~mmseg_wavemix.ops.log_softmax_gather`).
+    ``after_backward``, if given, is called when the whole backward pass has
+    run."""
 
     @staticmethod
     def forward(ctx,
@@ -24,24 +28,14 @@ class _LogSoftmaxGather(torch.autograd.Function):
                 after_backward: Optional[Callable[[], None]] = None) -> Tensor:
         ctx.after_backward = after_backward
         ctx.save_for_backward(pred, labels)
-        pred, dim = _classes_fastest(pred)
-        # dtype= casts inside the kernel: no float32 copy of the logits
-        log_prob = F.log_softmax(pred, dim=dim, dtype=torch.float32)
-        return log_prob.gather(dim, labels.unsqueeze(dim)).squeeze(dim)
+        return log_softmax_gather(pred, labels)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         if ctx.after_backward is not None:
             Variable._execution_engine.queue_callback(ctx.after_backward)
         pred, labels = ctx.saved_tensors
-        pred, dim = _classes_fastest(pred)
-        # d log p_label / d pred = onehot(label) - softmax(pred)
-        grad = grad.unsqueeze(dim)
-        grad_pred = F.softmax(pred, dim=dim, dtype=torch.float32).mul_(-grad)
-        grad_pred.scatter_add_(dim, labels.unsqueeze(dim), grad)
-        grad_pred = grad_pred.to(pred.dtype)
-        return grad_pred.movedim(-1, 1) if dim == -1 else grad_pred, \
-            None, None
+        return log_softmax_gather_backward(grad, pred, labels), None, None
 
 
 def labels_checked_after_backward(pred: Tensor) -> bool:
@@ -64,16 +58,6 @@ def _raise_outside(target: Tensor, num_classes: int,
         f'label {target[outside][0].item()} is outside 0..{num_classes - 1} '
         f'and is not the ignore_index {ignore_index}; check the label maps '
         'or num_classes')
-
-
-def _classes_fastest(pred: Tensor):
-    """``pred`` and its class dim: channels_last (N, C, H, W) logits as
-    their (N, H, W, C) view, classes last (softmax kernels run the class dim
-    strided otherwise, or copy: 2.3x the time on CPU), else as they are."""
-    if pred.dim() == 4 and not pred.is_contiguous() and pred.is_contiguous(
-            memory_format=torch.channels_last):
-        return pred.permute(0, 2, 3, 1), -1
-    return pred, 1
 
 
 @MODELS.register_module()
