@@ -131,7 +131,8 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
                                                  if v['us'] is not None))
             continue
         if 'median_ms' in r:
-            print(f'  {name:24s} {r["median_ms"]:8.2f} ms')
+            gpu = r.get('device_median_ms')
+            print(f'  {name:24s} {r["median_ms"]:8.2f} ms' + ('' if gpu is None else f' (GPU {gpu:.3f} ms)'))
             continue
         cells = []
         for mode in ('inference', 'train'):

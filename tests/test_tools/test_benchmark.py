@@ -208,6 +208,29 @@ def test_benchmark_haar(tmp_path, layout):
     assert all(r['median_ms'] > 0 for r in results.values())
 
 
+def test_benchmark_haar_reports_gpu_time_beside_wall_time():
+    """On a GPU each implementation's own time (launches hidden behind
+    queued work) is a column of its own, with its ratio to the copy's."""
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_haar',
+        osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'benchmark_haar.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args(['--shape', '5', '64', '256', '512', '--dtype',
+                            'fp16', '--device', 'cuda'])
+    results = {
+        'ours': dict(median_ms=0.72, device_median_ms=0.24),
+        'x.clone()': dict(median_ms=0.29, device_median_ms=0.12),
+    }
+    table = tool.format_table(results, args).splitlines()
+    assert 'GPU ms' in table[1]
+    assert table[2].split() == ['ours', '0.72', '1.00x', '2.48x', '0.240',
+                                '2.00x']
+    for r in results.values():
+        del r['device_median_ms']
+    assert 'GPU ms' not in tool.format_table(results, args)
+
+
 def test_profile_tool_lists_where_the_time_goes(tmp_path):
     out = tmp_path / 'profile.json'
     result = run_tool('analysis_tools/profile_model.py', f'{DEMO}@bf16',

@@ -46,7 +46,9 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     out = tmp_path / 'out'
     out.mkdir()  # a step's JSON, to be packed with ARCHIVE
     (out / 'haar.json').write_text(
-        json.dumps(dict(results=dict(ours=dict(median_ms=0.5)))))
+        json.dumps(dict(results=dict(ours=dict(median_ms=0.5),
+                                     clone=dict(median_ms=0.3,
+                                                device_median_ms=0.12)))))
     (out / 'train.json').write_text(json.dumps(dict(results=dict(ours=dict(
         train=dict(median_s=0.174, images_per_s=28.7, peak_memory_mb=8570,
                    host_share=0.93))))))
@@ -71,6 +73,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert tests.endswith('gpu_checks_triton_tests)')
     assert not any('benchmark.py' in c and '--train' in c for c in calls)
     assert '  ours                         0.50 ms' in lines  # the summary
+    # and the GPU's own time where the benchmark took it
+    assert '  clone                        0.30 ms (GPU 0.120 ms)' in lines
     # with the host's share of the step
     assert 'ours train 174.0 ms 28.7 img/s 8570 MB host 93%' in [
         ' '.join(line.split()) for line in lines]

@@ -13,11 +13,13 @@ Example:
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 import mmseg_wavemix  # noqa: F401
+from mmseg_wavemix.models.accel.timing import time_ms
 from mmseg_wavemix.ops import HaarDWT, haar_dwt
 from mmseg_wavemix.utils.analysis import add_timing_args, write_json
 
@@ -62,11 +64,11 @@ def implementations(args, channels, dtype, device):
     return impls
 
 
-def forward_backward(fn, x):
+def forward_backward(fn, x, sync=True):
     outs = fn(x)
     outs = outs if isinstance(outs, tuple) else (outs, )
     torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
-    if x.is_cuda:
+    if x.is_cuda and sync:
         torch.cuda.synchronize()
 
 
@@ -81,6 +83,10 @@ def run(args):
     x.requires_grad_()
     impls = implementations(args, args.shape[1], dtype, args.device)
     times = {name: [] for name in impls}
+    # on a GPU also its own time, the host's launches hidden behind queued
+    # work (as a CUDA graph would replay the step): wall time above that is
+    # the host's
+    device_times = {name: [] for name in impls} if x.is_cuda else {}
     for round_ in range(args.warmup + args.repeat):
         for name, fn in impls.items():
             x.grad = None
@@ -88,11 +94,19 @@ def run(args):
             forward_backward(fn, x)
             if round_ >= args.warmup:
                 times[name].append(time.perf_counter() - start)
-    return {
+                if device_times:
+                    x.grad = None
+                    device_times[name].append(time_ms(
+                        partial(forward_backward, fn, x, sync=False),
+                        x.device))
+    results = {
         name: dict(median_ms=statistics.median(t) * 1e3,
                    min_ms=min(t) * 1e3, max_ms=max(t) * 1e3)
         for name, t in times.items()
     }
+    for name, t in device_times.items():
+        results[name]['device_median_ms'] = statistics.median(t)
+    return results
 
 
 def format_table(results, args):
@@ -100,15 +114,21 @@ def format_table(results, args):
     clone = results['x.clone()']['median_ms']
     shape = 'x'.join(map(str, args.shape))
     layout = 'channels_last' if args.channels_last else 'NCHW'
+    device = 'device_median_ms' in results['ours']
     lines = [f'Haar DWT forward + backward, input {shape} {args.dtype} '
              f'{layout} on {args.device}, {torch.get_num_threads()} threads '
              f'(median of {args.repeat})',
              f'{"implementation":22s} {"ms":>8s} {"vs ours":>8s} '
-             f'{"vs clone":>9s}']
+             f'{"vs clone":>9s}' +
+             (f' {"GPU ms":>8s} {"vs clone":>9s}' if device else '')]
     for name, r in results.items():
         ms = r['median_ms']
-        lines.append(f'{name:22s} {ms:8.2f} {ms / ours:7.2f}x '
-                     f'{ms / clone:8.2f}x')
+        line = f'{name:22s} {ms:8.2f} {ms / ours:7.2f}x {ms / clone:8.2f}x'
+        if device:
+            gpu = r['device_median_ms']
+            line += f' {gpu:8.3f} ' \
+                f'{gpu / results["x.clone()"]["device_median_ms"]:8.2f}x'
+        lines.append(line)
     return '\n'.join(lines)
 
 
