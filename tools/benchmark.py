@@ -19,7 +19,12 @@ training model of ``FastTrainingHook``, from
 training forward and backward replayed as CUDA graphs; peak memory is then
 the allocator's reserved memory, which holds the graphs' activations),
 ``keep_levels`` (with ``fast_train``: WaveMix blocks keep their wavelet levels
-for backward, ``prepare_for_training(keep_levels=True)``),
+for backward, ``prepare_for_training(keep_levels=True)``), ``loop`` (the
+training step as ``tools/train.py``'s loop runs it, data loading aside:
+``model.train_step`` with the config's optimizer wrapper, AMP on CUDA where it
+is an ``AmpOptimWrapper``, its ``NonFiniteLossHook``, a batch of uint8 images
+and int64 labels on the host through the data preprocessor, and each logged
+value read on the host; no dtype option),
 ``compile`` (torch.compile; with ``fast``, the CUDA graphs of
 ``prepare_for_inference(compile=True)``) and ``with_cp`` (the backbone's
 gradient checkpointing). One config may appear with several option sets.
@@ -104,6 +109,11 @@ def parse_args(argv=None):
     parser.add_argument('--keep-levels', action='store_true',
                         help='with --fast-train: WaveMix blocks keep their '
                         'wavelet levels for backward')
+    parser.add_argument('--loop', action='store_true',
+                        help="the training step as tools/train.py's loop "
+                        "runs it: the config's optimizer wrapper (AMP on "
+                        'CUDA), a batch from the host through the data '
+                        'preprocessor, the logged values read')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model')
     parser.add_argument('--with-cp', action='store_true',

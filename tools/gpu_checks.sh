@@ -78,8 +78,10 @@ step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16
 # 8.4 GB), the trade of recomputing in backward to keep little
 # session 15's options: cuda_graphs (the step's forward and backward as CUDA graphs: whether it waits on the
 # host) and keep_levels (the blocks keep their wavelet levels: no reduction and Haar transforms in backward)
+# loop: the recipe's step as tools/train.py runs it (AdamW under AmpOptimWrapper, NonFiniteLossHook, the batch from
+# the host through the data preprocessor, the logged values read), data loading aside
 TRAIN_ENTRIES=($C@fp16,fast_train,cuda_graphs $C@fp16,fast_train,keep_levels
-  $C@fp16,fast_train,cuda_graphs,keep_levels authors)
+  $C@fp16,fast_train,cuda_graphs,keep_levels $C@fast_train,loop authors)
 if [[ -n "${PLAIN:-}" ]]; then
   PLAIN_MLPS="$OUT/wavemix_256x16_l4_plain-layers.py"
   printf "_base_ = '%s'\nmodel = dict(backbone=dict(memory_efficient=False), decode_head=dict(memory_efficient=False))\n" \

@@ -10,6 +10,7 @@ import platform
 import statistics
 import time
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 try:
     import resource
@@ -35,7 +36,7 @@ from .cli import build_model, resolve_config_path
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
          'fast', 'no_fuse_mlp', 'fast_train', 'cuda_graphs', 'keep_levels',
-         'compile', 'with_cp')
+         'loop', 'compile', 'with_cp')
 AUTHORS = 'authors'
 
 
@@ -64,6 +65,11 @@ def parse_entry(spec, args):
         entry['channels_last'] = True
     if path == AUTHORS and entry['with_cp']:
         raise SystemExit("error: the authors' model has no with_cp")
+    if entry['loop'] and (path == AUTHORS or entry['dtype'] != 'fp32'):
+        raise SystemExit(
+            "error: loop trains a config's model in the precision of its "
+            'optim_wrapper (AMP on CUDA where it is an AmpOptimWrapper); '
+            f'leave out the dtype in {spec!r}')
     return entry
 
 
@@ -122,6 +128,43 @@ class Bench:
         self.train_forward = self._maybe_compile(self.model) \
             if self.infer_model is not self.model else self.infer_forward
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-6)
+        if entry['loop']:
+            self._build_loop()
+
+    def _build_loop(self):
+        """What ``loop`` runs: the config's optimizer wrapper (and its
+        ``NonFiniteLossHook``, as the runner would put it), and a batch as
+        the data loader gives it (uint8 images, int64 labels, on the
+        host)."""
+        if self.scope != 'mmseg':
+            raise ValueError('loop times segmentation configs')
+        from mmengine.optim import build_optim_wrapper
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+
+        from mmseg_wavemix.compat import resolve_amp
+        from mmseg_wavemix.engine import NonFiniteLossHook
+        self.optim_wrapper = build_optim_wrapper(
+            self.model, resolve_amp(self.cfg.optim_wrapper))
+        if any(hook.get('type') == 'NonFiniteLossHook'
+               for hook in self.cfg.get('custom_hooks', [])):
+            NonFiniteLossHook().before_train(
+                SimpleNamespace(optim_wrapper=self.optim_wrapper))
+        h, w = self.args.shape
+        classes = self.cfg.model.decode_head.num_classes
+        self.batch = dict(
+            inputs=[
+                torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+                for _ in range(self.args.batch)
+            ],
+            data_samples=[
+                SegDataSample(
+                    gt_sem_seg=PixelData(
+                        data=torch.randint(0, classes, (1, h, w))),
+                    metainfo=dict(ori_shape=(h, w), img_shape=(h, w),
+                                  pad_shape=(h, w)))
+                for _ in range(self.args.batch)
+            ])
 
     @staticmethod
     def _with_cp_options(cfg):
@@ -204,9 +247,17 @@ class Bench:
             return sum(v for k, v in losses.items() if 'loss' in k)
 
     def train_step(self):
-        self.loss().backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.entry['loop']:
+            if not self.model.training:
+                self.model.train()
+            log_vars = self.model.train_step(self.batch, self.optim_wrapper)
+            # the loop's RuntimeInfoHook reads each logged value on the host
+            for value in log_vars.values():
+                value.item()
+        else:
+            self.loss().backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.sync()
 
     def flops(self):

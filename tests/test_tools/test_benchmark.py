@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mmseg_wavemix.utils.benchmark import FLAGS, parse_entry
 
@@ -120,6 +121,35 @@ def test_options_of_fast_train(option):
         parse_entry(f'{DEMO}@fp16,{option}', args)
     entry = parse_entry(f'{DEMO}@fp16,fast_train,{option}', args)
     assert entry[option] and entry['fast_train']
+
+
+def test_loop_runs_the_training_step_of_tools_train():
+    """``loop``: mmengine's train_step with the config's optimizer wrapper
+    (AdamW; AMP falls back to fp32 without CUDA) and NonFiniteLossHook, on a
+    batch of uint8 images and int64 labels from the host, which stays as
+    the data loader gave it."""
+    from mmseg_wavemix.utils.benchmark import Bench
+    args = argparse.Namespace(
+        dtype='fp32', shape=(32, 64), batch=2, device='cpu',
+        **dict.fromkeys(FLAGS, False))
+    with pytest.raises(SystemExit, match='leave out the dtype'):
+        parse_entry(f'{DEMO}@fp16,loop', args)
+    with pytest.raises(SystemExit, match='leave out the dtype'):
+        parse_entry('authors@loop', args)
+    with pytest.warns(UserWarning, match='training in fp32'):
+        bench = Bench(parse_entry(f'{DEMO}@loop', args), args)
+    assert type(bench.optim_wrapper.optimizer).__name__ == 'AdamW'
+    assert bench.optim_wrapper.backward.__name__ == 'checked_backward'
+    images = [image.clone() for image in bench.batch['inputs']]
+    before = [p.detach().clone() for p in bench.model.parameters()]
+    bench.train_step()
+    assert bench.model.training
+    assert any(not torch.equal(a, p)
+               for a, p in zip(before, bench.model.parameters()))
+    for image, given in zip(images, bench.batch['inputs']):
+        assert given.dtype == torch.uint8 and torch.equal(image, given)
+    assert bench.batch['data_samples'][0].gt_sem_seg.data.dtype == \
+        torch.int64
 
 
 def test_a_failing_entry_is_reported_in_its_row(tmp_path):
