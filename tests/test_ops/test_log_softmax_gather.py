@@ -54,7 +54,7 @@ def float64_reference(logits, labels, grad):
 
 @pytest.mark.parametrize('dtype', list(TOLERANCES))
 @pytest.mark.parametrize('channels_last', [False, True])
-@pytest.mark.parametrize('classes', [19, 5, 1])
+@pytest.mark.parametrize('classes', [19, 1])
 def test_the_kernels_equal_float64_autograd(ops, classes, channels_last,
                                             dtype):
     generator = torch.Generator().manual_seed(classes)
