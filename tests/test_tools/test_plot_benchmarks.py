@@ -9,6 +9,8 @@ from ..conftest import REPO_ROOT
 RUNS = f'{REPO_ROOT}/benchmarks'
 INFERENCE = f'{RUNS}/inference_1024x2048_cuda_h100_session14.json'
 TRAIN = f'{RUNS}/train_512x1024_cpu.json'
+HAAR = (f'{RUNS}/haar_dwt_5x64x256x512_cuda_h100_session14_fp16_'
+        'channels_last.json')
 
 
 @pytest.fixture(scope='module')
@@ -44,9 +46,19 @@ def test_panels_hold_each_runs_values(tool):
     assert labels[-1] == 'segformer_mit-b5 (mmseg)\nfp32'
 
 
+def test_haar_runs_draw_each_implementation(tool):
+    data = json.load(open(HAAR))
+    (panel, ) = tool.panels(data)
+    assert panel['title'].startswith('Haar DWT forward + backward: ms')
+    assert '5x64x256x512 fp16 channels_last, cuda' in panel['title']
+    assert panel['bars'] == [(name, r['median_ms'])
+                             for name, r in data['results'].items()]
+    assert panel['bars'][0][0] == 'ours'
+
+
 def test_writes_one_image_of_all_runs(tool, tmp_path, capsys):
     out = tmp_path / 'figure' / 'runs.png'
-    tool.main([INFERENCE, TRAIN, '--out', str(out), '--title', 'runs'])
+    tool.main([INFERENCE, TRAIN, HAAR, '--out', str(out), '--title', 'runs'])
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     printed = capsys.readouterr().out
     assert 'ours, fp16, --fast' in printed and f'wrote {out}' in printed

@@ -1,9 +1,10 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Draw the results of ``tools/benchmark.py`` runs as bar charts, one row of
 panels per JSON file: images per second for inference, and for a training
-run also the step time and peak memory. Each run's entries (one
-interleaved run) share their panels; the device, batch and input size are
-in the titles.
+run also the step time and peak memory; and of
+``tools/analysis_tools/benchmark_haar.py`` runs, the transform's time per
+implementation. Each run's entries (one interleaved run) share their panels;
+the device, batch and input size are in the titles.
 
 Example:
     python tools/analysis_tools/plot_benchmarks.py \
@@ -65,6 +66,8 @@ def entry_label(spec: str, result: dict) -> str:
 def panels(data: dict) -> List[Dict]:
     """The panels of one benchmark run: a title, the quantity and, per
     entry that ran, its label and value."""
+    if 'environment' not in data:  # benchmark_haar.py's
+        return _haar_panels(data)
     settings, env = data['settings'], data['environment']
     device = env.get('cuda_device') or env.get('cpu') or 'CPU'
     h, w = settings['shape']
@@ -86,6 +89,18 @@ def panels(data: dict) -> List[Dict]:
             if bars:
                 out.append(dict(title=f'{what}\n{where}', bars=bars))
     return out
+
+
+def _haar_panels(data: dict) -> List[Dict]:
+    """The panel of a ``benchmark_haar.py`` run: forward + backward time of
+    each implementation."""
+    settings = data['settings']
+    layout = 'channels_last' if settings.get('channels_last') else 'NCHW'
+    where = (f'{"x".join(map(str, settings["shape"]))} {settings["dtype"]} '
+             f'{layout}, {settings["device"]}')
+    bars = [(name, r['median_ms']) for name, r in data['results'].items()]
+    return [dict(title='Haar DWT forward + backward: ms (lower is better)\n'
+                 + where, bars=bars)] if bars else []
 
 
 def plot(paths: List[str], out: str, title: str = None) -> List[Dict]:
