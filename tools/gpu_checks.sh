@@ -8,7 +8,7 @@
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests inference
-#                                           # training profile level_mlp haar train_profile)
+#                                           # training profile level_mlp haar focal train_profile)
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
@@ -111,6 +111,9 @@ done
 step haar "Haar DWT fp16 channels_last, 5x64x256x512" python3 tools/analysis_tools/benchmark_haar.py --device cuda \
   --dtype fp16 --channels-last --shape 5 64 256 512 --repeat 20 --warmup 5 \
   --json "$OUT/haar_dwt_5x64x256x512_cuda_fp16_channels_last.json"
+# the focal loss's passes over the recipe's logits: the Triton kernels (session 16) against PyTorch's, time and memory
+step focal "Focal loss passes, fp16 channels_last 5x19x1024x2048" python3 tools/analysis_tools/benchmark_focal_loss.py \
+  --device cuda --shape 5 19 1024 2048 --dtype fp16 --channels-last --json "$OUT/focal_loss_5x19x1024x2048_cuda.json"
 step train_profile "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py \
   $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json" \
   --trace "$OUT/trace_train_b5.json.gz"

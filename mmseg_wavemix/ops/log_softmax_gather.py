@@ -18,7 +18,7 @@ in their dtype and memory layout.
 Without a GPU the kernels run in Triton's interpreter
 (``TRITON_INTERPRET=1``), which the tests use.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -120,17 +120,24 @@ def _classes_fastest(logits: Tensor) -> Tuple[Tensor, int]:
     return logits, 1
 
 
-def log_softmax_gather(logits: Tensor, labels: Tensor) -> Tensor:
+def log_softmax_gather(logits: Tensor,
+                       labels: Tensor,
+                       use_kernels: Optional[bool] = None) -> Tensor:
     """``log_softmax(logits, 1)`` at ``labels``, in float32.
 
     Args:
         logits (Tensor): (N, C, H, W) or (N, C), any memory layout.
         labels (Tensor): (N, H, W) or (N, ) integers in ``0..C-1``.
+        use_kernels (bool, optional): Whether the Triton kernel computes it
+            (False: PyTorch's kernels, as a benchmark compares). Default:
+            None (where it :func:`applies`).
 
     Returns:
         Tensor: (N, H, W) or (N, ), float32.
     """
-    if not applies(logits, labels):
+    if use_kernels is None:
+        use_kernels = applies(logits, labels)
+    if not use_kernels:
         logits, dim = _classes_fastest(logits)
         # dtype= casts inside the kernel: no float32 copy of the logits
         log_prob = F.log_softmax(logits, dim=dim, dtype=torch.float32)
@@ -146,8 +153,10 @@ def log_softmax_gather(logits: Tensor, labels: Tensor) -> Tensor:
     return out
 
 
-def log_softmax_gather_backward(grad: Tensor, logits: Tensor,
-                                labels: Tensor) -> Tensor:
+def log_softmax_gather_backward(grad: Tensor,
+                                logits: Tensor,
+                                labels: Tensor,
+                                use_kernels: Optional[bool] = None) -> Tensor:
     """The gradient of :func:`log_softmax_gather` for ``logits``:
     ``grad * (onehot(labels) - softmax(logits, 1))``, computed in float32,
     in the logits' dtype and memory layout.
@@ -156,11 +165,14 @@ def log_softmax_gather_backward(grad: Tensor, logits: Tensor,
         grad (Tensor): The gradient of the output, (N, H, W) or (N, ).
         logits (Tensor): As given to :func:`log_softmax_gather`.
         labels (Tensor): As given to :func:`log_softmax_gather`.
+        use_kernels (bool, optional): As in :func:`log_softmax_gather`.
 
     Returns:
         Tensor: Shaped like ``logits``.
     """
-    if not applies(logits, labels):
+    if use_kernels is None:
+        use_kernels = applies(logits, labels)
+    if not use_kernels:
         logits, dim = _classes_fastest(logits)
         grad = grad.unsqueeze(dim)
         grad_logits = F.softmax(logits, dim=dim,

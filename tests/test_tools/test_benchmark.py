@@ -328,3 +328,29 @@ def test_profile_tool_lists_what_training_keeps_for_backward(tmp_path):
                    for r in rows)
     assert sorted((r['bytes'] for r in rows), reverse=True) == \
         [r['bytes'] for r in rows]
+
+
+def test_benchmark_focal_loss_compares_the_kernels_with_pytorch(tmp_path):
+    """Both ways over the same logits (the kernels in Triton's interpreter,
+    standing in for a GPU), each one's time in the table and the JSON."""
+    pytest.importorskip(
+        'triton', reason='Triton is not installed (requirements/tests.txt)')
+    from mmseg_wavemix.ops import log_softmax_gather
+
+    from ..test_ops.triton_interpreter import interpreted
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_focal_loss',
+        osp.join(REPO_ROOT, 'tools', 'analysis_tools',
+                 'benchmark_focal_loss.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / 'focal.json'
+    with interpreted(log_softmax_gather) as module, pytest.MonkeyPatch(
+    ).context() as patch:
+        patch.setattr(module, 'applies', lambda logits, labels: True)
+        tool.main(['--shape', '1', '19', '8', '16', '--dtype', 'fp32',
+                   '--channels-last', '--repeat', '1', '--warmup', '0',
+                   '--json', str(out)])
+    results = json.loads(out.read_text())['results']
+    assert set(results) == {'triton', 'pytorch'}
+    assert all(r['median_ms'] > 0 for r in results.values())

@@ -61,8 +61,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                for line in lines)
     assert '=== not started, 0 s left of DEADLINE=3: Level MLPs, fp16 ' \
         '1024x2048' in lines  # the steps after the cut one
-    assert 'Not finished by DEADLINE: haar inference level_mlp profile ' \
-        'train_profile training' in lines
+    assert 'Not finished by DEADLINE: focal haar inference level_mlp ' \
+        'profile train_profile training' in lines
     assert f'The rest, in a second call: SKIP="tests" bash ' \
         f'tools/gpu_checks.sh {out}' in lines
     calls = (tmp_path / 'calls').read_text().splitlines()
