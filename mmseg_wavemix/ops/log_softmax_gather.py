@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import accuracy
+
 try:
     import triton
     import triton.language as tl
@@ -36,15 +38,10 @@ _ELEMENTS = 4096
 
 
 def applies(logits: Tensor, labels: Tensor) -> bool:
-    """Whether the kernels serve these tensors: (N, C, H, W) floating
-    logits of at most 1024 classes and (N, H, W) integer labels on one CUDA
-    device, where Triton is installed, with fewer than 2**31 pixels."""
-    return triton is not None and logits.is_cuda and logits.dim() == 4 and \
-        logits.is_floating_point() and labels.dim() == 3 and \
-        labels.device == logits.device and \
-        not labels.is_floating_point() and logits.shape[1] <= 1024 and \
-        labels.shape == (logits.shape[0], *logits.shape[2:]) and \
-        labels.numel() < 2**31
+    """Whether the kernels serve these tensors: floating logits where the
+    accuracy kernel serves them (:func:`~.accuracy.applies`: a head's
+    logits and labels on a GPU)."""
+    return accuracy.applies(logits, labels) and logits.is_floating_point()
 
 
 if triton is not None:
