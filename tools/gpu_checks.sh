@@ -66,11 +66,14 @@ python3 -c 'import xdist' 2>/dev/null && TEST_ARGS=(-n "${TEST_WORKERS:-4}")
 TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) \
   step tests "CUDA tests" python3 -m pytest tests/test_cuda.py "${TEST_ARGS[@]}" -q -p no:warnings \
   -p no:cacheprovider -rf --tb=short --durations=5
-# SegFormer-B5 and the float32 rows of the README were measured in session 8; these are the targets' rows.
+# The targets' rows, and SegFormer-B5 (the paper's peer; last measured in session 8, with older code of ours) for
+# issue #16's table of ours, the authors' and SegFormer-B5 in one run. The float32 rows of the README are session 8's.
 # INFERENCE_ALL=1: also the level MLPs as layers and the compiled graphs (session 14: 14.4 and 12.4 ms against
 # 11.6 ms; the compilation takes a minute)
-INFERENCE_ENTRIES=(authors@fp16)
-[[ -n "${INFERENCE_ALL:-}" ]] && INFERENCE_ENTRIES=($C@fp16,fast,no_fuse_mlp $C@fp16,fast,compile authors@fp16)
+SEGFORMER=mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py@fp16
+INFERENCE_ENTRIES=(authors@fp16 $SEGFORMER)
+[[ -n "${INFERENCE_ALL:-}" ]] && INFERENCE_ENTRIES=($C@fp16,fast,no_fuse_mlp $C@fp16,fast,compile authors@fp16
+  $SEGFORMER)
 step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare \
   "${INFERENCE_ENTRIES[@]}" --authors-package "$AUTHORS_PACKAGE" --device cuda \
   --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
