@@ -44,24 +44,24 @@ class NonFiniteLossHook(Hook):
     def before_train(self, runner) -> None:
         wrapper = runner.optim_wrapper
         update_params, backward = wrapper.update_params, wrapper.backward
-        finite = []  # the flag of the loss being updated from, on the device
+        finite = None  # the flag of the loss being updated from, on the device
 
         def guarded_update_params(loss, *args, **kwargs):
-            flag = torch.isfinite(loss.detach()).all().float()
+            nonlocal finite
+            finite = torch.isfinite(loss.detach()).all().float()
             if is_distributed():
-                all_reduce(flag, op='min')
-            finite.append(flag)
+                all_reduce(finite, op='min')
             try:
                 return update_params(loss, *args, **kwargs)
             except _NonFiniteLoss:
                 self._on_non_finite(runner, loss)
                 wrapper.zero_grad()
             finally:
-                finite.clear()
+                finite = None
 
         def checked_backward(loss, *args, **kwargs):
             backward(loss, *args, **kwargs)
-            if finite and not finite[-1].item():
+            if finite is not None and not finite.item():
                 raise _NonFiniteLoss
 
         wrapper.update_params = guarded_update_params
