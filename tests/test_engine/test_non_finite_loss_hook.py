@@ -82,3 +82,34 @@ def test_reads_the_loss_after_launching_the_backward_pass(value):
     assert all(changed) if finite else not any(changed)
     assert all(p.grad is None or not p.grad.any()
                for p in model.parameters())
+
+
+def test_skip_under_accumulation_keeps_the_windows_other_gradients():
+    # the window's first loss is finite, its second NaN: skipping the NaN
+    # one leaves the first one's gradients, and the step comes a loss later
+    model = torch.nn.Linear(2, 1)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1),
+                           accumulative_counts=2)
+    runner = SimpleNamespace(optim_wrapper=wrapper, iter=0,
+                             logger=MMLogger.get_current_instance())
+    hook = NonFiniteLossHook(action='skip')
+    hook.before_train(runner)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def loss(value):
+        return model(torch.ones(1, 2)).sum() * value
+
+    wrapper.update_params(loss(1.0))
+    first = [p.grad.clone() for p in model.parameters()]
+    with host_reads() as events:
+        wrapper.update_params(loss(float('nan')))
+    assert hook.skipped == 1
+    assert events[0] == '_local_scalar_dense'  # read before any backward
+    for p, grad in zip(model.parameters(), first):
+        assert torch.equal(p.grad, grad)
+        assert torch.isfinite(p.grad).all()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    wrapper.update_params(loss(1.0))  # the window's second finite loss
+    for p, b, grad in zip(model.parameters(), before, first):
+        # two losses of gradient `grad`, each scaled by 1/2, at lr 0.1
+        torch.testing.assert_close(p.detach(), b - 0.1 * grad * 2)

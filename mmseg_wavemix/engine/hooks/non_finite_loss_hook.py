@@ -24,6 +24,9 @@ class NonFiniteLossHook(Hook):
     launched, where the step waits for the device anyway (AMP's check of
     the gradients): read before it, the host would wait for the forward
     pass to end and the GPU then for the host to launch the backward.
+    Under gradient accumulation (``optim_wrapper.accumulative_counts > 1``)
+    it is read before the backward pass, so that skipping a step drops that
+    step's gradients only, not those accumulated before it in the window.
 
     Args:
         action (str): ``'stop'`` raises an error naming the iteration and the
@@ -46,16 +49,26 @@ class NonFiniteLossHook(Hook):
         update_params, backward = wrapper.update_params, wrapper.backward
         finite = None  # the flag of the loss being updated from, on the device
 
+        def accumulating():
+            return getattr(wrapper, '_accumulative_counts', 1) > 1
+
         def guarded_update_params(loss, *args, **kwargs):
             nonlocal finite
             finite = torch.isfinite(loss.detach()).all().float()
             if is_distributed():
                 all_reduce(finite, op='min')
             try:
+                if accumulating():
+                    # a non-finite backward would spoil the gradients summed
+                    # in the window so far: checked before it
+                    if not finite.item():
+                        raise _NonFiniteLoss
+                    finite = None
                 return update_params(loss, *args, **kwargs)
             except _NonFiniteLoss:
                 self._on_non_finite(runner, loss)
-                wrapper.zero_grad()
+                if not accumulating():
+                    wrapper.zero_grad()
             finally:
                 finite = None
 
