@@ -29,7 +29,7 @@ GPU without one, to see their machine code.
 """
 import inspect
 import os
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -168,16 +168,17 @@ if triton is not None:
         return (rows < M, cols, cols < CO, pixels // width // height,
                 (pixels // width) % height, pixels % width)
 
-    @_tuned(key=['M_TUNED', 'CA', 'CB', 'CO'])
+    @_tuned(key=['M_TUNED', 'CA', 'CB', 'CO', 'STORE_PRE'])
     @triton.jit
-    def _linear_gelu_kernel(a_ptr, b_ptr, w_ptr, bias_ptr, out_ptr, M,
-                            M_TUNED, height, width, CA, CB, CO, as0, as1, as2,
-                            as3, bs0, bs1, bs2, bs3, os0, os1, os2, os3,
-                            BM: tl.constexpr, BN: tl.constexpr,
-                            BK: tl.constexpr):
-        """out = gelu([a, b] @ w + bias) over pixels; ``w`` is (CA + CB, CO)
-        row-major; CB = 0 without ``b``. ``M_TUNED``: :func:`tuning_size` of
-        ``M``, for the tuner's key only."""
+    def _linear_gelu_kernel(a_ptr, b_ptr, w_ptr, bias_ptr, pre_ptr, out_ptr,
+                            M, M_TUNED, height, width, CA, CB, CO, as0, as1,
+                            as2, as3, bs0, bs1, bs2, bs3, os0, os1, os2, os3,
+                            STORE_PRE: tl.constexpr, BM: tl.constexpr,
+                            BN: tl.constexpr, BK: tl.constexpr):
+        """out = gelu([a, b] @ w + bias) over pixels, and with ``STORE_PRE``
+        pre = [a, b] @ w + bias (of ``out``'s strides); ``w`` is (CA + CB,
+        CO) row-major; CB = 0 without ``b``. ``M_TUNED``:
+        :func:`tuning_size` of ``M``, for the tuner's key only."""
         row_ok, cols, col_ok, n, i, j = _tile(M, CO, height, width, BM, BN)
         ks = tl.arange(0, BK)
         acc = tl.full((BM, BN), 0., tl.float32)
@@ -202,11 +203,14 @@ if triton is not None:
                         mask=k_ok[:, None] & col_ok[None, :], other=0.)
             acc = tl.dot(x, w, acc)
         acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.)[None, :]
+        at = (n * os0 + i * os2 + j * os3)[:, None] + cols[None, :] * os1
+        out_mask = row_ok[:, None] & col_ok[None, :]
+        if STORE_PRE:
+            tl.store(pre_ptr + at, acc.to(pre_ptr.dtype.element_ty),
+                     mask=out_mask)
         acc = 0.5 * acc * (1. + tl.math.erf(acc * 0.7071067811865476))
-        out_at = out_ptr + n * os0 + i * os2 + j * os3
-        tl.store(out_at[:, None] + cols[None, :] * os1,
-                 acc.to(out_ptr.dtype.element_ty),
-                 mask=row_ok[:, None] & col_ok[None, :])
+        tl.store(out_ptr + at, acc.to(out_ptr.dtype.element_ty),
+                 mask=out_mask)
 
     @_tuned(key=['M_TUNED', 'C', 'CO'])
     @triton.jit
@@ -401,7 +405,9 @@ def linear_gelu(a: Tensor,
                 b: Optional[Tensor],
                 weight: Tensor,
                 bias: Tensor,
-                config: Optional[dict] = None) -> Tensor:
+                config: Optional[dict] = None,
+                pre_activation: bool = False
+                ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """``gelu(conv1x1(cat([a, b], 1)))`` (exact GELU) without the
     concatenation.
 
@@ -413,9 +419,13 @@ def linear_gelu(a: Tensor,
         bias (Tensor): (CO, ).
         config (dict, optional): Tile sizes and launch options (BM, BN, BK,
             num_warps, num_stages) instead of the tuned ones, for a sweep.
+        pre_activation (bool): Also return the convolution's output, the
+            GELU's input (its backward needs it), from the same pass.
+            Default: False.
 
     Returns:
-        Tensor: (N, CO, H, W) in ``a``'s dtype and memory format.
+        Tensor | tuple[Tensor, Tensor]: (N, CO, H, W) in ``a``'s dtype and
+        memory format; with ``pre_activation`` the GELU's input and output.
     """
     n, ca, h, w = a.shape
     cb = 0 if b is None else b.shape[1]
@@ -424,13 +434,15 @@ def linear_gelu(a: Tensor,
         raise ValueError(f'weight has {weight.shape[0]} input channels, the '
                          f'inputs {ca} + {cb}')
     out = _empty_like_layout(a, co, h, w)
+    pre = torch.empty_like(out) if pre_activation else out
     if out.numel():
         other = a if b is None else b
         _launch(_linear_gelu_kernel, _grid(n * h * w, co),
-                (a, other, weight, bias, out, n * h * w,
+                (a, other, weight, bias, pre, out, n * h * w,
                  tuning_size(n * h * w), h, w, ca, cb, co,
-                 *a.stride(), *other.stride(), *out.stride()), config)
-    return out
+                 *a.stride(), *other.stride(), *out.stride()), config,
+                STORE_PRE=pre_activation)
+    return (pre, out) if pre_activation else out
 
 
 def pack_conv_transpose_weight(weight: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmseg_wavemix.engine import FastTrainingHook
 from mmseg_wavemix.models.accel import (PointwiseGEMM, pointwise_convs_as_gemm,
@@ -200,3 +201,72 @@ def test_the_input_gradient_adds_the_other_in_the_product(
     alone = pointwise_linear_backward(grad_out, x, weight, (True, True, True))
     for grad, grad_alone in zip(grads[1:], alone[1:]):
         torch.testing.assert_close(grad, grad_alone, rtol=0, atol=0)
+
+
+def channels_last_fp16(*size, seed=0):
+    return fp16(*size, seed=seed).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('faster', ['layers', 'triton'])
+def test_linear_gelu_takes_the_faster_way_once_per_size(
+        kernel_calls, monkeypatch, faster):
+    """A level MLP's fc1 and GELU in training, where the Triton kernels
+    serve (here in Triton's interpreter): the concatenation, the GEMM and
+    the GELU, or Triton's kernel without the concatenation, timed at the
+    first call of a size (with the pre-activation stored or not: two
+    problems), the faster serving it; the same numbers either way."""
+    monkeypatch.setattr(pointwise_gemm, '_FASTEST_LINEAR_GELU', {})
+    monkeypatch.setattr(timing, 'time_ms',
+                        kernels_faster(kernel_calls, faster == 'triton'))
+    a = channels_last_fp16(2, 24, 5, 7)
+    b = channels_last_fp16(2, 12, 5, 7, seed=1)
+    weight, bias = fp16(40, 36, 1, 1, seed=2) / 4, fp16(40, seed=3)
+    inputs = torch.cat((a, b), 1).double()
+    pre = F.conv2d(inputs, weight.double(), bias.double())
+    with logged_messages() as logged:
+        first = pointwise_gemm.pointwise_linear_gelu(a, b, weight, bias)
+    assert logged[-1].startswith(
+        f'gelu(conv1x1) of 24 + 12 channels to 40 (70 pixels): {faster} '
+        'serves')
+    assert kernel_calls == ['linear_gelu'] * (1 + timing.ROUNDS +
+                                              (faster == 'triton'))
+    for pre_activation in (False, True):
+        kernel_calls.clear()
+        out = pointwise_gemm.pointwise_linear_gelu(a, b, weight, bias,
+                                                   pre_activation)
+        # the concatenation only where the layers' way made it
+        assert (out.inputs is None) == (faster == 'triton')
+        assert out.out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out.out.double(), F.gelu(pre), rtol=2e-3,
+                                   atol=4e-3)
+        if pre_activation:  # another problem: timed
+            assert kernel_calls == ['linear_gelu'] * (1 + timing.ROUNDS +
+                                                      (faster == 'triton'))
+            torch.testing.assert_close(out.pre_activation.double(), pre,
+                                       rtol=2e-3, atol=4e-3)
+        else:
+            assert kernel_calls == (['linear_gelu']
+                                    if faster == 'triton' else [])
+            torch.testing.assert_close(out.out, first.out, rtol=0, atol=0)
+    assert list(pointwise_gemm._FASTEST_LINEAR_GELU.values()) == [faster] * 2
+    # float32, NCHW: the layers' way untimed, or nothing (not channels_last)
+    kernel_calls.clear()
+    out = pointwise_gemm.pointwise_linear_gelu(a.float(), b.float(),
+                                               weight.float(), bias.float())
+    assert kernel_calls == [] and out.inputs is not None
+    assert pointwise_gemm.pointwise_linear_gelu(
+        a.contiguous(), b, weight, bias) is None
+    assert len(pointwise_gemm._FASTEST_LINEAR_GELU) == 2
+
+
+def test_weight_grad_from_the_parts_of_the_input():
+    a = channels_last_fp16(2, 24, 5, 7).float()
+    b = channels_last_fp16(2, 12, 5, 7, seed=1).float()
+    grad = channels_last_fp16(2, 40, 5, 7, seed=2).float()
+    expected = torch.ops.aten.convolution_backward(
+        grad, torch.cat((a, b), 1), torch.empty(40, 36, 1, 1), None, [1, 1],
+        [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1]
+    torch.testing.assert_close(
+        pointwise_gemm.pointwise_weight_grad(grad, (a, b)), expected)
+    assert pointwise_gemm.pointwise_weight_grad(grad.contiguous(),
+                                                (a, b)) is None

@@ -52,6 +52,31 @@ def test_linear_gelu_equals_the_layers(kernels, channels, b_layout,
     torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
 
 
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+@pytest.mark.parametrize('channels', [(24, 12, 40), (20, 0, 18)])
+def test_linear_gelu_gives_the_pre_activation_too(kernels, channels, dtype):
+    """In training the GELU's backward needs its input: the same pass stores
+    it, in the output's dtype and layout, and the output is unchanged."""
+    ca, cb, co = channels
+    a = make((2, ca, 5, 7), dtype, True)
+    b = make((2, cb, 5, 7), dtype, True) if cb else None
+    weight = torch.randn(co, ca + cb, 1, 1, dtype=torch.float64) / 4
+    bias = torch.randn(co, dtype=torch.float64)
+    args = (a, b, kernels.pack_linear_weight(weight).to(dtype), bias.float())
+    pre, out = kernels.linear_gelu(*args, pre_activation=True)
+    inputs = a if b is None else torch.cat((a, b), 1)
+    expected = F.conv2d(inputs.double(), weight, bias)
+    for t in (pre, out):
+        assert t.dtype == dtype
+        assert t.is_contiguous(memory_format=torch.channels_last)
+    assert pre.data_ptr() != out.data_ptr()
+    torch.testing.assert_close(pre.double(), expected, **TOLERANCES[dtype])
+    torch.testing.assert_close(out, kernels.linear_gelu(*args), rtol=0,
+                               atol=0)
+    torch.testing.assert_close(out.double(), F.gelu(expected),
+                               **TOLERANCES[dtype])
+
+
 @pytest.mark.parametrize('dtype,channels_last,with_residual', [
     (torch.float16, True, True), (torch.float16, False, False),
     (torch.float32, True, False), (torch.float32, False, True)

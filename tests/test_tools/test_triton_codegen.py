@@ -49,12 +49,16 @@ def test_haar_kernels_move_fp16_in_vectors(tool, launches, step, layout):
     assert summary['stack_bytes'] == 0, summary  # nothing spilled
 
 
+@pytest.mark.parametrize('name', [
+    'linear_gelu (finest level)',
+    'linear_gelu + pre-activation (finest level, training)'
+])
 def test_linear_gelu_is_one_pipelined_loop_of_tensor_core_products(
-        tool, launches):
+        tool, launches, name):
     """The concatenation's two parts in one K loop of asynchronous copies
-    and wgmma products, for every tile config the tuner tries."""
-    compiled = tool.compile_launch(
-        *launches['linear_gelu (finest level)'], arch=90)
+    and wgmma products, for every tile config the tuner tries (also where
+    training stores the GELU's input)."""
+    compiled = tool.compile_launch(*launches[name], arch=90)
     # those that fit its 512 hidden channels (not the 32-wide ones)
     assert len(compiled) == len(
         tool.level_mlp_triton._linear_gelu_kernel.configs) - 2

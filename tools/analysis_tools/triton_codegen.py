@@ -252,6 +252,11 @@ def launches(height: int, width: int, dtype: torch.dtype) -> Dict:
     with recording(level_mlp_triton, '_linear_gelu_kernel') as rec:
         level_mlp_triton.linear_gelu(a, coarser, weight, bias)
     found['linear_gelu (finest level)'] = (rec.kernel, *rec.launches[0])
+    with recording(level_mlp_triton, '_linear_gelu_kernel') as rec:
+        level_mlp_triton.linear_gelu(a, coarser, weight, bias,
+                                     pre_activation=True)
+    found['linear_gelu + pre-activation (finest level, training)'] = (
+        rec.kernel, *rec.launches[0])
     weight = a.new_empty(4, 4, 256, 256)
     bias = a.new_empty(256, dtype=torch.float32)
     residual = a.new_empty(1, 256, 2 * a.shape[-2],

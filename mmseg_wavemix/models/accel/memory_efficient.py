@@ -56,8 +56,9 @@ from mmseg_wavemix.ops import gelu_triton, haar_dwt_packed, haar_idwt
 from ..backbones.wavemix_block import WaveletLevelMLP, WaveMixBlock
 from .padded_classes import (conv_transpose_padded,
                              conv_transpose_padded_backward, padded_channels)
-from .pointwise_gemm import (PointwiseGEMM, pointwise_linear,
-                             pointwise_linear_backward)
+from .pointwise_gemm import (LinearGELU, PointwiseGEMM, pointwise_linear,
+                             pointwise_linear_backward, pointwise_linear_gelu,
+                             pointwise_weight_grad)
 
 # BatchNorm scales below this (in absolute value) make the recovery of its
 # input inaccurate; such layers keep their input as usual.
@@ -440,6 +441,26 @@ class BlockLevels:
         return self._levels.pop(k)
 
 
+def _fc1_gelu(level: Tensor,
+              coarser: Optional[Tensor],
+              weight: Tensor,
+              bias: Optional[Tensor],
+              fc1: nn.Conv2d,
+              pre_activation: bool = False) -> LinearGELU:
+    """``gelu(fc1(cat([level, coarser])))`` with these parameters; for a
+    :class:`PointwiseGEMM` of channels_last inputs without the
+    concatenation where Triton's kernel was found faster
+    (:func:`pointwise_linear_gelu`)."""
+    if isinstance(fc1, PointwiseGEMM):
+        out = pointwise_linear_gelu(level, coarser, weight, bias,
+                                    pre_activation)
+        if out is not None:
+            return out
+    x = level if coarser is None else torch.cat((level, coarser), 1)
+    hidden = _conv(x, weight, bias, fc1)
+    return LinearGELU(x, hidden, F.gelu(hidden))
+
+
 def _pointwise_input_grads(
         grad_out: Tensor, weight: Tensor,
         split: int) -> Optional[Tuple[Tensor, Tensor]]:
@@ -472,15 +493,13 @@ class _LevelMLPFunction(torch.autograd.Function):
         ctx.mlp, ctx.eps, ctx.has_bt = mlp, eps, bt is not None
         ctx.levels, ctx.k, ctx.level_channels = levels, k, level.shape[1]
         ctx.param_dtype = w1.dtype  # the gradients' (cast weights are kept)
-        x = level if coarser is None else torch.cat((level, coarser), 1)
-        w1, b1, w2, b2, wt = _cast(x.dtype, w1, b1, w2, b2, wt)
+        w1, b1, w2, b2, wt = _cast(level.dtype, w1, b1, w2, b2, wt)
         # The transposed conv's bias is left out: the BatchNorm in training
         # subtracts it again with the mean (its gradient is 0), one pass over
         # the largest tensor less. Only the running mean keeps it.
         z = _conv_transpose(
-            _conv(F.gelu(_conv(x, w1, b1, mlp.fc1)), w2, b2, mlp.fc2), wt,
-            None, mlp.upsample)
-        del x
+            _conv(_fc1_gelu(level, coarser, w1, b1, mlp.fc1).out, w2, b2,
+                  mlp.fc2), wt, None, mlp.upsample)
         # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
         out, mean, invstd, reserve = torch.ops.aten._batch_norm_with_update(
             z, weight, bias, running_mean, running_var, momentum, eps)
@@ -505,11 +524,13 @@ class _LevelMLPFunction(torch.autograd.Function):
         mlp, needs = ctx.mlp, ctx.needs_input_grad
         if level is None:
             level = ctx.levels.pop(ctx.k, block_input)
-        x = level if coarser is None else torch.cat((level, coarser), 1)
+        x, hidden, activation = _fc1_gelu(level, coarser, w1, b1, mlp.fc1,
+                                          pre_activation=True)
+        # x: the input as one tensor; else (Triton's kernel made no
+        # concatenation) its parts, for fc1's weight gradient
+        parts = (level, coarser) if x is None else None
         del level
         dtype = ctx.param_dtype
-        hidden = _conv(x, w1, b1, mlp.fc1)
-        activation = F.gelu(hidden)
         h = _conv(activation, w2, b2, mlp.fc2)
         z = _conv_transpose(h, wt, None, mlp.upsample)
         grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
@@ -529,15 +550,32 @@ class _LevelMLPFunction(torch.autograd.Function):
         grad_hidden, grad_b1 = _gelu_backward_(grad_act, hidden,
                                                b1 is not None and needs[7])
         del hidden
-        has_coarser = x.shape[1] > ctx.level_channels
+        has_coarser = coarser is not None
         split = _pointwise_input_grads(
             grad_hidden, w1, ctx.level_channels) if has_coarser and (
                 needs[0] or needs[1]) else None
-        grad_x, grad_w1, conv_grad_b1 = _conv_backward(
-            grad_hidden, x, w1, b1 is not None and grad_b1 is None, mlp.fc1,
-            ((needs[0] or needs[1]) and split is None, needs[6], needs[7]),
-            param_dtype=dtype)
-        grad_b1 = conv_grad_b1 if grad_b1 is None else grad_b1.to(dtype)
+        grad_w1 = None
+        if x is None:
+            grad_w1 = pointwise_weight_grad(grad_hidden, parts) \
+                if needs[6] else None
+            if (needs[6] and grad_w1 is None) or \
+                    ((needs[0] or needs[1]) and split is None):
+                x = torch.cat(parts, 1)  # not channels_last: as the layers
+        if x is None:
+            grad_x = None
+            if grad_w1 is not None:
+                grad_w1 = grad_w1.to(dtype)
+            if grad_b1 is None and b1 is not None and needs[7]:
+                grad_b1 = grad_hidden.sum((0, 2, 3), dtype=torch.float32)
+        else:
+            grad_x, grad_w1, conv_grad_b1 = _conv_backward(
+                grad_hidden, x, w1, b1 is not None and grad_b1 is None,
+                mlp.fc1,
+                ((needs[0] or needs[1]) and split is None, needs[6],
+                 needs[7]),
+                param_dtype=dtype)
+            grad_b1 = conv_grad_b1 if grad_b1 is None else grad_b1
+        grad_b1 = None if grad_b1 is None else grad_b1.to(dtype)
         grad_level, grad_coarser = split or (grad_x, None)
         if has_coarser and grad_x is not None:
             grad_level = grad_x[:, :ctx.level_channels]

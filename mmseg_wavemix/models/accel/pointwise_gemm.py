@@ -1,7 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """1x1 convolutions as GEMMs with the bias in the epilogue, for GPUs."""
 from functools import partial
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,10 @@ from .timing import fastest
 # The way found fastest for ``a @ w + c`` (device, dtype, K, columns, rows
 # rounded up to a power of two): 'addmm' or 'triton'.
 _FASTEST_MATMUL_ADD: Dict[tuple, str] = {}
+# The way found fastest for a 1x1 convolution and GELU of a concatenation
+# (device, dtype, channels of each part, output channels, rows rounded up to
+# a power of two, the pre-activation stored or not): 'layers' or 'triton'.
+_FASTEST_LINEAR_GELU: Dict[tuple, str] = {}
 
 
 def inference_params(
@@ -145,6 +149,92 @@ def pointwise_linear_backward(grad_out: Tensor,
         else None
     grad_bias = grad_rows.sum(0, dtype=torch.float32) if needs[2] else None
     return grad_x, grad_weight, grad_bias
+
+
+def pointwise_weight_grad(grad_out: Tensor,
+                          parts: Sequence[Tensor]) -> Optional[Tensor]:
+    """The weight gradient (CO, C, 1, 1) of a 1x1 convolution of
+    ``cat(parts, 1)``, a GEMM per part (the concatenation is not made), in
+    the dtype of ``grad_out``; None where a tensor is not channels_last."""
+    grad_rows, rows = _rows(grad_out), [_rows(p) for p in parts]
+    if grad_rows is None or any(r is None for r in rows):
+        return None
+    grad = torch.cat([grad_rows.t().mm(r) for r in rows], 1)
+    return grad.view(*grad.shape, 1, 1)
+
+
+class LinearGELU(NamedTuple):
+    """What :func:`pointwise_linear_gelu` computed: the input as one tensor
+    (None where the concatenation was not made), the GELU's input (None
+    where not asked for and not made) and its output."""
+    inputs: Optional[Tensor]
+    pre_activation: Optional[Tensor]
+    out: Tensor
+
+
+def _linear_gelu_layers(a: Tensor, b: Optional[Tensor], weight: Tensor,
+                        bias: Optional[Tensor]) -> LinearGELU:
+    inputs = a if b is None else torch.cat((a, b), 1)
+    hidden = pointwise_linear(inputs, weight, bias)
+    return LinearGELU(inputs, hidden, F.gelu(hidden))
+
+
+def _linear_gelu_kernel(a: Tensor, b: Optional[Tensor], weight: Tensor,
+                        bias: Tensor, pre_activation: bool) -> LinearGELU:
+    out = level_mlp_triton.linear_gelu(
+        a, b, level_mlp_triton.pack_linear_weight(weight), bias.float(),
+        pre_activation=pre_activation)
+    inputs = a if b is None else None  # no concatenation made
+    return LinearGELU(inputs, *out) if pre_activation else \
+        LinearGELU(inputs, None, out)
+
+
+def pointwise_linear_gelu(a: Tensor,
+                          b: Optional[Tensor],
+                          weight: Tensor,
+                          bias: Optional[Tensor],
+                          pre_activation: bool = False
+                          ) -> Optional[LinearGELU]:
+    """``gelu(conv1x1(cat([a, b], 1)))`` (exact GELU) of channels_last
+    ``a`` and ``b`` (``b`` None: of ``a``) in training: the concatenation,
+    ``F.linear`` with the bias in its epilogue and the GELU's pass; or on a
+    GPU in float16 and bfloat16, where it was faster at the first call of
+    the size (:func:`~.timing.fastest`), Triton's
+    :func:`~mmseg_wavemix.ops.level_mlp_triton.linear_gelu`: no
+    concatenation in memory, the GELU (and the store of its input, with
+    ``pre_activation``) in the product's epilogue. None where ``a`` or
+    ``b`` is not channels_last or a trace is being recorded.
+
+    Args:
+        a (Tensor): (N, CA, H, W), channels_last.
+        b (Tensor, optional): (N, CB, H, W), the rest of the input channels.
+        weight (Tensor): (CO, CA + CB, 1, 1), in the inputs' dtype.
+        bias (Tensor, optional): (CO, ).
+        pre_activation (bool): The GELU's input is needed too (its backward).
+            Default: False.
+
+    Returns:
+        LinearGELU | None: The concatenation where it was made (the weight's
+        gradient can use it), the GELU's input and output.
+    """
+    if _rows(a) is None or (b is not None and _rows(b) is None):
+        return None
+    layers = partial(_linear_gelu_layers, a, b, weight, bias)
+    if bias is None or not level_mlp_triton.applies(a) or \
+            (b is not None and b.dtype != a.dtype):
+        return layers()
+    calls = dict(layers=layers,
+                 triton=partial(_linear_gelu_kernel, a, b, weight, bias,
+                                pre_activation))
+    cb = 0 if b is None else b.shape[1]
+    rows = a.numel() // max(a.shape[1], 1)
+    key = (a.device, a.dtype, a.shape[1], cb, weight.shape[0],
+           level_mlp_triton.tuning_size(rows), pre_activation)
+    what = (f'gelu(conv1x1) of {a.shape[1]} + {cb} channels to '
+            f'{weight.shape[0]} ({rows} pixels' +
+            (', with the pre-activation)' if pre_activation else ')'))
+    return calls[fastest(calls, a.device, _FASTEST_LINEAR_GELU, key,
+                         always='layers', what=what)]()
 
 
 def matmul_add(a: Tensor, w: Tensor, c: Tensor) -> Tensor:
