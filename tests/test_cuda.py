@@ -368,8 +368,8 @@ def test_linear_gelu_in_training_is_as_close_to_float64_as_the_layers(dtype):
     bias = torch.randn(512, device='cuda').to(dtype)
     pre = F.conv2d(torch.cat((a, b), 1).double(), weight.double(),
                    bias.double())
-    layers = pointwise_gemm._linear_gelu_layers(a, b, weight, bias)
-    kernel = pointwise_gemm._linear_gelu_kernel(a, b, weight, bias, True)
+    layers = pointwise_gemm._linear_gelu_by_layers(a, b, weight, bias)
+    kernel = pointwise_gemm._linear_gelu_by_triton(a, b, weight, bias, True)
     assert kernel.inputs is None
     for expected, ours, theirs in ((pre, kernel.pre_activation,
                                     layers.pre_activation),

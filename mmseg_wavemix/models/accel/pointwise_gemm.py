@@ -172,15 +172,15 @@ class LinearGELU(NamedTuple):
     out: Tensor
 
 
-def _linear_gelu_layers(a: Tensor, b: Optional[Tensor], weight: Tensor,
-                        bias: Optional[Tensor]) -> LinearGELU:
+def _linear_gelu_by_layers(a: Tensor, b: Optional[Tensor], weight: Tensor,
+                           bias: Optional[Tensor]) -> LinearGELU:
     inputs = a if b is None else torch.cat((a, b), 1)
     hidden = pointwise_linear(inputs, weight, bias)
     return LinearGELU(inputs, hidden, F.gelu(hidden))
 
 
-def _linear_gelu_kernel(a: Tensor, b: Optional[Tensor], weight: Tensor,
-                        bias: Tensor, pre_activation: bool) -> LinearGELU:
+def _linear_gelu_by_triton(a: Tensor, b: Optional[Tensor], weight: Tensor,
+                           bias: Tensor, pre_activation: bool) -> LinearGELU:
     out = level_mlp_triton.linear_gelu(
         a, b, level_mlp_triton.pack_linear_weight(weight), bias.float(),
         pre_activation=pre_activation)
@@ -219,12 +219,12 @@ def pointwise_linear_gelu(a: Tensor,
     """
     if _rows(a) is None or (b is not None and _rows(b) is None):
         return None
-    layers = partial(_linear_gelu_layers, a, b, weight, bias)
+    layers = partial(_linear_gelu_by_layers, a, b, weight, bias)
     if bias is None or not level_mlp_triton.applies(a) or \
             (b is not None and b.dtype != a.dtype):
         return layers()
     calls = dict(layers=layers,
-                 triton=partial(_linear_gelu_kernel, a, b, weight, bias,
+                 triton=partial(_linear_gelu_by_triton, a, b, weight, bias,
                                 pre_activation))
     cb = 0 if b is None else b.shape[1]
     rows = a.numel() // max(a.shape[1], 1)
