@@ -541,17 +541,21 @@ def test_backward_casts_no_weight_again_and_gives_float32_gradients():
                                 for _, dtype in weight_casts)
 
 
-@pytest.mark.parametrize('faster', ['layers', 'triton'])
+@pytest.mark.parametrize('faster,layouts', [('layers', 'channels_last'),
+                                            ('triton', 'channels_last'),
+                                            ('triton', 'other')])
 def test_level_mlps_without_the_concatenation(kernel_calls, monkeypatch,
-                                              faster):
+                                              faster, layouts):
     """On a GPU in float16 or bfloat16 (here float16 in Triton's
     interpreter) a level MLP given a coarser level's output computes fc1
     and its GELU of the two in one Triton kernel where that was found
     faster, in forward and in backward's recomputation (storing the GELU's
     input too): no concatenation is made and fc1's weight gradient comes
-    from the parts. Outputs, gradients and running statistics are as close
+    from the parts (where a gradient is in another layout, from their
+    concatenation). Outputs, gradients and running statistics are as close
     to float64 as the layers' way."""
-    from mmseg_wavemix.models.accel import pointwise_gemm, timing
+    from mmseg_wavemix.models.accel import (memory_efficient, pointwise_gemm,
+                                            timing)
 
     from .test_pointwise_gemm import kernels_faster
     torch.manual_seed(0)
@@ -593,11 +597,15 @@ def test_level_mlps_without_the_concatenation(kernel_calls, monkeypatch,
     exact = run('layers', torch.float64)
     layers = run('layers', torch.float16)
     assert cats == [(2, 48, 8, 8)] * 2  # the finer level's input, again
+    if layouts == 'other':  # as for a gradient not in channels_last
+        monkeypatch.setattr(memory_efficient, 'pointwise_weight_grad',
+                            lambda *args: None)
     ours = run(faster, torch.float16)
     # the GELU's and fc1's of each level, forward and recomputed
     assert kernel_calls.count('linear_gelu') == (2 * 2 if faster == 'triton'
                                                  else 0)
-    assert cats == ([] if faster == 'triton' else [(2, 48, 8, 8)] * 2)
+    made = {'layers': 2, 'triton': 0 if layouts == 'channels_last' else 1}
+    assert cats == [(2, 48, 8, 8)] * made[faster]
     names = ['out', 'x', *(n for n, _ in block.named_parameters()),
              *(n for n, _ in block.named_buffers() if 'running' in n)]
     assert len(names) == len(ours)

@@ -554,17 +554,13 @@ class _LevelMLPFunction(torch.autograd.Function):
         split = _pointwise_input_grads(
             grad_hidden, w1, ctx.level_channels) if has_coarser and (
                 needs[0] or needs[1]) else None
-        grad_w1 = None
-        if x is None:
-            grad_w1 = pointwise_weight_grad(grad_hidden, parts) \
-                if needs[6] else None
-            if (needs[6] and grad_w1 is None) or \
-                    ((needs[0] or needs[1]) and split is None):
-                x = torch.cat(parts, 1)  # not channels_last: as the layers
+        grad_w1 = pointwise_weight_grad(grad_hidden, parts) \
+            if x is None and needs[6] else None
+        if x is None and ((needs[6] and grad_w1 is None) or
+                          ((needs[0] or needs[1]) and split is None)):
+            x = torch.cat(parts, 1)  # not channels_last: as the layers
         if x is None:
             grad_x = None
-            if grad_w1 is not None:
-                grad_w1 = grad_w1.to(dtype)
             if grad_b1 is None and b1 is not None and needs[7]:
                 grad_b1 = grad_hidden.sum((0, 2, 3), dtype=torch.float32)
         else:
@@ -575,6 +571,7 @@ class _LevelMLPFunction(torch.autograd.Function):
                  needs[7]),
                 param_dtype=dtype)
             grad_b1 = conv_grad_b1 if grad_b1 is None else grad_b1
+        grad_w1 = None if grad_w1 is None else grad_w1.to(dtype)
         grad_b1 = None if grad_b1 is None else grad_b1.to(dtype)
         grad_level, grad_coarser = split or (grad_x, None)
         if has_coarser and grad_x is not None:
