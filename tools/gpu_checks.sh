@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The CUDA tests and the GPU benchmarks in one run, a short table last; the targets' rows first (tests, inference,
-# training), each step's JSON written as it ends. On an H100 in session 14 all steps took 548 s (the tests 1.7
-# minutes in 4 processes with pytest-xdist: most of their time is Triton compiling on the host; a fresh machine's
-# start was about a minute more). All steps end by DEADLINE seconds (default 560,
+# The CUDA tests and the GPU benchmarks in one run, a short table last; the targets' rows first (tests, training: the
+# target not met yet, then inference), each step's JSON written as it ends. On an H100 in session 14 all steps took
+# 548 s (the tests 1.7 minutes in 4 processes with pytest-xdist: most of their time is Triton compiling on the host;
+# a fresh machine's start was about a minute more). All steps end by DEADLINE seconds (default 560,
 # inside the device's 10-minute call): a step that would start later is not run, one still running then is cut,
 # and the summary says which, with the SKIP that runs the rest in a second call.
 #
@@ -66,17 +66,6 @@ python3 -c 'import xdist' 2>/dev/null && TEST_ARGS=(-n "${TEST_WORKERS:-4}")
 TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) \
   step tests "CUDA tests" python3 -m pytest tests/test_cuda.py "${TEST_ARGS[@]}" -q -p no:warnings \
   -p no:cacheprovider -rf --tb=short --durations=5
-# The targets' rows, and SegFormer-B5 (the paper's peer; last measured in session 8, with older code of ours) for
-# issue #16's table of ours, the authors' and SegFormer-B5 in one run. The float32 rows of the README are session 8's.
-# INFERENCE_ALL=1: also the level MLPs as layers and the compiled graphs (session 14: 14.4 and 12.4 ms against
-# 11.6 ms; the compilation takes a minute)
-SEGFORMER=mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py@fp16
-INFERENCE_ENTRIES=(authors@fp16 $SEGFORMER)
-[[ -n "${INFERENCE_ALL:-}" ]] && INFERENCE_ENTRIES=($C@fp16,fast,no_fuse_mlp $C@fp16,fast,compile authors@fp16
-  $SEGFORMER)
-step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare \
-  "${INFERENCE_ENTRIES[@]}" --authors-package "$AUTHORS_PACKAGE" --device cuda \
-  --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
 # session 15's options: cuda_graphs (the step's forward and backward as CUDA graphs: whether it waits on the
@@ -94,6 +83,17 @@ fi
 step training "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16,fast_train --compare \
   "${TRAIN_ENTRIES[@]}" --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
   --batch 5 --train --repeat 3 --warmup 1 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
+# The targets' rows, and SegFormer-B5 (the paper's peer; last measured in session 8, with older code of ours) for
+# issue #16's table of ours, the authors' and SegFormer-B5 in one run. The float32 rows of the README are session 8's.
+# INFERENCE_ALL=1: also the level MLPs as layers and the compiled graphs (session 14: 14.4 and 12.4 ms against
+# 11.6 ms; the compilation takes a minute)
+SEGFORMER=mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py@fp16
+INFERENCE_ENTRIES=(authors@fp16 $SEGFORMER)
+[[ -n "${INFERENCE_ALL:-}" ]] && INFERENCE_ENTRIES=($C@fp16,fast,no_fuse_mlp $C@fp16,fast,compile authors@fp16
+  $SEGFORMER)
+step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare \
+  "${INFERENCE_ENTRIES[@]}" --authors-package "$AUTHORS_PACKAGE" --device cuda \
+  --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
 # COMPILE_TRAIN=1: the recipe's step compiled by Inductor against the eager one (a few minutes of compilation)
 if [[ -n "${COMPILE_TRAIN:-}" ]]; then
   step compile_train "Training compiled, batch 5" python3 tools/benchmark.py $C@fp16,fast_train,compile \
