@@ -26,8 +26,9 @@ fastest depends on the GPU and the size: by default (``'auto'``) each that
 applies is timed at the first call of each size, as ``cudnn.benchmark``
 times cuDNN's algorithms, and the fastest is kept for all layers of that
 size (within a CUDA graph being recorded, where nothing can be timed, an
-untimed size takes ``'triton'``; a candidate that fails there is left out,
-with a warning). Sizes count as the Triton kernels' tile sizes are tuned:
+untimed size takes ``'triton'``; a candidate that fails there, or whose
+output differs from cuDNN's by more than rounding, is left out, with a
+warning). Sizes count as the Triton kernels' tile sizes are tuned:
 by channels and the pixels rounded up to a power of two, so that a dataset
 of many image sizes is timed for a few.
 """
@@ -143,7 +144,8 @@ def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
         or level_mlp_triton.tma_applies(x, weight)
     }
     return fastest(calls, x.device, _FASTEST_UPSAMPLE, key, always='triton',
-                   what=f'upsampling at {tuple(x.shape)}')
+                   what=f'upsampling at {tuple(x.shape)}',
+                   reference='cudnn' if 'cudnn' in calls else None)
 
 
 def _is_upsample(conv: nn.ConvTranspose2d) -> bool:

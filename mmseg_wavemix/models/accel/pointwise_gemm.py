@@ -234,7 +234,7 @@ def pointwise_linear_gelu(a: Tensor,
             f'{weight.shape[0]} ({rows} pixels' +
             (', with the pre-activation)' if pre_activation else ')'))
     return calls[fastest(calls, a.device, _FASTEST_LINEAR_GELU, key,
-                         always='layers', what=what)]()
+                         always='layers', what=what, reference='layers')]()
 
 
 def matmul_add(a: Tensor, w: Tensor, c: Tensor) -> Tensor:
@@ -251,7 +251,7 @@ def matmul_add(a: Tensor, w: Tensor, c: Tensor) -> Tensor:
            level_mlp_triton.tuning_size(a.shape[0]))
     what = f'a @ w + c ({a.shape[0]}x{a.shape[1]} @ {w.shape[0]}x{w.shape[1]})'
     return calls[fastest(calls, a.device, _FASTEST_MATMUL_ADD, key,
-                         always='addmm', what=what)]()
+                         always='addmm', what=what, reference='addmm')]()
 
 
 def pointwise_convs_as_gemm(module: nn.Module) -> nn.Module:

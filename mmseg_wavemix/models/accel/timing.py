@@ -5,10 +5,11 @@ cuDNN's algorithms."""
 import statistics
 import time
 import warnings
-from typing import Callable, Dict, Hashable
+from typing import Callable, Dict, Hashable, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
+from torch import Tensor
 
 # Timed calls of each candidate, interleaved, after one untimed call each.
 ROUNDS = 3
@@ -16,6 +17,12 @@ ROUNDS = 3
 # call: the host launches the call's kernels meanwhile, so the events time
 # the GPU's work alone, as a CUDA graph replays it, not the launch overhead
 QUEUED_CYCLES = 2_000_000
+# The most a candidate's output may differ from the reference's, as a share of
+# the reference's largest magnitude: rounding differs between two ways of
+# computing the same in 16 bits; a kernel that computes something else (wrong
+# on this GPU or Triton version) is off by far more.
+AGREEMENT = {torch.float16: 1e-2, torch.bfloat16: 3e-2}
+AGREEMENT_OTHER_DTYPES = 1e-4
 
 
 def time_ms(fn: Callable[[], object], device: torch.device) -> float:
@@ -35,9 +42,64 @@ def time_ms(fn: Callable[[], object], device: torch.device) -> float:
     return start.elapsed_time(end)
 
 
-def fastest(calls: Dict[str, Callable[[], object]], device: torch.device,
-            cache: Dict[Hashable, str], key: Hashable, always: str,
-            what: str) -> str:
+def _tensors(out: object) -> list:
+    """The tensors of a call's result (a tensor, or a tuple of tensors and
+    Nones), in order."""
+    if isinstance(out, Tensor):
+        return [out]
+    return list(out) if isinstance(out, (tuple, list)) else []
+
+
+def difference(out: object,
+               reference: object) -> Optional[Tuple[float, float]]:
+    """The largest difference between the tensors of two results that
+    both have (as a share of the reference's largest magnitude), and that
+    magnitude; None where nothing can be compared (no tensors, or a
+    reference that is not finite). A share of inf: a shape differs, or
+    ``out`` is not finite where the reference is."""
+    worst = None
+    for a, b in zip(_tensors(out), _tensors(reference)):
+        if a is None or b is None or not torch.isfinite(b).all():
+            continue
+        if a.shape != b.shape or not torch.isfinite(a).all():
+            return float('inf'), float('nan')
+        if not a.numel():
+            continue
+        scale = b.abs().max().float().item()
+        share = (a - b).abs().max().float().item() / max(scale, 1e-30)
+        if worst is None or share > worst[0]:
+            worst = share, scale
+    return worst
+
+
+def _agreeing(calls: Dict[str, Callable[[], object]], results: dict,
+              reference: str, what: str) -> None:
+    """Leave out of ``calls`` (with a warning) each candidate whose result
+    differs from ``reference``'s by more than rounding
+    (:data:`AGREEMENT`)."""
+    for name, out in results.items():
+        if name == reference:
+            continue
+        found = difference(out, results[reference])
+        dtype = next((t.dtype for t in _tensors(results[reference])
+                      if t is not None), None)
+        if found is not None and found[0] > AGREEMENT.get(
+                dtype, AGREEMENT_OTHER_DTYPES):
+            warnings.warn(
+                f'{what}: {name!r} differs from {reference!r} by '
+                f'{found[0]:.2g} of the largest value ({found[1]:.3g}): it '
+                'computes something else on this GPU or Triton version, and '
+                'is left out; please report it')
+            del calls[name]
+
+
+def fastest(calls: Dict[str, Callable[[], object]],
+            device: torch.device,
+            cache: Dict[Hashable, str],
+            key: Hashable,
+            always: str,
+            what: str,
+            reference: Optional[str] = None) -> str:
     """The name of the call in ``calls`` found fastest for the problem
     ``key``, kept in ``cache`` (shared by the layers of that size, as a
     tuner's cache is).
@@ -47,7 +109,10 @@ def fastest(calls: Dict[str, Callable[[], object]], device: torch.device,
     candidates interleaved, and the one of the least median time wins; the
     timing and its result are logged (``logger='current'``). A
     candidate that raises is left out with a warning, but ``always`` (the
-    one that always serves), whose error is raised. Within a CUDA graph
+    one that always serves), whose error is raised. Given a ``reference``
+    (the library's way), each other candidate's untimed result is compared
+    with its result first, and one that differs by more than rounding
+    (:data:`AGREEMENT`) is left out with a warning. Within a CUDA graph
     being recorded nothing can be timed: an untimed ``key`` takes
     ``always``.
 
@@ -59,6 +124,9 @@ def fastest(calls: Dict[str, Callable[[], object]], device: torch.device,
         key (Hashable): The problem (device, dtype, sizes, layouts).
         always (str): The candidate that serves where nothing is timed.
         what (str): What they compute, for the log and the warnings.
+        reference (str, optional): The candidate whose result the others
+            must agree with; its calls return tensors (or tuples of them).
+            Default: None (the results are not compared).
 
     Returns:
         str: The name of the fastest call.
@@ -70,15 +138,22 @@ def fastest(calls: Dict[str, Callable[[], object]], device: torch.device,
     calls = dict(calls)
     print_log(f'{what}: timing {", ".join(calls)} (the first call of this '
               'size compiles and tunes the kernels)', logger='current')
+    results = {}
     for name, call in list(calls.items()):
         try:
-            call()
+            out = call()
         except Exception as error:  # noqa: BLE001
             if name == always:
                 raise
             warnings.warn(f'{what}: {name!r} failed, left out: '
                           f'{type(error).__name__}: {error}')
             del calls[name]
+            continue
+        if reference is not None:
+            results[name] = out
+    if reference in results:
+        _agreeing(calls, results, reference, what)
+    del results
     times = {name: [] for name in calls}
     for _ in range(ROUNDS):
         for name, call in calls.items():
