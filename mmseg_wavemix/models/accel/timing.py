@@ -81,14 +81,14 @@ def _agreeing(calls: Dict[str, Callable[[], object]], results: dict,
     """Leave out of ``calls`` (with a warning) each candidate whose result
     differs from ``reference``'s by more than rounding
     (:data:`AGREEMENT`)."""
+    dtype = next((t.dtype for t in _tensors(results[reference])
+                  if t is not None), None)
+    limit = AGREEMENT.get(dtype, AGREEMENT_OTHER_DTYPES)
     for name, out in results.items():
         if name == reference:
             continue
         found = difference(out, results[reference])
-        dtype = next((t.dtype for t in _tensors(results[reference])
-                      if t is not None), None)
-        if found is not None and found[0] > AGREEMENT.get(
-                dtype, AGREEMENT_OTHER_DTYPES):
+        if found is not None and found[0] > limit:
             warnings.warn(
                 f'{what}: {name!r} differs from {reference!r} by '
                 f'{found[0]:.2g} of the largest value ({found[1]:.3g}): it '
