@@ -15,11 +15,13 @@ from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
                                         fuse_norm_layers, fuse_upsamples,
                                         fused_upsample,
                                         pointwise_convs_as_gemm,
-                                        prepare_for_inference, timing)
+                                        pointwise_gemm, prepare_for_inference,
+                                        timing)
 from mmseg_wavemix.models.backbones import WaveMixBlock
 from mmseg_wavemix.utils.analysis import build_model_from_config
 
 from ..conftest import REPO_ROOT
+from .test_pointwise_gemm import kernels_faster
 
 pytest.importorskip(
     'triton', reason='Triton is not installed (requirements/tests.txt)')
@@ -37,6 +39,14 @@ def trained_block(level=3, memory_efficient=False):
     return block.eval()
 
 
+@pytest.fixture
+def fc1_kernel(monkeypatch):
+    """fc1 + GELU by the Triton kernel, untimed (the timed choice:
+    test_fc1_and_gelu_by_the_faster_way_that_agrees)."""
+    monkeypatch.setattr(pointwise_gemm, 'fastest',
+                        lambda calls, *args, **kwargs: 'triton')
+
+
 # the kernel each upsampling calls last
 UPSAMPLE_CALLS = dict(
     triton='conv_transpose_k4s2',
@@ -49,11 +59,13 @@ UPSAMPLE_CALLS = dict(
     (True, False, 'triton_tma')
 ])
 def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
-        kernel_calls, channels_last, memory_efficient, upsample_kernel):
+        kernel_calls, fc1_kernel, channels_last, memory_efficient,
+        upsample_kernel):
     """Every level fused (also the recipe's memory-efficient MLPs, which
     infer with the plain layers); the fused block's fp16 output is as close
     to the float64 block's as the plain layers' fp16 output is (it rounds
-    less: the hidden tensor never goes through fp16 before the GELU)."""
+    less: the hidden tensor never goes through fp16 before the GELU). Not
+    channels_last, fc1 + GELU are the layers'."""
     block = fuse_norm_layers(trained_block(memory_efficient=memory_efficient))
     exact = copy.deepcopy(block).double()
     plain = copy.deepcopy(block).half()
@@ -66,8 +78,10 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
         expected = exact(x)
         layers = plain(x.half().contiguous(memory_format=memory_format))
         out = fused(x.half().contiguous(memory_format=memory_format))
-    assert kernel_calls == ['linear_gelu', UPSAMPLE_CALLS[upsample_kernel]
-                            ] * 3
+    per_level = ['linear_gelu'] * channels_last + [
+        UPSAMPLE_CALLS[upsample_kernel]
+    ]
+    assert kernel_calls == per_level * 3
     assert out.dtype == torch.float16
     assert out.is_contiguous(memory_format=memory_format)
     layers_error = (layers.double() - expected).abs().max()
@@ -77,7 +91,7 @@ def test_fused_block_is_as_close_to_float64_as_the_layers_in_fp16(
 
 @pytest.mark.parametrize('faster', ['triton', 'triton_tma', 'cudnn'])
 def test_auto_times_the_upsampling_kernels_once_per_size(
-        kernel_calls, monkeypatch, faster):
+        kernel_calls, fc1_kernel, monkeypatch, faster):
     """``'auto'`` (the default): at the first call of a size each kernel
     runs and is timed; the fastest then serves that size."""
     monkeypatch.setattr(fused_upsample, '_FASTEST_UPSAMPLE', {})
@@ -108,7 +122,8 @@ def test_auto_times_the_upsampling_kernels_once_per_size(
     assert len(fused_upsample._FASTEST_UPSAMPLE) == 2  # two level sizes
 
 
-def test_auto_leaves_out_a_kernel_that_fails(kernel_calls, monkeypatch):
+def test_auto_leaves_out_a_kernel_that_fails(kernel_calls, fc1_kernel,
+                                              monkeypatch):
     """A candidate that raises (a Triton that cannot build it, say) is
     left out with a warning; the others serve."""
     from mmseg_wavemix.ops import level_mlp_triton
@@ -133,10 +148,11 @@ def test_auto_leaves_out_a_kernel_that_fails(kernel_calls, monkeypatch):
     torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-3)
 
 
-def test_float32_gradients_and_training_run_the_layers(kernel_calls):
+def test_float32_gradients_and_training_run_the_layers(
+        kernel_calls, fc1_kernel):
     block = fuse_norm_layers(trained_block(level=2))
     fused = fuse_level_mlps(copy.deepcopy(block), 'triton')
-    x = torch.randn(1, 32, 8, 8)
+    x = torch.randn(1, 32, 8, 8).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():  # float32: the layers, exactly
         torch.testing.assert_close(fused(x), block(x), rtol=0, atol=0)
     torch.testing.assert_close(fused(x), block(x), rtol=0, atol=0)
@@ -146,6 +162,51 @@ def test_float32_gradients_and_training_run_the_layers(kernel_calls):
         out = fused.eval()(x)
     assert len(kernel_calls) == 4  # two kernels per level, in fp16
     assert out.dtype == torch.float16
+
+
+@pytest.mark.parametrize('serves', ['layers', 'triton', 'wrong triton'])
+def test_fc1_and_gelu_by_the_faster_way_that_agrees(kernel_calls, monkeypatch,
+                                                    serves):
+    """fc1 + GELU: the Triton kernel (its weights packed once) or the
+    layers, whichever was faster at the first call of the size; a kernel
+    whose result differs from the layers' is left out, with a warning."""
+    from mmseg_wavemix.ops import level_mlp_triton
+    monkeypatch.setattr(pointwise_gemm, '_FASTEST_LINEAR_GELU', {})
+    monkeypatch.setattr(timing, 'time_ms',
+                        kernels_faster(kernel_calls, serves != 'layers'))
+    if serves == 'wrong triton':
+        kernel = level_mlp_triton.linear_gelu
+        monkeypatch.setattr(level_mlp_triton, 'linear_gelu',
+                            lambda *args, **kwargs: kernel(*args, **kwargs) *
+                            1.01)
+    packed = []
+    pack = level_mlp_triton.pack_linear_weight
+    monkeypatch.setattr(level_mlp_triton, 'pack_linear_weight',
+                        lambda weight: packed.append(weight) or pack(weight))
+    block = fuse_norm_layers(trained_block(level=1))
+    plain = copy.deepcopy(block).half()
+    fused = fuse_level_mlps(copy.deepcopy(block), 'cudnn').half()
+    x = torch.randn(1, 32, 8, 8).half().contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        if serves == 'wrong triton':
+            with pytest.warns(UserWarning,
+                              match="'triton' differs from 'layers' by 0.01"):
+                fused(x)
+        else:
+            fused(x)
+        assert len(packed) == 1  # at the first call; never again
+        kernel_calls.clear()
+        out = fused(x)
+        layers = plain(x)
+    assert list(pointwise_gemm._FASTEST_LINEAR_GELU.values()) == [
+        'triton' if serves == 'triton' else 'layers'
+    ]
+    assert kernel_calls == ['linear_gelu'] * (serves == 'triton') + [
+        'add_bias_residual_'
+    ]
+    assert len(packed) == 1
+    torch.testing.assert_close(out, layers, rtol=2e-3, atol=2e-3)
 
 
 def test_only_folded_level_mlps_are_fused():
@@ -185,7 +246,8 @@ def test_prepare_for_inference_fuses_on_cuda_only():
         prepare_for_inference(model, fuse_mlp=True, compile=True)
 
 
-def test_whole_model_as_prepare_for_inference_fuses_it_on_cuda(kernel_calls):
+def test_whole_model_as_prepare_for_inference_fuses_it_on_cuda(
+        kernel_calls, fc1_kernel):
     """The steps prepare_for_inference(fuse_mlp=True) takes on CUDA (folded
     norms, fused level MLPs and upsamplings, convolutions as GEMMs,
     channels_last weights), here on CPU: the demo model's fp16 logits are

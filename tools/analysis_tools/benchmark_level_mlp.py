@@ -202,8 +202,8 @@ def sweep_case(mlp, inputs, dtype, args, timer):
     fastest first (``us``), and the tile sizes that failed (``failed``: too
     large for shared memory, say)."""
     x, residual, coarser = (t if t is None else t.to(dtype) for t in inputs)
-    w1, b1, w2, b2, upsample, bt = FusedLevelMLP(mlp, 'triton')._weights(
-        dtype)
+    _, _, (w1, b1), w2, b2, upsample, bt = FusedLevelMLP(
+        mlp, 'triton')._weights(dtype)
     wt = upsample['triton']
     with torch.no_grad():
         hidden = level_mlp_triton.linear_gelu(x, coarser, w1, b1)

@@ -14,7 +14,8 @@ from ..backbones.wavemix_block import WaveletLevelMLP
 from .fused_upsample import (can_fuse_upsample, check_upsample_kernel,
                              compute_dtype, runs_kernels, upsample_by,
                              upsample_weights)
-from .pointwise_gemm import pointwise_linear, replace_layers
+from .pointwise_gemm import (pointwise_linear, pointwise_linear_gelu,
+                             replace_layers)
 
 
 def can_fuse_level_mlp(mlp: nn.Module) -> bool:
@@ -39,18 +40,22 @@ class FusedLevelMLP(nn.Module):
 
     1. ``gelu(fc1(cat([x, coarser])))``, one Triton GEMM
        (:func:`~mmseg_wavemix.ops.level_mlp_triton.linear_gelu`): no
-       concatenation in memory, no separate pass of the GELU.
+       concatenation in memory, no separate pass of the GELU; or the
+       concatenation, cuBLAS and the GELU where these were faster at the
+       first call of the size, or the kernel's result differed from
+       theirs (:func:`~.pointwise_gemm.pointwise_linear_gelu`).
     2. ``fc2``, a cuBLAS GEMM with its bias (channels_last input).
     3. The transposed convolution, its bias (with the folded BatchNorm) and
        the residual, by the upsampling kernel found fastest
        (:mod:`~mmseg_wavemix.models.accel.fused_upsample`).
 
     It computes in float16 or bfloat16 (the autocast dtype, or the input's),
-    accumulating in float32. The weights are packed and cast at its first
-    call in each dtype (moving or casting the module packs them again; a
-    prepared model's weights are fixed anyway). Elsewhere (CPU, float32,
-    gradients, training mode, tracing, ``torch.compile``) it runs the plain
-    layers.
+    accumulating in float32, on channels_last inputs (a prepared model's
+    layout; in other layouts the first step is the layers'). The weights
+    are packed and cast at its first call in each dtype (moving or casting
+    the module packs them again; a prepared model's weights are fixed
+    anyway). Elsewhere (CPU, float32, gradients, training mode, tracing,
+    ``torch.compile``) it runs the plain layers.
 
     Args:
         mlp (WaveletLevelMLP): The level MLP, see :func:`can_fuse_level_mlp`
@@ -79,13 +84,15 @@ class FusedLevelMLP(nn.Module):
 
     @torch.no_grad()
     def _weights(self, dtype: torch.dtype) -> Tuple:
-        """fc1's weight and bias, fc2's, the upsampling weight of each
-        kernel in use (by name) and its bias, as the kernels take them."""
+        """fc1's weight and bias (cast, and as the Triton kernel takes them),
+        fc2's, the upsampling weight of each kernel in use (by name) and its
+        bias."""
         if dtype not in self._packed:
             fc1, fc2, up = self.mlp.fc1, self.mlp.fc2, self.mlp.upsample
             self._packed[dtype] = (
-                level_mlp_triton.pack_linear_weight(fc1.weight).to(dtype),
-                fc1.bias.float(), fc2.weight.to(dtype), fc2.bias.to(dtype),
+                fc1.weight.to(dtype), fc1.bias.to(dtype),
+                (level_mlp_triton.pack_linear_weight(fc1.weight).to(dtype),
+                 fc1.bias.float()), fc2.weight.to(dtype), fc2.bias.to(dtype),
                 upsample_weights(up.weight, self.upsample_kernel, dtype),
                 up.bias.float())
         return self._packed[dtype]
@@ -97,10 +104,14 @@ class FusedLevelMLP(nn.Module):
         dtype = compute_dtype(x)
         if not runs_kernels(self, x, dtype):
             return self.mlp(x, residual, coarser)
-        w1, b1, w2, b2, wt, bt = self._weights(dtype)
+        w1, b1, fc1_kernel, w2, b2, wt, bt = self._weights(dtype)
         x = x.to(dtype)
         coarser = None if coarser is None else coarser.to(dtype)
-        hidden = level_mlp_triton.linear_gelu(x, coarser, w1, b1)
+        fc1 = pointwise_linear_gelu(x, coarser, w1, b1,
+                                    kernel_weights=fc1_kernel)
+        hidden = F.gelu(F.conv2d(
+            x if coarser is None else torch.cat((x, coarser), 1), w1,
+            b1)) if fc1 is None else fc1.out
         ff = pointwise_linear(hidden, w2, b2)
         if ff is None:  # not channels_last
             ff = F.conv2d(hidden, w2, b2)

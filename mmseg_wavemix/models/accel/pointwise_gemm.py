@@ -179,11 +179,15 @@ def _linear_gelu_by_layers(a: Tensor, b: Optional[Tensor], weight: Tensor,
     return LinearGELU(inputs, hidden, F.gelu(hidden))
 
 
-def _linear_gelu_by_triton(a: Tensor, b: Optional[Tensor], weight: Tensor,
-                           bias: Tensor, pre_activation: bool) -> LinearGELU:
-    out = level_mlp_triton.linear_gelu(
-        a, b, level_mlp_triton.pack_linear_weight(weight), bias.float(),
-        pre_activation=pre_activation)
+def _linear_gelu_by_triton(
+        a: Tensor, b: Optional[Tensor], weight: Tensor, bias: Tensor,
+        pre_activation: bool,
+        kernel_weights: Optional[Tuple[Tensor, Tensor]]) -> LinearGELU:
+    if kernel_weights is None:
+        kernel_weights = (level_mlp_triton.pack_linear_weight(weight),
+                          bias.float())
+    out = level_mlp_triton.linear_gelu(a, b, *kernel_weights,
+                                       pre_activation=pre_activation)
     inputs = a if b is None else None  # no concatenation made
     return LinearGELU(inputs, *out) if pre_activation else \
         LinearGELU(inputs, None, out)
@@ -193,13 +197,15 @@ def pointwise_linear_gelu(a: Tensor,
                           b: Optional[Tensor],
                           weight: Tensor,
                           bias: Optional[Tensor],
-                          pre_activation: bool = False
+                          pre_activation: bool = False,
+                          kernel_weights: Optional[Tuple[Tensor,
+                                                         Tensor]] = None
                           ) -> Optional[LinearGELU]:
     """``gelu(conv1x1(cat([a, b], 1)))`` (exact GELU) of channels_last
-    ``a`` and ``b`` (``b`` None: of ``a``) in training: the concatenation,
+    ``a`` and ``b`` (``b`` None: of ``a``): the concatenation,
     ``F.linear`` with the bias in its epilogue and the GELU's pass; or on a
-    GPU in float16 and bfloat16, where it was faster at the first call of
-    the size (:func:`~.timing.fastest`), Triton's
+    GPU in float16 and bfloat16, where it agreed with them and was faster
+    at the first call of the size (:func:`~.timing.fastest`), Triton's
     :func:`~mmseg_wavemix.ops.level_mlp_triton.linear_gelu`: no
     concatenation in memory, the GELU (and the store of its input, with
     ``pre_activation``) in the product's epilogue. None where ``a`` or
@@ -212,6 +218,11 @@ def pointwise_linear_gelu(a: Tensor,
         bias (Tensor, optional): (CO, ).
         pre_activation (bool): The GELU's input is needed too (its backward).
             Default: False.
+        kernel_weights (tuple[Tensor, Tensor], optional): ``weight`` as
+            :func:`~mmseg_wavemix.ops.level_mlp_triton.pack_linear_weight`
+            packs it and ``bias`` in float32, as the kernel takes them, where
+            the caller keeps them (fixed weights); else they are made at each
+            call of the kernel. Default: None.
 
     Returns:
         LinearGELU | None: The concatenation where it was made (the weight's
@@ -225,7 +236,7 @@ def pointwise_linear_gelu(a: Tensor,
         return layers()
     calls = dict(layers=layers,
                  triton=partial(_linear_gelu_by_triton, a, b, weight, bias,
-                                pre_activation))
+                                pre_activation, kernel_weights))
     cb = 0 if b is None else b.shape[1]
     rows = a.numel() // max(a.shape[1], 1)
     key = (a.device, a.dtype, a.shape[1], cb, weight.shape[0],
