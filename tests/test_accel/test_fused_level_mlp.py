@@ -123,7 +123,7 @@ def test_auto_times_the_upsampling_kernels_once_per_size(
 
 
 def test_auto_leaves_out_a_kernel_that_fails(kernel_calls, fc1_kernel,
-                                              monkeypatch):
+                                             monkeypatch):
     """A candidate that raises (a Triton that cannot build it, say) is
     left out with a warning; the others serve."""
     from mmseg_wavemix.ops import level_mlp_triton
