@@ -19,6 +19,8 @@ from mmseg_wavemix.models.backbones import WaveMix, WaveMixBlock
 from mmseg_wavemix.models.backbones.wavemix_block import WaveletLevelMLP
 from mmseg_wavemix.ops import haar_dwt_packed
 
+BF16_EPS = torch.finfo(torch.bfloat16).eps
+
 
 def saved_bytes(fn):
     """Bytes autograd keeps for backward while ``fn`` runs (each storage
@@ -291,7 +293,11 @@ def test_under_autocast_level_gradients_add_up_in_place(channels_last):
         if name.endswith('upsample.bias'):  # BN follows: true gradient 0
             continue
         error, layers_error = ((t.double() - c).abs().max() for t in (a, b))
-        assert error <= 1.5 * layers_error + 1e-6 * c.abs().max(), name
+        # plus two units in bf16's last place: which way lands a unit or two
+        # further from float64 depends on the CPU's kernels (without AVX-512
+        # oneDNN has no bf16 convolutions)
+        assert error <= 1.5 * layers_error + 2 * BF16_EPS * c.abs().max(), \
+            name
 
 
 @pytest.mark.parametrize('used', [(0, 1, 2), (0, 2), (0, ), (1, )])
