@@ -182,7 +182,8 @@ def _linear_gelu_by_layers(a: Tensor, b: Optional[Tensor], weight: Tensor,
 def _linear_gelu_by_triton(
         a: Tensor, b: Optional[Tensor], weight: Tensor, bias: Tensor,
         pre_activation: bool,
-        kernel_weights: Optional[Tuple[Tensor, Tensor]]) -> LinearGELU:
+        kernel_weights: Optional[Tuple[Tensor, Tensor]] = None
+) -> LinearGELU:
     if kernel_weights is None:
         kernel_weights = (level_mlp_triton.pack_linear_weight(weight),
                           bias.float())
