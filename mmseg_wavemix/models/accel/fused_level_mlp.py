@@ -89,10 +89,11 @@ class FusedLevelMLP(nn.Module):
         bias."""
         if dtype not in self._packed:
             fc1, fc2, up = self.mlp.fc1, self.mlp.fc2, self.mlp.upsample
+            w1 = fc1.weight.to(dtype)
             self._packed[dtype] = (
-                fc1.weight.to(dtype), fc1.bias.to(dtype),
-                (level_mlp_triton.pack_linear_weight(fc1.weight).to(dtype),
-                 fc1.bias.float()), fc2.weight.to(dtype), fc2.bias.to(dtype),
+                w1, fc1.bias.to(dtype),
+                (level_mlp_triton.pack_linear_weight(w1), fc1.bias.float()),
+                fc2.weight.to(dtype), fc2.bias.to(dtype),
                 upsample_weights(up.weight, self.upsample_kernel, dtype),
                 up.bias.float())
         return self._packed[dtype]
