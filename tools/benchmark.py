@@ -52,7 +52,8 @@ the device would not make the step faster.
 Example:
     python tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes.py \
         --compare configs/wavemix/wavemix_256x16_l4_cityscapes.py@bf16,fast \
-            authors mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py \
+        authors \
+        mmseg::segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py \
         --authors-package work_dirs/authors_wavemix \
         --shape 512 1024 --train --json work_dirs/benchmark.json
 """

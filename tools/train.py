@@ -3,7 +3,8 @@
 
 Example:
     python tools/train.py configs/wavemix/wavemix_256x16_l4_cityscapes.py
-    python tools/train.py CONFIG --resume   # continue from work_dir/last_checkpoint
+    # continue from work_dir/last_checkpoint:
+    python tools/train.py CONFIG --resume
 """
 import argparse
 import logging

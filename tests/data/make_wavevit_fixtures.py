@@ -12,7 +12,8 @@ and for S and B at two input sizes the inputs, the four stage features
 ``norm{i}``) and the eval-mode classifier logits (``cls + 0.5 * max`` over
 the token-labelling head)::
 
-    python tests/data/make_wavevit_fixtures.py PATH/TO/ImageNetModel/classification
+    python tests/data/make_wavevit_fixtures.py \
+        PATH/TO/ImageNetModel/classification
 
 It writes ``tests/data/wavevit_reference_fixtures.pth``.
 """

@@ -6,6 +6,7 @@ import sys
 from mmengine.fileio import get_file_backend
 
 from mmseg_wavemix.engine import AtomicLocalBackend
+
 from ..conftest import REPO_ROOT
 
 

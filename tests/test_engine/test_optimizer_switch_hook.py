@@ -6,6 +6,7 @@ import torch
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
 from mmseg_wavemix.engine import OptimizerSwitchHook
+
 from .toy_runner import build_toy_runner, recorder
 
 

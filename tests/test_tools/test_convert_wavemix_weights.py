@@ -56,7 +56,9 @@ def test_wavevit_converter(tmp_path):
     strictly into WaveViT; --with-head for the mmpretrain classifier; a
     foreign key is named in one line."""
     import sys
+
     from mmseg_wavemix.models.backbones import WaveViT
+
     from ..conftest import DATA_DIR
     sys.path.insert(0, DATA_DIR)
     from seeded_weights import seeded_state_dict
@@ -92,7 +94,9 @@ def test_svt_converter(tmp_path):
     it ({'model': ...}, with the DTCWT filter buffers) -> backbone.* that
     loads strictly into ScatteringViT; a foreign file in one line."""
     import sys
+
     from mmseg_wavemix.models.backbones import ScatteringViT
+
     from ..conftest import DATA_DIR
     sys.path.insert(0, DATA_DIR)
     from seeded_weights import seeded_state_dict

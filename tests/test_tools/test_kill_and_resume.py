@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
+
 from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
                         run_tool)
 

@@ -69,6 +69,7 @@ def test_converter_rejects_unknown_labels(tmp_path):
 
 def test_converter_rejects_train_ids_out_of_range(tmp_path):
     import importlib.util
+
     from ..conftest import REPO_ROOT
     spec = importlib.util.spec_from_file_location(
         'cityscapes_converter',

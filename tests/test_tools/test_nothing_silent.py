@@ -11,6 +11,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmseg_wavemix.utils.cli import build_model
+
 from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
                         run_tool)
 from .test_error_messages import one_error_line

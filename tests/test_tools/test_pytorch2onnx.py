@@ -13,6 +13,7 @@ import torch
 from mmengine.config import Config
 
 from mmseg_wavemix.utils.cli import build_model
+
 from ..conftest import REPO_ROOT
 from .demo_data import run_tool
 from .test_error_messages import one_error_line

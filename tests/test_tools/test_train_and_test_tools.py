@@ -9,6 +9,7 @@ import torch
 from mmengine.config import Config
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
+
 from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
                         run_tool)
 

@@ -17,7 +17,8 @@ Each class has its own colour, texture and brightness range, and the layout
 sidewalks) varies per image, so a model has something real to learn.
 
 Example:
-    python tools/dataset_converters/make_demo_cityscapes.py data/cityscapes_demo
+    python tools/dataset_converters/make_demo_cityscapes.py \
+        data/cityscapes_demo
 """
 import argparse
 import json

@@ -45,7 +45,6 @@ from torch.autograd.function import once_differentiable
 from mmseg_wavemix.ops import level_mlp_triton
 
 from ..backbones.wavemix_block import WaveletLevelMLP
-
 from .pointwise_gemm import replace_layers
 from .timing import fastest
 

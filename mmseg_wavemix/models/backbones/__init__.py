@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-from .wavemix import WaveMix
 from .svt import ScatteringViT
+from .wavemix import WaveMix
 from .wavemix_block import WaveletLevelMLP, WaveMixBlock
 from .wavevit import WaveViT
 from .wtconvnext import WTConvNeXt

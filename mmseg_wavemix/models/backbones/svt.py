@@ -19,6 +19,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from mmseg_wavemix.ops import DTCWT
+
 from .wavevit import Attention, WaveViT, _tokens_to_map
 
 

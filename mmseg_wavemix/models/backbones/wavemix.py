@@ -17,8 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import haar_lowpass
 
-from ..utils.arch import (check_frozen_stages, check_out_indices,
-                          select_arch)
+from ..utils.arch import check_frozen_stages, check_out_indices, select_arch
 from .wavemix_block import WaveMixBlock, check_embed_dims_and_level
 
 STEM_TYPES = ('strided', 'patchify')

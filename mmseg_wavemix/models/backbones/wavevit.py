@@ -21,8 +21,8 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.ops import haar_dwt, haar_idwt
-from ..utils.arch import (check_frozen_stages, check_out_indices,
-                          select_arch)
+
+from ..utils.arch import check_frozen_stages, check_out_indices, select_arch
 
 
 def _tokens_to_map(x: Tensor, h: int, w: int) -> Tensor:

@@ -13,8 +13,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..utils import WTConv2d
-from ..utils.arch import (check_frozen_stages, check_out_indices,
-                          select_arch)
+from ..utils.arch import check_frozen_stages, check_out_indices, select_arch
 
 
 class WTConvNeXtBlock(BaseModule):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmseg_wavemix.models.backbones import ScatteringViT
+
 from .test_wavevit_family import TINY
 
 

@@ -14,6 +14,7 @@ from mmengine.registry import DefaultScope
 
 from mmseg_wavemix.models.backbones import ScatteringViT, WaveViT
 from mmseg_wavemix.models.utils import svt_convert, wavevit_convert
+
 from ...conftest import DATA_DIR
 
 sys.path.insert(0, DATA_DIR)
@@ -53,7 +54,9 @@ def authors_weights(family, case, with_head=False):
 
 
 def build_classifier(family, arch, num_classes):
-    import mmseg_wavemix.classification  # noqa: F401  (registers them there)
+    # first: makes mmpretrain importable (torchvision, see compat) and
+    # registers the backbones there
+    import mmseg_wavemix.classification  # noqa: F401  isort:skip
     from mmpretrain.registry import MODELS
     in_channels, num_heads = HEADS[arch]
     with DefaultScope.overwrite_default_scope('mmpretrain'):
