@@ -1,11 +1,14 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Helpers to run the command-line tools on generated Cityscapes data."""
+import atexit
 import os
 import os.path as osp
 import subprocess
 import sys
+import warnings
 
 from ..conftest import REPO_ROOT
+from .forked_tools import ToolServer
 
 MAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'wavemix',
                        'wavemix_256x16_l4_cityscapes.py')
@@ -22,17 +25,37 @@ def tool_env():
             p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p))
 
 
+_server = None
+
+
+def tool_server():
+    """The tests' :class:`~.forked_tools.ToolServer`, started at the first
+    call in ``tool_env()``."""
+    global _server
+    if _server is None:
+        _server = ToolServer(tool_env(), REPO_ROOT)
+        atexit.register(_server.close)
+        if not _server.ready:
+            warnings.warn('the tools run in fresh interpreters (slower): the '
+                          f'tool server did not start: {_server.error}')
+    return _server
+
+
 def run_tool(script, *args, timeout=900, check=True):
-    """Run ``tools/<script>`` with this interpreter; return the result."""
+    """Run ``tools/<script>`` with this interpreter, as ``python
+    tools/<script> ARGS`` in ``tool_env()`` would (forked from a process with
+    the libraries imported: :mod:`.forked_tools`); return the result."""
     env = tool_env()
-    result = subprocess.run(
-        [sys.executable,
-         osp.join(REPO_ROOT, 'tools', script), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO_ROOT,
-        env=env)
+    argv = [osp.join(REPO_ROOT, 'tools', script), *map(str, args)]
+    if tool_server().serves(env):
+        result = tool_server().run(argv, REPO_ROOT, env, timeout)
+    else:  # a fresh interpreter
+        result = subprocess.run([sys.executable, *argv],
+                                capture_output=True,
+                                text=True,
+                                timeout=timeout,
+                                cwd=REPO_ROOT,
+                                env=env)
     if check and result.returncode != 0:
         raise AssertionError(
             f'tools/{script} failed ({result.returncode}):\n'

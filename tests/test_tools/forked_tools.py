@@ -1,0 +1,170 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Runs the command-line tools for the tests, each in a new process forked
+from one that has already imported torch, mmengine and mmseg.
+
+The tests run the tools a hundred times or so. Starting Python and importing
+those libraries took 6.5 s of each run on a 2-core CI machine, about a third
+of the suite. A forked process runs ``tools/<script>`` as ``python
+tools/<script> ARGS`` does (as ``__main__``, with its own arguments,
+environment, working directory, output files and exit status: an uncaught
+exception's traceback and 1, ``sys.exit``'s status, or minus a signal's
+number), only with those libraries already imported. ``mmseg_wavemix`` is
+not imported before the fork, so that each tool imports the plugin as a
+user's run does.
+
+This file is the server (``python forked_tools.py``: JSON lines, a request
+on stdin, ``{"pid": ...}`` then ``{"returncode": ...}`` on stdout) and its
+client (:class:`ToolServer`); it imports nothing of the tests or the package.
+"""
+import importlib
+import json
+import os
+import os.path as osp
+import runpy
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+# What every tool imports first and no test changes.
+PRELOAD = ('torch', 'mmengine.runner', 'mmseg.apis', 'mmseg.models')
+
+
+def _reply(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + '\n')
+    sys.stdout.flush()
+
+
+def _run_tool(request: dict) -> None:
+    """In the forked process: become ``python ARGV...`` and exit as it."""
+    os.setsid()  # a timeout kills the tool with its workers
+    os.chdir(request['cwd'])
+    os.environ.clear()
+    os.environ.update(request['env'])
+    for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
+                            (1, request['stdout'], os.O_WRONLY),
+                            (2, request['stderr'], os.O_WRONLY)):
+        opened = os.open(path, flags)
+        os.dup2(opened, fd)
+        os.close(opened)
+    script = request['argv'][0]
+    sys.argv = list(request['argv'])
+    sys.path[0] = osp.dirname(osp.abspath(script))
+    runpy.run_path(script, run_name='__main__')
+    # Exceptions and SystemExit leave through the server's frames (which
+    # hold no try blocks), so the interpreter reports them and exits as a
+    # script's would, atexit handlers included.
+    sys.exit(0)
+
+
+def serve() -> None:
+    try:
+        for name in PRELOAD:
+            importlib.import_module(name)
+    except Exception as e:  # the client then starts each tool afresh
+        _reply(dict(error=f'{type(e).__name__}: {e}'))
+        return
+    _reply(dict(ready=True))
+    for line in sys.stdin:
+        request = json.loads(line)
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _run_tool(request)
+        _reply(dict(pid=pid))
+        _, status = os.waitpid(pid, 0)
+        _reply(dict(returncode=os.waitstatus_to_exitcode(status)))
+
+
+def _imports_alike(env: dict, other: dict) -> bool:
+    """Whether the libraries would import the same in either environment:
+    pytest's name of the current test, which changes, aside."""
+    return {k: v for k, v in env.items() if not k.startswith('PYTEST_')} == \
+        {k: v for k, v in other.items() if not k.startswith('PYTEST_')}
+
+
+class ToolServer:
+    """A server process started with ``env`` in ``cwd``; :meth:`run` is
+    ``subprocess.run([sys.executable, *argv], capture_output=True,
+    text=True, ...)``.
+
+    Args:
+        env (dict): The environment of the server.
+        cwd (str): Working directory of the server.
+        start_timeout (float): Seconds the imports may take.
+    """
+
+    def __init__(self, env: dict, cwd: str, start_timeout: float = 300):
+        self.env = dict(env)
+        self._outputs = tempfile.mkdtemp(prefix='forked_tools_')
+        self._log = osp.join(self._outputs, 'server.log')
+        with open(self._log, 'w') as log:
+            self._process = subprocess.Popen(
+                [sys.executable, osp.abspath(__file__)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=self.env,
+                cwd=cwd)
+        start = self._read(start_timeout) or dict(
+            error=f'no answer in {start_timeout} s')
+        self.ready = bool(start.get('ready'))
+        self.error = start.get('error')
+        if not self.ready:
+            self.close()
+
+    def _read(self, timeout):
+        """The server's next message, or None if none came in time."""
+        ready, _, _ = select.select([self._process.stdout], [], [], timeout)
+        line = self._process.stdout.readline() if ready else ''
+        return json.loads(line) if line else None
+
+    def serves(self, env: dict) -> bool:
+        """Whether a run in ``env`` can be forked from this server."""
+        return self.ready and _imports_alike(env, self.env)
+
+    def run(self, argv, cwd: str, env: dict,
+            timeout: float) -> subprocess.CompletedProcess:
+        """Run ``argv`` (a script and its arguments) in ``cwd`` with
+        ``env``, which :meth:`serves`."""
+        args = [sys.executable, *map(str, argv)]
+        out, err = (osp.join(self._outputs, name)
+                    for name in ('stdout', 'stderr'))
+        for path in (out, err):
+            open(path, 'w').close()
+        self._process.stdin.write(
+            json.dumps(
+                dict(argv=args[1:], cwd=str(cwd), env=dict(env),
+                     stdout=out, stderr=err)) + '\n')
+        self._process.stdin.flush()
+        started = self._read(60)
+        if started is None:
+            raise RuntimeError('the tool server stopped: ' +
+                               open(self._log).read()[-3000:])
+        pid = started['pid']
+        ended = self._read(timeout)
+        if ended is None:
+            os.killpg(pid, signal.SIGKILL)
+            self._read(60)
+        with open(out) as f, open(err) as g:
+            stdout, stderr = f.read(), g.read()
+        if ended is None:
+            raise subprocess.TimeoutExpired(args, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(args, ended['returncode'], stdout,
+                                           stderr)
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            try:
+                self._process.wait(60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        shutil.rmtree(self._outputs, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    serve()
