@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 # What every tool imports first and no test changes.
 PRELOAD = ('torch', 'mmengine.runner', 'mmseg.apis', 'mmseg.models')
@@ -106,9 +107,9 @@ class ToolServer:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                text=True,
                 env=self.env,
                 cwd=cwd)
+        self._received = b''
         start = self._read(start_timeout) or dict(
             error=f'no answer in {start_timeout} s')
         self.ready = bool(start.get('ready'))
@@ -117,10 +118,21 @@ class ToolServer:
             self.close()
 
     def _read(self, timeout):
-        """The server's next message, or None if none came in time."""
-        ready, _, _ = select.select([self._process.stdout], [], [], timeout)
-        line = self._process.stdout.readline() if ready else ''
-        return json.loads(line) if line else None
+        """The server's next message, or None if none came in time or the
+        server ended. Read unbuffered: ``select`` sees no line that a
+        buffered file has already taken in."""
+        deadline = time.monotonic() + timeout
+        fd = self._process.stdout.fileno()
+        while b'\n' not in self._received:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._received += chunk
+        line, self._received = self._received.split(b'\n', 1)
+        return json.loads(line)
 
     def serves(self, env: dict) -> bool:
         """Whether a run in ``env`` can be forked from this server."""
@@ -138,16 +150,16 @@ class ToolServer:
         self._process.stdin.write(
             json.dumps(
                 dict(argv=args[1:], cwd=str(cwd), env=dict(env),
-                     stdout=out, stderr=err)) + '\n')
+                     stdout=out, stderr=err)).encode() + b'\n')
         self._process.stdin.flush()
         started = self._read(60)
-        if started is None:
+        ended = started and self._read(timeout)
+        if started is None or ended is None and \
+                self._process.poll() is not None:
             raise RuntimeError('the tool server stopped: ' +
                                open(self._log).read()[-3000:])
-        pid = started['pid']
-        ended = self._read(timeout)
-        if ended is None:
-            os.killpg(pid, signal.SIGKILL)
+        if ended is None:  # the timeout
+            os.killpg(started['pid'], signal.SIGKILL)
             self._read(60)
         with open(out) as f, open(err) as g:
             stdout, stderr = f.read(), g.read()
