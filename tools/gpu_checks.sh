@@ -2,9 +2,10 @@
 # The CUDA tests and the GPU benchmarks in one run, a short table last; the targets' rows first (tests, training: the
 # target not met yet, then inference), each step's JSON written as it ends. On an H100 in session 14 all steps took
 # 548 s (the tests 1.7 minutes in 4 processes with pytest-xdist: most of their time is Triton compiling on the host;
-# a fresh machine's start was about a minute more). All steps end by DEADLINE seconds (default 560,
-# inside the device's 10-minute call): a step that would start later is not run, one still running then is cut,
-# and the summary says which, with the SKIP that runs the rest in a second call.
+# a fresh machine's start was about a minute more); steps were added since. All steps end by DEADLINE seconds
+# (default 470: the run's 8 minutes, so that a session's 15 minutes of device time hold the machine's start, this
+# run and a second call for the rest): a step that would start later is not run, one still running then is cut,
+# and the summary says which, with the SKIP that runs the rest in a second call, and the seconds of each step.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests inference
@@ -31,11 +32,12 @@ C=configs/wavemix/wavemix_256x16_l4_cityscapes.py
 AUTHORS_PACKAGE="${AUTHORS_PACKAGE:-}"
 status=0
 START=$SECONDS
-DEADLINE="${DEADLINE:-560}"
+DEADLINE="${DEADLINE:-470}"
 # A step that hangs (a compilation, say) is cut after STEP_TIMEOUT seconds, or at DEADLINE; the others still run.
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"
 MIN_STEP="${MIN_STEP:-20}"  # a step is not started with less time than this left
 DONE="" UNFINISHED=""  # step names whose commands all ran to their end / one of which was cut or not started
+TIMES=""  # each command's step name and seconds, for the summary (which steps to trim to keep the run short)
 # step NAME TITLE COMMAND...: skipped where SKIP names it
 step() {
   local name=$1 title=$2; shift 2
@@ -47,8 +49,10 @@ step() {
     echo; echo "=== not started, ${left} s left of DEADLINE=${DEADLINE}: $title"; UNFINISHED+=" $name"; return
   fi
   echo; echo "=== $title"
+  local begin=$SECONDS
   timeout "$limit" "$@"
   local rc=$?
+  TIMES+=" $name $((SECONDS - begin))"
   if ((rc == 124)); then
     status=1; UNFINISHED+=" $name"; echo "=== cut after ${limit} s: $*"
   else
@@ -152,6 +156,14 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
                              (f' host {100 * m["host_share"]:3.0f}%' if 'host_share' in m else ''))
         errors = '; '.join(f'{k}: {v}' for k, v in r.get('errors', {}).items())
         print(f'  {os.path.basename(name):48s} ' + ' | '.join(cells) + (f' ERRORS {errors}' if errors else ''))
+PY
+# seconds per step (a step of several commands summed)
+python3 - $TIMES <<'PY'
+import sys
+seconds = {}
+for name, s in zip(sys.argv[1::2], sys.argv[2::2]):
+    seconds[name] = seconds.get(name, 0) + int(s)
+print('Seconds per step: ' + ', '.join(f'{name} {s}' for name, s in seconds.items()))
 PY
 DONE_ALL=""
 for name in $DONE; do [[ " $UNFINISHED $DONE_ALL " == *" $name "* ]] || DONE_ALL+=" $name"; done

@@ -82,5 +82,12 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     # with the host's share of the step
     assert 'ours train 174.0 ms 28.7 img/s 8570 MB host 93%' in [
         ' '.join(line.split()) for line in lines]
+    # the seconds of each step that ran, to see what to trim
+    times = next(line for line in lines
+                 if line.startswith('Seconds per step: '))
+    seconds = dict(
+        item.split() for item in times.split(': ', 1)[1].split(', '))
+    assert list(seconds) == ['tests', 'training', 'inference']
+    assert int(seconds['inference']) >= 2  # cut at DEADLINE=3
     with tarfile.open(env['ARCHIVE']) as archive:
         assert sorted(archive.getnames()) == ['haar.json', 'train.json']
