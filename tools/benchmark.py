@@ -60,6 +60,7 @@ Example:
 import argparse
 import gc
 import os
+import sys
 
 import torch
 
@@ -135,6 +136,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def progress(line):
+    """A line on stderr as the run goes (the results come last, on
+    stdout)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def attempt(result, step, fn):
     """``fn()``, or None with the failure kept in ``result['errors']``."""
     try:
@@ -173,6 +180,7 @@ def run(args):
             if diff is not None:
                 result['max_abs_diff_vs_ours'] = diff
         if not args.no_flops:
+            progress(f'FLOPs: {bench.name}')
             flops = attempt(result, 'flops', bench.flops)
             if flops is not None:
                 result['flops'] = flops
@@ -189,6 +197,12 @@ def run(args):
                 measured = attempt(results[bench.name], mode,
                                    lambda: timed(getattr(bench, method),
                                                  bench))
+                progress(f'{mode} round {round_ + 1}/'
+                         f'{args.warmup + args.repeat}'
+                         f'{" (warm-up)" if round_ < args.warmup else ""}: '
+                         f'{bench.name}: ' + (
+                             'failed' if measured is None else
+                             f'{measured[0]:.3f} s'))
                 if measured is None:
                     running.remove(bench)
                 elif round_ >= args.warmup:
@@ -212,6 +226,8 @@ def run(args):
             for mode, _ in modes:
                 if mode not in result:
                     continue
+                progress(f'{mode} peak memory (a fresh process): '
+                         f'{entry["spec"]}')
                 peak = attempt(
                     result, f'{mode} peak memory',
                     lambda: peak_memory_mb(entry, args, mode == 'train'))

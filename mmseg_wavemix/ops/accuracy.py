@@ -20,11 +20,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # no Triton: PyTorch's kernels are used
-    triton = None
+from . import triton_support
+from .triton_support import tl, triton
 
 # logits a program holds: pixels x classes (the classes padded to a power
 # of two)
@@ -34,8 +31,8 @@ _ELEMENTS = 8192
 def applies(logits: Tensor, labels: Tensor) -> bool:
     """Whether the kernel serves these tensors: (N, C, H, W) logits of at
     most 1024 classes and (N, H, W) integer labels on one CUDA device, where
-    Triton is installed, with fewer than 2**31 pixels."""
-    return triton is not None and logits.is_cuda and logits.dim() == 4 and \
+    a Triton that compiles it is installed, with fewer than 2**31 pixels."""
+    return logits.dim() == 4 and triton_support.serves(logits) and \
         labels.dim() == 3 and labels.device == logits.device and \
         not labels.is_floating_point() and logits.shape[1] <= 1024 and \
         labels.shape == (logits.shape[0], *logits.shape[2:]) and \

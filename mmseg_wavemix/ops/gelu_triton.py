@@ -19,11 +19,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # no Triton: PyTorch's kernels are used
-    triton = None
+from . import triton_support
+from .triton_support import tl, triton
 
 # A program: BM x BC elements at a time, ROWS rows in all (its partial sum);
 # smaller in the interpreter (read when the module is loaded, as Triton
@@ -33,9 +30,10 @@ BM, BC, ROWS = (16, 32, 64) if os.environ.get('TRITON_INTERPRET') == '1' \
 
 
 def applies(grad: Tensor, hidden: Tensor) -> bool:
-    """Whether the kernel serves these tensors: CUDA, where Triton is
-    installed, the same shape and dtype, both channels_last and dense."""
-    return triton is not None and grad.is_cuda and \
+    """Whether the kernel serves these tensors: CUDA, where a Triton that
+    compiles it is installed, the same shape and dtype, both channels_last
+    and dense."""
+    return triton_support.serves(grad) and \
         _rows(grad) is not None and _rows(hidden) is not None and \
         grad.shape == hidden.shape and grad.dtype == hidden.dtype
 

@@ -24,11 +24,8 @@ Without a GPU the kernels run in Triton's interpreter
 """
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # no Triton: the plain PyTorch kernels are used
-    triton = None
+from . import triton_support
+from .triton_support import tl, triton
 
 # Half-size positions per program, and the most of them along the fastest
 # dimension.
@@ -37,11 +34,6 @@ MAX_INNER_BLOCK = 128
 # tl.gather (Triton >= 3.2) interleaves the bands in channels_last; without
 # it they are stored at a stride of 3
 _GATHER = triton is not None and hasattr(tl, 'gather')
-
-
-def available() -> bool:
-    """Whether Triton can be imported here."""
-    return triton is not None
 
 
 if triton is not None:
@@ -218,5 +210,6 @@ def synthesis(ll: Tensor, highs: Tensor, x: Tensor) -> None:
 
 def applies(x: Tensor) -> bool:
     """Whether the Triton kernels serve ``x``: a 4D tensor on a CUDA device,
-    where Triton is installed."""
-    return triton is not None and x.is_cuda and x.dim() == 4
+    where a Triton that compiles them is installed
+    (:func:`~.triton_support.serves`)."""
+    return x.dim() == 4 and triton_support.serves(x)

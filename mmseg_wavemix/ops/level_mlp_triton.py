@@ -34,11 +34,9 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # no Triton: the plain layers are used
-    triton = None
+from . import triton_support
+from .triton_support import tl, triton
+
 try:  # Triton >= 3.4: tensor-memory (TMA) descriptors made on the host
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:
@@ -53,18 +51,14 @@ _TUNERS_BUILT = True
 _INTERPRETER_BLOCKS = dict(BM=16, BN=16, BK=16)
 
 
-def available() -> bool:
-    """Whether Triton can be imported here."""
-    return triton is not None
-
-
 def applies(x: Tensor, dtype: Optional[torch.dtype] = None) -> bool:
     """Whether the kernels serve ``x`` computed in ``dtype`` (default: its
-    own): a CUDA tensor, float16 or bfloat16, where Triton is installed
-    (float32 runs the layers: tl.dot would round it to TF32)."""
+    own): a CUDA tensor, float16 or bfloat16, where a Triton that compiles
+    them is installed (float32 runs the layers: tl.dot would round it to
+    TF32)."""
     dtype = x.dtype if dtype is None else dtype
-    return triton is not None and _TUNERS_BUILT and x.is_cuda and \
-        dtype in (torch.float16, torch.bfloat16)
+    return dtype in (torch.float16, torch.bfloat16) and _TUNERS_BUILT and \
+        triton_support.serves(x)
 
 
 def _configs():

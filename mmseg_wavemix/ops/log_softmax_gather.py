@@ -25,12 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import accuracy
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # no Triton: PyTorch's kernels are used
-    triton = None
+from .triton_support import tl, triton
 
 # logits a program holds: pixels x classes (the classes padded to a power
 # of two)

@@ -36,7 +36,7 @@ import torch
 
 from mmseg_wavemix.ops import (accuracy, gelu_triton, haar_kernels,
                                haar_triton, level_mlp_triton,
-                               log_softmax_gather)
+                               log_softmax_gather, triton_support)
 from mmseg_wavemix.utils.analysis import write_json
 
 # Triton's pointer type of each dtype, as its signatures write it
@@ -318,8 +318,10 @@ def run(args) -> Dict:
     if os.environ.get('TRITON_INTERPRET') == '1':
         raise RuntimeError('unset TRITON_INTERPRET: the interpreter compiles '
                            'nothing')
-    if not haar_triton.available():
-        raise RuntimeError('Triton is not installed (pip install triton)')
+    if not triton_support.available():
+        raise RuntimeError(
+            'no Triton >= 3.0 here (found '
+            f'{triton_support.TOO_OLD or "none"}): pip install "triton>=3"')
     dtype = dict(fp16=torch.float16, bf16=torch.bfloat16)[args.dtype]
     results = {}
     with warnings.catch_warnings():
