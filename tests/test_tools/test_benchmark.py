@@ -66,6 +66,12 @@ def test_benchmark_compares_configs(tmp_path):
             assert 0 <= stats['kernel_cpu_share'] <= 1
             assert stats['page_faults'] >= 0
     assert 'kernel CPU % (infer/train)' in table
+    # the progress, on stderr: every round of each entry, in order
+    rounds = [line.split(': ')[0] for line in result.stderr.splitlines()
+              if line.startswith(('inference round', 'train round')) and
+              line.split(': ')[1] == DEMO]
+    assert rounds == [f'{mode} round {r}/3' + (' (warm-up)' if r == 1 else '')
+                      for mode in ('inference', 'train') for r in (1, 2, 3)]
 
 
 def test_benchmark_entry_options_and_the_authors_model(
