@@ -99,7 +99,9 @@ def gelu_backward_with_bias_grad_(grad: Tensor,
         the bias gradient (C, ) in float32.
     """
     if triton is None:
-        raise RuntimeError('gelu_backward_with_bias_grad_ needs Triton')
+        raise RuntimeError('gelu_backward_with_bias_grad_ needs Triton >= '
+                           '3.0 (found '
+                           f'{triton_support.TOO_OLD or "none"})')
     if grad.shape != hidden.shape or grad.dtype != hidden.dtype or \
             _rows(grad) is None or _rows(hidden) is None:
         raise ValueError('gelu_backward_with_bias_grad_ needs two dense '
