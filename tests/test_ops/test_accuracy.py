@@ -1,7 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """The counts behind the heads' pixel accuracy: the Triton kernel (here in
 Triton's interpreter, on a GPU in tests/test_cuda.py) counts what
-PyTorch's argmax does, ties included."""
+PyTorch's argmax does, ties included; so does the fallback."""
 import pytest
 import torch
 
@@ -58,8 +58,14 @@ def test_the_kernel_counts_as_argmax_does(accuracy, classes, channels_last,
         assert 0 < correct.item() < labelled.item()
 
 
-def test_other_shapes_and_devices_take_argmax():
-    logits, labels = logits_and_labels(5, True, torch.float32)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_other_shapes_and_devices_count_as_argmax(channels_last):
+    logits, labels = logits_and_labels(5, channels_last, torch.float32)
+    # argmax takes a NaN as the largest (the first NaN)
+    logits[0, 3, 0, 0] = logits[0, 4, 0, 0] = float('nan')
+    labels[0, 0, 0] = 3
+    logits[1, 2, 1, 1] = float('nan')
+    labels[1, 1, 1] = 4
     assert not accuracy_module.applies(logits, labels)  # CPU
     correct, labelled = accuracy_module.correct_and_labelled(
         logits, labels, 255)
