@@ -1,7 +1,7 @@
 # A small WaveMix (64 channels, 4 blocks, level 2) on scikit-learn's
 # handwritten digits (1,797 real 8x8 images, 10 classes), prepared by
 #   python tools/dataset_converters/sklearn_digits.py data/digits
-# into mmpretrain's CustomDataset folders. Trains on CPU in a few minutes:
+# into mmpretrain's CustomDataset folders. Trains on 2 CPU cores in 81 s:
 # AdamW then SGD for the last 5 epochs. Images are upsampled to 32x32 and the
 # strided stem brings them back to 8x8 for the blocks.
 _base_ = [
@@ -22,9 +22,11 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = train_pipeline
+# Images of 8x8 pixels load faster in the training process than in workers
+# (2 cores: 30 epochs in 81 s without workers, 140 s with 2, same top-1).
 train_dataloader = dict(
     batch_size=64,
-    num_workers=2,
+    num_workers=0,
     dataset=dict(
         type='CustomDataset',
         data_root=data_root,
@@ -33,7 +35,7 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True))
 val_dataloader = dict(
     batch_size=128,
-    num_workers=2,
+    num_workers=0,
     dataset=dict(
         type='CustomDataset',
         data_root=data_root,
