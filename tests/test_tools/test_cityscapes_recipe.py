@@ -16,16 +16,18 @@ from ..conftest import REPO_ROOT
 from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
                         run_tool, tool_env)
 
-# 80 iterations (40 before the kill): mIoU 39.9 on the CI machine, against the
-# bar of 30 below; the suite's longest test
-MAX_ITERS = 80
+# 40 iterations (20 before the kill): mIoU 68 on a 2-core AVX2 machine (46 and
+# 48 with seeds 1 and 2), against the bar of 30 below; the suite's longest test
+MAX_ITERS = 40
+# The head keeps more channels than the 19 classes, as the recipe's (64), so
+# that its classifier is folded into the last upsampling as there.
 SHRUNKEN = [
     'model.backbone.embed_dims=16', 'model.backbone.depth=2',
-    'model.decode_head.in_channels=16', 'model.decode_head.channels=4',
+    'model.decode_head.in_channels=16', 'model.decode_head.channels=32',
     'train_dataloader.batch_size=1', 'optim_wrapper.optimizer.lr=0.01',
-    'custom_hooks.0.final_iters=20', 'randomness.seed=0',
+    'custom_hooks.0.final_iters=10', 'randomness.seed=0',
     f'train_cfg.max_iters={MAX_ITERS}', f'train_cfg.val_interval={MAX_ITERS}',
-    'default_hooks.checkpoint.interval=40', 'default_hooks.logger.interval=10'
+    'default_hooks.checkpoint.interval=20', 'default_hooks.logger.interval=10'
 ]
 
 
@@ -69,14 +71,14 @@ def test_recipe_learns_generated_cityscapes(tmp_path):
             *data_root_options(root)]
 
     train_until_checkpoint_then_kill(
-        list(map(str, args)), work_dir, 'iter_40.pth', timeout=900)
+        list(map(str, args)), work_dir, 'iter_20.pth', timeout=900)
     assert not (work_dir / f'iter_{MAX_ITERS}.pth').exists()
 
     resumed = run_tool('train.py', *args, '--resume')
     log = resumed.stdout + resumed.stderr
-    assert 'iter_40.pth' in log and 'Iter(train) [50/80]' in log
-    assert 'switched the optimizer from AdamW to SGD at iteration 60' in log
-    assert 'Iter(train) [10/80]' not in log
+    assert 'iter_20.pth' in log and 'Iter(train) [30/40]' in log
+    assert 'switched the optimizer from AdamW to SGD at iteration 30' in log
+    assert 'Iter(train) [10/40]' not in log
 
     checkpoint = work_dir / f'iter_{MAX_ITERS}.pth'
     tested = run_tool('test.py', MAIN_CONFIG, checkpoint, '--work-dir',
