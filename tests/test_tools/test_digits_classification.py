@@ -1,6 +1,8 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """WaveMix classification through mmpretrain with the same tools: the digits
-config trains on CPU to >= 95% top-1 on a held-out split."""
+config, its schedule shortened from 30 epochs to 8 (98.3% top-1 on 2 cores
+in 34 s; 30 epochs: 98.1% in 81 s), trains on CPU to >= 95% top-1 on a
+held-out split."""
 import os.path as osp
 import pickle
 import re
@@ -21,11 +23,12 @@ def test_digits_train_and_test(tmp_path):
                            'test_dataloader')]
     work_dir = tmp_path / 'work_dir'
     trained = run_tool('train.py', CONFIG, '--work-dir', work_dir,
-                       '--cfg-options', *data)
+                       '--cfg-options', *data, 'train_cfg.max_epochs=8',
+                       'custom_hooks.0.final_epochs=3')
     log = trained.stdout + trained.stderr
-    assert 'switched the optimizer from AdamW to SGD at epoch 25' in log
+    assert 'switched the optimizer from AdamW to SGD at epoch 5' in log
 
-    tested = run_tool('test.py', CONFIG, work_dir / 'epoch_30.pth',
+    tested = run_tool('test.py', CONFIG, work_dir / 'epoch_8.pth',
                       '--work-dir', tmp_path / 'test', '--out',
                       tmp_path / 'predictions.pkl', '--cfg-options', *data)
     top1 = float(re.findall(r'accuracy/top1: ([0-9.]+)',
