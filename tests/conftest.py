@@ -1,11 +1,17 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 import contextlib
 import logging
+import os
 import os.path as osp
 
-import pytest
-import torch
-from mmengine.logging import MMLogger
+# The environment before the libraries add to it (cv2, torch's inductor and
+# mmpretrain's imports set variables): the tools run from it, as a user's
+# runs do, whatever the tests have imported by then.
+START_ENVIRON = dict(os.environ)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DATA_DIR = osp.join(REPO_ROOT, 'tests', 'data')
@@ -21,6 +27,8 @@ def pytest_configure(config):
     make_torchvision_importable()
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
+    from .test_tools.forked_tools import read_metafiles_once
+    read_metafiles_once()
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import warnings
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, START_ENVIRON
 from .forked_tools import ToolServer
 
 MAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'wavemix',
@@ -15,14 +15,16 @@ MAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'wavemix',
 
 
 def tool_env():
-    """Environment of the tools in tests: 2 threads, and the repository root
-    importable (for test-only hooks loaded with custom_imports)."""
+    """Environment of the tools in tests: the tests' environment at their
+    start (not what imports in this process have added since), 2 threads,
+    and the repository root importable (for test-only hooks loaded with
+    custom_imports)."""
     return dict(
-        os.environ,
+        START_ENVIRON,
         PYTHONUNBUFFERED='1',
         OMP_NUM_THREADS='2',
         PYTHONPATH=os.pathsep.join(
-            p for p in (REPO_ROOT, os.environ.get('PYTHONPATH')) if p))
+            p for p in (REPO_ROOT, START_ENVIRON.get('PYTHONPATH')) if p))
 
 
 _server = None
