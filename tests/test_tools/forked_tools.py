@@ -59,7 +59,7 @@ def read_metafiles_once(packages=('mmseg', 'mmpretrain')) -> None:
             parsed[file] = load(file)
         return parsed[file]
 
-    load_once.parses_once = True
+    load_once.parses_once, load_once.original = True, load
     utils.load = load_once
     for package in packages:
         if is_installed(package):

@@ -4,9 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from mmengine.config import Config
 
 from ..conftest import REPO_ROOT
-from .demo_data import tool_env, tool_server
+from .demo_data import MAIN_CONFIG, tool_env, tool_server
 
 SCRIPTS = {
     'output': ('import os, sys\n'
@@ -63,3 +64,13 @@ def test_a_run_past_its_timeout_is_killed(tmp_path):
     path.write_text('print("next")\n')
     assert tool_server().run([path], REPO_ROOT, tool_env(),
                              timeout=60).stdout == 'next\n'
+
+
+def test_configs_load_alike_with_the_metafiles_parsed_once(monkeypatch):
+    """The tests' process and the server parse mmseg's metafiles once
+    (read_metafiles_once): configs load as they do without."""
+    from mmengine.config import utils
+    assert utils.load.parses_once
+    once = Config.fromfile(MAIN_CONFIG).to_dict()
+    monkeypatch.setattr(utils, 'load', utils.load.original)
+    assert Config.fromfile(MAIN_CONFIG).to_dict() == once
