@@ -106,7 +106,7 @@ def render(rng: np.random.RandomState, objects: list, height: int,
         mask_img = Image.new('L', (width, height), 0)
         ImageDraw.Draw(mask_img).polygon(
             [tuple(p) for p in obj['polygon']], fill=1)
-        # the object's pixels only (computing whole layers took 4x the time)
+        # the object's pixels only (whole-image layers took 3.5x the time)
         ys, xs = np.nonzero(np.asarray(mask_img, bool))
         colour = np.array(name2label[obj['label']].color, np.float32)
         colour = colour * rng.uniform(0.7, 1.15) + rng.uniform(-12, 12, 3)
