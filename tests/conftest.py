@@ -27,8 +27,10 @@ def pytest_configure(config):
     make_torchvision_importable()
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)
-    from .test_tools.forked_tools import read_metafiles_once
+    from .test_tools.forked_tools import (format_configs_once,
+                                          read_metafiles_once)
     read_metafiles_once()
+    format_configs_once()
 
 
 @contextlib.contextmanager
