@@ -23,6 +23,8 @@ DECODER_CONFIGS = sorted(
 CLASSIFICATION_CONFIGS = sorted(
     glob.glob(osp.join(REPO_ROOT, 'configs', 'wavevit_cls', '*.py')) +
     glob.glob(osp.join(REPO_ROOT, 'configs', 'svt_cls', '*.py')))
+# The configs written for the tool need not be formatted (yapf: 0.8 s each).
+UNFORMATTED = dict(format_python_code=False)
 TINY_WAVEVIT = dict(
     stem_hidden_dim=8, embed_dims=[TINY_DIMS] * 4, num_heads=[1, 2, 2, 4],
     mlp_ratios=[2] * 4, depths=[1] * 4, sr_ratios=[4, 2, 1, 1])
@@ -45,7 +47,7 @@ def shrink_head(head):
 
 
 def shrunken_config(config, data_root, work_dir):
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(config, **UNFORMATTED)
     if cfg.model.backbone.type == 'WTConvNeXt':
         cfg.model.backbone.arch = dict(
             depths=[1, 1, 1, 1], channels=[TINY_DIMS] * 4,
@@ -124,7 +126,7 @@ def test_classification_config_trains_two_iterations(config, digits,
                                                      tmp_path):
     """The recipe (optimizer, schedule, Mixup/CutMix, label smoothing) on a
     tiny Wave-ViT or SVT, 256 digits at 32x32 in batches of 128."""
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(config, **UNFORMATTED)
     cfg.model.backbone.arch = TINY_WAVEVIT
     cfg.model.head.update(in_channels=TINY_DIMS, num_heads=4, num_classes=10)
     cfg.model.data_preprocessor = dict(num_classes=10)

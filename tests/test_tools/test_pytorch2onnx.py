@@ -136,7 +136,8 @@ def test_other_wavelet_backbones_export(config, arch, tmp_path):
         'model.auxiliary_head.in_channels': 16,
         'model.auxiliary_head.channels': 16
     }
-    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', config))
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs', config), format_python_code=False)
     cfg.merge_from_dict(small)
     cfg.model.backbone.arch = arch
     cfg.dump(str(tmp_path / 'small.py'))
