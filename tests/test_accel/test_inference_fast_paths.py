@@ -52,8 +52,8 @@ def demo_inputs(trained_demo, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def fp32_logits(trained_demo, demo_inputs):
-    """The plain model's logits of ``demo_inputs``, which the tests compare
-    with (1.5 s each time on 2 cores)."""
+    """The plain model's fp32 logits of ``demo_inputs``, which each test
+    compares with: computed once."""
     return logits(trained_demo, demo_inputs)
 
 
