@@ -40,6 +40,29 @@ PRELOAD = ('torch', 'torch._dynamo', 'mmengine.runner', 'mmseg.apis',
            'mmseg.models', 'matplotlib.backends.backend_agg')
 
 
+def _memoise(module, name: str, key) -> bool:
+    """Replace ``module.name`` by a function that returns its first result
+    for each ``key(*args, **kwargs)`` (calls whose key is None are not
+    memoised); False if there is no such function or it is done already.
+    The new function's ``original`` is the replaced one."""
+    original = getattr(module, name, None)
+    if original is None or hasattr(original, 'original'):
+        return False
+    results = {}
+
+    def once(*args, **kwargs):
+        k = key(*args, **kwargs)
+        if k is None:
+            return original(*args, **kwargs)
+        if k not in results:
+            results[k] = original(*args, **kwargs)
+        return results[k]
+
+    once.original = original
+    setattr(module, name, once)
+    return True
+
+
 def read_metafiles_once(read_now=()) -> None:
     """Make mmengine parse each metafile once in this process, and those
     of the packages ``read_now`` at once (for forks made next to inherit).
@@ -52,21 +75,14 @@ def read_metafiles_once(read_now=()) -> None:
     """
     from mmengine.config import utils
     from mmengine.utils import get_installed_path, is_installed
-    load = getattr(utils, 'load', None)
-    if load is None or getattr(load, 'parses_once', False):
+
+    def metafile(file, *args, **kwargs):
+        if not (args or kwargs) and isinstance(file, str) and \
+                file.endswith('.yml'):
+            return file
+
+    if not _memoise(utils, 'load', metafile):
         return  # another mmengine, or done already
-    parsed = {}
-
-    def load_once(file, *args, **kwargs):
-        if args or kwargs or not isinstance(file, str) or \
-                not file.endswith('.yml'):
-            return load(file, *args, **kwargs)
-        if file not in parsed:
-            parsed[file] = load(file)
-        return parsed[file]
-
-    load_once.parses_once, load_once.original = True, load
-    utils.load = load_once
     for package in read_now:
         if is_installed(package):
             try:  # parses every metafile, then finds no config named ''
@@ -85,19 +101,8 @@ def format_configs_once() -> None:
     text and the style only.
     """
     from mmengine.config import config
-    format_code = getattr(config, 'FormatCode', None)
-    if format_code is None or getattr(format_code, 'formats_once', False):
-        return  # another mmengine, or done already
-    formatted = {}
-
-    def format_once(text, *args, **kwargs):
-        key = (text, repr(args), repr(sorted(kwargs.items())))
-        if key not in formatted:
-            formatted[key] = format_code(text, *args, **kwargs)
-        return formatted[key]
-
-    format_once.formats_once, format_once.original = True, format_code
-    config.FormatCode = format_once
+    _memoise(config, 'FormatCode',
+             lambda *args, **kwargs: repr((args, sorted(kwargs.items()))))
 
 
 def _reply(message: dict) -> None:
