@@ -151,7 +151,11 @@ def attempt(result, step, fn):
         return None
 
 
-def run(args):
+def run(args, save=None):
+    """Measure the entries of ``args``; ``save(results)``, where given, is
+    called with the results so far after the timed rounds and after each
+    peak-memory measurement (a run cut short keeps what it measured)."""
+    save = save or (lambda results: None)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
@@ -201,8 +205,8 @@ def run(args):
                          f'{args.warmup + args.repeat}'
                          f'{" (warm-up)" if round_ < args.warmup else ""}: '
                          f'{bench.name}: ' + (
-                             'failed' if measured is None else
-                             f'{measured[0]:.3f} s'))
+                             'failed: ' + results[bench.name]['errors'][mode]
+                             if measured is None else f'{measured[0]:.3f} s'))
                 if measured is None:
                     running.remove(bench)
                 elif round_ >= args.warmup:
@@ -220,6 +224,7 @@ def run(args):
         torch.cuda.empty_cache()
     if not args.no_flops:
         add_throughput(results, args)
+    save(results)
     if not args.no_memory:
         for entry in entries:
             result = results[entry['spec']]
@@ -233,6 +238,7 @@ def run(args):
                     lambda: peak_memory_mb(entry, args, mode == 'train'))
                 if peak is not None:
                     result[mode]['peak_memory_mb'] = peak
+                save(results)
     return results
 
 
@@ -327,15 +333,22 @@ def main(argv=None):
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('error: --device cuda but no CUDA device is '
                          'available')
-    results = run(args)
+
+    def save(results, finished=False):
+        # `finished` false: written while the run goes on (peak memory, the
+        # slowest part on a GPU, still being measured)
+        if args.json:
+            write_json(
+                args.json,
+                dict(
+                    settings=vars(args),
+                    environment=environment(args),
+                    results=results,
+                    finished=finished))
+
+    results = run(args, save)
     print(format_table(results, args))
-    if args.json:
-        write_json(
-            args.json,
-            dict(
-                settings=vars(args),
-                environment=environment(args),
-                results=results))
+    save(results, finished=True)
 
 
 if __name__ == '__main__':

@@ -30,10 +30,13 @@ def add_timing_args(parser: argparse.ArgumentParser, repeat: int,
 
 
 def write_json(path: str, data: dict, indent: int = 2) -> None:
-    """Write a tool's results to ``path`` (its folder made if missing)."""
+    """Write a tool's results to ``path`` (its folder made if missing), in
+    one step: a run killed while writing leaves the previous file whole."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
+    partial = f'{path}.partial'
+    with open(partial, 'w') as f:
         json.dump(data, f, indent=indent)
+    os.replace(partial, path)
 
 
 def build_model_from_config(

@@ -44,6 +44,8 @@ def test_benchmark_compares_configs(tmp_path):
     assert 'wavemix_64x4_l2_1xb64_digits.py' in table
     saved = json.loads(out.read_text())
     assert saved['environment']['threads'] == 1
+    assert saved['finished'] is True
+    assert not list(tmp_path.glob('*.partial'))
     results = saved['results']
     demo, digits = results[DEMO], results[DIGITS]
     assert demo['params'] == 35027 and digits['params'] == 567562
@@ -175,9 +177,11 @@ def test_a_failing_entry_is_reported_in_its_row(tmp_path):
     assert results[DEMO]['inference']['median_s'] > 0
 
 
-def test_a_step_that_fails_is_reported_and_the_others_run(monkeypatch):
+def test_a_step_that_fails_is_reported_and_the_others_run(
+        monkeypatch, capsys):
     """A step failing mid-run (e.g. out of memory in training) drops that
-    entry from the step's remaining rounds only."""
+    entry from the step's remaining rounds only; the progress line says
+    why."""
     spec = importlib.util.spec_from_file_location(
         'benchmark_tool', osp.join(REPO_ROOT, 'tools', 'benchmark.py'))
     tool = importlib.util.module_from_spec(spec)
@@ -200,10 +204,40 @@ def test_a_step_that_fails_is_reported_and_the_others_run(monkeypatch):
     assert failing['errors'] == {
         'train': 'RuntimeError: out of memory (simulated)'
     }
+    progress = capsys.readouterr().err.splitlines()
+    assert (f'train round 1/2: {DEMO}@channels_last: failed: RuntimeError: '
+            'out of memory (simulated)') in progress
     assert failing['inference']['median_s'] > 0 and 'train' not in failing
     assert results[DEMO]['train']['median_s'] > 0
     table = tool.format_table(results, args)
     assert 'channels_last: train failed: RuntimeError' in table
+
+
+def test_results_are_saved_as_they_are_measured(monkeypatch):
+    """The results so far are saved after the timed rounds and after each
+    peak-memory measurement (on a GPU the slowest part, a fresh process per
+    entry and step): a run cut short keeps what it measured."""
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_tool', osp.join(REPO_ROOT, 'tools', 'benchmark.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    peaks = iter([11.0, 12.0, 13.0, 14.0])
+    monkeypatch.setattr(tool, 'peak_memory_mb',
+                        lambda entry, args, train: next(peaks))
+    args = tool.parse_args([
+        DEMO, '--compare', f'{DEMO}@channels_last', '--shape', '32', '64',
+        '--train', '--repeat', '1', '--warmup', '0', '--no-flops'
+    ])
+    saved = []
+    results = tool.run(args, lambda results: saved.append(
+        json.loads(json.dumps(results))))
+    assert len(saved) == 1 + 4 and saved[-1] == results
+    memory = [[r[mode].get('peak_memory_mb') for r in s.values()
+               for mode in ('inference', 'train')] for s in saved]
+    assert memory == [[None] * 4, [11.0, None, None, None],
+                      [11.0, 12.0, None, None], [11.0, 12.0, 13.0, None],
+                      [11.0, 12.0, 13.0, 14.0]]
+    assert all(r['train']['median_s'] > 0 for r in saved[0].values())
 
 
 def test_the_host_share_of_a_step():
