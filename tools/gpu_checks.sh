@@ -2,14 +2,16 @@
 # The CUDA tests and the GPU benchmarks in one run, a short table last; the targets' rows first (tests, training: the
 # target not met yet, then inference), each step's JSON written as it ends. On an H100 in session 14 all steps took
 # 548 s (the tests 1.7 minutes in 4 processes with pytest-xdist: most of their time is Triton compiling on the host;
-# a fresh machine's start was about a minute more); steps were added since. All steps end by DEADLINE seconds
+# a fresh machine's start was about a minute more); steps were added since. In session 23 (H100) the tests took
+# 176 s and the training step was cut at 286 s while measuring peak memory: each entry's inference and training
+# peaks are taken in fresh processes, about 20 s each, most of a step's time. All steps end by DEADLINE seconds
 # (default 470: the run's 8 minutes, so that a session's 15 minutes of device time hold the machine's start, this
 # run and a second call for the rest): a step that would start later is not run, one still running then is cut,
 # and the summary says which, with the SKIP that runs the rest in a second call, and the seconds of each step.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
-#   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests inference
-#                                           # training profile level_mlp haar focal train_profile)
+#   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests training
+#                                           # train_profile inference haar focal profile level_mlp)
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
@@ -62,22 +64,24 @@ step() {
 }
 
 python3 -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())' || exit 1
-# Most of the tests' time is Triton compiling and tuning kernels on the host: 4 processes share it (pytest-xdist,
-# where installed). Their own Triton cache: the tuners keep their timings on disk (cache_results), and timings
-# taken beside other processes must not choose the benchmarks' tiles.
+# Most of the tests' time is Triton compiling and tuning kernels on the host: 8 processes share it (pytest-xdist,
+# where installed; session 23 on an H100: 151 s in 4, the slowest test 72 s; 8 not measured yet). Their own Triton
+# cache: the tuners keep their timings on disk (cache_results), and timings taken beside other processes must not
+# choose the benchmarks' tiles.
 TEST_ARGS=()
-python3 -c 'import xdist' 2>/dev/null && TEST_ARGS=(-n "${TEST_WORKERS:-4}")
+python3 -c 'import xdist' 2>/dev/null && TEST_ARGS=(-n "${TEST_WORKERS:-8}")
 TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) \
   step tests "CUDA tests" python3 -m pytest tests/test_cuda.py "${TEST_ARGS[@]}" -q -p no:warnings \
   -p no:cacheprovider -rf --tb=short --durations=5
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
-# session 15's options: cuda_graphs (the step's forward and backward as CUDA graphs: whether it waits on the
-# host) and keep_levels (the blocks keep their wavelet levels: no reduction and Haar transforms in backward)
+# cuda_graphs: the step's forward and backward as CUDA graphs (session 23, H100, one interleaved run: 0.161 s
+# against 0.198 s). keep_levels (the blocks keep their wavelet levels for backward) is left out: 0.157 s with
+# cuda_graphs and 0.196 s without, for 17.8 GB reserved; with it beside the graphs the authors' training (55 GB)
+# failed, and the memory measurements ran past the deadline.
 # loop: the recipe's step as tools/train.py runs it (AdamW under AmpOptimWrapper, NonFiniteLossHook, the batch from
 # the host through the data preprocessor, the logged values read), data loading aside
-TRAIN_ENTRIES=($C@fp16,fast_train,cuda_graphs $C@fp16,fast_train,keep_levels
-  $C@fp16,fast_train,cuda_graphs,keep_levels $C@fast_train,loop authors)
+TRAIN_ENTRIES=($C@fp16,fast_train,cuda_graphs $C@fast_train,loop authors)
 if [[ -n "${PLAIN:-}" ]]; then
   PLAIN_MLPS="$OUT/wavemix_256x16_l4_plain-layers.py"
   printf "_base_ = '%s'\nmodel = dict(backbone=dict(memory_efficient=False), decode_head=dict(memory_efficient=False))\n" \
@@ -87,7 +91,14 @@ fi
 step training "Training 1024x2048, batch 5" python3 tools/benchmark.py $C@fp16,fast_train --compare \
   "${TRAIN_ENTRIES[@]}" --authors-package "$AUTHORS_PACKAGE" --device cuda --shape 1024 2048 \
   --batch 5 --train --repeat 3 --warmup 1 --no-flops --json "$OUT/train_b5_1024x2048_cuda.json"
-# The targets' rows, and SegFormer-B5 (the paper's peer; last measured in session 8, with older code of ours) for
+# where the training step's time goes: its target is not met
+step train_profile "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py \
+  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json" \
+  --trace "$OUT/trace_train_b5.json.gz"
+step train_profile "The training step's operators by input shapes" python3 tools/analysis_tools/profile_model.py \
+  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --shapes --rows 20 \
+  --json "$OUT/profile_train_b5_shapes.json"
+# The targets' rows, and SegFormer-B5 (the paper's peer; session 23: 12.1 images/s against our 114.5) for
 # issue #16's table of ours, the authors' and SegFormer-B5 in one run. The float32 rows of the README are session 8's.
 # INFERENCE_ALL=1: also the level MLPs as layers and the compiled graphs (session 14: 14.4 and 12.4 ms against
 # 11.6 ms; the compilation takes a minute)
@@ -115,12 +126,6 @@ step haar "Haar DWT fp16 channels_last, 5x64x256x512" python3 tools/analysis_too
 # the focal loss's passes over the recipe's logits: the Triton kernels (session 16) against PyTorch's, time and memory
 step focal "Focal loss passes, fp16 channels_last 5x19x1024x2048" python3 tools/analysis_tools/benchmark_focal_loss.py \
   --device cuda --shape 5 19 1024 2048 --dtype fp16 --channels-last --json "$OUT/focal_loss_5x19x1024x2048_cuda.json"
-step train_profile "Where the training step's time goes" python3 tools/analysis_tools/profile_model.py \
-  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --rows 20 --json "$OUT/profile_train_b5.json" \
-  --trace "$OUT/trace_train_b5.json.gz"
-step train_profile "The training step's operators by input shapes" python3 tools/analysis_tools/profile_model.py \
-  $C@fp16,fast_train --device cuda --shape 1024 2048 --batch 5 --train --shapes --rows 20 \
-  --json "$OUT/profile_train_b5_shapes.json"
 # the inference target is met (session 14): its analyses come last
 # the fast inference's kernels and the idle time between them (session 10: 10.9 ms of kernels in a 12.9 ms step)
 step profile "Where the fast inference's time goes" python3 tools/analysis_tools/profile_model.py $C@fp16,fast \
@@ -133,7 +138,8 @@ python3 - "$OUT" <<'PY'
 import glob, json, os, sys
 for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
     data = json.load(open(path))
-    print(os.path.basename(path))
+    # benchmark.py saves as it goes: a step cut at the deadline leaves what it had measured
+    print(os.path.basename(path) + ('' if data.get('finished', True) else ' (cut before its end)'))
     if data.get('timeline'):  # profile_model.py on CUDA
         t = data['timeline']
         print(f'  step {t["step_ms"]:.2f} ms: kernels {t["busy_ms"]:.2f} ms, idle {t["idle_in_span_ms"]:.2f} ms '

@@ -49,9 +49,10 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         json.dumps(dict(results=dict(ours=dict(median_ms=0.5),
                                      clone=dict(median_ms=0.3,
                                                 device_median_ms=0.12)))))
+    # as benchmark.py saves it while measuring peak memory
     (out / 'train.json').write_text(json.dumps(dict(results=dict(ours=dict(
         train=dict(median_s=0.174, images_per_s=28.7, peak_memory_mb=8570,
-                   host_share=0.93))))))
+                   host_share=0.93))), finished=False)))
     env['ARCHIVE'] = str(tmp_path / 'gpu.tar.gz')
     result = subprocess.run(['bash', SCRIPT, str(out)], capture_output=True,
                             text=True, timeout=60, env=env)
@@ -62,23 +63,29 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert '=== not started, 0 s left of DEADLINE=3: Level MLPs, fp16 ' \
         '1024x2048' in lines  # the steps after the cut one
     assert 'Not finished by DEADLINE: focal haar inference level_mlp ' \
-        'profile train_profile' in lines
-    assert f'The rest, in a second call: SKIP="tests training" bash ' \
-        f'tools/gpu_checks.sh {out}' in lines
+        'profile' in lines
+    assert f'The rest, in a second call: SKIP="tests training ' \
+        f'train_profile" bash tools/gpu_checks.sh {out}' in lines
     calls = (tmp_path / 'calls').read_text().splitlines()
     tests = next(c for c in calls if c.startswith('-m pytest'))
     # the tests in their own Triton cache (their tunings are timed beside
-    # other processes), and in 4 of them where pytest-xdist is installed
-    assert '-n 4' in tests  # the stand-in says yes to `import xdist`
+    # other processes), and in 8 of them where pytest-xdist is installed
+    assert '-n 8' in tests  # the stand-in says yes to `import xdist`
     assert tests.endswith('gpu_checks_triton_tests)')
-    # the training step before the inference step (its target is not met)
+    # the training step and its profile before the inference step (its
+    # target is not met)
     train = next(i for i, c in enumerate(calls)
                  if 'benchmark.py' in c and '--train' in c)
-    assert train < next(i for i, c in enumerate(calls)
-                        if 'benchmark.py' in c and '@fp16,fast ' in c)
+    profile = next(i for i, c in enumerate(calls)
+                   if 'profile_model.py' in c and '--train' in c)
+    inference = next(i for i, c in enumerate(calls)
+                     if 'benchmark.py' in c and '@fp16,fast ' in c)
+    assert train < profile < inference
     assert '  ours                         0.50 ms' in lines  # the summary
     # and the GPU's own time where the benchmark took it
     assert '  clone                        0.30 ms (GPU 0.120 ms)' in lines
+    assert 'train.json (cut before its end)' in lines
+    assert 'haar.json' in lines  # a file of a tool that does not say
     # with the host's share of the step
     assert 'ours train 174.0 ms 28.7 img/s 8570 MB host 93%' in [
         ' '.join(line.split()) for line in lines]
@@ -87,7 +94,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                  if line.startswith('Seconds per step: '))
     seconds = dict(
         item.split() for item in times.split(': ', 1)[1].split(', '))
-    assert list(seconds) == ['tests', 'training', 'inference']
+    assert list(seconds) == ['tests', 'training', 'train_profile',
+                             'inference']
     assert int(seconds['inference']) >= 2  # cut at DEADLINE=3
     with tarfile.open(env['ARCHIVE']) as archive:
         assert sorted(archive.getnames()) == ['haar.json', 'train.json']
