@@ -11,6 +11,8 @@ INFERENCE = f'{RUNS}/inference_1024x2048_cuda_h100_session14.json'
 TRAIN = f'{RUNS}/train_512x1024_cpu.json'
 HAAR = (f'{RUNS}/haar_dwt_5x64x256x512_cuda_h100_session14_fp16_'
         'channels_last.json')
+# a run that took the GPU's own time too
+HAAR_GPU_TIME = f'{RUNS}/haar_dwt_5x64x256x512_cuda_h100_session23_fp16.json'
 
 
 @pytest.fixture(scope='module')
@@ -48,12 +50,19 @@ def test_panels_hold_each_runs_values(tool):
 
 def test_haar_runs_draw_each_implementation(tool):
     data = json.load(open(HAAR))
-    (panel, ) = tool.panels(data)
+    (panel, ) = tool.panels(data)  # session 14's run: wall time only
     assert panel['title'].startswith('Haar DWT forward + backward: ms')
     assert '5x64x256x512 fp16 channels_last, cuda' in panel['title']
     assert panel['bars'] == [(name, r['median_ms'])
                              for name, r in data['results'].items()]
     assert panel['bars'][0][0] == 'ours'
+    data = json.load(open(HAAR_GPU_TIME))
+    wall, gpu = tool.panels(data)
+    assert wall['bars'] == [(name, r['median_ms'])
+                            for name, r in data['results'].items()]
+    assert gpu['title'].startswith('Haar DWT forward + backward: GPU ms')
+    assert gpu['bars'] == [(name, r['device_median_ms'])
+                           for name, r in data['results'].items()]
 
 
 def test_writes_one_image_of_all_runs(tool, tmp_path, capsys):

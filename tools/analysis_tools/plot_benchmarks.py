@@ -92,15 +92,21 @@ def panels(data: dict) -> List[Dict]:
 
 
 def _haar_panels(data: dict) -> List[Dict]:
-    """The panel of a ``benchmark_haar.py`` run: forward + backward time of
-    each implementation."""
+    """The panels of a ``benchmark_haar.py`` run: forward + backward time of
+    each implementation, wall time (the host's launches included) and, where
+    the run took it, the GPU's own."""
     settings = data['settings']
     layout = 'channels_last' if settings.get('channels_last') else 'NCHW'
     where = (f'{"x".join(map(str, settings["shape"]))} {settings["dtype"]} '
              f'{layout}, {settings["device"]}')
-    bars = [(name, r['median_ms']) for name, r in data['results'].items()]
-    return [dict(title='Haar DWT forward + backward: ms (lower is better)\n'
-                 + where, bars=bars)] if bars else []
+    result = []
+    for key, what in (('median_ms', 'ms'), ('device_median_ms', 'GPU ms')):
+        bars = [(name, r[key]) for name, r in data['results'].items()
+                if r.get(key) is not None]
+        if bars:
+            result.append(dict(title=f'Haar DWT forward + backward: {what} '
+                               f'(lower is better)\n{where}', bars=bars))
+    return result
 
 
 def plot(paths: List[str], out: str, title: str = None) -> List[Dict]:
@@ -139,7 +145,7 @@ def plot(paths: List[str], out: str, title: str = None) -> List[Dict]:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches='tight')  # titles wider than a panel
     plt.close(fig)
     return [panel for row in rows for panel in row]
 
