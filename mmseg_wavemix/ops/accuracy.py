@@ -9,11 +9,16 @@ classes at 1024x2048, torch 2.13 on 2 cores).
 ``logits.argmax(1)`` reduces each pixel's few class logits on its own:
 in the recipe's batch-5 AMP step at 1024x2048 on an H100 it took 2.2 ms
 for 0.4 GB of float16 logits (19 classes), 0.2 TB/s. Here each
-program takes a block of pixels with all their classes, finds each pixel's
-first largest logit (``argmax``'s choice among ties) and adds its counts of
-correct and of labelled pixels to two integers (integer sums: the result
-does not depend on scheduling). NaN logits aside, the counts are
-``argmax``'s.
+program takes a block of pixels, one a thread, and each thread walks its
+pixel's classes, keeping the first largest logit (``argmax``'s choice among
+ties); then the block adds its counts of correct and of labelled pixels to
+two integers (integer sums: the result does not depend on scheduling). NaN
+logits aside, the counts are ``argmax``'s. (A [pixels, classes] tile, as
+before, put the classes across a warp's lanes, their loads not vectors:
+C x 2 bytes a pixel are not 16-byte aligned. Each reduction over the
+classes was then warp shuffles, and each thread held 32 pixels and their
+64-bit index arithmetic: compiled for sm_90, 320 shuffles, 101 64-bit
+divisions and 206 registers a thread.)
 
 Without a GPU the kernel runs in Triton's interpreter
 (``TRITON_INTERPRET=1``), which the tests use.
@@ -26,9 +31,10 @@ from torch import Tensor
 from . import triton_support
 from .triton_support import tl, triton
 
-# logits a program holds: pixels x classes (the classes padded to a power
-# of two)
-_ELEMENTS = 8192
+# pixels a program takes, one a thread of its 4 warps: a warp's load of a
+# class then spans 32 neighbouring pixels (in channels_last 32 x C x 2 bytes:
+# few cache lines, which the next classes' loads find in L1)
+PIXELS = 128
 
 
 def applies(logits: Tensor, labels: Tensor) -> bool:
@@ -52,38 +58,37 @@ if triton is not None:
         return a + b
 
     @triton.jit
-    def _maximum(a, b):
-        return tl.maximum(a, b)
-
-    @triton.jit
-    def _minimum(a, b):
-        return tl.minimum(a, b)
+    def pixel_rows(ptr, pixels, height, width, sn, si, sj):
+        """Pointers to ``pixels`` (flat indices over (N, H, W)) of a tensor
+        whose N, H, W dims have strides ``sn, si, sj``: for logits, each
+        pixel's first class."""
+        plane = height * width
+        n = pixels // plane
+        rest = pixels - n * plane
+        i = rest // width
+        return ptr + n * sn + i * si + (rest - i * width) * sj
 
     @triton.jit
     def _accuracy_kernel(logits_ptr, labels_ptr, counts_ptr, P, height,
                          width, C, ls0, ls1, ls2, ls3, bs0, bs1, bs2,
-                         ignore_index, BP: tl.constexpr, BC: tl.constexpr):
+                         ignore_index, BP: tl.constexpr):
         """counts[0] += pixels whose first largest logit is their label,
         counts[1] += pixels labelled (not ``ignore_index``), over BP of the
         P pixels."""
         pixels = tl.program_id(0).to(tl.int64) * BP + tl.arange(0, BP)
         inside = pixels < P
-        n = pixels // (height * width)
-        i = (pixels // width) % height
-        j = pixels % width
-        classes = tl.arange(0, BC)
-        logits = tl.load(
-            logits_ptr + (n * ls0 + i * ls2 + j * ls3)[:, None] +
-            classes[None, :] * ls1,
-            mask=inside[:, None] & (classes[None, :] < C),
-            other=float('-inf'))
-        # the first of the largest, as argmax
-        largest = tl.reduce(logits, 1, _maximum)
-        predicted = tl.reduce(
-            tl.where(logits == largest[:, None], classes[None, :], BC), 1,
-            _minimum)
-        labels = tl.load(labels_ptr + n * bs0 + i * bs1 + j * bs2,
-                         mask=inside, other=ignore_index)
+        row = pixel_rows(logits_ptr, pixels, height, width, ls0, ls2, ls3)
+        # the first of the largest, as argmax: a later class only if larger
+        largest = tl.load(row, mask=inside, other=0.)
+        predicted = tl.full([BP], 0, tl.int32)
+        for c in range(1, C):
+            logit = tl.load(row + c * ls1, mask=inside, other=0.)
+            larger = logit > largest
+            largest = tl.where(larger, logit, largest)
+            predicted = tl.where(larger, c, predicted)
+        labels = tl.load(
+            pixel_rows(labels_ptr, pixels, height, width, bs0, bs1, bs2),
+            mask=inside, other=ignore_index)
         labelled = inside & (labels != ignore_index)
         correct = labelled & (predicted == labels)
         tl.atomic_add(counts_ptr, tl.reduce(correct.to(tl.int32), 0, _add))
@@ -118,11 +123,8 @@ def _triton_counts(logits: Tensor, labels: Tensor,
     """:func:`correct_and_labelled` by the kernel (int32 counts)."""
     n, c, h, w = logits.shape
     counts = torch.zeros(2, dtype=torch.int32, device=logits.device)
-    classes = triton.next_power_of_2(c)
-    pixels = max(1, _ELEMENTS // classes)
     if labels.numel():
-        _accuracy_kernel[(triton.cdiv(labels.numel(), pixels), )](
+        _accuracy_kernel[(triton.cdiv(labels.numel(), PIXELS), )](
             logits, labels, counts, labels.numel(), h, w, c,
-            *logits.stride(), *labels.stride(), ignore_index, BP=pixels,
-            BC=classes)
+            *logits.stride(), *labels.stride(), ignore_index, BP=PIXELS)
     return counts[0], counts[1]

@@ -32,13 +32,14 @@ def accuracy(monkeypatch):
 
 def logits_and_labels(classes, channels_last, dtype, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    # a few integer values: many pixels with tied largest logits
-    logits = torch.randint(0, 3, (2, classes, 7, 9),
+    # a few integer values: many pixels with tied largest logits; 2x9x9 =
+    # 162 pixels: two blocks of PIXELS (128), the second partly outside
+    logits = torch.randint(0, 3, (2, classes, 9, 9),
                            generator=generator).to(dtype)
     if channels_last:
         logits = logits.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, classes, (2, 7, 9), generator=generator)
-    labels[torch.rand(2, 7, 9, generator=generator) < 0.2] = 255
+    labels = torch.randint(0, classes, (2, 9, 9), generator=generator)
+    labels[torch.rand(2, 9, 9, generator=generator) < 0.2] = 255
     return logits, labels
 
 

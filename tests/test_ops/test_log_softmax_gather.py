@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmseg_wavemix.ops import accuracy
 from mmseg_wavemix.ops import log_softmax_gather as module_under_test
 
 from .triton_interpreter import interpreted
@@ -24,8 +25,9 @@ TOLERANCES = {
 @pytest.fixture
 def ops(monkeypatch):
     """The module in Triton's interpreter, its kernels serving CPU tensors;
-    their calls are counted in ``ops.calls``."""
-    with interpreted(module_under_test) as module:
+    their calls are counted in ``ops.calls``. The accuracy module too: its
+    kernels' helper serves these."""
+    with interpreted(accuracy), interpreted(module_under_test) as module:
         calls = []
         kernel = module._log_softmax_gather_kernel
         monkeypatch.setattr(
@@ -58,7 +60,8 @@ def float64_reference(logits, labels, grad):
 def test_the_kernels_equal_float64_autograd(ops, classes, channels_last,
                                             dtype):
     generator = torch.Generator().manual_seed(classes)
-    # the pixels of a block: 4096 / 32 = 128 for 19 classes; 2x7x11 = 154
+    # 2x7x11 = 154 pixels: two blocks of accuracy.PIXELS (128), the second
+    # partly outside
     logits = (4 * torch.randn(2, classes, 7, 11, generator=generator)).to(
         dtype)
     if channels_last:

@@ -148,9 +148,10 @@ def _resource_usage(cubin: bytes) -> Dict:
 
 
 def summarise(compiled) -> Dict:
-    """What one compiled kernel runs, as instructions in its code: global
-    accesses by the bytes each moves per thread, asynchronous copies by
-    size (``tma``: tensor-memory copies), tensor-core instructions; and its
+    """What one compiled kernel runs, as instructions in its code: warp
+    shuffles and 64-bit integer divisions, global accesses by the bytes each
+    moves per thread, asynchronous copies by size (``tma``: tensor-memory
+    copies), tensor-core instructions; and its
     loops, shared memory and launch options; its registers per thread and
     stack bytes (spills) where ``cuobjdump`` is at hand."""
     ptx, ttgir = compiled.asm['ptx'], compiled.asm['ttgir']
@@ -170,6 +171,10 @@ def summarise(compiled) -> Dict:
             mma[found.split('.')[0] + '.' + found.split('.')[-4]
                 if found.startswith('wgmma') else found] += 1
     return dict(
+        # a warp's lanes exchanging values: a reduction across the lanes
+        shuffles=len(re.findall(r'\bshfl\.sync', ptx)),
+        # 64-bit integer divisions, each a routine of many instructions
+        int64_divisions=len(re.findall(r'\b(?:div|rem)\.[su]64', ptx)),
         global_loads={f'{w}B': n for w, n in sorted(loads.items())},
         global_stores={f'{w}B': n for w, n in sorted(stores.items())},
         async_copies={f'{w}B' if isinstance(w, int) else w: n
@@ -344,7 +349,8 @@ def format_table(results: Dict, args) -> str:
             lines.append(
                 f'  loads {s["global_loads"]} stores {s["global_stores"]} '
                 f'async copies {s["async_copies"]} mma {s["mma"]} loops '
-                f'{s["loops"]} shared {s["shared_bytes"]} B' +
+                f'{s["loops"]} shared {s["shared_bytes"]} B shuffles '
+                f'{s["shuffles"]} int64 divisions {s["int64_divisions"]}' +
                 (f' registers {s["registers"]} stack {s["stack_bytes"]} B'
                  if 'registers' in s else ''))
     return '\n'.join(lines)
