@@ -27,7 +27,7 @@ def ops(monkeypatch):
     """The module in Triton's interpreter, its kernels serving CPU tensors;
     their calls are counted in ``ops.calls``. The accuracy module too: its
     kernels' helper serves these."""
-    with interpreted(accuracy), interpreted(module_under_test) as module:
+    with interpreted(accuracy, module_under_test) as module:
         calls = []
         kernel = module._log_softmax_gather_kernel
         monkeypatch.setattr(

@@ -378,7 +378,7 @@ def test_benchmark_focal_loss_compares_the_kernels_with_pytorch(tmp_path):
     standing in for a GPU), each one's time in the table and the JSON."""
     pytest.importorskip(
         'triton', reason='Triton is not installed (requirements/tests.txt)')
-    from mmseg_wavemix.ops import log_softmax_gather
+    from mmseg_wavemix.ops import accuracy, log_softmax_gather
 
     from ..test_ops.triton_interpreter import interpreted
     spec = importlib.util.spec_from_file_location(
@@ -388,8 +388,8 @@ def test_benchmark_focal_loss_compares_the_kernels_with_pytorch(tmp_path):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / 'focal.json'
-    with interpreted(log_softmax_gather) as module, pytest.MonkeyPatch(
-    ).context() as patch:
+    with interpreted(accuracy, log_softmax_gather) as module, \
+            pytest.MonkeyPatch().context() as patch:
         patch.setattr(module, 'applies', lambda logits, labels: True)
         tool.main(['--shape', '1', '19', '8', '16', '--dtype', 'fp32',
                    '--channels-last', '--repeat', '1', '--warmup', '0',
