@@ -689,3 +689,27 @@ def test_fused_level_mlps_in_cuda_graphs_agree_in_fp16():
     assert (out - expected).abs().max() <= 1e-2 * expected.abs().max()
     agreement = (out.argmax(1) == exact).float().mean().item()
     assert agreement >= 0.995, agreement
+
+
+@pytest.mark.parametrize('options', ['fp16,fast_train',
+                                     'fp16,fast_train,cuda_graphs'])
+def test_peak_memory_of_both_modes_in_one_process(options):
+    """tools/benchmark.py measures an entry's inference and training peaks
+    in one fresh process on CUDA: the training peak after the inference is
+    the one measured alone (the allocator's cache emptied between)."""
+    import importlib.util
+
+    from mmseg_wavemix.utils.benchmark import parse_entry, peak_memory_mb
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_tool', f'{REPO_ROOT}/tools/benchmark.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py'
+    args = tool.parse_args([config, '--device', 'cuda', '--shape', '256',
+                            '512', '--batch', '2', '--train'])
+    entry = parse_entry(f'{config}@{options}', args)
+    both = peak_memory_mb(entry, args, ['inference', 'train'])
+    alone = peak_memory_mb(entry, args, ['train'])
+    assert isinstance(both['inference'], float) and both['inference'] > 0
+    assert both['train'] == pytest.approx(alone['train'], rel=0.1), \
+        (both, alone)

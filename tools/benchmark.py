@@ -35,7 +35,9 @@ operation its model does not support) is reported in its row and in the JSON
 
 Timed runs are interleaved across entries (round r of every entry, then
 round r + 1, ...) so that ratios hold on a noisy machine. Peak memory is
-measured in a fresh process per entry: the CUDA allocator's peak on GPU; on
+measured in fresh processes (on CUDA one per entry, on CPU one per entry and
+step), and the JSON is written as results come: the CUDA allocator's peak
+on GPU; on
 CPU (Linux) the rise of the peak resident set size (VmHWM, reset after the
 model is built) over the resident size of the built model. For ``authors``
 the largest difference from our model's logits (fp32, same weights through
@@ -154,7 +156,7 @@ def attempt(result, step, fn):
 def run(args, save=None):
     """Measure the entries of ``args``; ``save(results)``, where given, is
     called with the results so far after the timed rounds and after each
-    peak-memory measurement (a run cut short keeps what it measured)."""
+    entry's peak memory (a run cut short keeps what it measured)."""
     save = save or (lambda results: None)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -228,17 +230,20 @@ def run(args, save=None):
     if not args.no_memory:
         for entry in entries:
             result = results[entry['spec']]
-            for mode, _ in modes:
-                if mode not in result:
-                    continue
-                progress(f'{mode} peak memory (a fresh process): '
-                         f'{entry["spec"]}')
-                peak = attempt(
-                    result, f'{mode} peak memory',
-                    lambda: peak_memory_mb(entry, args, mode == 'train'))
-                if peak is not None:
+            measured = [mode for mode, _ in modes if mode in result]
+            if not measured:
+                continue
+            progress(f'{" and ".join(measured)} peak memory (a fresh '
+                     f'process): {entry["spec"]}')
+            peaks = attempt(result, 'peak memory',
+                            lambda: peak_memory_mb(entry, args, measured))
+            for mode, peak in (peaks or {}).items():
+                if isinstance(peak, str):  # that mode failed
+                    result.setdefault('errors',
+                                      {})[f'{mode} peak memory'] = peak
+                else:
                     result[mode]['peak_memory_mb'] = peak
-                save(results)
+            save(results)
     return results
 
 

@@ -4,7 +4,7 @@
 # 548 s (the tests 1.7 minutes in 4 processes with pytest-xdist: most of their time is Triton compiling on the host;
 # a fresh machine's start was about a minute more); steps were added since. In session 23 (H100) the tests took
 # 176 s and the training step was cut at 286 s while measuring peak memory: each entry's inference and training
-# peaks are taken in fresh processes, about 20 s each, most of a step's time. All steps end by DEADLINE seconds
+# peaks were taken in fresh processes, about 20 s each (now one process per entry). All steps end by DEADLINE seconds
 # (default 470: the run's 8 minutes, so that a session's 15 minutes of device time hold the machine's start, this
 # run and a second call for the rest): a step that would start later is not run, one still running then is cut,
 # and the summary says which, with the SKIP that runs the rest in a second call, and the seconds of each step.

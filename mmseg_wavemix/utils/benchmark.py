@@ -31,6 +31,7 @@ from mmseg_wavemix.models.utils import wavemix_convert
 
 from .analysis import build_model_from_config, count_flops
 from .authors_wavemix import build_authors_segmenter
+from .checks import describe
 from .cli import build_model, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -294,24 +295,47 @@ def load_main_config(args):
     return Config.fromfile(resolve_config_path(path)), path
 
 
-def peak_memory_mb(entry, args, train):
-    """Peak memory of one inference (or training) step, in a fresh process.
-    """
+def peak_memory_mb(entry, args, modes):
+    """Peak memory of one step of each of ``modes`` (``'inference'``,
+    ``'train'``), in MB, in fresh processes: on CUDA one for all the modes
+    (the allocator's counts start again for each; a process's start, about
+    20 s for the recipe's model on an H100, was most of a training
+    benchmark's time), on CPU one per mode (the resident set would keep
+    what the allocator kept of the mode before). A mode that failed gives
+    its error's description instead of a number."""
+    groups = [list(modes)] if args.device == 'cuda' else [[m] for m in modes]
     context = multiprocessing.get_context('spawn')
-    with context.Pool(1) as pool:
-        return pool.apply(_peak_memory_worker, (entry, args, train))
+    peaks = {}
+    for group in groups:
+        with context.Pool(1) as pool:
+            peaks.update(
+                pool.apply(_peak_memory_worker, (entry, args, group)))
+    return peaks
 
 
-def _peak_memory_worker(entry, args, train):
+def _peak_memory_worker(entry, args, modes):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     bench = Bench(entry, args)
+    peaks = {}
+    for mode in modes:
+        try:
+            peaks[mode] = _peak_of_step(bench, mode == 'train')
+        except Exception as e:  # noqa: B902  (reported in the mode's place)
+            peaks[mode] = describe(e)[:300]
+    return peaks
+
+
+def _peak_of_step(bench, train):
     step = bench.train_step if train else bench.infer
     if bench.device.type == 'cuda':
-        if entry['cuda_graphs'] and train:
+        gc.collect()
+        torch.cuda.empty_cache()  # what a mode before left cached
+        if bench.entry['cuda_graphs'] and train:
             # a recorded step allocates nothing: its activations stay in the
             # graphs' memory, which the allocator counts as reserved
+            torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_reserved()
             step()
             step()

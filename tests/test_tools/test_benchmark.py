@@ -215,15 +215,18 @@ def test_a_step_that_fails_is_reported_and_the_others_run(
 
 def test_results_are_saved_as_they_are_measured(monkeypatch):
     """The results so far are saved after the timed rounds and after each
-    peak-memory measurement (on a GPU the slowest part, a fresh process per
-    entry and step): a run cut short keeps what it measured."""
+    entry's peak memory (on a GPU the slowest part: a fresh process per
+    entry): a run cut short keeps what it measured. A mode whose peak
+    failed is reported as an error of that mode."""
     spec = importlib.util.spec_from_file_location(
         'benchmark_tool', osp.join(REPO_ROOT, 'tools', 'benchmark.py'))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    peaks = iter([11.0, 12.0, 13.0, 14.0])
-    monkeypatch.setattr(tool, 'peak_memory_mb',
-                        lambda entry, args, train: next(peaks))
+    peaks = iter([dict(inference=11.0, train=12.0),
+                  dict(inference=13.0, train='RuntimeError: out of memory')])
+    modes = []
+    monkeypatch.setattr(tool, 'peak_memory_mb', lambda entry, args, measured:
+                        modes.append(measured) or next(peaks))
     args = tool.parse_args([
         DEMO, '--compare', f'{DEMO}@channels_last', '--shape', '32', '64',
         '--train', '--repeat', '1', '--warmup', '0', '--no-flops'
@@ -231,13 +234,50 @@ def test_results_are_saved_as_they_are_measured(monkeypatch):
     saved = []
     results = tool.run(args, lambda results: saved.append(
         json.loads(json.dumps(results))))
-    assert len(saved) == 1 + 4 and saved[-1] == results
+    assert modes == [['inference', 'train']] * 2
+    assert len(saved) == 1 + 2 and saved[-1] == results
     memory = [[r[mode].get('peak_memory_mb') for r in s.values()
                for mode in ('inference', 'train')] for s in saved]
-    assert memory == [[None] * 4, [11.0, None, None, None],
-                      [11.0, 12.0, None, None], [11.0, 12.0, 13.0, None],
-                      [11.0, 12.0, 13.0, 14.0]]
+    assert memory == [[None] * 4, [11.0, 12.0, None, None],
+                      [11.0, 12.0, 13.0, None]]
     assert all(r['train']['median_s'] > 0 for r in saved[0].values())
+    assert results[f'{DEMO}@channels_last']['errors'] == {
+        'train peak memory': 'RuntimeError: out of memory'
+    }
+
+
+def test_peak_memory_of_both_modes_in_one_process_on_cuda(monkeypatch):
+    """On CUDA one fresh process measures an entry's inference and training
+    peaks (a process's start is most of the time); on CPU each mode has its
+    own (the resident set would keep the first mode's memory)."""
+    from mmseg_wavemix.utils import benchmark
+
+    groups = []
+
+    class Pool:
+
+        def __init__(self, processes):
+            assert processes == 1
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def apply(self, fn, args):
+            groups.append(args[2])
+            return {mode: 1.0 for mode in args[2]}
+
+    monkeypatch.setattr(benchmark.multiprocessing, 'get_context',
+                        lambda method: argparse.Namespace(Pool=Pool))
+    for device, expected in (('cuda', [['inference', 'train']]),
+                             ('cpu', [['inference'], ['train']])):
+        groups.clear()
+        peaks = benchmark.peak_memory_mb(
+            {}, argparse.Namespace(device=device), ['inference', 'train'])
+        assert peaks == dict(inference=1.0, train=1.0)
+        assert groups == expected
 
 
 def test_the_host_share_of_a_step():
