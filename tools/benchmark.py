@@ -34,18 +34,18 @@ operation its model does not support) is reported in its row and in the JSON
 (``errors``: step -> message); the others are measured as usual.
 
 Timed runs are interleaved across entries (round r of every entry, then
-round r + 1, ...) so that ratios hold on a noisy machine. Peak memory is
-measured in fresh processes (on CUDA one per entry, on CPU one per entry and
-step), and the JSON is written as results come: the CUDA allocator's peak
-on GPU; on
-CPU (Linux) the rise of the peak resident set size (VmHWM, reset after the
-model is built) over the resident size of the built model. For ``authors``
-the largest difference from our model's logits (fp32, same weights through
-``wavemix_convert``) is reported too. On CPU the kernel's share of the CPU
-time of the timed steps is reported (JSON: ``kernel_cpu_share``,
-``page_faults`` per step): mostly page faults, which glibc's allocator causes
-by returning large blocks to the OS after each step; code that allocates less
-pays less, and how much a fault costs varies between machines.
+round r + 1, ...) so that ratios hold on a noisy machine; the JSON is
+written as results come. Peak memory is measured in fresh processes (on
+CUDA one per entry, on CPU one per entry and step): the CUDA allocator's
+peak on GPU; on CPU (Linux) the rise of the peak resident set size (VmHWM,
+reset after the model is built) over the resident size of the built model.
+For ``authors`` the largest difference from our model's logits (fp32, same
+weights through ``wavemix_convert``) is reported too. On CPU the kernel's
+share of the CPU time of the timed steps is reported (JSON:
+``kernel_cpu_share``, ``page_faults`` per step): mostly page faults, which
+glibc's allocator causes by returning large blocks to the OS after each
+step; code that allocates less pays less, and how much a fault costs varies
+between machines.
 On CUDA the host's share of the step is reported (JSON: ``host_share``): the
 time until the host had launched all of a step's work over the step's time;
 near 100% the device waits on the host (Python, launches), and less work on
