@@ -43,10 +43,19 @@ def as_options(options):
     return [f'{k}={v}'.replace(' ', '') for k, v in options.items()]
 
 
+def seeded_model(cfg):
+    """The model of ``cfg`` with the same random weights at every run: the
+    argmax check meets near-tied logits of a random model, which rounding
+    may flip (Wave-ViT once agreed on 99.8% of the pixels, needing 99.9%,
+    with a largest difference of 4.5e-6)."""
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
 def save_weights(config, path, options=None):
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(options or {})
-    model = build_model(cfg).eval()
+    model = seeded_model(cfg).eval()
     torch.save({'state_dict': model.state_dict()}, path)
     return model
 
@@ -141,7 +150,7 @@ def test_other_wavelet_backbones_export(config, arch, tmp_path):
     cfg.merge_from_dict(small)
     cfg.model.backbone.arch = arch
     cfg.dump(str(tmp_path / 'small.py'))
-    torch.save({'state_dict': build_model(cfg).state_dict()},
+    torch.save({'state_dict': seeded_model(cfg).state_dict()},
                tmp_path / 'small.pth')
     result = export(tmp_path / 'small.py', tmp_path / 'small.pth', '--out',
                     tmp_path / 'small.onnx', '--shape', 64, 128, '--verify')
