@@ -121,7 +121,7 @@ def test_matmul_add_moves_vectors_into_tensor_core_products(tool, launches):
     'focal loss log_softmax_gather forward (training)',
     'focal loss log_softmax_gather backward (training)'
 ])
-def test_head_logits_kernels_compile_without_spills(tool, launches, name):
+def test_head_logits_kernels_walk_each_pixels_classes(tool, launches, name):
     """The kernels over the head's 19-class logits compile for sm_90 with
     each thread walking its pixel's classes in a loop: no reduction across
     a warp's lanes (no shuffles), one pixel's 64-bit index arithmetic a
