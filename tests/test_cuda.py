@@ -697,13 +697,10 @@ def test_peak_memory_of_both_modes_in_one_process(options):
     """tools/benchmark.py measures an entry's inference and training peaks
     in one fresh process on CUDA: the training peak after the inference is
     the one measured alone (the allocator's cache emptied between)."""
-    import importlib.util
-
     from mmseg_wavemix.utils.benchmark import parse_entry, peak_memory_mb
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_tool', f'{REPO_ROOT}/tools/benchmark.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+
+    from .test_tools.demo_data import tool_module
+    tool = tool_module('benchmark.py')
     config = f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py'
     args = tool.parse_args([config, '--device', 'cuda', '--shape', '256',
                             '512', '--batch', '2', '--train'])

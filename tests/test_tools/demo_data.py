@@ -1,6 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Helpers to run the command-line tools on generated Cityscapes data."""
 import atexit
+import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -41,6 +42,17 @@ def tool_server():
             warnings.warn('the tools run in fresh interpreters (slower): the '
                           f'tool server did not start: {_server.error}')
     return _server
+
+
+def tool_module(script):
+    """``tools/<script>`` imported as a module (not run: its functions, for
+    tests of its parts)."""
+    name = osp.splitext(osp.basename(script))[0]
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', osp.join(REPO_ROOT, 'tools', script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_tool(script, *args, timeout=900, check=True):

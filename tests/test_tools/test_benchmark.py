@@ -1,6 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 import argparse
-import importlib.util
 import json
 import os.path as osp
 import subprocess
@@ -12,7 +11,7 @@ import torch
 from mmseg_wavemix.utils.benchmark import FLAGS, parse_entry
 
 from ..conftest import REPO_ROOT
-from .demo_data import run_tool
+from .demo_data import run_tool, tool_module
 
 DEMO = osp.join(REPO_ROOT, 'configs', 'wavemix',
                 'wavemix_16x2_l4_cityscapes-demo.py')
@@ -182,10 +181,7 @@ def test_a_step_that_fails_is_reported_and_the_others_run(
     """A step failing mid-run (e.g. out of memory in training) drops that
     entry from the step's remaining rounds only; the progress line says
     why."""
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_tool', osp.join(REPO_ROOT, 'tools', 'benchmark.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = tool_module('benchmark.py')
     plain_step = tool.Bench.train_step
 
     def train_step(bench):
@@ -218,10 +214,7 @@ def test_results_are_saved_as_they_are_measured(monkeypatch):
     entry's peak memory (on a GPU the slowest part: a fresh process per
     entry): a run cut short keeps what it measured. A mode whose peak
     failed is reported as an error of that mode."""
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_tool', osp.join(REPO_ROOT, 'tools', 'benchmark.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = tool_module('benchmark.py')
     peaks = iter([dict(inference=11.0, train=12.0),
                   dict(inference=13.0, train='RuntimeError: out of memory')])
     modes = []
@@ -321,11 +314,7 @@ def test_benchmark_haar(tmp_path, layout):
 def test_benchmark_haar_reports_gpu_time_beside_wall_time():
     """On a GPU each implementation's own time (launches hidden behind
     queued work) is a column of its own, with its ratio to the copy's."""
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_haar',
-        osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'benchmark_haar.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = tool_module('analysis_tools/benchmark_haar.py')
     args = tool.parse_args(['--shape', '5', '64', '256', '512', '--dtype',
                             'fp16', '--device', 'cuda'])
     results = {
@@ -359,11 +348,7 @@ def test_profile_tool_tells_kernel_time_from_idle_time():
     """Where a CUDA step's time goes besides its kernels: the idle gaps
     between them (overlapping kernels counted once) and before and after
     them, from the kernels' times (here made up, in microseconds)."""
-    spec = importlib.util.spec_from_file_location(
-        'profile_tool',
-        osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'profile_model.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = tool_module('analysis_tools/profile_model.py')
     kernels = [(1100, 1400, 'b'), (1000, 1200, 'a'), (1300, 1350, 'c'),
                (1900, 2000, 'd'), (2010, 2500, 'e')]
     spent = tool.timeline(kernels, 800, 2600, count=2)
@@ -421,12 +406,7 @@ def test_benchmark_focal_loss_compares_the_kernels_with_pytorch(tmp_path):
     from mmseg_wavemix.ops import accuracy, log_softmax_gather
 
     from ..test_ops.triton_interpreter import interpreted
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_focal_loss',
-        osp.join(REPO_ROOT, 'tools', 'analysis_tools',
-                 'benchmark_focal_loss.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = tool_module('analysis_tools/benchmark_focal_loss.py')
     out = tmp_path / 'focal.json'
     with interpreted(accuracy, log_softmax_gather) as module, \
             pytest.MonkeyPatch().context() as patch:

@@ -1,15 +1,13 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """tools/analysis_tools/benchmark_level_mlp.py, its kernels run on CPU in
 Triton's interpreter (the timings only on a GPU mean anything)."""
-import importlib.util
 import json
-import os.path as osp
 
 import pytest
 import torch
 
 from ..conftest import REPO_ROOT
-from .demo_data import run_tool
+from .demo_data import run_tool, tool_module
 
 pytest.importorskip(
     'triton', reason='Triton is not installed (requirements/tests.txt)')
@@ -18,13 +16,7 @@ DEMO = 'configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py'
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_level_mlp',
-        osp.join(REPO_ROOT, 'tools', 'analysis_tools',
-                 'benchmark_level_mlp.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return tool_module('analysis_tools/benchmark_level_mlp.py')
 
 
 def test_each_level_size_with_every_candidate(tool, kernel_calls, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from cityscapesscripts.helpers.labels import name2label
 from PIL import Image
 
-from .demo_data import make_cityscapes, run_tool
+from .demo_data import make_cityscapes, run_tool, tool_module
 
 
 def test_generated_data_is_deterministic_cityscapes(tmp_path):
@@ -68,15 +68,7 @@ def test_converter_rejects_unknown_labels(tmp_path):
 
 
 def test_converter_rejects_train_ids_out_of_range(tmp_path):
-    import importlib.util
-
-    from ..conftest import REPO_ROOT
-    spec = importlib.util.spec_from_file_location(
-        'cityscapes_converter',
-        os.path.join(REPO_ROOT, 'tools', 'dataset_converters',
-                     'cityscapes.py'))
-    converter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(converter)
+    converter = tool_module('dataset_converters/cityscapes.py')
     label_file = tmp_path / 'x_gtFine_labelTrainIds.png'
     Image.fromarray(np.array([[0, 18], [255, 40]], np.uint8)).save(label_file)
     with pytest.raises(ValueError, match=r'train IDs \[40\] outside'):

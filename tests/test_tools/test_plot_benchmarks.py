@@ -1,10 +1,10 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-import importlib.util
 import json
 
 import pytest
 
 from ..conftest import REPO_ROOT
+from .demo_data import tool_module
 
 RUNS = f'{REPO_ROOT}/benchmarks'
 INFERENCE = f'{RUNS}/inference_1024x2048_cuda_h100_session14.json'
@@ -17,12 +17,7 @@ HAAR_GPU_TIME = f'{RUNS}/haar_dwt_5x64x256x512_cuda_h100_session23_fp16.json'
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        'plot_benchmarks',
-        f'{REPO_ROOT}/tools/analysis_tools/plot_benchmarks.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return tool_module('analysis_tools/plot_benchmarks.py')
 
 
 def test_panels_hold_each_runs_values(tool):

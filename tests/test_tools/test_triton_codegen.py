@@ -2,13 +2,11 @@
 """tools/analysis_tools/triton_codegen.py: the Triton kernels compiled for
 an H100 (sm_90) on this CPU, and what their code does that speed depends
 on."""
-import importlib.util
-import os.path as osp
 
 import pytest
 import torch
 
-from ..conftest import REPO_ROOT
+from .demo_data import tool_module
 
 triton = pytest.importorskip(
     'triton', reason='Triton is not installed (requirements/tests.txt)')
@@ -16,11 +14,7 @@ triton = pytest.importorskip(
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        'triton_codegen',
-        osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'triton_codegen.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = tool_module('analysis_tools/triton_codegen.py')
     try:  # a kernel of no interest, to see that CUDA code can be made here
         kernel, args, kwargs = module.launches(
             64, 64, torch.float16)['haar analysis (nchw, packed level)']
