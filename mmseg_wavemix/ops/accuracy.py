@@ -96,6 +96,12 @@ if triton is not None:
                       tl.reduce(labelled.to(tl.int32), 0, _add))
 
 
+def pixel_grid(labels: Tensor) -> Tuple[int]:
+    """The launch grid of a kernel over the pixels of ``labels``: one
+    program per :data:`PIXELS`."""
+    return (triton.cdiv(labels.numel(), PIXELS), )
+
+
 def correct_and_labelled(logits: Tensor, labels: Tensor,
                          ignore_index: int) -> Tuple[Tensor, Tensor]:
     """The number of pixels whose largest logit is their label, and the
@@ -124,7 +130,7 @@ def _triton_counts(logits: Tensor, labels: Tensor,
     n, c, h, w = logits.shape
     counts = torch.zeros(2, dtype=torch.int32, device=logits.device)
     if labels.numel():
-        _accuracy_kernel[(triton.cdiv(labels.numel(), PIXELS), )](
+        _accuracy_kernel[pixel_grid(labels)](
             logits, labels, counts, labels.numel(), h, w, c,
             *logits.stride(), *labels.stride(), ignore_index, BP=PIXELS)
     return counts[0], counts[1]

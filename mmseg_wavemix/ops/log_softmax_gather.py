@@ -96,10 +96,6 @@ if triton is not None:
                 at_label - largest - tl.log(total), mask=inside)
 
 
-def _grid(labels: Tensor) -> Tuple[int]:
-    return (triton.cdiv(labels.numel(), accuracy.PIXELS), )
-
-
 def _classes_fastest(logits: Tensor) -> Tuple[Tensor, int]:
     """``logits`` and its class dim: channels_last (N, C, H, W) logits as
     their (N, H, W, C) view, classes last (PyTorch's softmax kernels run the
@@ -136,7 +132,7 @@ def log_softmax_gather(logits: Tensor,
     out = torch.empty(labels.shape, dtype=torch.float32,
                       device=logits.device)
     if labels.numel():
-        _log_softmax_gather_kernel[_grid(labels)](
+        _log_softmax_gather_kernel[accuracy.pixel_grid(labels)](
             logits, labels, out, out, labels.numel(), *logits.shape[2:],
             logits.shape[1], *logits.stride(), *labels.stride(), 0, 0, 0,
             *out.stride(), 0, BACKWARD=False, BP=accuracy.PIXELS)
@@ -172,7 +168,7 @@ def log_softmax_gather_backward(grad: Tensor,
         return grad_logits.movedim(-1, 1) if dim == -1 else grad_logits
     out = torch.empty_like(logits)  # its memory layout
     if labels.numel():
-        _log_softmax_gather_kernel[_grid(labels)](
+        _log_softmax_gather_kernel[accuracy.pixel_grid(labels)](
             logits, labels, grad, out, labels.numel(), *logits.shape[2:],
             logits.shape[1], *logits.stride(), *labels.stride(),
             *grad.stride(), *out.stride(), BACKWARD=True,
