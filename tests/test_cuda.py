@@ -354,6 +354,49 @@ def test_matmul_add_is_as_close_to_float64_as_addmm(dtype):
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_batch_norm_residual_ways_are_as_close_to_float64(dtype):
+    """A WaveMix-256 block's output BatchNorm and residual in training
+    (channels_last, pixels that end in partial blocks), both ways that the
+    recipe's training chooses from (cuDNN's BatchNorm and an addition, or
+    SyncBN's statistics, one Triton pass and PyTorch's backward): output,
+    gradients and running statistics as close to float64 as cuDNN's."""
+    from mmseg_wavemix.models.accel import norm_residual
+
+    from .test_accel.test_norm_residual import expected_in_float64
+    z, residual, grad = ((torch.randn(2, 256, 66, 130, device='cuda') * 3 +
+                          1).to(dtype).contiguous(
+                              memory_format=torch.channels_last)
+                         for _ in range(3))
+    weight = torch.empty(256, device='cuda').uniform_(0.5, 2)
+    bias = torch.randn(256, device='cuda')
+    out64, grads64, running64 = (
+        [t.cuda() for t in ts] if isinstance(ts, (tuple, list)) else ts.cuda()
+        for ts in expected_in_float64(z.cpu(), residual.cpu(), grad.cpu(),
+                                      weight.cpu(), bias.cpu(), 0.1, 1e-5))
+    results = {}
+    for name, way in (('cudnn', norm_residual._by_cudnn),
+                      ('triton', norm_residual._by_triton)):
+        running = (torch.zeros(256, device='cuda'),
+                   torch.ones(256, device='cuda'))
+        out, saved = way(z.clone(), residual, weight, bias, *running, 0.1,
+                         1e-5)
+        grads = norm_residual.batch_norm_residual_backward(
+            grad, z, weight, *running, saved, 1e-5, (True, True, True))
+        results[name] = [(out.double() - out64).abs().max()] + [
+            (a.double() - b).abs().max() / b.abs().max()
+            for a, b in zip((*grads, *running), (*grads64, *running64))
+        ]
+    for ours, cudnn in zip(results['triton'], results['cudnn']):
+        assert ours <= 1.5 * cudnn + 1e-6, (results['triton'],
+                                            results['cudnn'])
+    chosen, _ = norm_residual.batch_norm_residual(
+        z.clone(), residual, weight, bias, torch.zeros(256, device='cuda'),
+        torch.ones(256, device='cuda'), 0.1, 1e-5)
+    torch.testing.assert_close(chosen.double(), out64, rtol=2e-2, atol=5e-2)
+    assert len(norm_residual._FASTEST_NORM_RESIDUAL) >= 1  # timed once
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_linear_gelu_in_training_is_as_close_to_float64_as_the_layers(dtype):
     """A WaveMix-256 finest level's fc1 and GELU (256 + 128 channels to 512)
     over pixels that end in a partial tile, both ways that the recipe's

@@ -17,7 +17,8 @@ elementwise work done on its result in registers:
   (a block of input pixels per program, whose tap-shifted copies are boxes
   of the input that the TMA fills with zeros outside the image).
 - :func:`add_bias_residual_`: that bias and residual in one pass over a
-  transposed convolution's output computed without bias (by cuDNN).
+  transposed convolution's output computed without bias (by cuDNN), or
+  in training a BatchNorm's scale and shift and the residual.
 - :func:`matmul_add`: ``a @ w + c`` in one pass over ``c`` (in training, a
   block's input gradient: the reduction's plus the residual's).
 
@@ -343,14 +344,28 @@ if triton is not None:
                  acc.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _add_bias_residual_kernel(out_ptr, bias_ptr, res_ptr, numel, C,
-                                  channel_stride, HAS_RESIDUAL: tl.constexpr,
-                                  BLOCK: tl.constexpr):
-        """out += bias[channel] (+ res) over a dense tensor."""
-        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = offsets < numel
+    def _add_bias_residual_kernel(out_ptr, scale_ptr, bias_ptr, res_ptr, rows,
+                                  cols, C, CHANNEL_IS_COLUMN: tl.constexpr,
+                                  HAS_SCALE: tl.constexpr,
+                                  HAS_RESIDUAL: tl.constexpr,
+                                  BR: tl.constexpr, BL: tl.constexpr):
+        """out = out * scale[channel] + bias[channel] (+ res) over a dense
+        tensor seen as a (rows, cols) matrix: the channel is the column
+        (channels_last) or the row modulo C (NCHW, a row per image and
+        channel), taken once per column or row, not per element."""
+        row = tl.program_id(0) * BR + tl.arange(0, BR)
+        col = tl.program_id(1) * BL + tl.arange(0, BL)
+        row_ok, col_ok = row < rows, col < cols
+        mask = row_ok[:, None] & col_ok[None, :]
+        offsets = row.to(tl.int64)[:, None] * cols + col[None, :]
+        if CHANNEL_IS_COLUMN:
+            channel, channel_ok = col[None, :], col_ok[None, :]
+        else:
+            channel, channel_ok = (row % C)[:, None], row_ok[:, None]
         out = tl.load(out_ptr + offsets, mask=mask).to(tl.float32)
-        out += tl.load(bias_ptr + (offsets // channel_stride) % C, mask=mask)
+        if HAS_SCALE:
+            out *= tl.load(scale_ptr + channel, mask=channel_ok)
+        out += tl.load(bias_ptr + channel, mask=channel_ok)
         if HAS_RESIDUAL:
             out += tl.load(res_ptr + offsets, mask=mask).to(tl.float32)
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty),
@@ -605,25 +620,29 @@ def matmul_add(a: Tensor,
 
 def add_bias_residual_(out: Tensor,
                        bias: Tensor,
-                       residual: Optional[Tensor] = None) -> Tensor:
-    """``out += bias (+ residual)`` in place, in one pass, with a per-channel
-    ``bias`` (what cuDNN's transposed convolution leaves to two more passes).
+                       residual: Optional[Tensor] = None,
+                       scale: Optional[Tensor] = None) -> Tensor:
+    """``out = out * scale + bias (+ residual)`` in place, in one pass, with
+    a per-channel ``bias`` (what cuDNN's transposed convolution leaves to
+    two more passes) and ``scale`` (a BatchNorm's, applied with its
+    statistics and the residual in one pass).
 
     Args:
         out (Tensor): (N, C, H, W), contiguous or channels_last.
         bias (Tensor): (C, ), float32.
         residual (Tensor, optional): ``out``'s shape (copied to ``out``'s
             memory format if it differs).
+        scale (Tensor, optional): (C, ), float32. Default: None (1).
 
     Returns:
         Tensor: ``out``.
     """
     n, c, h, w = out.shape
     if out.is_contiguous():
-        channel_stride = h * w
+        rows, cols = n * c, h * w
         memory_format = torch.contiguous_format
     elif out.is_contiguous(memory_format=torch.channels_last):
-        channel_stride = 1
+        rows, cols = n * h * w, c
         memory_format = torch.channels_last
     else:
         raise ValueError('add_bias_residual_ needs a contiguous or '
@@ -636,8 +655,15 @@ def add_bias_residual_(out: Tensor,
         if residual.stride() != out.stride():
             residual = residual.contiguous(memory_format=memory_format)
     if out.numel():
-        block = 64 if _INTERPRET else 1024
-        _add_bias_residual_kernel[(triton.cdiv(out.numel(), block), )](
-            out, bias, out if residual is None else residual, out.numel(), c,
-            channel_stride, HAS_RESIDUAL=residual is not None, BLOCK=block)
+        # about 4096 elements a program (64 in the interpreter)
+        block = 64 if _INTERPRET else 4096
+        bl = min(triton.next_power_of_2(cols), 16 if _INTERPRET else 1024)
+        br = max(1, block // bl)
+        _add_bias_residual_kernel[(triton.cdiv(rows, br),
+                                   triton.cdiv(cols, bl))](
+            out, bias if scale is None else scale, bias,
+            out if residual is None else residual, rows, cols, c,
+            CHANNEL_IS_COLUMN=memory_format == torch.channels_last,
+            HAS_SCALE=scale is not None, HAS_RESIDUAL=residual is not None,
+            BR=br, BL=bl)
     return out

@@ -140,16 +140,23 @@ def test_the_tma_needs_channels_last_rows_of_16_bytes(kernels):
 @pytest.mark.parametrize('dtype', list(TOLERANCES))
 @pytest.mark.parametrize('channels_last,residual_layout', [
     (True, True), (False, False), (True, False), (False, None)])
+@pytest.mark.parametrize('scaled', [False, True])
 def test_add_bias_residual_equals_the_sum(kernels, dtype, channels_last,
-                                          residual_layout):
-    """In place, per channel, in both layouts; a residual in the other
+                                          residual_layout, scaled):
+    """In place, per channel (the scale too: a BatchNorm's), in both
+    layouts, with partial blocks of rows and columns (a block is 16 wide in
+    the interpreter: 37 pixels, 19 channels); a residual in the other
     layout is added all the same."""
-    out = make((2, 6, 5, 7), dtype, channels_last)
+    shape = (2, 19, 5, 37) if channels_last else (3, 7, 5, 7)
+    out = make(shape, dtype, channels_last)
     before = out.double()
-    bias = torch.randn(6)
+    bias = torch.randn(shape[1])
+    scale = torch.randn(shape[1]) if scaled else None
     residual = None if residual_layout is None else make(
-        (2, 6, 5, 7), dtype, residual_layout)
-    result = kernels.add_bias_residual_(out, bias, residual)
+        shape, dtype, residual_layout)
+    result = kernels.add_bias_residual_(out, bias, residual, scale)
+    if scaled:
+        before = before * scale.double().view(1, -1, 1, 1)
     expected = before + bias.double().view(1, -1, 1, 1)
     if residual is not None:
         expected += residual.double()

@@ -95,6 +95,21 @@ def test_gelu_backward_moves_vectors(tool, launches):
     assert summary['stack_bytes'] == 0, summary  # nothing spilled
 
 
+def test_norm_residual_pass_moves_vectors_without_divisions(tool, launches):
+    """The block output's BatchNorm and residual in training: the input,
+    the residual and the output move as 16-byte vectors, the channel of
+    each column comes without any 64-bit division (the kernel before took
+    one a pixel), and nothing spills."""
+    (_, summary), = tool.compile_launch(*launches[
+        'add_bias_residual_ with scale (block output BatchNorm, training)'],
+                                        arch=90)
+    loads = dict(summary['global_loads'])
+    assert loads.pop('16B') >= 2 and set(summary['global_stores']) == {
+        '16B'}, summary
+    assert summary['int64_divisions'] == 0, summary
+    assert summary['stack_bytes'] == 0, summary
+
+
 def test_matmul_add_moves_vectors_into_tensor_core_products(tool, launches):
     """A memory-bound GEMM (K = 64): its operands come by 16-byte
     asynchronous copies, the added matrix and the result move as 16-byte

@@ -279,6 +279,14 @@ def launches(height: int, width: int, dtype: torch.dtype) -> Dict:
             level_mlp_triton.conv_transpose_k4s2_tma(a, weight, bias, residual)
         found['conv_transpose_k4s2_tma (finest level)'] = (rec.kernel,
                                                            *rec.launches[0])
+    # training: the block's output BatchNorm and residual, one pass (and the
+    # cuDNN upsampling's bias and residual in inference, the same kernel)
+    out = residual.new_empty(residual.shape).contiguous(
+        memory_format=torch.channels_last)
+    with recording(level_mlp_triton, '_add_bias_residual_kernel') as rec:
+        level_mlp_triton.add_bias_residual_(out, bias, residual, bias)
+    found['add_bias_residual_ with scale (block output BatchNorm, '
+          'training)'] = (rec.kernel, *rec.launches[0])
     # training: the finest level's hidden gradient (batch 1)
     hidden = a.new_empty(1, 512, *a.shape[-2:]).contiguous(
         memory_format=torch.channels_last)

@@ -12,8 +12,9 @@
   ``WaveMix(memory_efficient=True)`` builds; on CUDA
   :func:`prepare_for_training` (channels_last, 1x1 and image-stem
   convolutions as GEMMs, the head's upsamplings with their bias in one
-  kernel, optionally CUDA graphs of forward and backward); the choice among
-  equivalent kernels (:mod:`.timing`).
+  kernel, optionally CUDA graphs of forward and backward); the blocks'
+  output BatchNorm and residual in one pass (:mod:`.norm_residual`); the
+  choice among equivalent kernels (:mod:`.timing`).
 
 Each path equals the plain model up to float rounding (tests/test_accel).
 """

@@ -54,6 +54,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmseg_wavemix.ops import gelu_triton, haar_dwt_packed, haar_idwt
 
 from ..backbones.wavemix_block import WaveletLevelMLP, WaveMixBlock
+from .norm_residual import batch_norm_residual, batch_norm_residual_backward
 from .padded_classes import (conv_transpose_padded,
                              conv_transpose_padded_backward, padded_channels)
 from .pointwise_gemm import (LinearGELU, PointwiseGEMM, pointwise_linear,
@@ -500,9 +501,11 @@ class _LevelMLPFunction(torch.autograd.Function):
         z = _conv_transpose(
             _conv(_fc1_gelu(level, coarser, w1, b1, mlp.fc1).out, w2, b2,
                   mlp.fc2), wt, None, mlp.upsample)
-        # what nn.BatchNorm2d runs in training: cuDNN's kernels on CUDA
-        out, mean, invstd, reserve = torch.ops.aten._batch_norm_with_update(
-            z, weight, bias, running_mean, running_var, momentum, eps)
+        # what nn.BatchNorm2d runs in training, and the residual (in place
+        # of z, or cuDNN's kernels and an addition: norm_residual)
+        out, saved = batch_norm_residual(z, residual, weight, bias,
+                                         running_mean, running_var, momentum,
+                                         eps)
         # the level itself only where it is not recomputed; the weights
         # as cast here (autocast would keep those too): backward computes
         # with them without casting them again, a kernel each
@@ -513,8 +516,8 @@ class _LevelMLPFunction(torch.autograd.Function):
         del z
         if bt is not None:
             running_mean.add_(bt, alpha=momentum)
-        ctx.stats = running_mean, running_var, mean, invstd, reserve
-        return out if residual is None else out.add_(residual)
+        ctx.stats = running_mean, running_var, saved
+        return out
 
     @staticmethod
     @once_differentiable
@@ -533,9 +536,9 @@ class _LevelMLPFunction(torch.autograd.Function):
         dtype = ctx.param_dtype
         h = _conv(activation, w2, b2, mlp.fc2)
         z = _conv_transpose(h, wt, None, mlp.upsample)
-        grad_z, grad_weight, grad_bias = torch.ops.aten.batch_norm_backward(
-            grad_out, z, weight, *ctx.stats[:4], True, ctx.eps,
-            [True, needs[12], needs[13]], ctx.stats[4])
+        grad_z, grad_weight, grad_bias = batch_norm_residual_backward(
+            grad_out, z, weight, *ctx.stats, ctx.eps,
+            (True, needs[12], needs[13]))
         del z
         grad_h, grad_wt, _ = _conv_backward(grad_z, h, wt, False, mlp.upsample,
                                             (True, needs[10], False),
