@@ -17,7 +17,9 @@ CUDA, ``prepare_for_inference(fuse_mlp=False)``), ``fast_train`` (the
 training model of ``FastTrainingHook``, from
 ``prepare_for_training``), ``cuda_graphs`` (with ``fast_train``: its
 training forward and backward replayed as CUDA graphs; peak memory is then
-the allocator's reserved memory, which holds the graphs' activations),
+the allocator's reserved memory, which holds the graphs' activations: the
+larger of the recording step's and a replayed step's, the latter also
+alone, as ``replay_peak_memory_mb``),
 ``keep_levels`` (with ``fast_train``: WaveMix blocks keep their wavelet levels
 for backward, ``prepare_for_training(keep_levels=True)``), ``loop`` (the
 training step as ``tools/train.py``'s loop runs it, data loading aside:
@@ -71,7 +73,7 @@ from mmseg_wavemix.utils.analysis import add_timing_args, write_json
 from mmseg_wavemix.utils.benchmark import (DTYPES, Bench, authors_parity,
                                            environment, gemm_peak_gflops,
                                            load_main_config, parse_entry,
-                                           peak_memory_mb, summary, timed)
+                                           peak_memory, summary, timed)
 from mmseg_wavemix.utils.checks import describe
 
 
@@ -236,13 +238,13 @@ def run(args, save=None):
             progress(f'{" and ".join(measured)} peak memory (a fresh '
                      f'process): {entry["spec"]}')
             peaks = attempt(result, 'peak memory',
-                            lambda: peak_memory_mb(entry, args, measured))
+                            lambda: peak_memory(entry, args, measured))
             for mode, peak in (peaks or {}).items():
                 if isinstance(peak, str):  # that mode failed
                     result.setdefault('errors',
                                       {})[f'{mode} peak memory'] = peak
                 else:
-                    result[mode]['peak_memory_mb'] = peak
+                    result[mode].update(peak)
             save(results)
     return results
 
@@ -330,7 +332,9 @@ def format_table(results, args):
 def _memory(stats):
     if not stats or 'peak_memory_mb' not in stats:
         return '-'
-    return f"{stats['peak_memory_mb']:.0f}"
+    replay = stats.get('replay_peak_memory_mb')
+    return f"{stats['peak_memory_mb']:.0f}" + (
+        '' if replay is None else f' ({replay:.0f} replayed)')
 
 
 def main(argv=None):

@@ -295,14 +295,14 @@ def load_main_config(args):
     return Config.fromfile(resolve_config_path(path)), path
 
 
-def peak_memory_mb(entry, args, modes):
+def peak_memory(entry, args, modes):
     """Peak memory of one step of each of ``modes`` (``'inference'``,
-    ``'train'``), in MB, in fresh processes: on CUDA one for all the modes
-    (the allocator's counts start again for each; a process's start, about
-    20 s for the recipe's model on an H100, was most of a training
-    benchmark's time), on CPU one per mode (the resident set would keep
-    what the allocator kept of the mode before). A mode that failed gives
-    its error's description instead of a number."""
+    ``'train'``), as :func:`_peak_of_step` gives it, in fresh processes: on
+    CUDA one for all the modes (the allocator's counts start again for each;
+    a process's start, about 20 s for the recipe's model on an H100, was
+    most of a training benchmark's time), on CPU one per mode (the resident
+    set would keep what the allocator kept of the mode before). A mode that
+    failed gives its error's description instead."""
     groups = [list(modes)] if args.device == 'cuda' else [[m] for m in modes]
     context = multiprocessing.get_context('spawn')
     peaks = {}
@@ -328,30 +328,45 @@ def _peak_memory_worker(entry, args, modes):
 
 
 def _peak_of_step(bench, train):
+    """``peak_memory_mb`` of a step (MB above what the process held before
+    it); for CUDA graphs of training also ``replay_peak_memory_mb``, that
+    of a replayed step alone (``peak_memory_mb`` is the larger of it and
+    the recording's)."""
     step = bench.train_step if train else bench.infer
     if bench.device.type == 'cuda':
         gc.collect()
         torch.cuda.empty_cache()  # what a mode before left cached
         if bench.entry['cuda_graphs'] and train:
             # a recorded step allocates nothing: its activations stay in the
-            # graphs' memory, which the allocator counts as reserved
+            # graphs' memory, which the allocator counts as reserved. The
+            # first step records (after eager warm-up steps), the second
+            # replays: its peak alone, after the recording's cache is freed,
+            # is what training holds from then on.
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_reserved()
             step()
+            recording = torch.cuda.max_memory_reserved() - base
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
             step()
-            return (torch.cuda.max_memory_reserved() - base) / 2**20
+            replay = torch.cuda.max_memory_reserved() - base
+            return dict(peak_memory_mb=max(recording, replay) / 2**20,
+                        replay_peak_memory_mb=replay / 2**20)
         # after one step: cuDNN's algorithm search (cudnn.benchmark) tries
         # large workspaces in the first
         step()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         step()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+        return dict(peak_memory_mb=(torch.cuda.max_memory_allocated() -
+                                    base) / 2**20)
     gc.collect()
     _reset_peak_rss()
     base = _proc_status_kib('VmRSS')
     step()
-    return max(_proc_status_kib('VmHWM') - base, 0) / 1024
+    return dict(peak_memory_mb=max(_proc_status_kib('VmHWM') - base, 0) /
+                1024)
 
 
 def _reset_peak_rss():

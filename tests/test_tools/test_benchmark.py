@@ -215,10 +215,14 @@ def test_results_are_saved_as_they_are_measured(monkeypatch):
     entry): a run cut short keeps what it measured. A mode whose peak
     failed is reported as an error of that mode."""
     tool = tool_module('benchmark.py')
-    peaks = iter([dict(inference=11.0, train=12.0),
-                  dict(inference=13.0, train='RuntimeError: out of memory')])
+    peaks = iter([
+        dict(inference=dict(peak_memory_mb=11.0),
+             train=dict(peak_memory_mb=12.0, replay_peak_memory_mb=10.0)),
+        dict(inference=dict(peak_memory_mb=13.0),
+             train='RuntimeError: out of memory')
+    ])
     modes = []
-    monkeypatch.setattr(tool, 'peak_memory_mb', lambda entry, args, measured:
+    monkeypatch.setattr(tool, 'peak_memory', lambda entry, args, measured:
                         modes.append(measured) or next(peaks))
     args = tool.parse_args([
         DEMO, '--compare', f'{DEMO}@channels_last', '--shape', '32', '64',
@@ -234,6 +238,9 @@ def test_results_are_saved_as_they_are_measured(monkeypatch):
     assert memory == [[None] * 4, [11.0, 12.0, None, None],
                       [11.0, 12.0, 13.0, None]]
     assert all(r['train']['median_s'] > 0 for r in saved[0].values())
+    # CUDA graphs' replayed step beside the recording's peak
+    assert results[DEMO]['train']['replay_peak_memory_mb'] == 10.0
+    assert '12 (10 replayed)' in tool.format_table(results, args)
     assert results[f'{DEMO}@channels_last']['errors'] == {
         'train peak memory': 'RuntimeError: out of memory'
     }
@@ -260,16 +267,17 @@ def test_peak_memory_of_both_modes_in_one_process_on_cuda(monkeypatch):
 
         def apply(self, fn, args):
             groups.append(args[2])
-            return {mode: 1.0 for mode in args[2]}
+            return {mode: dict(peak_memory_mb=1.0) for mode in args[2]}
 
     monkeypatch.setattr(benchmark.multiprocessing, 'get_context',
                         lambda method: argparse.Namespace(Pool=Pool))
     for device, expected in (('cuda', [['inference', 'train']]),
                              ('cpu', [['inference'], ['train']])):
         groups.clear()
-        peaks = benchmark.peak_memory_mb(
+        peaks = benchmark.peak_memory(
             {}, argparse.Namespace(device=device), ['inference', 'train'])
-        assert peaks == dict(inference=1.0, train=1.0)
+        assert peaks == dict(inference=dict(peak_memory_mb=1.0),
+                             train=dict(peak_memory_mb=1.0))
         assert groups == expected
 
 
