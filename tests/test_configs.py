@@ -106,3 +106,23 @@ def test_recipe_pipeline_has_no_crop_or_color_jitter(config):
     types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
     assert 'RandomCrop' not in types and 'PhotoMetricDistortion' not in types
     assert 'RandomFlip' in types
+
+
+def test_recipe_optimizers_are_fused_and_build_here():
+    """AdamW, then SGD (OptimizerSwitchHook): PyTorch's fused optimizers
+    (on CUDA under AMP the step reads nothing on the host: tests/test_cuda),
+    which build and step on CPU too."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/wavemix/wavemix_256x16_l4_cityscapes.py'))
+    switch, = [h for h in cfg.custom_hooks
+               if h['type'] == 'OptimizerSwitchHook']
+    model = torch.nn.Conv2d(3, 4, 1)
+    for optimizer in (cfg.optim_wrapper.optimizer, switch['optimizer']):
+        assert optimizer['fused'] is True
+        wrapper = build_optim_wrapper(
+            model, dict(type='OptimWrapper', optimizer=optimizer))
+        before = model.weight.detach().clone()
+        wrapper.update_params(model(torch.randn(1, 3, 2, 2)).sum())
+        assert wrapper.optimizer.defaults['fused']
+        assert not torch.equal(before, model.weight)

@@ -319,6 +319,40 @@ def test_recipe_forward_and_loss_make_the_host_wait_for_nothing():
             loss.backward()
 
 
+@pytest.mark.parametrize('optimizer', ['AdamW', 'SGD'])
+def test_recipe_amp_optimizer_steps_read_nothing_on_the_host(optimizer):
+    """The recipe's optimizers (AdamW, then SGD) are PyTorch's fused ones:
+    AmpOptimWrapper's loss scaler hands them its scale and overflow flag on
+    the GPU, where for the others it reads the flag on the host at every
+    step. An overflow still skips the step and lowers the scale."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(
+        f'{REPO_ROOT}/configs/_base_/schedules/wavemix_adamw_sgd_150e.py')
+    wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
+    if optimizer == 'SGD':
+        wrapper_cfg.optimizer = cfg.custom_hooks[0]['optimizer']
+    assert wrapper_cfg.optimizer.type == optimizer
+    assert wrapper_cfg.optimizer.fused
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 2, 1)).cuda()
+    wrapper = build_optim_wrapper(model, wrapper_cfg)
+    x = torch.randn(2, 3, 16, 16, device='cuda')
+    for step in range(3):
+        before = [p.detach().clone() for p in model.parameters()]
+        scale = wrapper.loss_scaler.get_scale()
+        with host_reads() as reads:
+            with wrapper.optim_context(model):
+                loss = model(x).float().square().mean()
+            if step == 2:  # an overflow
+                loss = loss * float('inf')
+            wrapper.update_params(loss)
+        assert reads == [], reads
+        moved = any(not torch.equal(a, p)
+                    for a, p in zip(before, model.parameters()))
+        assert moved == (step < 2)
+    assert wrapper.loss_scaler.get_scale() < scale
+
+
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_gelu_backward_with_bias_grad_equals_pytorch_in_float64(dtype):
     """The recipe's level MLP backward on CUDA (channels_last)."""
