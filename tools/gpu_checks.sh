@@ -81,8 +81,11 @@ step training "Training 1024x2048, batch 5: ours and the authors'" python3 tools
 # cuda_graphs: the step's forward and backward as CUDA graphs (session 23, H100, one interleaved run: 0.161 s
 # against 0.198 s). keep_levels (the blocks keep their wavelet levels for backward) is left out: 0.157 s with
 # cuda_graphs and 0.196 s without, for 17.8 GB reserved.
-# loop: the recipe's step as tools/train.py runs it (AdamW under AmpOptimWrapper, NonFiniteLossHook, the batch from
-# the host through the data preprocessor, the logged values read), data loading aside
+# loop: the recipe's step as tools/train.py runs it (fused AdamW under AmpOptimWrapper since session 24,
+# NonFiniteLossHook, the batch from the host through the data preprocessor, the logged values read), data loading
+# aside. The cuda_graphs row's memory comes with a replayed step's alone ("replayed"). Each kernel chosen by timing
+# logs "...: X serves" with each way's time, e.g. "BatchNorm + residual in training (5x256x256x512 float16)"
+# (session 24: cuDNN's BatchNorm and an addition, or SyncBN's statistics and one Triton pass).
 TRAIN_ENTRIES=($C@fp16,fast_train,cuda_graphs $C@fast_train,loop)
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
