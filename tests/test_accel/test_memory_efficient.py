@@ -152,6 +152,19 @@ def plain_and_memory_efficient(**kwargs):
     return plain, ours
 
 
+def prepared_block_and_input(size):
+    """A memory-efficient block (32 channels, 2 levels) prepared as for CUDA
+    (GEMM 1x1 convolutions, channels_last), an input of size x size pixels
+    and a weight of its output."""
+    torch.manual_seed(0)
+    _, block = plain_and_memory_efficient(embed_dims=32, level=2)
+    pointwise_convs_as_gemm(block)
+    block.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 32, size, size).contiguous(
+        memory_format=torch.channels_last)
+    return block, x, torch.randn(2, 32, size, size)
+
+
 def test_block_keeps_less_for_backward_and_computes_the_same():
     plain, block = plain_and_memory_efficient(embed_dims=32, level=3)
     x = torch.randn(2, 32, 32, 32)
@@ -425,13 +438,7 @@ def test_gelu_backward_kernel_gives_the_same_gradients(autocast,
     from mmseg_wavemix.ops import gelu_triton
 
     from ..test_ops.triton_interpreter import interpreted
-    torch.manual_seed(0)
-    _, block = plain_and_memory_efficient(embed_dims=32, level=2)
-    pointwise_convs_as_gemm(block)
-    block.to(memory_format=torch.channels_last)
-    x = torch.randn(2, 32, 32, 32).contiguous(
-        memory_format=torch.channels_last)
-    weight = torch.randn(2, 32, 32, 32)
+    block, x, weight = prepared_block_and_input(32)
 
     def gradients(use_kernel, dtype=torch.float32):
         monkeypatch.setattr(

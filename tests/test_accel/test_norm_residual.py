@@ -8,13 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmseg_wavemix.models.accel import (norm_residual, pointwise_convs_as_gemm,
-                                        pointwise_gemm, timing)
+from mmseg_wavemix.models.accel import norm_residual, pointwise_gemm, timing
 from mmseg_wavemix.models.accel.norm_residual import (
     batch_norm_residual, batch_norm_residual_backward)
 
 from ..conftest import logged_messages
-from .test_memory_efficient import plain_and_memory_efficient
+from .test_memory_efficient import prepared_block_and_input
 from .test_pointwise_gemm import kernels_faster
 
 TOLERANCES = {
@@ -123,13 +122,7 @@ def test_block_trains_the_same_either_way(kernel_calls, monkeypatch):
     channels_last) under bf16 autocast, every kernel in Triton's interpreter
     chosen faster or not: the same output, gradients and running
     statistics, each about as close to float64 as the other's."""
-    torch.manual_seed(0)
-    _, block = plain_and_memory_efficient(embed_dims=32, level=2)
-    pointwise_convs_as_gemm(block)
-    block.to(memory_format=torch.channels_last)
-    x = torch.randn(2, 32, 16, 16).contiguous(
-        memory_format=torch.channels_last)
-    weight = torch.randn(2, 32, 16, 16)
+    block, x, weight = prepared_block_and_input(16)
 
     # the GEMMs' choices: the first run's (the layers') for both runs
     monkeypatch.setattr(pointwise_gemm, '_FASTEST_LINEAR_GELU', {})
