@@ -96,3 +96,19 @@ def test_param_schedulers_follow_the_new_optimizer(tmp_path):
     assert lrs[4] < lrs[0] == 0.01  # AdamW decays
     assert lrs[5] == pytest.approx(0.05)  # SGD starts at its own lr
     assert 0 < lrs[7] < lrs[6] < lrs[5]  # and keeps decaying
+
+
+def test_an_optimizer_that_cannot_build_fails_before_training(tmp_path):
+    """The optimizer to switch to is built once before the first iteration:
+    a config PyTorch rejects (here fused and foreach at once; an argument
+    an older PyTorch lacks, say) fails then, naming it, not at the switch
+    after most of the training."""
+    runner = build_toy_runner(tmp_path)
+    hook, = [h for h in runner.hooks if isinstance(h, OptimizerSwitchHook)]
+    hook.optimizer_cfg = dict(type='SGD', lr=0.05, momentum=0.9, fused=True,
+                              foreach=True)
+    with pytest.raises(ValueError, match=r"switch to, .*'fused': True.*"
+                       r'cannot be built for this model: RuntimeError'):
+        runner.train()
+    assert recorder(runner).types == {}
+    assert not list(tmp_path.glob('iter_*.pth'))

@@ -53,18 +53,23 @@ class OptimizerSwitchHook(Hook):
             return max(runner.max_iters - self.final_iters, 0)
         return max(runner.max_epochs - self.final_epochs, 0)
 
+    def _build(self, runner):
+        """The optimizer to switch to, for the runner's model (with the
+        config's ``paramwise_cfg``)."""
+        wrapper_cfg = copy.deepcopy(runner.cfg.get('optim_wrapper', {}))
+        new_cfg = dict(
+            type='OptimWrapper',
+            optimizer=copy.deepcopy(self.optimizer_cfg),
+            paramwise_cfg=wrapper_cfg.get('paramwise_cfg'))
+        return build_optim_wrapper(runner.model, new_cfg).optimizer
+
     def _switch(self, runner, reason: str) -> None:
         wrapper = runner.optim_wrapper
         if not isinstance(wrapper, OptimWrapper):
             raise TypeError('OptimizerSwitchHook supports a single '
                             f'OptimWrapper, got {type(wrapper).__name__}')
-        wrapper_cfg = copy.deepcopy(runner.cfg.get('optim_wrapper', {}))
-        new_cfg = dict(
-            type='OptimWrapper',
-            optimizer=self.optimizer_cfg,
-            paramwise_cfg=wrapper_cfg.get('paramwise_cfg'))
         old_name = type(wrapper.optimizer).__name__
-        new_optimizer = build_optim_wrapper(runner.model, new_cfg).optimizer
+        new_optimizer = self._build(runner)
         wrapper.optimizer = new_optimizer
         # Param schedulers step the optimizer they were built with, relative
         # to its initial values: point them at the new one and its values.
@@ -85,6 +90,18 @@ class OptimizerSwitchHook(Hook):
             f'{type(new_optimizer).__name__} {reason}')
 
     def before_train(self, runner) -> None:
+        if not self.switched:
+            # built once now, not first at the switch (two thirds into the
+            # recipe's training): a config that cannot build (an argument
+            # this PyTorch lacks, say) fails before any training
+            try:
+                self._build(runner)
+            except Exception as error:  # noqa: BLE001
+                raise ValueError(
+                    'OptimizerSwitchHook: the optimizer to switch to, '
+                    f'{self.optimizer_cfg}, cannot be built for this model: '
+                    f'{type(error).__name__}: {error}; fix it in the '
+                    'config') from error
         total = runner.max_iters if self.final_iters is not None \
             else runner.max_epochs
         final = self.final_iters if self.final_iters is not None \
