@@ -46,7 +46,7 @@ from mmseg_wavemix.ops import level_mlp_triton
 
 from ..backbones.wavemix_block import WaveletLevelMLP
 from .pointwise_gemm import replace_layers
-from .timing import fastest
+from .timing import fastest, layout
 
 UPSAMPLE_KERNELS = ('auto', 'triton', 'triton_tma', 'cudnn')
 # The kernel ``'auto'`` found fastest for a problem (device, dtype,
@@ -118,15 +118,6 @@ def upsample_by(upsample_kernel: str, x: Tensor, weights: Dict[str, Tensor],
     return upsample(kernel, x, weights[kernel], bias, residual)
 
 
-def _layout(x: Tensor):
-    """``x``'s memory format by name, else its strides."""
-    if x.is_contiguous():
-        return 'contiguous'
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return 'channels_last'
-    return x.stride()
-
-
 def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
                      residual: Optional[Tensor]) -> str:
     """The kernel of ``weights`` (see :func:`upsample_weights`) found
@@ -134,7 +125,7 @@ def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
     module)."""
     key = (x.device, x.dtype, x.shape[1], weights['triton'].shape[-1],
            level_mlp_triton.tuning_size(x.numel() // max(x.shape[1], 1)),
-           _layout(x), None if residual is None else _layout(residual))
+           layout(x), None if residual is None else layout(residual))
     if key in _FASTEST_UPSAMPLE:  # without building the candidates
         return _FASTEST_UPSAMPLE[key]
     calls = {

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from mmseg_wavemix.ops import level_mlp_triton
 
-from .timing import fastest
+from .timing import fastest, layout
 
 # The way found fastest for a BatchNorm and residual (device, dtype, shape,
 # memory format): 'cudnn' or 'triton'.
@@ -36,14 +36,6 @@ class NormSaved(NamedTuple):
     mean: Tensor
     invstd: Tensor
     reserve: Optional[Tensor]
-
-
-def _memory_format(x: Tensor) -> Optional[torch.memory_format]:
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return None
 
 
 def _by_cudnn(z: Tensor, residual: Optional[Tensor], weight: Tensor,
@@ -84,7 +76,7 @@ def _by_triton(z: Tensor, residual: Tensor, weight: Tensor, bias: Tensor,
 def _triton_applies(z: Tensor, residual: Optional[Tensor]) -> bool:
     return residual is not None and level_mlp_triton.applies(z) and \
         residual.dtype == z.dtype and residual.shape == z.shape and \
-        _memory_format(z) is not None and \
+        layout(z) in ('contiguous', 'channels_last') and \
         residual.stride() == z.stride()
 
 
@@ -113,7 +105,7 @@ def batch_norm_residual(z: Tensor, residual: Optional[Tensor],
     args = (weight, bias, running_mean, running_var, momentum, eps)
     if not _triton_applies(z, residual):
         return _by_cudnn(z, residual, *args)
-    key = (z.device, z.dtype, tuple(z.shape), _memory_format(z))
+    key = (z.device, z.dtype, tuple(z.shape), layout(z))
     what = (f'BatchNorm + residual in training ({"x".join(map(str, z.shape))}'
             f' {str(z.dtype).replace("torch.", "")})')
     calls = {

@@ -29,6 +29,16 @@ AGREEMENT = {
 AGREEMENT_OTHER_DTYPES = 1e-4
 
 
+def layout(x: Tensor):
+    """``x``'s memory format by name (``'contiguous'``, ``'channels_last'``),
+    else its strides: part of a timed problem's key."""
+    if x.is_contiguous():
+        return 'contiguous'
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return 'channels_last'
+    return x.stride()
+
+
 def time_ms(fn: Callable[[], object], device: torch.device) -> float:
     """Milliseconds of ``fn()``: GPU time by CUDA events, else wall time."""
     if device.type != 'cuda':
