@@ -106,14 +106,17 @@ def batch_norm_residual(z: Tensor, residual: Optional[Tensor],
     if not _triton_applies(z, residual):
         return _by_cudnn(z, residual, *args)
     key = (z.device, z.dtype, tuple(z.shape), layout(z))
-    what = (f'BatchNorm + residual in training ({"x".join(map(str, z.shape))}'
-            f' {str(z.dtype).replace("torch.", "")})')
-    calls = {
-        name: partial(_forward_and_backward, way, z, residual, *args)
-        for name, way in (('cudnn', _by_cudnn), ('triton', _by_triton))
-    }
-    way = fastest(calls, z.device, _FASTEST_NORM_RESIDUAL, key,
-                  always='cudnn', what=what, reference='cudnn')
+    way = _FASTEST_NORM_RESIDUAL.get(key)
+    if way is None:  # the candidates built only to be timed, once a size
+        what = ('BatchNorm + residual in training '
+                f'({"x".join(map(str, z.shape))} '
+                f'{str(z.dtype).replace("torch.", "")})')
+        calls = {
+            name: partial(_forward_and_backward, way, z, residual, *args)
+            for name, way in (('cudnn', _by_cudnn), ('triton', _by_triton))
+        }
+        way = fastest(calls, z.device, _FASTEST_NORM_RESIDUAL, key,
+                      always='cudnn', what=what, reference='cudnn')
     return (_by_triton if way == 'triton' else _by_cudnn)(z, residual, *args)
 
 
