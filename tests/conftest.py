@@ -4,6 +4,14 @@ import logging
 import os
 import os.path as osp
 
+# With pytest-xdist's workers (tools/run_tests.sh), each takes its share of
+# the cores, its tool runs too: threads beyond the cores make torch's
+# OpenMP threads wait on each other.
+WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+if WORKERS > 1:
+    os.environ.setdefault('OMP_NUM_THREADS', str(THREADS))
+
 # The environment before the libraries add to it (cv2, torch's inductor and
 # mmpretrain's imports set variables): the tools run from it, as a user's
 # runs do, whatever the tests have imported by then.
@@ -19,7 +27,7 @@ DATA_DIR = osp.join(REPO_ROOT, 'tests', 'data')
 
 def pytest_configure(config):
     # 2-core CI machine: keep torch from oversubscribing it.
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     import mmseg_wavemix  # noqa: F401  (registers the plugin)
     from mmseg_wavemix.compat import make_torchvision_importable
 
@@ -31,6 +39,15 @@ def pytest_configure(config):
                                           read_metafiles_once)
     read_metafiles_once()
     format_configs_once()
+
+
+def pytest_collection_modifyitems(items):
+    # The tool runs hold most of the longest files: in workers, start them
+    # first, so that the last files handed out are short and the workers
+    # end together (a tool file last kept one busy a minute alone).
+    if WORKERS > 1:
+        items.sort(key=lambda item: not item.nodeid.startswith(
+            'tests/test_tools/'))
 
 
 @contextlib.contextmanager

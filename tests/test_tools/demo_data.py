@@ -8,7 +8,7 @@ import subprocess
 import sys
 import warnings
 
-from ..conftest import REPO_ROOT, START_ENVIRON
+from ..conftest import REPO_ROOT, START_ENVIRON, THREADS
 from .forked_tools import ToolServer
 
 MAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'wavemix',
@@ -17,13 +17,15 @@ MAIN_CONFIG = osp.join(REPO_ROOT, 'configs', 'wavemix',
 
 def tool_env():
     """Environment of the tools in tests: the tests' environment at their
-    start (not what imports in this process have added since), 2 threads,
-    and the repository root importable (for test-only hooks loaded with
+    start (not what imports in this process have added since), the
+    tests' threads (torch's threads waiting on each other in two processes
+    sharing two cores made a tool run ten times slower), and the repository
+    root importable (for test-only hooks loaded with
     custom_imports)."""
     return dict(
         START_ENVIRON,
         PYTHONUNBUFFERED='1',
-        OMP_NUM_THREADS='2',
+        OMP_NUM_THREADS=str(THREADS),
         PYTHONPATH=os.pathsep.join(
             p for p in (REPO_ROOT, START_ENVIRON.get('PYTHONPATH')) if p))
 
