@@ -6,11 +6,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
 # Two pytest-xdist workers, a file each at a time (module fixtures are built
-# once), in the order of tests/conftest.py (the longest files first; xdist
-# would order them by their number of tests): on a 2-core machine 11 minutes
-# where one process took 19 (much of the suite is single-threaded: Triton's
-# interpreter, ONNX export, tool start-up). TEST_WORKERS=0 runs in this
-# process; a later -n or --dist wins.
+# once), in the order of tests/conftest.py (the tool runs' files, the
+# longest, first; xdist would order them by their number of tests): on a
+# 2-core machine 11 minutes where one process took 19 (much of the suite is
+# single-threaded: Triton's interpreter, ONNX export, tool start-up).
+# TEST_WORKERS=0 runs in this process; a later -n or --dist wins.
 # Tests named by path (tests/test_x.py, tests/test_x.py::test_y) run alone;
 # otherwise all of tests/.
 WHERE=(tests)
