@@ -301,9 +301,14 @@ def peak_memory(entry, args, modes):
     CUDA one for all the modes (the allocator's counts start again for each;
     a process's start, about 20 s for the recipe's model on an H100, was
     most of a training benchmark's time), on CPU one per mode (the resident
-    set would keep what the allocator kept of the mode before). A mode that
-    failed gives its error's description instead."""
-    groups = [list(modes)] if args.device == 'cuda' else [[m] for m in modes]
+    set would keep what the allocator kept of the mode before). Training
+    recorded as CUDA graphs has a process of its own: ``tools/train.py``
+    records them at the first step, before any inference, and recorded
+    after an inference step they held more (on an H100 in session 26, the
+    demo model: 574 MB against 424 MB alone). A mode that failed gives its
+    error's description instead."""
+    together = args.device == 'cuda' and not entry.get('cuda_graphs')
+    groups = [list(modes)] if together else [[m] for m in modes]
     context = multiprocessing.get_context('spawn')
     peaks = {}
     for group in groups:

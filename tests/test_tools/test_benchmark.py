@@ -248,8 +248,10 @@ def test_results_are_saved_as_they_are_measured(monkeypatch):
 
 def test_peak_memory_of_both_modes_in_one_process_on_cuda(monkeypatch):
     """On CUDA one fresh process measures an entry's inference and training
-    peaks (a process's start is most of the time); on CPU each mode has its
-    own (the resident set would keep the first mode's memory)."""
+    peaks (a process's start is most of the time), but training as CUDA
+    graphs (recorded after inference they held more than alone); on CPU
+    each mode has its own (the resident set would keep the first mode's
+    memory)."""
     from mmseg_wavemix.utils import benchmark
 
     groups = []
@@ -271,11 +273,13 @@ def test_peak_memory_of_both_modes_in_one_process_on_cuda(monkeypatch):
 
     monkeypatch.setattr(benchmark.multiprocessing, 'get_context',
                         lambda method: argparse.Namespace(Pool=Pool))
-    for device, expected in (('cuda', [['inference', 'train']]),
-                             ('cpu', [['inference'], ['train']])):
+    for device, entry, expected in (
+            ('cuda', {}, [['inference', 'train']]),
+            ('cuda', dict(cuda_graphs=True), [['inference'], ['train']]),
+            ('cpu', {}, [['inference'], ['train']])):
         groups.clear()
         peaks = benchmark.peak_memory(
-            {}, argparse.Namespace(device=device), ['inference', 'train'])
+            entry, argparse.Namespace(device=device), ['inference', 'train'])
         assert peaks == dict(inference=dict(peak_memory_mb=1.0),
                              train=dict(peak_memory_mb=1.0))
         assert groups == expected
