@@ -158,22 +158,25 @@ def test_svt_amp_step_on_cuda_matches_the_cpu(dtype):
                for p in model.parameters())
 
 
-@pytest.mark.parametrize('gemm_class,conv_args', [
-    (PointwiseGEMM, (48, 24, 1)),
-    (Im2colGEMM, (3, 128, 3, 2, 1)),  # WaveMix-256's first stem convolution
+@pytest.mark.parametrize('gemm_class,conv_args,memory_format', [
+    (PointwiseGEMM, (48, 24, 1), torch.channels_last),
+    # WaveMix-256's first stem convolution, of a prepared model's input and
+    # of the data preprocessor's NCHW batch
+    (Im2colGEMM, (3, 128, 3, 2, 1), torch.channels_last),
+    (Im2colGEMM, (3, 128, 3, 2, 1), torch.contiguous_format),
 ])
 def test_convolutions_as_gemms_equal_the_convolution_in_fp16(
-        gemm_class, conv_args):
+        gemm_class, conv_args, memory_format):
     """A 1x1 convolution, and one of an image's 3 channels, as a GEMM with
     the bias in cuBLASLt's epilogue: output and gradients as close to the
-    float64 ones as the convolution's (both round in fp16, differently), in
-    channels_last."""
+    float64 ones as the convolution's (both round in fp16, differently), a
+    channels_last output."""
     torch.manual_seed(0)
     conv = nn.Conv2d(*conv_args).cuda()
     gemm = gemm_class.from_conv(copy.deepcopy(conv))
     reference = copy.deepcopy(conv).double()
     x = torch.randn(2, conv_args[0], 16, 24, device='cuda').contiguous(
-        memory_format=torch.channels_last)
+        memory_format=memory_format)
     results = []
     for layer in (reference, conv, gemm):
         xg = x.clone().double().requires_grad_() if layer is reference \

@@ -11,7 +11,7 @@ import torch.nn as nn
 from mmseg_wavemix.models.accel import (Im2colGEMM, few_channel_convs_as_gemm,
                                         prepare_for_inference,
                                         prepare_for_training)
-from mmseg_wavemix.models.accel.im2col_gemm import im2col_linear, patch_matrix
+from mmseg_wavemix.models.accel.im2col_gemm import patch_matrix
 from mmseg_wavemix.models.accel.pointwise_gemm import inference_params
 from mmseg_wavemix.utils.analysis import build_model_from_config
 
@@ -20,17 +20,21 @@ from ..test_engine.test_fast_inference_hook import DEMO, demo_model
 
 # (in, out, kernel, stride, padding, bias): WaveMix's strided stem, a
 # patchify stem, and odd kernels, strides and paddings
+@pytest.mark.parametrize('memory_format',
+                         [torch.channels_last, torch.contiguous_format])
 @pytest.mark.parametrize('conv_args', [
     (3, 32, 3, 2, 1, True), (3, 48, 4, 4, 0, True),
     (1, 16, (3, 5), (1, 2), (0, 2), False), (7, 64, 3, 1, 1, True)
 ])
-def test_equals_the_convolution_with_gradients(conv_args):
+def test_equals_the_convolution_with_gradients(conv_args, memory_format):
+    """In both layouts of the input (the data preprocessor's NCHW batches,
+    a prepared model's channels_last), a channels_last output."""
     *args, bias = conv_args
     torch.manual_seed(0)
     conv = nn.Conv2d(*args, bias=bias).double()
     gemm = Im2colGEMM.from_conv(copy.deepcopy(conv))
     x = torch.randn(2, args[0], 13, 18, dtype=torch.float64).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=memory_format)
     results = []
     for layer in (conv, gemm):
         xg = x.clone().requires_grad_()
@@ -77,17 +81,14 @@ def test_fixed_weights_keep_the_patch_matrix_cast_once():
     assert gemm._cast_params[1][0] is matrix  # the call above used it
 
 
-def test_other_layouts_and_traces_run_the_convolution():
+def test_traces_run_the_convolution():
     conv = nn.Conv2d(3, 32, 3, 2, 1)
     gemm = Im2colGEMM.from_conv(conv)
-    x = torch.randn(1, 3, 8, 10)  # NCHW: its pixels are not rows
-    assert im2col_linear(x, patch_matrix(conv.weight), conv.bias,
-                         conv.kernel_size, conv.stride, conv.padding) is None
-    torch.testing.assert_close(gemm(x), conv(x))
-    graph = torch.jit.trace(
-        gemm, x.contiguous(memory_format=torch.channels_last)).graph
+    x = torch.randn(1, 3, 8, 10)
+    graph = torch.jit.trace(gemm, x).graph
     assert 'aten::_convolution' in str(graph)
     assert 'aten::linear' not in str(graph)
+    torch.testing.assert_close(gemm(x), conv(x))
 
 
 @pytest.mark.parametrize('conv', [
