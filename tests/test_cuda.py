@@ -227,8 +227,8 @@ def test_training_cuda_graphs_train_as_eager_training():
     model replayed as graphs give eager training's losses, parameters and
     BatchNorm statistics (the warm-up steps' statistics put back, the
     optimizer's in-place steps and the head's repacked upsampling weights
-    reaching the replays), one recording per part, and evaluation runs
-    eagerly."""
+    reaching the replays), the parts recorded together at the second step
+    (the first runs eagerly), and evaluation runs eagerly."""
     torch.manual_seed(0)
     _, eager = build_model_from_config(
         f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
@@ -259,10 +259,8 @@ def test_training_cuda_graphs_train_as_eager_training():
         m.split(' for ')[0].split(' in ')[0] for m in logged
         if m.startswith('CUDA graphs')
     ] == [
-        'CUDA graphs: recording the training backbone',
-        'CUDA graphs: recorded the training backbone',
-        'CUDA graphs: recording the training decode_head',
-        'CUDA graphs: recorded the training decode_head'
+        'CUDA graphs: recording the training backbone and decode_head',
+        'CUDA graphs: recorded the training backbone and decode_head'
     ]
     for part in (graphed.backbone, graphed.decode_head):
         assert [g is not None for g in part.forward.graphs.values()] == [True]

@@ -129,6 +129,7 @@ class Bench:
         self.train_forward = self._maybe_compile(self.model) \
             if self.infer_model is not self.model else self.infer_forward
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-6)
+        self.trained = False  # no training step run yet
         if entry['loop']:
             self._build_loop()
 
@@ -248,6 +249,14 @@ class Bench:
             return sum(v for k, v in losses.items() if 'loss' in k)
 
     def train_step(self):
+        # training CUDA graphs are recorded at a model's second step (the
+        # first, eager, notes the parts called): its first call runs both
+        steps = 2 if self.entry['cuda_graphs'] and not self.trained else 1
+        self.trained = True
+        for _ in range(steps):
+            self._train_step()
+
+    def _train_step(self):
         if self.entry['loop']:
             if not self.model.training:
                 self.model.train()
@@ -344,9 +353,10 @@ def _peak_of_step(bench, train):
         if bench.entry['cuda_graphs'] and train:
             # a recorded step allocates nothing: its activations stay in the
             # graphs' memory, which the allocator counts as reserved. The
-            # first step records (after eager warm-up steps), the second
-            # replays: its peak alone, after the recording's cache is freed,
-            # is what training holds from then on.
+            # first call records (after an eager step and the warm-up
+            # steps), the second replays: its peak alone, after the
+            # recording's cache is freed, is what training holds from then
+            # on.
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_reserved()
             step()

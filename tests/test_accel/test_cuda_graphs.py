@@ -161,11 +161,15 @@ def test_a_failed_training_recording_warns_and_trains_eagerly(monkeypatch):
     part.forward = graphs
     expected = copy.deepcopy(part[1])
     x = torch.randn(2, 3, 4, 4)
-    with pytest.warns(UserWarning, match='recording the training backbone '
-                      'failed, it trains without: RuntimeError: operation'):
+    part(x)  # the first step runs eagerly, the second records
+    assert not graphs.graphs
+    with pytest.warns(UserWarning, match=r'cannot be recorded \(recording '
+                      'the training backbone failed: RuntimeError: operation '
+                      r'.*\); it trains without'):
         part(x)
     assert list(graphs.graphs.values()) == [None]
-    expected(part[0](x))  # one step's statistics: the eager call's
+    for _ in range(2):  # two steps' statistics: the eager calls'
+        expected(part[0](x))
     for name, buffer in expected.named_buffers():
         torch.testing.assert_close(getattr(part[1], name), buffer)
     with pytest.warns(UserWarning, match='recorded for 1 training input'):
@@ -188,10 +192,23 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch):
     from mmseg_wavemix.models.accel import cuda_graphs
     made = []
 
-    def make_graphed_callables(call, samples, num_warmup_iters,
+    replays = []
+
+    class Replayed(nn.Module):
+        """Stands for a graphed part: the call itself, counted."""
+
+        def __init__(self, call):
+            super().__init__()
+            self.call = call
+
+        def forward(self, *tensors):
+            replays.append(self.call.part)
+            return self.call(*tensors)
+
+    def make_graphed_callables(calls, samples, num_warmup_iters,
                                allow_unused_input):
-        made.append([tuple(t.shape) for t in samples])
-        return call
+        made.append([[tuple(t.shape) for t in s] for s in samples])
+        return tuple(Replayed(call) for call in calls)
 
     monkeypatch.setattr(cuda_graphs, '_replayable',
                         lambda args, kwargs: cuda_graphs._tensors(args))
@@ -210,15 +227,60 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch):
     results = []
     for model in (eager, wrapped):
         grads = []
-        for _ in range(2):
+        for _ in range(3):
             loss = model(x, mode='tensor').square().mean()
             loss.backward()
             grads.append([p.grad.clone() for p in model.parameters()])
             model.zero_grad()
         results.append((grads, dict(model.named_buffers())))
-    assert made == [[(1, 3, 64, 64)], [(1, 16, 16, 16)]]
+    # the first step ran eagerly, the second recorded both parts together
+    assert made == [[[(1, 3, 64, 64)], [(1, 16, 16, 16)]]]
+    # then both parts replayed, in order, in the second and third steps
+    assert replays == [wrapped.backbone, wrapped.decode_head] * 2
+    backbone, head = wrapped.backbone.forward, wrapped.decode_head.forward
+    assert backbone.group is head.group
+    key = next(iter(backbone.graphs))
+    assert backbone.followers == {key: [(head, next(iter(head.graphs)))]}
+    assert head.followers == {}
     for a, b in zip(results[0][0], results[1][0]):
         for ga, gb in zip(a, b):
             torch.testing.assert_close(gb, ga)
     for name, buffer in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], buffer, msg=name)
+
+
+def test_training_graphs_replay_the_recorded_order_only(monkeypatch):
+    """A part called out of the recorded order (a step that does not begin
+    with the first part) runs eagerly; a part called twice in the observed
+    step cannot be replayed in order: that step's parts train without
+    graphs, with a warning."""
+    from mmseg_wavemix.models.accel import cuda_graphs
+    monkeypatch.setattr(cuda_graphs, '_replayable',
+                        lambda args, kwargs: cuda_graphs._tensors(args))
+
+    def record_group(observed):  # each "graph" says what it replays
+        for wrapper, key, *_ in observed:
+            wrapper.graphs[key] = lambda t, name=wrapper.name: ('replayed',
+                                                                name)
+        first, key = observed[0][:2]
+        first.followers[key] = [(w, k) for w, k, *_ in observed[1:]]
+
+    monkeypatch.setattr(cuda_graphs, '_record_group', record_group)
+    x = torch.randn(2, 3)
+    for names in ('ab', 'cd'):
+        group = cuda_graphs._TrainingGraphGroup()
+        first, second = (TrainingCUDAGraphs(
+            nn.Identity().train(), nn.Identity(), name=name, group=group)
+                         for name in names)
+        assert first(x) is x and second(x) is x  # observed, eager
+        if names == 'ab':
+            assert first(x) == ('replayed', 'a')  # recorded, replayed
+            assert second(x) == ('replayed', 'b')
+            assert second(x) is x  # out of order: eager
+            assert first(x) == ('replayed', 'a')
+            assert second(x) == ('replayed', 'b')
+    with pytest.warns(UserWarning, match='the d ran twice in a step'):
+        assert second(x) is x
+    key = cuda_graphs._signature([x])
+    assert first.graphs == second.graphs == {key: None}
+    assert first(x) is x and second(x) is x

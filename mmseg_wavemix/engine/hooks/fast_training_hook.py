@@ -19,8 +19,9 @@ class FastTrainingHook(Hook):
 
     Args:
         cuda_graphs (bool): Also replay each part's training forward and
-            backward as CUDA graphs, recorded at the first iteration (one
-            training crop size; one process). Default: False.
+            backward as CUDA graphs, recorded together at the second
+            iteration (the first runs eagerly; one training crop size; one
+            process). Default: False.
         keep_levels (bool): Memory-efficient WaveMix blocks keep their
             wavelet levels for backward instead of recomputing them (time
             for memory). Default: False.

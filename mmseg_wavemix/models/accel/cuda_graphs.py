@@ -134,6 +134,29 @@ class _PartCall(nn.Module):
             tensors))
 
 
+class _TrainingGraphGroup:
+    """The graphed parts of one model: which of them a training step calls,
+    in which order (seen in the first step, which runs eagerly), recorded
+    together at the second, and the replay under way.
+
+    Recorded together, the parts' graphs share one memory pool: a pool
+    gives a freed block again only to a graph recorded after the one that
+    freed it, and replays in the order of recording keep that safe, so the
+    head's backward reuses the memory of its forward for the backbone's
+    backward. Recorded one by one, each part's graphs kept their own peak.
+    """
+
+    def __init__(self):
+        # (wrapper, signature, argument type, sample inputs) of each part
+        # the observed step called, in order
+        self.observed: list = []
+        # (wrapper, signature) of the parts still to replay in this step
+        self.replaying: list = []
+
+    def __deepcopy__(self, memo: dict) -> '_TrainingGraphGroup':
+        return type(self)()  # a copy of the model records its own graphs
+
+
 class TrainingCUDAGraphs:
     """A model part's training forward and backward, each replayed as a CUDA
     graph (``torch.cuda.make_graphed_callables``).
@@ -141,25 +164,30 @@ class TrainingCUDAGraphs:
     WaveMix's memory-efficient training step is thousands of kernels, many
     of them launched from Python autograd functions; where they are short
     (the coarse levels) the GPU waits for the host. A graph launches each
-    pass at once. The first training call of an input signature (shapes,
-    strides, dtypes, autocast dtype) runs the part forward and backward
-    twice on a side stream (cuDNN's algorithm search, Triton's compilation,
-    the choice among kernels), records both passes, and puts back the
-    BatchNorm statistics those runs changed; it is logged
-    (``logger='current'``) as it starts and ends. Later training calls copy
-    the inputs into the recorded ones and replay. Parameters are read where
+    pass at once. The parts of a model (:func:`training_cuda_graphs`) are
+    recorded together, in one memory pool: the first training step runs
+    eagerly and notes which parts it calls, in which order, and their
+    inputs; the second, when the first of them is called again with the
+    same input signature (shapes, strides, dtypes, autocast dtype), runs
+    each part forward and backward twice on a side stream (cuDNN's
+    algorithm search, Triton's compilation, the choice among kernels),
+    records them all, and puts back the BatchNorm statistics those runs
+    changed; it is logged (``logger='current'``) as it starts and ends.
+    From then on each step copies the inputs into the recorded ones and
+    replays, the parts in the recorded order. Parameters are read where
     they are, so optimizer steps (in place) reach the graphs, and gradients
     reach ``.grad`` as usual (the same values up to float rounding).
 
     Calls in evaluation, without gradients, with CPU tensors or keyword
     arguments, under tracing or compilation, or of more signatures than
     ``max_graphs`` (each keeps its own activation memory: one is a
-    training crop size) run ``fn`` itself; so does a signature whose
-    recording failed, with a warning. The part must compute the same kernels
-    at every call (no data-dependent host work, no dropout of changing
-    probability, BatchNorm with a fixed momentum), and each forward must be
+    training crop size) run ``fn`` itself; so do signatures whose recording
+    failed, with a warning, and parts called out of the recorded order. The
+    parts must compute the same kernels at every call (no data-dependent
+    host work, no dropout of changing probability, BatchNorm with a fixed
+    momentum), each part once a step, and each step's forward must be
     followed by its backward before the next forward (a recorded forward
-    keeps its activations in the graph's memory).
+    keeps its activations in the graphs' memory).
 
     Args:
         part (nn.Module): The part (its parameters get the gradients).
@@ -167,16 +195,22 @@ class TrainingCUDAGraphs:
             tensors, returning tensors.
         max_graphs (int): Signatures recorded at most. Default: 1.
         name (str): What ``part`` is, in the log. Default: ``'forward'``.
+        group (_TrainingGraphGroup, optional): Shared by the parts recorded
+            together. Default: None (a part of its own).
     """
 
     def __init__(self, part: nn.Module, fn: Callable, max_graphs: int = 1,
-                 name: str = 'forward'):
+                 name: str = 'forward',
+                 group: Optional[_TrainingGraphGroup] = None):
         self.part = part
         self.fn = fn
         self.max_graphs = max_graphs
         self.name = name
+        self.group = _TrainingGraphGroup() if group is None else group
         # signature -> the graphed module, or None where recording failed
         self.graphs: Dict[tuple, Optional[nn.Module]] = {}
+        # signature -> the parts replayed after this one (it was the first)
+        self.followers: Dict[tuple, list] = {}
         self._warned = False
 
     def __call__(self, *args, **kwargs):
@@ -184,54 +218,97 @@ class TrainingCUDAGraphs:
         if not (tensors and self.part.training and torch.is_grad_enabled()):
             return self.fn(*args, **kwargs)
         key = _signature(tensors)
+        group = self.group
+        if group.replaying and group.replaying[0] == (self, key):
+            group.replaying.pop(0)
+            return self.graphs[key](*tensors)
+        group.replaying = []  # a step begins, or one left the order
+        if key not in self.graphs and group.observed and \
+                group.observed[0][:2] == (self, key):
+            _record_group(group.observed)  # the second step begins
+            group.observed = []
+        if key in self.graphs:
+            graphed = self.graphs[key]
+            if graphed is None or key not in self.followers:
+                return self.fn(*args)  # failed, or not a step's first part
+            group.replaying = list(self.followers[key])
+            return graphed(*tensors)
         if not _room_for(
                 self, key, f'CUDA graphs of the {self.name} are recorded for '
                 f'{self.max_graphs} training input size(s); others train '
                 'without (use one crop size)'):
             return self.fn(*args)
-        if key not in self.graphs:
-            self.graphs[key] = self._record(type(args[0]), tensors)
-        graphed = self.graphs[key]
-        return self.fn(*args) if graphed is None else graphed(*tensors)
+        if any(wrapper is self for wrapper, *_ in group.observed):
+            _give_up(group.observed, f'the {self.name} ran twice in a step')
+            group.observed = []
+            return self.fn(*args)
+        # the first step: eager, its parts and their inputs noted
+        samples = tuple(t.detach().clone().requires_grad_(t.requires_grad)
+                        for t in tensors)
+        group.observed.append((self, key, type(args[0]), samples))
+        return self.fn(*args)
 
     def __deepcopy__(self, memo: dict) -> 'TrainingCUDAGraphs':
         # a copy of the model (an EMA model, say) records graphs of its own:
-        # these read this one's tensors
+        # these read this one's tensors; its parts share one new group
         return type(self)(
             copy.deepcopy(self.part, memo), copy.deepcopy(self.fn, memo),
-            self.max_graphs, self.name)
+            self.max_graphs, self.name, copy.deepcopy(self.group, memo))
 
-    def _record(self, kind: type, tensors: list) -> Optional[nn.Module]:
-        sizes = ', '.join('x'.join(map(str, t.shape)) for t in tensors)
-        print_log(
-            f'CUDA graphs: recording the training {self.name} for inputs '
-            f'{sizes} (two steps first; a first call of this size tunes '
-            'the kernels: up to a minute)', logger='current')
-        start = time.perf_counter()
-        samples = tuple(t.detach().clone().requires_grad_(t.requires_grad)
-                        for t in tensors)
-        buffers = [b.clone() for b in self.part.buffers()]
-        call = _PartCall(self.part, self.fn, kind)
-        try:
-            with _autocast_without_cache():
+
+def _give_up(observed: list, reason: str) -> None:
+    """The observed parts' signatures train without graphs, with a
+    warning."""
+    warnings.warn(f'CUDA graphs: the training step cannot be recorded '
+                  f'({reason}); it trains without')
+    for wrapper, key, *_ in observed:
+        wrapper.graphs[key] = None
+
+
+def _record_group(observed: list) -> None:
+    """Record the training forward and backward of the parts the observed
+    step called, in its order, in one memory pool; each part's graphed
+    module goes to its wrapper's ``graphs`` (None where the recording
+    failed, with a warning), the parts after the first to its
+    ``followers``."""
+    names = ' and '.join(wrapper.name for wrapper, *_ in observed)
+    sizes = '; '.join(
+        ', '.join('x'.join(map(str, t.shape)) for t in samples)
+        for *_, samples in observed)
+    print_log(
+        f'CUDA graphs: recording the training {names} for inputs {sizes} '
+        '(two steps first; a first call of this size tunes the kernels: up '
+        'to a minute)', logger='current')
+    start = time.perf_counter()
+    calls = tuple(
+        _PartCall(wrapper.part, wrapper.fn, kind)
+        for wrapper, _, kind, _ in observed)
+    buffers = [[b.clone() for b in wrapper.part.buffers()]
+               for wrapper, *_ in observed]
+    try:
+        with _autocast_without_cache():
+            for call, (*_, samples) in zip(calls, observed):
                 _warm_up(call, samples)
-                graphed = torch.cuda.make_graphed_callables(
-                    call, samples, num_warmup_iters=0,
-                    allow_unused_input=True)
-        except Exception as error:  # noqa: BLE001
-            warnings.warn(
-                f'CUDA graphs: recording the training {self.name} failed, it '
-                f'trains without: {type(error).__name__}: {error}')
-            return None
-        finally:
-            # the warm-up steps updated the running statistics
-            with torch.no_grad():
-                for buffer, saved in zip(self.part.buffers(), buffers):
-                    buffer.copy_(saved)
-        print_log(
-            f'CUDA graphs: recorded the training {self.name} in '
-            f'{time.perf_counter() - start:.1f} s', logger='current')
-        return graphed
+            graphed = torch.cuda.make_graphed_callables(
+                calls, tuple(samples for *_, samples in observed),
+                num_warmup_iters=0, allow_unused_input=True)
+    except Exception as error:  # noqa: BLE001
+        _give_up(observed, f'recording the training {names} failed: '
+                 f'{type(error).__name__}: {error}')
+        return
+    finally:
+        # the warm-up steps updated the running statistics
+        with torch.no_grad():
+            for (wrapper, *_), saved in zip(observed, buffers):
+                for buffer, value in zip(wrapper.part.buffers(), saved):
+                    buffer.copy_(value)
+    for (wrapper, key, *_), module in zip(observed, graphed):
+        wrapper.graphs[key] = module
+    first, key = observed[0][:2]
+    first.followers[key] = [(wrapper, k) for wrapper, k, *_ in observed[1:]]
+    print_log(
+        f'CUDA graphs: recorded the training {names} in '
+        f'{time.perf_counter() - start:.1f} s', logger='current')
 
 
 def _warm_up(call: nn.Module, samples: tuple, steps: int = 2) -> None:
@@ -260,8 +337,9 @@ def training_cuda_graphs(model: nn.Module, max_graphs: int = 1) -> nn.Module:
     """Replay the training forward and backward of each part of ``model``
     (``backbone``, ``neck``, ``decode_head``, ``head``, ``auxiliary_head``;
     or of ``model`` itself without them) as CUDA graphs, in place
-    (:class:`TrainingCUDAGraphs`). Parameters and state dict are unchanged;
-    a part already graphed is left as it is.
+    (:class:`TrainingCUDAGraphs`), all parts recorded together at the
+    second training step, in one memory pool. Parameters and state dict are
+    unchanged; a part already graphed is left as it is.
 
     Args:
         model (nn.Module): A model on CUDA, in one process.
@@ -286,11 +364,14 @@ def training_cuda_graphs(model: nn.Module, max_graphs: int = 1) -> nn.Module:
     parts = [(name, getattr(model, name)) for name in TRAINED_PARTS
              if isinstance(getattr(model, name, None), nn.Module)
              ] or [('model', model)]
+    graphed = [p.forward for _, p in parts
+               if isinstance(p.forward, TrainingCUDAGraphs)]
+    group = graphed[0].group if graphed else _TrainingGraphGroup()
     for name, part in parts:
         if not isinstance(part.forward, TrainingCUDAGraphs):
             # an instance attribute, as in cuda_graph_forwards
             part.forward = TrainingCUDAGraphs(part, part.forward, max_graphs,
-                                              name)
+                                              name, group)
     return model
 
 

@@ -33,8 +33,9 @@ def prepare_for_training(model: nn.Module,
     as it is.
 
     With ``cuda_graphs`` each part's training forward and backward are also
-    replayed as CUDA graphs (:func:`training_cuda_graphs`), recorded at the
-    first training step: the host then launches each pass at once. In one
+    replayed as CUDA graphs (:func:`training_cuda_graphs`), recorded
+    together at the second training step (the first runs eagerly): the
+    host then launches each pass at once. In one
     process only (with several, the model is left without, saying so once).
 
     Args:
