@@ -41,6 +41,9 @@ def test_panels_hold_each_runs_values(tool):
     labels = [label for label, _ in memory['bars']]
     assert labels[2] == 'ours\nfp32, with_cp'
     assert labels[-1] == 'segformer_mit-b5 (mmseg)\nfp32'
+    # a loop entry trains in its config's precision, not the entry's fp32
+    assert tool.entry_label('configs/wavemix/x.py@fast_train,loop', dict(
+        dtype='fp32')) == "ours\nconfig's dtype, FastTrainingHook, loop"
 
 
 def test_haar_runs_draw_each_implementation(tool):

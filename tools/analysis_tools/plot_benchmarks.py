@@ -56,7 +56,11 @@ def entry_label(spec: str, result: dict) -> str:
         name = 'ours'
     else:
         name = f'ours, {name}'
-    words = [result.get('dtype', 'fp32')] + [
+    # loop trains in the precision of the config's optim_wrapper (the
+    # entry's dtype stays fp32)
+    dtype = "config's dtype" if 'loop' in options.split(',') else \
+        result.get('dtype', 'fp32')
+    words = [dtype] + [
         OPTION_WORDS.get(o, o) for o in options.split(',')
         if o and o not in ('fp32', 'fp16', 'bf16')
     ]
