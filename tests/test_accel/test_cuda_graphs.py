@@ -127,6 +127,9 @@ def test_a_copy_of_a_graphed_model_records_its_own(prepare, wrapper):
     assert graphs.name == 'backbone'
     assert getattr(graphs, 'part', copied.backbone) is copied.backbone
     assert model.backbone.forward.graphs
+    if wrapper is TrainingCUDAGraphs:  # the copy's parts record together
+        assert copied.decode_head.forward.group is graphs.group
+        assert graphs.group is not model.backbone.forward.group
 
 
 def test_training_graphs_refuse_a_cumulative_batch_norm():
