@@ -72,11 +72,13 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     # other processes), and in 8 of them where pytest-xdist is installed
     assert '-n 8' in tests  # the stand-in says yes to `import xdist`
     assert tests.endswith('gpu_checks_triton_tests)')
-    # the authors' training in a run without our CUDA graphs' memory
+    # the recipe, its options and the authors' training in one interleaved
+    # run (the target's ratio), beside one entry of CUDA graphs only (their
+    # memory is held through the run; the authors' step needs 55 GB)
     training = [c for c in calls if 'benchmark.py' in c and '--train' in c]
-    assert len(training) == 2
-    assert any('--compare authors ' in c for c in training)
-    assert not any('authors' in c and 'cuda_graphs' in c for c in training)
+    assert len(training) == 1
+    assert ' authors ' in training[0]
+    assert training[0].count('cuda_graphs') == 1
     # the training step and its profile before the inference step (its
     # target is not met)
     train = next(i for i, c in enumerate(calls)
