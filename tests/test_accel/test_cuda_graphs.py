@@ -186,12 +186,18 @@ class _Stream:
         pass
 
 
-def test_training_recording_path_with_cuda_stood_in(monkeypatch):
+@pytest.mark.parametrize('mode', ['tensor', 'loss'])
+def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
     """The recording path of the demo model's backbone (a tensor) and head
     (a tuple of features) with CUDA's streams stood in and
     make_graphed_callables returning the module it gets: the warm-up's
     forward and backward run, their BatchNorm statistics are put back, and
-    training gives the eager model's losses, gradients and statistics."""
+    training gives the eager model's losses, gradients and statistics; as
+    the model's logits, and through mmseg's loss (``mode='loss'``: the head
+    called from its ``loss``)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
     from mmseg_wavemix.models.accel import cuda_graphs
     made = []
 
@@ -227,11 +233,18 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch):
     eager = demo_model().train()
     wrapped = training_cuda_graphs(copy.deepcopy(eager))
     x = torch.randn(1, 3, 64, 64)
+    sample = SegDataSample(gt_sem_seg=PixelData(
+        data=torch.randint(0, 19, (1, 64, 64))))
+    sample.set_metainfo(dict(img_shape=(64, 64), pad_shape=(64, 64)))
     results = []
     for model in (eager, wrapped):
         grads = []
         for _ in range(3):
-            loss = model(x, mode='tensor').square().mean()
+            if mode == 'tensor':
+                loss = model(x, mode='tensor').square().mean()
+            else:
+                losses = model(x, [sample], mode='loss')
+                loss = sum(v for k, v in losses.items() if 'loss' in k)
             loss.backward()
             grads.append([p.grad.clone() for p in model.parameters()])
             model.zero_grad()
