@@ -389,6 +389,24 @@ def test_matmul_add_is_as_close_to_float64_as_addmm(dtype):
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_bias_grad_equals_float64_column_sums(dtype):
+    """A GEMM's bias gradient both ways the recipe's training chooses from
+    (WaveMix-256's block reduction: 64 channels; a level MLP's: 256), over
+    rows that end in a partial program."""
+    from mmseg_wavemix.models.accel import pointwise_gemm
+    from mmseg_wavemix.ops import gelu_triton
+    for m, c in ((8197, 64), (4099, 256)):
+        rows = torch.randn(m, c, device='cuda').to(dtype)
+        expected = rows.double().sum(0)
+        for out in (gelu_triton.bias_grad(rows),
+                    pointwise_gemm.bias_grad(rows)):
+            assert out.dtype == torch.float32
+            torch.testing.assert_close(out.double(), expected, rtol=1e-5,
+                                       atol=1e-3)
+    assert len(pointwise_gemm._FASTEST_BIAS_GRAD) >= 2  # timed per size
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_batch_norm_residual_ways_are_as_close_to_float64(dtype):
     """A WaveMix-256 block's output BatchNorm and residual in training
     (channels_last, pixels that end in partial blocks), both ways that the

@@ -270,3 +270,51 @@ def test_weight_grad_from_the_parts_of_the_input():
         pointwise_gemm.pointwise_weight_grad(grad, (a, b)), expected)
     assert pointwise_gemm.pointwise_weight_grad(grad.contiguous(),
                                                 (a, b)) is None
+
+
+@pytest.mark.parametrize('faster', ['pytorch', 'triton'])
+def test_bias_grad_takes_the_faster_way_once_per_size(monkeypatch, faster):
+    """A GEMM's bias gradient (the column sums of its output's gradient, in
+    float32) where the Triton kernels serve (here in Triton's interpreter):
+    PyTorch's sum and the one-pass kernel timed at the first call of a size
+    (rows rounded up to a power of two), the faster serving it; other
+    layouts and devices take PyTorch's sum untimed."""
+    pytest.importorskip(
+        'triton', reason='Triton is not installed (requirements/tests.txt)')
+    from mmseg_wavemix.ops import gelu_triton, triton_support
+
+    from ..test_ops.triton_interpreter import interpreted
+    monkeypatch.setattr(pointwise_gemm, '_FASTEST_BIAS_GRAD', {})
+    rows = fp16(300, 40, seed=3)
+    expected = rows.double().sum(0)
+    with interpreted(gelu_triton) as module:
+        kernel_calls = []
+        kernel = module.bias_grad
+        monkeypatch.setattr(
+            module, 'bias_grad',
+            lambda r: kernel_calls.append(r.shape) or kernel(r))
+        monkeypatch.setattr(timing, 'time_ms',
+                            kernels_faster(kernel_calls, faster == 'triton'))
+        assert pointwise_gemm.bias_grad(rows).dtype == torch.float32
+        assert not kernel_calls  # a CPU tensor: PyTorch's, untimed
+        monkeypatch.setattr(triton_support, 'serves', lambda x: True)
+        with logged_messages() as logged:
+            first = pointwise_gemm.bias_grad(rows)
+        assert logged[-1] == (
+            f'bias gradient of 300x40 rows: {faster} serves ' + ', '.join(
+                f'{name} {1. if name == faster else 2.:.3f} ms'
+                for name in ('pytorch', 'triton')))
+        for m in (300, 257):  # both 512 rows for the choice
+            kernel_calls.clear()
+            out = pointwise_gemm.bias_grad(rows[:m])
+            assert kernel_calls == ([(m, 40)] if faster == 'triton' else [])
+            assert out.dtype == torch.float32 and out.shape == (40, )
+            torch.testing.assert_close(out.double(), rows[:m].double().sum(0),
+                                       rtol=1e-6, atol=1e-4)
+        torch.testing.assert_close(first.double(), expected, rtol=1e-6,
+                                   atol=1e-4)
+        assert list(pointwise_gemm._FASTEST_BIAS_GRAD.values()) == [faster]
+        kernel_calls.clear()
+        pointwise_gemm.bias_grad(rows.t().contiguous().t())  # column-major
+        assert not kernel_calls
+        assert len(pointwise_gemm._FASTEST_BIAS_GRAD) == 1

@@ -45,3 +45,19 @@ def test_needs_dense_channels_last_tensors_on_cuda(gelu_triton):
     assert not gelu_triton.applies(x, x)  # a CPU tensor: PyTorch's kernels
     with pytest.raises(ValueError, match='one shape and dtype'):
         gelu_triton.gelu_backward_with_bias_grad_(x, x.half())
+
+
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+# partial blocks of channels and several partial sums of rows, and fewer
+# rows than one program's
+@pytest.mark.parametrize('shape', [(300, 40), (7, 3)])
+def test_bias_grad_equals_the_float64_column_sums(gelu_triton, shape, dtype):
+    rows = make_input(shape, dtype, channels_last=False, seed=3)
+    before = rows.clone()
+    out = gelu_triton.bias_grad(rows)
+    assert out.dtype == torch.float32 and out.shape == shape[1:]
+    torch.testing.assert_close(out.double(), rows.double().sum(0), rtol=1e-5,
+                               atol=1e-4)
+    assert torch.equal(rows, before)  # read only
+    with pytest.raises(ValueError, match=r'contiguous \(M, C\) matrix'):
+        gelu_triton.bias_grad(rows.t())

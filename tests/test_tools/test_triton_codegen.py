@@ -95,6 +95,16 @@ def test_gelu_backward_moves_vectors(tool, launches):
     assert summary['stack_bytes'] == 0, summary  # nothing spilled
 
 
+def test_bias_grad_loads_vectors_and_stores_only_its_sums(tool, launches):
+    """The bias gradient alone (the kernel without its GELU): the gradient
+    comes in 16-byte loads, only the partial column sums are stored."""
+    (_, summary), = tool.compile_launch(
+        *launches['bias grad (block reduction, training)'], arch=90)
+    assert set(summary['global_loads']) == {'16B'}, summary
+    assert sum(dict(summary['global_stores']).values()) <= 1, summary
+    assert summary['stack_bytes'] == 0, summary
+
+
 def test_norm_residual_pass_moves_vectors_without_divisions(tool, launches):
     """The block output's BatchNorm and residual in training: the input,
     the residual and the output move as 16-byte vectors, the channel of

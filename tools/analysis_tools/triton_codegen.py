@@ -295,6 +295,12 @@ def launches(height: int, width: int, dtype: torch.dtype) -> Dict:
         gelu_triton.gelu_backward_with_bias_grad_(hidden, hidden)
     found['gelu backward + bias grad (finest level, training)'] = (
         rec.kernel, *rec.launches[0])
+    # training: the block reduction's bias gradient (64 channels)
+    with recording(gelu_triton, '_gelu_backward_kernel') as rec:
+        gelu_triton.bias_grad(
+            block_input.new_empty(block_input[0, 0].numel(), 64))
+    found['bias grad (block reduction, training)'] = (rec.kernel,
+                                                      *rec.launches[0])
     # training: the block's input gradient, the reduction's (64 -> 256
     # channels) plus the residual's
     rows = block_input.new_empty(block_input[0, 0].numel(), 256)

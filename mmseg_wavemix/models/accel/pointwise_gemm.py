@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmseg_wavemix.ops import level_mlp_triton
+from mmseg_wavemix.ops import gelu_triton, level_mlp_triton, triton_support
 
 from .timing import fastest
 
@@ -19,6 +19,9 @@ _FASTEST_MATMUL_ADD: Dict[tuple, str] = {}
 # (device, dtype, channels of each part, output channels, rows rounded up to
 # a power of two, the pre-activation stored or not): 'layers' or 'triton'.
 _FASTEST_LINEAR_GELU: Dict[tuple, str] = {}
+# The way found fastest for the column sums of a gradient's rows (device,
+# dtype, columns, rows rounded up to a power of two): 'pytorch' or 'triton'.
+_FASTEST_BIAS_GRAD: Dict[tuple, str] = {}
 
 
 def inference_params(
@@ -147,8 +150,25 @@ def pointwise_linear_backward(grad_out: Tensor,
                 grad_x.add_(grad_x_plus)
     grad_weight = grad_rows.t().mm(rows).view_as(weight) if needs[1] \
         else None
-    grad_bias = grad_rows.sum(0, dtype=torch.float32) if needs[2] else None
+    grad_bias = bias_grad(grad_rows) if needs[2] else None
     return grad_x, grad_weight, grad_bias
+
+
+def bias_grad(rows: Tensor) -> Tensor:
+    """The gradient of a bias added to each row of a GEMM's output, from the
+    output's gradient ``rows`` (M, C): its column sums in float32, by
+    PyTorch's sum, or on a GPU by whichever of it and Triton's one pass
+    (:func:`~mmseg_wavemix.ops.gelu_triton.bias_grad`) was faster at the
+    first call of the size (:func:`~.timing.fastest`)."""
+    calls = dict(pytorch=partial(torch.sum, rows, 0, dtype=torch.float32))
+    if not (triton_support.serves(rows) and rows.is_contiguous()):
+        return calls['pytorch']()
+    calls['triton'] = partial(gelu_triton.bias_grad, rows)
+    key = (rows.device, rows.dtype, rows.shape[1],
+           level_mlp_triton.tuning_size(rows.shape[0]))
+    what = f'bias gradient of {rows.shape[0]}x{rows.shape[1]} rows'
+    return calls[fastest(calls, rows.device, _FASTEST_BIAS_GRAD, key,
+                         always='pytorch', what=what, reference='pytorch')]()
 
 
 def pointwise_weight_grad(grad_out: Tensor,
