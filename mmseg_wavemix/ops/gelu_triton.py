@@ -115,15 +115,15 @@ def gelu_backward_with_bias_grad_(grad: Tensor,
                          f'{tuple(grad.shape)} {grad.dtype} with strides '
                          f'{grad.stride()} and {tuple(hidden.shape)} '
                          f'{hidden.dtype} with strides {hidden.stride()}')
-    return grad, _column_sums(grad, hidden, grad.numel() // grad.shape[1],
-                              grad.shape[1])
+    return grad, _column_sums(grad, hidden)
 
 
-def _column_sums(grad: Tensor, hidden: Optional[Tensor], m: int,
-                 c: int) -> Tensor:
-    """The kernel over ``grad``'s ``m`` rows of ``c`` values (with
-    ``hidden``: GELU's backward in place first), the column sums in
-    float32."""
+def _column_sums(grad: Tensor, hidden: Optional[Tensor]) -> Tensor:
+    """The kernel over the rows of ``grad`` (dense channels_last, or a
+    row-major matrix: ``shape[1]`` values a row either way; with ``hidden``
+    GELU's backward in place first), the column sums in float32."""
+    c = grad.shape[1]
+    m = grad.numel() // c if c else grad.shape[0]
     partial = grad.new_empty(max(1, triton.cdiv(m, ROWS)), c,
                              dtype=torch.float32)
     if grad.numel():
@@ -151,4 +151,4 @@ def bias_grad(rows: Tensor) -> Tensor:
     if rows.dim() != 2 or not rows.is_contiguous():
         raise ValueError('bias_grad needs a contiguous (M, C) matrix, got '
                          f'{tuple(rows.shape)} with strides {rows.stride()}')
-    return _column_sums(rows, None, *rows.shape)
+    return _column_sums(rows, None)
