@@ -407,12 +407,60 @@ def test_bias_grad_equals_float64_column_sums(dtype):
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_bias_pass_convolution_is_as_close_to_float64_as_cudnns(dtype):
+    """WaveMix-256's second stem convolution (128 -> 256 channels, 3x3,
+    stride 2) under autocast, channels_last, both ways the training and
+    inference choose from (cuDNN with its bias, or cuDNN without it and one
+    Triton pass; its bias gradient from the column sums of the 16-bit
+    gradient): output and gradients as close to float64 as cuDNN's; the
+    bias gradient in the parameter's float32."""
+    from mmseg_wavemix.models.accel import conv_bias
+    torch.manual_seed(0)
+    conv = nn.Conv2d(128, 256, 3, 2, 1).cuda()
+    x = torch.randn(2, 128, 34, 66, device='cuda').contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn(2, 256, 17, 33, device='cuda', dtype=torch.float64)
+    results = {}
+    for name in ('float64', 'cudnn', 'triton', 'chosen'):
+        layer = copy.deepcopy(conv)
+        xg = x.clone().requires_grad_()
+        with torch.autocast('cuda', dtype=dtype, enabled=name != 'float64'):
+            if name == 'float64':
+                layer.double()
+                out = layer(xg.double())
+            elif name == 'cudnn':
+                out = layer(xg)
+            elif name == 'triton':
+                out = conv_bias._conv_and_bias_pass(layer, xg, layer.weight,
+                                                    layer.bias)
+            else:
+                out = conv_bias.BiasPassConv2d.from_conv(layer)(xg)
+        assert name == 'float64' or out.dtype == dtype
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        (out.double() * weight).sum().backward()
+        assert layer.bias.grad.dtype == layer.weight.dtype
+        results[name] = [
+            t.double()
+            for t in (out, xg.grad, layer.weight.grad, layer.bias.grad)
+        ]
+    for label, exact, cudnn, triton, chosen in zip(
+            ('out', 'x', 'weight', 'bias'), *results.values()):
+        cudnn_error = (cudnn - exact).abs().max()
+        for ours in (triton, chosen):
+            error = (ours - exact).abs().max()
+            assert error <= 1.5 * cudnn_error + 1e-6 * exact.abs().max(), \
+                (label, error, cudnn_error)
+    assert len(conv_bias._FASTEST_CONV_BIAS) >= 1  # timed once
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_batch_norm_residual_ways_are_as_close_to_float64(dtype):
     """A WaveMix-256 block's output BatchNorm and residual in training
     (channels_last, pixels that end in partial blocks), both ways that the
     recipe's training chooses from (cuDNN's BatchNorm and an addition, or
-    SyncBN's statistics, one Triton pass and PyTorch's backward): output,
-    gradients and running statistics as close to float64 as cuDNN's."""
+    SyncBN's statistics and one Triton pass, then cuDNN's backward from
+    those statistics): output, gradients and running statistics as close to
+    float64 as cuDNN's."""
     from mmseg_wavemix.models.accel import norm_residual
 
     from .test_accel.test_norm_residual import expected_in_float64

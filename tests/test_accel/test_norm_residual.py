@@ -84,7 +84,8 @@ def test_takes_the_faster_way_once_per_size_with_the_same_numbers(
             assert kernel_calls == (['add_bias_residual_']
                                     if faster == 'triton' else [])
         assert (out is source) == (faster == 'triton')
-        assert (saved.reserve is None) == (faster == 'triton')
+        # the BatchNorm's own backward either way (cuDNN's on a GPU)
+        assert saved.reserve.numel() == 0
         assert out.dtype == dtype and out.is_contiguous(
             memory_format=memory_format)
         torch.testing.assert_close(out.double(), out64, **TOLERANCES[dtype])
@@ -113,7 +114,7 @@ def test_cudnn_way_serves_untimed_where_the_kernel_does_not(
         out, saved = batch_norm_residual(source, res, weight, bias,
                                          torch.zeros(24), torch.ones(24), 0.1,
                                          1e-5)
-        assert saved.reserve is not None and out is not source
+        assert out is not source
     assert kernel_calls == [] and not norm_residual._FASTEST_NORM_RESIDUAL
 
 

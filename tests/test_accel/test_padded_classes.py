@@ -2,6 +2,8 @@
 """The head's last transposed convolution with its classes padded: the
 layer's output and gradients whatever the padding (the choice among them is
 timed on CUDA, tests/test_cuda.py through prepare_for_training)."""
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -45,3 +47,35 @@ def test_only_cuda_channels_last_inputs_are_timed():
     x = torch.randn(1, 16, 4, 4).contiguous(
         memory_format=torch.channels_last)
     assert padded_channels(x, conv.weight, conv) == 19
+
+
+@pytest.mark.parametrize('channels', [19, 24])
+def test_in_16_bits_the_bias_is_added_in_the_copy(channels):
+    """bf16 channels_last, as in the recipe's head: the padded output's copy
+    adds the bias; its gradient is summed in float32 from the classes'
+    gradient. As close to float64 as the layer's in bf16."""
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(16, 19, 4, 2, 1)
+    x, grad = (torch.randn(size).contiguous(
+        memory_format=torch.channels_last).bfloat16()
+               for size in ((2, 16, 5, 7), (2, 19, 10, 14)))
+    reference = copy.deepcopy(conv).double()
+    exact = reference(x.double())
+    exact.backward(grad.double())
+    weight, bias = conv.weight.bfloat16(), conv.bias.bfloat16()
+    layer = torch.nn.functional.conv_transpose2d(x, weight, bias, 2, 1)
+    layer_grads = torch.ops.aten.convolution_backward(
+        grad, x, weight, [19], [2, 2], [1, 1], [1, 1], True, [0, 0], 1,
+        [False, True, True])[1:]
+    out = conv_transpose_padded(x, weight, bias, conv, channels)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 19, 10, 14)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grads = conv_transpose_padded_backward(grad, x, weight, True, conv,
+                                           channels, (False, True, True))
+    assert grads[0] is None and grads[2].dtype == torch.float32
+    expected_grads = (exact, reference.weight.grad, reference.bias.grad)
+    for ours, theirs, expected in zip((out, *grads[1:]),
+                                      (layer, *layer_grads), expected_grads):
+        error, layer_error = ((t.double() - expected).abs().max()
+                              for t in (ours, theirs))
+        assert error <= 1.5 * layer_error + 1e-6 * expected.abs().max()

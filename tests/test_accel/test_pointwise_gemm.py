@@ -318,3 +318,37 @@ def test_bias_grad_takes_the_faster_way_once_per_size(monkeypatch, faster):
         pointwise_gemm.bias_grad(rows.t().contiguous().t())  # column-major
         assert not kernel_calls
         assert len(pointwise_gemm._FASTEST_BIAS_GRAD) == 1
+
+
+@pytest.mark.parametrize('conv_args', [(12, 7, 1), (3, 32, 3, 2, 1)])
+def test_training_gemms_take_their_bias_gradient_from_bias_grad(
+        kernel_calls, monkeypatch, conv_args):
+    """Where the GPU kernels serve (16-bit, here on CPU with the kernels in
+    Triton's interpreter), a 1x1 and an image stem's convolution as GEMMs in
+    training sum their bias gradient by :func:`pointwise_gemm.bias_grad`
+    (autograd's is PyTorch's slow sum): output and gradients as close to
+    float64 as the convolution's under bf16 autocast."""
+    from mmseg_wavemix.models.accel import Im2colGEMM
+
+    from .test_conv_bias import grads_of
+    summed = []
+    monkeypatch.setattr(
+        pointwise_gemm, 'bias_grad', lambda rows, f=pointwise_gemm.bias_grad:
+        summed.append(tuple(rows.shape)) or f(rows))
+    torch.manual_seed(0)
+    conv = nn.Conv2d(*conv_args)
+    gemm = (PointwiseGEMM if conv_args[2] == 1 else Im2colGEMM).from_conv(
+        copy.deepcopy(conv))
+    x = torch.randn(2, conv_args[0], 10, 14).contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn_like(conv(x), dtype=torch.float64)
+    exact, _ = grads_of(copy.deepcopy(conv).double(), x, torch.float64,
+                        weight)
+    theirs, _ = grads_of(conv, x, torch.bfloat16, weight)
+    ours, out = grads_of(gemm, x, torch.bfloat16, weight)
+    assert summed == [(out.numel() // conv_args[1], conv_args[1])]
+    assert gemm.bias.grad.dtype == torch.float32
+    for name, a, b, c in zip(('out', 'x', 'weight', 'bias'), ours, theirs,
+                             exact):
+        error, layer_error = ((t - c).abs().max() for t in (a, b))
+        assert error <= 2 * layer_error + 1e-6 * c.abs().max(), name

@@ -3,21 +3,24 @@
 
 - Inference: :func:`prepare_for_inference` (BatchNorm and classifier
   folding, the GELU fused into its convolution on CPU, 1x1 and image-stem
-  convolutions as GEMMs with their bias on CUDA, optionally each level MLP
-  in three Triton and cuBLAS kernels and the other upsamplings in one on
-  CUDA, channels_last, CUDA graphs),
-  what ``tools/test.py --fast``, ``FastInferenceHook`` and
+  convolutions as GEMMs with their bias and other convolutions' bias in
+  one pass on CUDA, optionally each level MLP in three Triton and cuBLAS
+  kernels and the other upsamplings in one on CUDA, channels_last, CUDA
+  graphs), what ``tools/test.py --fast``, ``FastInferenceHook`` and
   ``tools/benchmark.py`` call.
 - Training: :class:`MemoryEfficientLevelMLP`, the level MLP that
   ``WaveMix(memory_efficient=True)`` builds; on CUDA
   :func:`prepare_for_training` (channels_last, 1x1 and image-stem
-  convolutions as GEMMs, the head's upsamplings with their bias in one
-  kernel, optionally CUDA graphs of forward and backward); the blocks'
+  convolutions as GEMMs, other convolutions' bias in one pass, the head's
+  upsamplings with their bias in one kernel, optionally CUDA graphs of
+  forward and backward); the blocks'
   output BatchNorm and residual in one pass (:mod:`.norm_residual`); the
   choice among equivalent kernels (:mod:`.timing`).
 
 Each path equals the plain model up to float rounding (tests/test_accel).
 """
+from .conv_bias import (BiasPassConv2d, conv2d_bias_pass,
+                        conv_biases_in_one_pass)
 from .cuda_graphs import (CUDAGraphs, TrainingCUDAGraphs, cuda_graph_forwards,
                           training_cuda_graphs)
 from .fuse_norm import fuse_conv_bn, fuse_norm_layers
@@ -37,10 +40,11 @@ from .pointwise_gemm import PointwiseGEMM, pointwise_convs_as_gemm
 from .training import prepare_for_training
 
 __all__ = [
-    'BlockLevels', 'CUDAGraphs', 'FusedConvGELU', 'FusedLevelMLP',
-    'FusedUpsample', 'Im2colGEMM', 'MemoryEfficientLevelMLP',
+    'BiasPassConv2d', 'BlockLevels', 'CUDAGraphs', 'FusedConvGELU',
+    'FusedLevelMLP', 'FusedUpsample', 'Im2colGEMM', 'MemoryEfficientLevelMLP',
     'PointwiseGEMM', 'TrainingCUDAGraphs', 'batch_norm_add',
-    'can_fuse_level_mlp', 'can_fuse_upsample', 'conv_gelu_conv2d',
+    'can_fuse_level_mlp', 'can_fuse_upsample', 'conv2d_bias_pass',
+    'conv_biases_in_one_pass', 'conv_gelu_conv2d',
     'conv_transpose_of_recomputed',
     'cpu_has_bf16_convolution', 'cuda_graph_forwards',
     'few_channel_convs_as_gemm', 'fold_head_classifier', 'fuse_conv_bn',

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .pointwise_gemm import inference_params, replace_layers
+from .pointwise_gemm import inference_params, linear, replace_layers
 
 # cuDNN's tensor-core kernels take channels in multiples of 8: below that it
 # pads the input in passes of its own and runs a kernel of narrow loads
@@ -67,7 +67,7 @@ def im2col_linear(x: Tensor, matrix: Tensor, bias: Optional[Tensor],
     cols = patches.new_empty(n * height * width, matrix.shape[1])
     cols[:, :k].view(patches.shape).copy_(patches)
     cols[:, k:].zero_()
-    out = F.linear(cols, matrix, bias)
+    out = linear(cols, matrix, bias)
     return out.view(n, height, width, -1).permute(0, 3, 1, 2)
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from ..decode_heads.wavemix_head import WaveMixHead, folded_deconv_params
+from .conv_bias import BiasPassConv2d, conv_biases_in_one_pass
 from .cuda_graphs import cuda_graph_forwards
 from .fuse_norm import fuse_norm_layers
 from .fused_conv_gelu import fuse_conv_gelu
@@ -79,8 +80,10 @@ def prepare_for_inference(model: nn.Module,
     - On CUDA, each 1x1 convolution run as a GEMM with the bias in its
       epilogue (:class:`PointwiseGEMM`): no separate pass to add it; the
       same for a convolution of the image's few channels, its patches the
-      rows of the matrix (:class:`Im2colGEMM`). Under autocast their
-      weights are cast once, not at every call.
+      rows of the matrix (:class:`Im2colGEMM`); other convolutions' bias
+      added by one Triton pass where timed faster than PyTorch's
+      (:class:`BiasPassConv2d`). Under autocast their weights are cast
+      once, not at every call.
     - On CUDA (unless compiled), each WaveMix level MLP in three kernels,
       the GELU, biases and residual computed inside the matrix products
       (:class:`FusedLevelMLP`, Triton), in float16/bfloat16; float32 runs
@@ -134,8 +137,10 @@ def prepare_for_inference(model: nn.Module,
     if channels_last and device.type == 'cuda':  # they need channels_last
         pointwise_convs_as_gemm(model)
         few_channel_convs_as_gemm(model)
+        conv_biases_in_one_pass(model)
         for module in model.modules():
-            if isinstance(module, (PointwiseGEMM, Im2colGEMM)):
+            if isinstance(module, (PointwiseGEMM, Im2colGEMM,
+                                   BiasPassConv2d)):
                 module.fixed_weights = True  # cast once under autocast
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -9,10 +9,16 @@ On a GPU in float16 and bfloat16 the other way takes the statistics
 (``torch.batch_norm_stats``, SyncBN's kernel) and applies them and adds the
 residual in one Triton pass over the input, in place
 (:func:`~mmseg_wavemix.ops.level_mlp_triton.add_bias_residual_`): four
-passes. Its backward is PyTorch's own BatchNorm backward from these
-statistics. Which way serves is timed, forward and backward together, at the
-first call of a size (:func:`~.timing.fastest`); on other devices cuDNN's
-(PyTorch's) way serves.
+passes. Either way the backward is the BatchNorm's own from the batch's mean
+and inverse standard deviation (``torch.ops.aten.batch_norm_backward``:
+cuDNN's kernel where cuDNN would run the BatchNorm), with cuDNN's reserve,
+which is empty for a BatchNorm without activation (0 bytes in session 26's
+profile). In session 24 the Triton way came with PyTorch's own backward
+(two passes of reductions and one of the gradient) and lost to cuDNN's, 1.716
+against 1.556 ms forward and backward on an H100. Which way serves is timed,
+forward and backward together, at the first call of a size
+(:func:`~.timing.fastest`; a way that raises is left out); on other devices
+cuDNN's (PyTorch's) way serves.
 """
 from functools import partial
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -31,11 +37,11 @@ _FASTEST_NORM_RESIDUAL: Dict[tuple, str] = {}
 
 class NormSaved(NamedTuple):
     """What a training BatchNorm keeps for its backward: the batch's mean
-    and inverse standard deviation, and cuDNN's reserve (None where the
-    statistics are not cuDNN's: PyTorch's backward serves then)."""
+    and inverse standard deviation, and cuDNN's reserve (an empty one where
+    the statistics are not cuDNN's)."""
     mean: Tensor
     invstd: Tensor
-    reserve: Optional[Tensor]
+    reserve: Tensor
 
 
 def _by_cudnn(z: Tensor, residual: Optional[Tensor], weight: Tensor,
@@ -70,7 +76,7 @@ def _by_triton(z: Tensor, residual: Tensor, weight: Tensor, bias: Tensor,
     scale = weight.float() * invstd
     shift = bias.float() - mean * scale
     out = level_mlp_triton.add_bias_residual_(z, shift, residual, scale)
-    return out, NormSaved(mean, invstd, None)
+    return out, NormSaved(mean, invstd, z.new_empty(0, dtype=torch.uint8))
 
 
 def _triton_applies(z: Tensor, residual: Optional[Tensor]) -> bool:
@@ -126,12 +132,9 @@ def batch_norm_residual_backward(
         needs: Tuple[bool, bool, bool]) -> Tuple[Optional[Tensor], ...]:
     """The gradients of :func:`batch_norm_residual`'s norm for ``z`` (its
     input, recomputed), the weight and the bias (each None where not in
-    ``needs``), by the backward of the way that computed it. The residual's
-    gradient is ``grad_out`` itself."""
-    if saved.reserve is None:
-        return torch.ops.aten.native_batch_norm_backward(
-            grad_out, z, weight, running_mean, running_var, saved.mean,
-            saved.invstd, True, eps, list(needs))
+    ``needs``): the BatchNorm's backward (cuDNN's on a GPU) from the saved
+    statistics, whichever way computed them. The residual's gradient is
+    ``grad_out`` itself."""
     return torch.ops.aten.batch_norm_backward(grad_out, z, weight,
                                               running_mean, running_var,
                                               saved.mean, saved.invstd, True,

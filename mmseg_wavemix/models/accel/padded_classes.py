@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .pointwise_gemm import channel_grad
 from .timing import fastest
 
 _FASTEST_CHANNELS: dict = {}
@@ -77,16 +78,19 @@ def conv_transpose_padded(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                           conv: nn.ConvTranspose2d, channels: int) -> Tensor:
     """``conv_transpose2d(x, weight, bias)`` (``conv``'s settings, one
     group) computed with ``channels`` output channels, the extra ones of
-    zero weight and dropped from the output (a channels_last copy)."""
+    zero weight and dropped from the output: a channels_last copy, which
+    adds the bias as it copies (cuDNN computes without it, and PyTorch would
+    add it in a pass of its own over the padded output)."""
     out = weight.shape[1]
-    if channels != out:
-        weight = F.pad(weight, (0, 0, 0, 0, 0, channels - out))
-        bias = None if bias is None else F.pad(bias, (0, channels - out))
-    y = F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding,
-                           conv.output_padding, 1, conv.dilation)
     if channels == out:
-        return y
-    return y[:, :out].contiguous(memory_format=torch.channels_last)
+        return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding,
+                                  conv.output_padding, 1, conv.dilation)
+    y = F.conv_transpose2d(x, F.pad(weight, (0, 0, 0, 0, 0, channels - out)),
+                           None, conv.stride, conv.padding,
+                           conv.output_padding, 1, conv.dilation)[:, :out]
+    if bias is not None:  # a dense output in the slice's (channels_last) order
+        y = torch.add(y, bias.to(y.dtype).view(-1, 1, 1))
+    return y.contiguous(memory_format=torch.channels_last)
 
 
 def conv_transpose_padded_backward(
@@ -95,7 +99,9 @@ def conv_transpose_padded_backward(
 ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """The gradients of :func:`conv_transpose_padded` for ``x``, the weight
     and the bias (``needs`` says which), from the output's ``grad_out``
-    padded with zeros to ``channels``."""
+    padded with zeros to ``channels``; the bias's from ``grad_out`` itself
+    (:func:`~.pointwise_gemm.channel_grad`)."""
+    grad_bias = channel_grad(grad_out) if has_bias and needs[2] else None
     out = weight.shape[1]
     if channels != out:
         padded = torch.empty(
@@ -106,13 +112,9 @@ def conv_transpose_padded_backward(
         padded[:, out:] = 0
         grad_out = padded
         weight = F.pad(weight, (0, 0, 0, 0, 0, channels - out))
-    grad_in, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-        grad_out, x, weight, [channels] if has_bias else None, conv.stride,
-        conv.padding, conv.dilation, True, conv.output_padding, 1,
-        [needs[0], needs[1], has_bias and needs[2]])
-    if channels != out:
-        if grad_weight is not None:
-            grad_weight = grad_weight[:, :out].contiguous()
-        if grad_bias is not None:
-            grad_bias = grad_bias[:out].contiguous()
+    grad_in, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_out, x, weight, None, conv.stride, conv.padding, conv.dilation,
+        True, conv.output_padding, 1, [needs[0], needs[1], False])
+    if channels != out and grad_weight is not None:
+        grad_weight = grad_weight[:, :out].contiguous()
     return grad_in, grad_weight, grad_bias

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mmseg_wavemix.ops import gelu_triton, level_mlp_triton, triton_support
 
@@ -113,15 +114,57 @@ def _image(rows: Tensor, like: Tensor) -> Tensor:
     return rows.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
+class _LinearFunction(torch.autograd.Function):
+    """``F.linear(rows, matrix, bias)`` in training whose bias gradient is
+    :func:`bias_grad`'s (autograd's is PyTorch's float32 sum over the rows,
+    at a quarter of an H100's bandwidth); in ``dtype``, as autocast
+    computes ``F.linear``."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, matrix: Tensor, bias: Tensor,
+                dtype: torch.dtype) -> Tensor:
+        needs = ctx.needs_input_grad
+        ctx.dtypes = matrix.dtype, bias.dtype
+        rows, matrix, bias = (t.to(dtype) for t in (rows, matrix, bias))
+        ctx.save_for_backward(rows if needs[1] else None,
+                              matrix if needs[0] else None)
+        return F.linear(rows, matrix, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        rows, matrix = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_rows = grad.mm(matrix) if needs[0] else None
+        grad_matrix = grad.t().mm(rows).to(ctx.dtypes[0]) if needs[1] \
+            else None
+        grad_bias = bias_grad(grad).to(ctx.dtypes[1]) if needs[2] else None
+        return grad_rows, grad_matrix, grad_bias, None
+
+
+def linear(rows: Tensor, matrix: Tensor,
+           bias: Optional[Tensor]) -> Tensor:
+    """``F.linear(rows, matrix, bias)``; where the bias needs a gradient and
+    the GPU kernels serve (float16 or bfloat16, autocast's or the rows'),
+    with :func:`bias_grad` for it (:class:`_LinearFunction`)."""
+    device = rows.device.type
+    dtype = torch.get_autocast_dtype(device) if \
+        torch.is_autocast_enabled(device) else rows.dtype
+    if bias is None or not (torch.is_grad_enabled() and bias.requires_grad) \
+            or not level_mlp_triton.applies(rows, dtype):
+        return F.linear(rows, matrix, bias)
+    return _LinearFunction.apply(rows, matrix, bias, dtype)
+
+
 def pointwise_linear(x: Tensor, weight: Tensor,
                      bias: Optional[Tensor]) -> Optional[Tensor]:
     """A 1x1 convolution of a channels_last ``x`` as ``F.linear`` on its
-    rows (the bias in the GEMM's epilogue), or None where ``x`` is not
-    channels_last or a trace is being recorded."""
+    rows (the bias in the GEMM's epilogue; :func:`linear`), or None where
+    ``x`` is not channels_last or a trace is being recorded."""
     rows = _rows(x)
     if rows is None:
         return None
-    return _image(F.linear(rows, weight.view(weight.shape[0], -1), bias), x)
+    return _image(linear(rows, weight.view(weight.shape[0], -1), bias), x)
 
 
 def pointwise_linear_backward(grad_out: Tensor,
@@ -169,6 +212,22 @@ def bias_grad(rows: Tensor) -> Tensor:
     what = f'bias gradient of {rows.shape[0]}x{rows.shape[1]} rows'
     return calls[fastest(calls, rows.device, _FASTEST_BIAS_GRAD, key,
                          always='pytorch', what=what, reference='pytorch')]()
+
+
+def channel_grad(grad_out: Tensor) -> Tensor:
+    """The gradient of a per-channel bias added to an (N, C, H, W) output,
+    from the output's gradient: in float16 and bfloat16 :func:`bias_grad`
+    of its rows where it is dense channels_last (a convolution's backward
+    sums its bias gradient by PyTorch, whose float32 sum ran at a quarter of
+    an H100's bandwidth), else PyTorch's sum over the other dimensions; in
+    float32 or the gradient's wider dtype."""
+    rows = _rows(grad_out) if grad_out.dim() == 4 and grad_out.dtype in (
+        torch.float16, torch.bfloat16) else None
+    if rows is None:
+        return grad_out.sum(
+            (0, 2, 3), dtype=torch.promote_types(grad_out.dtype,
+                                                 torch.float32))
+    return bias_grad(rows)
 
 
 def pointwise_weight_grad(grad_out: Tensor,

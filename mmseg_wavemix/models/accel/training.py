@@ -8,6 +8,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from mmengine.logging import print_log
 
+from .conv_bias import conv_biases_in_one_pass
 from .cuda_graphs import training_cuda_graphs
 from .fused_upsample import fuse_upsamples
 from .im2col_gemm import few_channel_convs_as_gemm
@@ -23,7 +24,9 @@ def prepare_for_training(model: nn.Module,
     memory (cuDNN's tensor-core kernels and BatchNorm work in it; NCHW
     tensors are transposed around each convolution), each 1x1 convolution
     as a GEMM with its bias in the epilogue (:class:`PointwiseGEMM`), and so
-    a convolution of the image's few channels (:class:`Im2colGEMM`), and
+    a convolution of the image's few channels (:class:`Im2colGEMM`), the
+    bias of other convolutions added in one Triton pass where timed faster
+    (:class:`BiasPassConv2d`), and
     the 2x upsamplings outside the level MLPs (the decode head's) with
     their bias in the kernel (:class:`FusedUpsample`; PyTorch adds it in a
     pass of its own).
@@ -57,6 +60,7 @@ def prepare_for_training(model: nn.Module,
         return model
     pointwise_convs_as_gemm(model)
     few_channel_convs_as_gemm(model)
+    conv_biases_in_one_pass(model)
     fuse_upsamples(model)
     keep_wavelet_levels(model, keep_levels)
     model.to(memory_format=torch.channels_last)
