@@ -84,7 +84,8 @@ TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_
 # memory held through the run) it fits an 80 GB card; in session 23, beside two, it failed. keep_levels is left
 # out (session 23: 4 ms less with cuda_graphs for 17.8 GB reserved). Each kernel chosen by timing logs "...: X
 # serves" with each way's time (session 26: cuDNN's BatchNorm and an addition served, 1.556 ms against the
-# Triton pass's 1.716 ms). Session 26 ran this as two tables, 255 s together.
+# Triton pass's 1.716 ms, whose backward was not cuDNN's then; session 27 added "convolution of ... with its bias").
+# Session 26 ran this as two tables, 255 s together.
 TRAIN_ENTRIES=($C@fp16,fast_train $C@fast_train,loop authors)
 # PLAIN=1: also the recipe's model without memory_efficient (session 10: 0.159 s and 25.6 GB against 0.176 s and
 # 8.4 GB), the trade of recomputing in backward to keep little
