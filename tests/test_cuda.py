@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmseg_wavemix.models.accel import (FusedLevelMLP, FusedUpsample,
-                                        Im2colGEMM, PointwiseGEMM,
-                                        TrainingCUDAGraphs, fuse_level_mlps,
-                                        fuse_norm_layers,
+from mmseg_wavemix.models.accel import (BiasPassConv2d, FusedLevelMLP,
+                                        FusedUpsample, Im2colGEMM,
+                                        PointwiseGEMM, TrainingCUDAGraphs,
+                                        fuse_level_mlps, fuse_norm_layers,
                                         prepare_for_inference,
                                         prepare_for_training)
 from mmseg_wavemix.models.backbones import WaveMixBlock
@@ -196,17 +196,26 @@ def test_convolutions_as_gemms_equal_the_convolution_in_fp16(
 
 @pytest.mark.parametrize('keep_levels', [False, True])
 def test_prepare_for_training_gives_the_same_amp_gradients(keep_levels):
+    """The demo model under fp16 autocast, its classifier folded into the
+    head's last transposed convolution (5 classes, 8 channels: the padded
+    classes' path, the input recomputed for the weight's gradient), the
+    stem's convolutions as a GEMM and with a bias pass: the plain model's
+    gradients."""
     torch.manual_seed(0)
     _, plain = build_model_from_config(
         f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
+            'model.decode_head.channels': 8,
             'model.decode_head.num_classes': 5
         })
+    assert plain.decode_head.fold_classifier
     plain.cuda().train()
     fast = prepare_for_training(
         copy.deepcopy(plain), keep_levels=keep_levels)
     assert fast.backbone.layers[0].keep_levels == keep_levels
     assert any(isinstance(m, PointwiseGEMM) for m in fast.modules())
     assert isinstance(fast.decode_head.upsamples[0].conv, FusedUpsample)
+    assert isinstance(fast.backbone.stem[0], Im2colGEMM)
+    assert isinstance(fast.backbone.stem[1], BiasPassConv2d)
     inputs = torch.randn(2, 3, 128, 256, device='cuda')
     grads = []
     for model in (plain, fast):

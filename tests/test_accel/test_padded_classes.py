@@ -3,6 +3,7 @@
 layer's output and gradients whatever the padding (the choice among them is
 timed on CUDA, tests/test_cuda.py through prepare_for_training)."""
 import copy
+import weakref
 
 import pytest
 import torch
@@ -79,3 +80,44 @@ def test_in_16_bits_the_bias_is_added_in_the_copy(channels):
         error, layer_error = ((t.double() - expected).abs().max()
                               for t in (ours, theirs))
         assert error <= 1.5 * layer_error + 1e-6 * expected.abs().max()
+
+
+@pytest.mark.parametrize('channels', [19, 32])
+def test_an_input_made_for_the_weight_gradient_is_dropped_before_the_next(
+        monkeypatch, channels):
+    """Given a function that makes the input (the head recomputes it), the
+    input is made only for the weight's gradient and is gone when the
+    input's gradient is computed: the same gradients as from the tensor."""
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(16, 19, 4, 2, 1).double()
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
+    grad = torch.randn(2, 19, 10, 14, dtype=torch.float64)
+    expected = conv_transpose_padded_backward(grad, x, conv.weight.detach(),
+                                              True, conv, channels,
+                                              (True, True, True))
+    made = []
+
+    def make():
+        made.append(weakref.ref(x_made := x.clone()))
+        return x_made
+
+    conv2d = torch.nn.functional.conv2d
+
+    def input_grad(*args, **kwargs):
+        assert all(ref() is None for ref in made), 'the input is held'
+        return conv2d(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, 'conv2d', input_grad)
+    grads = conv_transpose_padded_backward(grad, make, conv.weight.detach(),
+                                           True, conv, channels,
+                                           (True, True, True))
+    assert len(made) == 1  # made once, and gone before conv2d (above)
+    for ours, theirs in zip(grads, expected):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    made.clear()
+    # without the weight's gradient the input is not made
+    grads = conv_transpose_padded_backward(grad, make, conv.weight.detach(),
+                                           True, conv, channels,
+                                           (True, False, True))
+    assert made == [] and grads[1] is None
+    torch.testing.assert_close(grads[0], expected[0], rtol=0, atol=0)

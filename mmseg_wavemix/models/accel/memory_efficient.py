@@ -642,6 +642,7 @@ class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
         ctx.features, ctx.conv, ctx.has_bias = features, conv, \
             bias is not None
         ctx.autocast = _autocast_dtype(x.device.type)
+        ctx.dtype = features_out.dtype
         weight, bias = _cast(features_out.dtype, weight, bias)
         # few output channels (the classes): maybe padded, see padded_classes
         ctx.channels = padded_channels(features_out, weight, conv)
@@ -652,11 +653,14 @@ class _ConvTransposeOfRecomputedFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
-        conv, needs = ctx.conv, ctx.needs_input_grad
-        # the forward's features again, in its precision
-        with torch.no_grad(), _autocast(x.device.type, ctx.autocast):
-            features_out = ctx.features(x)
-        dtype = features_out.dtype
+        conv, needs, dtype = ctx.conv, ctx.needs_input_grad, ctx.dtype
+
+        def features_out() -> Tensor:
+            # the forward's features again, in its precision, for the
+            # weight's gradient only (dropped before the input's is made)
+            with torch.no_grad(), _autocast(x.device.type, ctx.autocast):
+                return ctx.features(x)
+
         grad_in, grad_weight, grad_bias = conv_transpose_padded_backward(
             grad_out.to(dtype), features_out, weight.to(dtype), ctx.has_bias,
             conv, ctx.channels, (needs[0], needs[2], needs[3]))

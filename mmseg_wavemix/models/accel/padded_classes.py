@@ -12,7 +12,7 @@ their FLOPs, a slice of the output and a padded gradient; which count serves
 is timed at a size's first call (:func:`~.timing.fastest`).
 """
 from functools import partial
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -94,13 +94,23 @@ def conv_transpose_padded(x: Tensor, weight: Tensor, bias: Optional[Tensor],
 
 
 def conv_transpose_padded_backward(
-    grad_out: Tensor, x: Tensor, weight: Tensor, has_bias: bool,
-    conv: nn.ConvTranspose2d, channels: int, needs: Tuple[bool, bool, bool]
+    grad_out: Tensor, x: Union[Tensor, Callable[[], Tensor]], weight: Tensor,
+    has_bias: bool, conv: nn.ConvTranspose2d, channels: int,
+    needs: Tuple[bool, bool, bool]
 ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """The gradients of :func:`conv_transpose_padded` for ``x``, the weight
     and the bias (``needs`` says which), from the output's ``grad_out``
     padded with zeros to ``channels``; the bias's from ``grad_out`` itself
-    (:func:`~.pointwise_gemm.channel_grad`)."""
+    (:func:`~.pointwise_gemm.channel_grad`).
+
+    Only the weight's gradient needs the input ``x``. It may be given as a
+    function that makes it (a recomputation): called only where that
+    gradient is needed, and dropped before the input's gradient is made. In
+    WaveMixHead's backward, the training step's largest, the input and its
+    gradient (5x128x512x1024 each at the recipe's batch) are then not held
+    at once. The input's gradient is the convolution of ``grad_out`` by the
+    weight (what cuDNN computes for it).
+    """
     grad_bias = channel_grad(grad_out) if has_bias and needs[2] else None
     out = weight.shape[1]
     if channels != out:
@@ -112,9 +122,15 @@ def conv_transpose_padded_backward(
         padded[:, out:] = 0
         grad_out = padded
         weight = F.pad(weight, (0, 0, 0, 0, 0, channels - out))
-    grad_in, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_out, x, weight, None, conv.stride, conv.padding, conv.dilation,
-        True, conv.output_padding, 1, [needs[0], needs[1], False])
-    if channels != out and grad_weight is not None:
-        grad_weight = grad_weight[:, :out].contiguous()
+    grad_weight = None
+    if needs[1]:
+        grad_weight = torch.ops.aten.convolution_backward(
+            grad_out, x() if callable(x) else x, weight, None, conv.stride,
+            conv.padding, conv.dilation, True, conv.output_padding, 1,
+            [False, True, False])[1]
+        if channels != out:
+            grad_weight = grad_weight[:, :out].contiguous()
+    del x
+    grad_in = F.conv2d(grad_out, weight, None, conv.stride, conv.padding,
+                       conv.dilation) if needs[0] else None
     return grad_in, grad_weight, grad_bias
