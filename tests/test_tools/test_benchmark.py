@@ -410,6 +410,63 @@ def test_profile_tool_lists_what_training_keeps_for_backward(tmp_path):
         [r['bytes'] for r in rows]
 
 
+def test_profile_tool_finds_what_is_allocated_at_the_peak():
+    """--memory-peak's reading of the CUDA allocator's history (here made
+    up): the step's peak over its allocations and frees, what was allocated
+    and alive then, by the innermost frame outside PyTorch, and what each
+    pool reserves and holds (a CUDA graph's pool after the default)."""
+    tool = tool_module('analysis_tools/profile_model.py')
+    torch_file = osp.join(tool.TORCH_DIR, 'nn', 'functional.py')
+
+    def frames(line):
+        return [dict(filename=torch_file, line=1, name='conv2d'),
+                dict(filename='/x/head.py', line=line, name='forward'),
+                dict(filename='/x/loop.py', line=9, name='step')]
+
+    events = [
+        dict(action='alloc', addr=1, size=100, frames=frames(3)),
+        dict(action='alloc', addr=2, size=50, frames=frames(4)),
+        dict(action='free_requested', addr=1, size=100),
+        dict(action='free_completed', addr=1, size=100),
+        dict(action='alloc', addr=3, size=120, frames=frames(3)),
+        dict(action='free_completed', addr=0, size=500),  # from before
+        dict(action='alloc', addr=4, size=200, frames=frames(5)),
+        dict(action='segment_alloc', addr=9, size=10**6),
+    ]
+    peak, live = tool.trace_peak(events)
+    assert peak == 170  # 50 + 120, before the earlier tensor was freed
+    assert sorted(live) == [2, 3]
+    assert tool.by_where(live.values()) == [
+        dict(name='head.py:3 forward', calls=1, bytes=120),
+        dict(name='head.py:4 forward', calls=1, bytes=50)]
+    assert tool.where([dict(filename=torch_file, line=1, name='f')]) == \
+        '(no Python frame outside PyTorch)'
+    segments = [
+        dict(segment_pool_id=(1, 0), total_size=1000, blocks=[
+            dict(size=600, state='active_allocated', frames=frames(7)),
+            dict(size=400, state='inactive')]),
+        dict(segment_pool_id=(0, 0), total_size=300, blocks=[
+            dict(size=100, state='active_allocated', frames=frames(8)),
+            dict(size=100, state='active_pending_free', frames=frames(8)),
+            dict(size=100, state='inactive')]),
+        dict(segment_pool_id=(0, 0), total_size=200, blocks=[
+            dict(size=200, state='active_allocated', frames=frames(8))]),
+    ]
+    assert tool.pools(segments) == [
+        dict(pool='default', reserved_bytes=500, allocated_bytes=300,
+             rows=[dict(name='head.py:8 forward', calls=2, bytes=300)]),
+        dict(pool='(1, 0)', reserved_bytes=1000, allocated_bytes=600,
+             rows=[dict(name='head.py:7 forward', calls=1, bytes=600)])]
+
+
+def test_profile_tool_says_the_memory_peak_needs_cuda():
+    result = run_tool('analysis_tools/profile_model.py', f'{DEMO}@bf16',
+                      '--memory-peak', check=False)
+    assert result.returncode != 0
+    assert "--memory-peak reads the CUDA allocator's history: run it with " \
+        '--device cuda' in result.stderr
+
+
 def test_benchmark_focal_loss_compares_the_kernels_with_pytorch(tmp_path):
     """Both ways over the same logits (the kernels in Triton's interpreter,
     standing in for a GPU), each one's time in the table and the JSON."""

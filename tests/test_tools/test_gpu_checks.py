@@ -53,6 +53,11 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     (out / 'train.json').write_text(json.dumps(dict(results=dict(ours=dict(
         train=dict(median_s=0.174, images_per_s=28.7, peak_memory_mb=8570,
                    host_share=0.93))), finished=False)))
+    # as profile_model.py --memory-peak writes it
+    (out / 'memory.json').write_text(json.dumps(dict(
+        peak_bytes=8 * 2**30, rows=[], pools=[
+            dict(pool='default', reserved_bytes=9 * 2**30),
+            dict(pool='(1, 0)', reserved_bytes=3 * 2**30)])))
     env['ARCHIVE'] = str(tmp_path / 'gpu.tar.gz')
     result = subprocess.run(['bash', SCRIPT, str(out)], capture_output=True,
                             text=True, timeout=60, env=env)
@@ -93,6 +98,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert '  clone                        0.30 ms (GPU 0.120 ms)' in lines
     assert 'train.json (cut before its end)' in lines
     assert 'haar.json' in lines  # a file of a tool that does not say
+    assert '  peak 8.00 GiB; pool default 9.00 GiB reserved, pool (1, 0) ' \
+        '3.00 GiB reserved' in lines
     # with the host's share of the step
     assert 'ours train 174.0 ms 28.7 img/s 8570 MB host 93%' in [
         ' '.join(line.split()) for line in lines]
@@ -105,4 +112,5 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                              'inference']
     assert int(seconds['inference']) >= 2  # cut at DEADLINE=3
     with tarfile.open(env['ARCHIVE']) as archive:
-        assert sorted(archive.getnames()) == ['haar.json', 'train.json']
+        assert sorted(archive.getnames()) == ['haar.json', 'memory.json',
+                                              'train.json']

@@ -3,7 +3,10 @@
 training) step, by their own time on the device, from ``torch.profiler``;
 on CUDA also the device's idle time between the kernels and around them.
 With ``--memory``, where its training memory goes: what autograd keeps for
-backward in one training step, by the source line that kept it.
+backward in one training step, by the source line that kept it. With
+``--memory-peak`` (CUDA), what is allocated at the training step's peak, by
+the source line that allocated it, and what each memory pool holds after it
+(CUDA graphs keep pools of their own), from the CUDA allocator's history.
 
 The entry is one of ``tools/benchmark.py`` (``CONFIG[@OPTIONS]``, e.g.
 ``@fp16,fast``), built and run the same way, with cuDNN's autotuning as in
@@ -16,6 +19,7 @@ Example:
 """
 import argparse
 import os.path as osp
+import pickle
 import traceback
 from collections import Counter
 
@@ -53,6 +57,14 @@ def parse_args(argv=None):
         '--memory', action='store_true',
         help='the activations a training step keeps for backward, by the '
         'source line that keeps them, not the time')
+    parser.add_argument(
+        '--memory-peak', action='store_true',
+        help="what is allocated at a training step's peak and what each "
+        "memory pool holds, by the source line that allocated it, from the "
+        "CUDA allocator's history (CUDA only)")
+    parser.add_argument(
+        '--snapshot', help="with --memory-peak, also write the allocator's "
+        'snapshot to this file (a pickle for torch.cuda._memory_viz)')
     parser.add_argument('--trace', help='write a Chrome trace to this file')
     parser.add_argument('--json', help='write the rows to this file')
     return parser.parse_args(argv)
@@ -222,14 +234,139 @@ def main_memory(args, bench):
                    indent=1)
 
 
+def where(frames) -> str:
+    """The innermost frame outside PyTorch of an allocation's stack (the
+    allocator's frames, innermost first), as ``file.py:line function``."""
+    for frame in frames or ():
+        filename = frame.get('filename', '')
+        if filename and filename != '??' and \
+                not filename.startswith(TORCH_DIR):
+            return f'{osp.basename(filename)}:{frame["line"]} ' \
+                f'{frame["name"]}'
+    return '(no Python frame outside PyTorch)'
+
+
+def trace_peak(events):
+    """The most bytes allocated at once over the CUDA allocator's trace
+    ``events`` (an ``alloc`` adds its size, a ``free_completed`` takes it
+    away, as ``torch.cuda._memory_viz`` counts), relative to before the
+    first, and the allocations among them alive at that moment: ``(bytes,
+    {address: (size, frames)})``."""
+    now = peak = at = 0
+    for i, event in enumerate(events):
+        if event['action'] == 'alloc':
+            now += event['size']
+        elif event['action'] == 'free_completed':
+            now -= event['size']
+        if now > peak:
+            peak, at = now, i + 1
+    live = {}
+    for event in events[:at]:
+        if event['action'] == 'alloc':
+            live[event['addr']] = event['size'], event.get('frames')
+        elif event['action'] == 'free_completed':
+            live.pop(event['addr'], None)
+    return peak, live
+
+
+def by_where(blocks):
+    """``(size, frames)`` pairs summed by :func:`where`, the largest first:
+    rows of name, calls and bytes."""
+    nbytes, counts = Counter(), Counter()
+    for size, frames in blocks:
+        line = where(frames)
+        nbytes[line] += size
+        counts[line] += 1
+    return [dict(name=line, calls=counts[line], bytes=size)
+            for line, size in nbytes.most_common()]
+
+
+def pools(segments):
+    """What each memory pool of an allocator snapshot's ``segments``
+    reserves and has allocated, and its allocated blocks by
+    :func:`where`; the default pool first (CUDA graphs have their own)."""
+    found = {}
+    for segment in segments:
+        pool_id = tuple(segment.get('segment_pool_id', (0, 0)))
+        pool = found.setdefault(pool_id, dict(reserved=0, blocks=[]))
+        pool['reserved'] += segment['total_size']
+        pool['blocks'] += [(block['size'], block.get('frames'))
+                           for block in segment['blocks']
+                           if block['state'] == 'active_allocated']
+    return [
+        dict(pool='default' if pool_id == (0, 0) else str(pool_id),
+             reserved_bytes=pool['reserved'],
+             allocated_bytes=sum(size for size, _ in pool['blocks']),
+             rows=by_where(pool['blocks']))
+        for pool_id, pool in sorted(found.items(),
+                                    key=lambda item: item[0] != (0, 0))
+    ]
+
+
+def main_memory_peak(args, bench):
+    """:func:`trace_peak` of a training step after the warm-up steps (the
+    history recorded from before them: CUDA graphs are recorded there) and
+    the pools after it."""
+    memory, index = torch.cuda.memory, bench.device.index or 0
+    torch.cuda.synchronize()
+    memory._record_memory_history(enabled='all', context='alloc',
+                                  stacks='python', max_entries=10**7)
+    try:
+        for _ in range(args.warmup):
+            bench.train_step()
+        torch.cuda.synchronize()
+        first = len(memory._snapshot()['device_traces'][index])
+        start = torch.cuda.memory_allocated()
+        bench.train_step()
+        torch.cuda.synchronize()
+        snapshot = memory._snapshot()
+    finally:
+        memory._record_memory_history(enabled=None)
+    if args.snapshot:
+        with open(args.snapshot, 'wb') as f:
+            pickle.dump(snapshot, f)
+    peak, live = trace_peak(snapshot['device_traces'][index][first:])
+    rows = by_where(live.values())
+    found = pools(snapshot['segments'])
+    gib = 2**30
+    print(f'{args.config}: training step, {args.batch}x3x{args.shape[0]}x'
+          f'{args.shape[1]}: {start / gib:.2f} GiB allocated before it, '
+          f'peak {(start + peak) / gib:.2f} GiB; at the peak, allocated in '
+          'the step:')
+    for row in rows[:args.rows]:
+        print(f'{row["bytes"] / gib:8.3f} GiB {row["calls"]:5d}x  '
+              f'{row["name"][:100]}')
+    for pool in found:
+        print(f'pool {pool["pool"]}: {pool["reserved_bytes"] / gib:.2f} GiB '
+              f'reserved, {pool["allocated_bytes"] / gib:.2f} GiB allocated'
+              ' after the step' + (', the most by' if pool['rows'] else ''))
+        for row in pool['rows'][:5]:
+            print(f'{row["bytes"] / gib:8.3f} GiB {row["calls"]:5d}x  '
+                  f'{row["name"][:100]}')
+    if args.json:
+        write_json(args.json, dict(
+            entry=args.config, mode='memory at the training step\'s peak',
+            allocated_before_bytes=start, peak_bytes=start + peak,
+            rows=rows[:args.rows],
+            pools=[dict(pool, rows=pool['rows'][:args.rows])
+                   for pool in found]), indent=1)
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
-    if args.memory:
+    if args.memory_peak and args.device != 'cuda':
+        raise SystemExit('--memory-peak reads the CUDA allocator\'s history: '
+                         'run it with --device cuda on a GPU (--memory '
+                         'lists what training keeps for backward on any '
+                         'device)')
+    if args.memory or args.memory_peak:
         args.train = True
     bench = Bench(parse_entry(args.config, bench_args(args)), bench_args(args))
     if args.memory:
         return main_memory(args, bench)
+    if args.memory_peak:
+        return main_memory_peak(args, bench)
     prof = profile_step(bench, args.train, args.warmup, args.shapes)
     table, total_ms = rows(prof, args.device, args.rows, args.shapes)
     mode = 'training step' if args.train else 'inference'
