@@ -24,9 +24,7 @@ import torch
 
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_wavevit_fixtures import (load_seeded_weights,  # noqa: E402
-                                   parameter_counts, reference_case,
-                                   stand_in_for_timm)
+import make_wavevit_fixtures as wavevit  # noqa: E402
 
 OUT = osp.join(HERE, 'svt_reference_fixtures.pth')
 NUM_CLASSES = 10
@@ -38,24 +36,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('code', help="the folder of the authors' svt.py")
     args = parser.parse_args()
-    stand_in_for_timm()
+    wavevit.stand_in_for_timm()
     sys.path.insert(0, args.code)
     import svt
 
     fixtures = dict(
         num_classes=NUM_CLASSES,
-        num_params=parameter_counts(
+        num_params=wavevit.parameter_counts(
             lambda arch: getattr(svt, f'svt_{arch}')()),
         cases=[])
     for seed, arch in enumerate(('s', 'l')):
         model = getattr(svt, f'svt_{arch}')(num_classes=NUM_CLASSES)
-        shapes = load_seeded_weights(
+        shapes = wavevit.load_seeded_weights(
             model, seed, lambda key: any(f in key for f in FILTER_BUFFERS))
         model.eval()
         generator = torch.Generator().manual_seed(200 + seed)
         inputs = torch.randn(1, 3, 224, 224, generator=generator)
         fixtures['cases'].append(
-            reference_case(model, arch, seed, shapes, inputs))
+            wavevit.reference_case(model, arch, seed, shapes, inputs))
     torch.save(fixtures, OUT)
     print(f'wrote {OUT}: {fixtures["num_params"]}')
 
