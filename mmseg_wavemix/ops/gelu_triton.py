@@ -7,8 +7,9 @@ and the first 1x1 convolution's bias gradient is its sum over pixels:
 PyTorch reads the hidden gradient once more for that sum (a tensor of
 ``2 D`` channels at the level's size, the largest of the MLP). Here the sums
 are taken from the values in registers: each program sums a run of rows
-into a partial row, and the few partial rows are added at the end (in a
-fixed order: the result does not depend on scheduling). The same kernel
+into a partial row (fewer rows a program where the gradient has few: enough
+programs to occupy the GPU), and the few partial rows are added at the end
+(in a fixed order: the result does not depend on scheduling). The same kernel
 without the GELU sums the rows of any gradient (:func:`bias_grad`): PyTorch's
 float32 sum over the pixels of a few channels ran at a quarter of an H100's
 bandwidth (session 26: 0.11 ms for 655360x64 float16).
@@ -30,6 +31,11 @@ from .triton_support import tl, triton
 # reads TRITON_INTERPRET), which runs them with numpy
 BM, BC, ROWS = (16, 32, 64) if os.environ.get('TRITON_INTERPRET') == '1' \
     else (32, 128, 512)
+# Programs enough to keep a GPU busy (an H100 has 132 SMs): a gradient of
+# few rows (a coarser level's: 5x16x32 pixels at the recipe's batch) is
+# summed in runs of fewer rows, down to BM, than ROWS, which would give it
+# a program or two per column block
+MIN_PROGRAMS = 4 if os.environ.get('TRITON_INTERPRET') == '1' else 512
 
 
 def applies(grad: Tensor, hidden: Tensor) -> bool:
@@ -118,18 +124,30 @@ def gelu_backward_with_bias_grad_(grad: Tensor,
     return grad, _column_sums(grad, hidden)
 
 
+def rows_per_program(m: int, c: int) -> int:
+    """The rows each program sums, for ``m`` rows of ``c`` columns:
+    ``ROWS``, or the largest power of two below it, down to ``BM``, that
+    gives at least ``MIN_PROGRAMS`` programs."""
+    rows = ROWS
+    while rows > BM and \
+            triton.cdiv(m, rows) * triton.cdiv(c, BC) < MIN_PROGRAMS:
+        rows //= 2
+    return rows
+
+
 def _column_sums(grad: Tensor, hidden: Optional[Tensor]) -> Tensor:
     """The kernel over the rows of ``grad`` (dense channels_last, or a
     row-major matrix: ``shape[1]`` values a row either way; with ``hidden``
     GELU's backward in place first), the column sums in float32."""
     c = grad.shape[1]
     m = grad.numel() // c if c else grad.shape[0]
-    partial = grad.new_empty(max(1, triton.cdiv(m, ROWS)), c,
+    rows = rows_per_program(m, c)
+    partial = grad.new_empty(max(1, triton.cdiv(m, rows)), c,
                              dtype=torch.float32)
     if grad.numel():
-        _gelu_backward_kernel[(triton.cdiv(m, ROWS), triton.cdiv(c, BC))](
+        _gelu_backward_kernel[(triton.cdiv(m, rows), triton.cdiv(c, BC))](
             grad, grad if hidden is None else hidden, partial, m, c, BM=BM,
-            BC=BC, ROWS=ROWS, GELU=hidden is not None)
+            BC=BC, ROWS=rows, GELU=hidden is not None)
     else:
         partial.zero_()
     return partial.sum(0)

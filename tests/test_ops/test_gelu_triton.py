@@ -61,3 +61,24 @@ def test_bias_grad_equals_the_float64_column_sums(gelu_triton, shape, dtype):
     assert torch.equal(rows, before)  # read only
     with pytest.raises(ValueError, match=r'contiguous \(M, C\) matrix'):
         gelu_triton.bias_grad(rows.t())
+
+
+def test_few_rows_are_summed_by_more_programs(gelu_triton):
+    """A gradient of few rows (a coarser level's) takes runs of fewer rows
+    a program, a power of two down to the block's, so that at least
+    MIN_PROGRAMS programs share it; many rows take ROWS."""
+    module = gelu_triton
+    for m, c in ((10**6, 512), (2560, 512), (7, 3), (300, 40), (1, 1)):
+        rows = module.rows_per_program(m, c)
+        assert module.BM <= rows <= module.ROWS
+        assert rows & (rows - 1) == 0  # a power of two
+
+        def programs(r):
+            return -(-m // r) * -(-c // module.BC)
+
+        assert rows == module.BM or programs(rows) >= module.MIN_PROGRAMS
+        # the largest such
+        assert rows == module.ROWS or programs(2 * rows) < \
+            module.MIN_PROGRAMS
+    assert module.rows_per_program(10**6, 512) == module.ROWS
+    assert module.rows_per_program(7, 3) == module.BM
