@@ -128,3 +128,32 @@ def test_traces_record_the_convolution_itself(kernel_calls, monkeypatch):
         1, 8, 8, 8, dtype=torch.bfloat16), check_trace=False).graph)
     assert 'aten::_convolution' in graph and 'PythonOp' not in graph
     assert kernel_calls == []
+
+
+def test_a_checkpointed_stem_times_once_and_trains_as_the_layers(
+        kernel_calls, monkeypatch):
+    """WaveMix's stem under AMP is recomputed in backward
+    (``torch.utils.checkpoint``): the first step's timing, inside the
+    checkpointed forward, saves nothing for backward (the recomputation
+    makes the tensors of the way that serves only), and the gradients are
+    the plain stem's."""
+    monkeypatch.setattr(conv_bias, '_FASTEST_CONV_BIAS', {})
+    monkeypatch.setattr(timing, 'time_ms', kernels_faster(kernel_calls))
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1))
+    stem = copy.deepcopy(plain)
+    conv_biases_in_one_pass(stem)
+    x = torch.randn(2, 3, 32, 48).contiguous(
+        memory_format=torch.channels_last)
+    for step in range(2):
+        for model in (plain, stem):
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                out = torch.utils.checkpoint.checkpoint(
+                    model, x, use_reentrant=False, preserve_rng_state=False)
+            out.float().square().mean().backward()
+        for (name, a), b in zip(plain.named_parameters(), stem.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, rtol=2e-2, atol=1e-3,
+                                       msg=name)
+    # both convolutions' sizes, timed once each (prepare_for_training would
+    # make the first an Im2colGEMM)
+    assert list(conv_bias._FASTEST_CONV_BIAS.values()) == ['triton'] * 2

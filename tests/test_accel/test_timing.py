@@ -100,3 +100,19 @@ def test_difference():
     assert timing.difference(out, out.new_full(out.shape, float('inf'))) \
         is None  # a reference that is not finite says nothing
     assert timing.difference(None, None) is None
+
+
+def test_candidates_run_without_autograd():
+    """The timed calls record no graph (their results are thrown away; in a
+    checkpointed region the saved tensors must be those of the call that
+    serves), whatever the caller's mode."""
+    modes = []
+
+    def call():
+        modes.append(torch.is_grad_enabled())
+        return reference_out()
+
+    with torch.enable_grad():
+        choose(dict(library=call, kernel=call))
+        assert torch.is_grad_enabled()
+    assert modes and not any(modes)

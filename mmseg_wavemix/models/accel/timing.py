@@ -107,6 +107,34 @@ def _agreeing(calls: Dict[str, Callable[[], object]], results: dict,
             del calls[name]
 
 
+def _timed(calls: Dict[str, Callable[[], object]], device: torch.device,
+           always: str, what: str, reference: Optional[str]) -> dict:
+    """Each call's times over the rounds, by name, after its untimed call
+    (candidates that fail or disagree with ``reference`` left out of
+    ``calls``, see :func:`fastest`)."""
+    results = {}
+    for name, call in list(calls.items()):
+        try:
+            out = call()
+        except Exception as error:  # noqa: BLE001
+            if name == always:
+                raise
+            warnings.warn(f'{what}: {name!r} failed, left out: '
+                          f'{type(error).__name__}: {error}')
+            del calls[name]
+            continue
+        if reference is not None:
+            results[name] = out
+    if reference in results:
+        _agreeing(calls, results, reference, what)
+    del results
+    times = {name: [] for name in calls}
+    for _ in range(ROUNDS):
+        for name, call in calls.items():
+            times[name].append(time_ms(call, device))
+    return times
+
+
 def fastest(calls: Dict[str, Callable[[], object]],
             device: torch.device,
             cache: Dict[Hashable, str],
@@ -128,7 +156,10 @@ def fastest(calls: Dict[str, Callable[[], object]],
     with its result first, and one that differs by more than rounding
     (:data:`AGREEMENT`) is left out with a warning. Within a CUDA graph
     being recorded nothing can be timed: an untimed ``key`` takes
-    ``always``.
+    ``always``. The candidates run without autograd: their results are
+    thrown away, and in a region that ``torch.utils.checkpoint`` recomputes
+    in backward the tensors autograd saves must be those of the call that
+    serves (the recomputation, timed no more, makes only those).
 
     Args:
         calls (dict[str, Callable]): The candidates, by name, each
@@ -152,26 +183,8 @@ def fastest(calls: Dict[str, Callable[[], object]],
     calls = dict(calls)
     print_log(f'{what}: timing {", ".join(calls)} (the first call of this '
               'size compiles and tunes the kernels)', logger='current')
-    results = {}
-    for name, call in list(calls.items()):
-        try:
-            out = call()
-        except Exception as error:  # noqa: BLE001
-            if name == always:
-                raise
-            warnings.warn(f'{what}: {name!r} failed, left out: '
-                          f'{type(error).__name__}: {error}')
-            del calls[name]
-            continue
-        if reference is not None:
-            results[name] = out
-    if reference in results:
-        _agreeing(calls, results, reference, what)
-    del results
-    times = {name: [] for name in calls}
-    for _ in range(ROUNDS):
-        for name, call in calls.items():
-            times[name].append(time_ms(call, device))
+    with torch.no_grad():
+        times = _timed(calls, device, always, what, reference)
     medians = {name: statistics.median(t) for name, t in times.items()}
     cache[key] = min(medians, key=medians.get)
     print_log(f'{what}: {cache[key]} serves ' + ', '.join(
