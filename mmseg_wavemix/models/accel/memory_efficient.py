@@ -57,9 +57,9 @@ from ..backbones.wavemix_block import WaveletLevelMLP, WaveMixBlock
 from .norm_residual import batch_norm_residual, batch_norm_residual_backward
 from .padded_classes import (conv_transpose_padded,
                              conv_transpose_padded_backward, padded_channels)
-from .pointwise_gemm import (LinearGELU, PointwiseGEMM, pointwise_linear,
-                             pointwise_linear_backward, pointwise_linear_gelu,
-                             pointwise_weight_grad)
+from .pointwise_gemm import (LinearGELU, PointwiseGEMM, channel_grad,
+                             pointwise_linear, pointwise_linear_backward,
+                             pointwise_linear_gelu, pointwise_weight_grad)
 
 # BatchNorm scales below this (in absolute value) make the recovery of its
 # input inaccurate; such layers keep their input as usual.
@@ -565,7 +565,7 @@ class _LevelMLPFunction(torch.autograd.Function):
         if x is None:
             grad_x = None
             if grad_b1 is None and b1 is not None and needs[7]:
-                grad_b1 = grad_hidden.sum((0, 2, 3), dtype=torch.float32)
+                grad_b1 = channel_grad(grad_hidden)
         else:
             grad_x, grad_w1, conv_grad_b1 = _conv_backward(
                 grad_hidden, x, w1, b1 is not None and grad_b1 is None,
