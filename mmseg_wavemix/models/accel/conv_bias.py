@@ -75,15 +75,15 @@ def conv2d_bias_pass(conv: nn.Conv2d, x: Tensor, weight: Tensor,
         Tensor: The convolution's output.
     """
     pytorch = partial(conv._conv_forward, x, weight, bias)
-    x_layout = layout(x)
+    x_layout, dtype = layout(x), compute_dtype(x)
     if bias is None or conv.groups != 1 or torch.jit.is_tracing() or \
             torch.compiler.is_compiling() or \
             x_layout not in ('contiguous', 'channels_last') or \
-            not level_mlp_triton.applies(x, compute_dtype(x)):
+            not level_mlp_triton.applies(x, dtype):
         return pytorch()
     calls = dict(pytorch=pytorch,
                  triton=partial(_conv_and_bias_pass, conv, x, weight, bias))
-    key = (x.device, compute_dtype(x), tuple(x.shape), x_layout,
+    key = (x.device, dtype, tuple(x.shape), x_layout,
            tuple(weight.shape), conv.stride, conv.padding, conv.dilation)
     what = (f'convolution of {"x".join(map(str, x.shape))} to '
             f'{weight.shape[0]} channels with its bias')
