@@ -1,5 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 import copy
+import weakref
 
 import pytest
 import torch
@@ -226,6 +227,22 @@ def test_under_autocast_the_block_keeps_its_input_not_its_levels():
         wavelet_levels(t)
     out.float().sum().backward()
     assert calls == [torch.bfloat16]  # once for the three levels
+
+
+def test_block_input_is_freed_by_backward_not_with_the_graph():
+    """The block's input, kept for backward by its reduction and level MLPs,
+    is freed when backward has used it, while the autograd graph is still
+    alive (a CUDA graph's recording keeps its graph for good: an input held
+    by the graph would hold its memory in the graphs' pool)."""
+    _, block = plain_and_memory_efficient(embed_dims=32, level=3)
+    x = torch.randn(2, 32, 64, 64, dtype=torch.bfloat16)
+    gone = weakref.ref(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = block(x)
+    del x
+    assert gone() is not None  # saved for backward
+    torch.autograd.grad(out.float().sum(), list(block.parameters()))
+    assert out.grad_fn is not None and gone() is None
 
 
 def test_keep_wavelet_levels_keeps_them_and_recomputes_none():

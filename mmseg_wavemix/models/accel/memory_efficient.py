@@ -417,7 +417,8 @@ class BlockLevels:
 
     Args:
         block (WaveMixBlock): The block (its ``wavelet_levels``).
-        x (Tensor): Its input; kept anyway by the reduction.
+        x (Tensor): Its input (kept anyway by the reduction), as
+            ``input`` for the level MLPs' forward.
         keep (bool): The level MLPs keep their levels. Default: False.
     """
 
@@ -820,4 +821,8 @@ def mix_levels_keeping_block_input(block: nn.Module, x: Tensor) -> Tensor:
                                               source, k)
         else:
             out = mlp(levels[k], residual, out)
+    # The input is the level MLPs' and the reduction's saved tensor, which
+    # backward frees block by block; the autograd graph keeps `source` until
+    # it is freed as a whole (a CUDA graph's recording: for good).
+    source.input = None
     return out
