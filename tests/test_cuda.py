@@ -3,6 +3,7 @@
 runs them with the GPU benchmarks). Without CUDA each test is reported as
 skipped, with the reason."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ from mmseg_wavemix.models.accel import (BiasPassConv2d, FusedLevelMLP,
                                         PointwiseGEMM, TrainingCUDAGraphs,
                                         fuse_level_mlps, fuse_norm_layers,
                                         prepare_for_inference,
-                                        prepare_for_training)
+                                        prepare_for_training,
+                                        training_cuda_graphs)
 from mmseg_wavemix.models.backbones import WaveMixBlock
 from mmseg_wavemix.ops import haar_dwt, haar_dwt_packed, triton_support
 from mmseg_wavemix.utils.analysis import build_model_from_config
@@ -257,7 +259,9 @@ def test_training_cuda_graphs_train_as_eager_training():
     for model in (eager, graphed):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         losses.append([])
-        with logged_messages() as logged:
+        with logged_messages() as logged, \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
             for _ in range(3):
                 optimizer.zero_grad()
                 with torch.autocast('cuda', dtype=torch.float16):
@@ -266,6 +270,11 @@ def test_training_cuda_graphs_train_as_eager_training():
                 loss.backward()
                 optimizer.step()
                 losses[-1].append(loss.item())
+    # a recording that failed says why
+    assert [
+        str(w.message) for w in caught
+        if str(w.message).startswith('CUDA graphs')
+    ] == []
     assert [
         m.split(' for ')[0].split(' in ')[0] for m in logged
         if m.startswith('CUDA graphs')
@@ -292,6 +301,60 @@ def test_training_cuda_graphs_train_as_eager_training():
                                    atol=1e-3)
 
 
+class _ReadsOnTheHostWhenRecorded(nn.Module):
+    """A convolution that reads a value on the host while a CUDA graph
+    records it (what a kernel timed at its first call would do): the
+    capture fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        if torch.cuda.is_current_stream_capturing():
+            x.sum().item()
+        return self.conv(x)
+
+
+def test_a_failed_training_recording_trains_on_without_graphs():
+    """Where the recording fails, training goes on eagerly with a warning
+    that says why, the device's random numbers still work (a capture that
+    CUDA ended in error leaves PyTorch's generator marked as capturing), and
+    a model recorded later in the process replays its steps."""
+    model = nn.Module()
+    model.backbone = _ReadsOnTheHostWhenRecorded()
+    model.decode_head = nn.Conv2d(4, 2, 1)
+    training_cuda_graphs(model.cuda())
+    x = torch.randn(2, 4, 16, 16, device='cuda')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(3):
+            model.decode_head(model.backbone(x)).square().sum().backward()
+    failures = [
+        str(w.message) for w in caught
+        if str(w.message).startswith('CUDA graphs')
+    ]
+    assert len(failures) == 1 and 'recording the training backbone and ' \
+        'decode_head failed: RuntimeError' in failures[0], failures
+    assert 'random numbers' not in failures[0]
+    assert list(model.backbone.forward.graphs.values()) == [None]
+    torch.randn(8, device='cuda')
+    nn.init.kaiming_uniform_(torch.empty(4, 4, device='cuda'))
+    good = nn.Module()
+    good.backbone, good.decode_head = nn.Conv2d(4, 4, 3, padding=1), \
+        nn.Conv2d(4, 2, 1)
+    eager = copy.deepcopy(good.cuda())
+    training_cuda_graphs(good)
+    for _ in range(3):
+        for m in (eager, good):
+            m.zero_grad()
+            m.decode_head(m.backbone(x)).square().sum().backward()
+    assert [g is not None for g in good.backbone.forward.graphs.values()
+            ] == [True]
+    for a, b in zip(eager.parameters(), good.parameters()):
+        torch.testing.assert_close(b.grad, a.grad)
+
+
 def test_recipe_forward_and_loss_make_the_host_wait_for_nothing():
     """The recipe's training forward, focal loss and acc_seg (the demo
     model, AMP, prepared for training) read no value on the host, so that
@@ -307,6 +370,11 @@ def test_recipe_forward_and_loss_make_the_host_wait_for_nothing():
     inputs = torch.randn(2, 3, 128, 256, device='cuda')
     labels = torch.randint(0, 5, (2, 1, 128, 256), device='cuda')
     labels[1, 0, 5, 7] = 255
+    # the first call of each size times the kernels, reading their results
+    # on the host (as cudnn.benchmark does); the calls after it read nothing
+    with torch.autocast('cuda', dtype=torch.float16):
+        model(inputs, mode='tensor').float().sum().backward()
+    model.zero_grad()
     for bad in (False, True):
         if bad:
             labels[0, 0, 3, 4] = 7

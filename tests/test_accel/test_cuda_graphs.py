@@ -5,6 +5,7 @@ calls run the function itself, what they refuse). Replays are checked in
 tests/test_cuda.py."""
 import contextlib
 import copy
+import os.path as osp
 
 import pytest
 import torch
@@ -159,6 +160,11 @@ def test_a_failed_training_recording_warns_and_trains_eagerly(monkeypatch):
                         lambda args, kwargs: cuda_graphs._tensors(args))
     monkeypatch.setattr(cuda_graphs, '_warm_up', warm_up)
     monkeypatch.setattr(torch.cuda, 'make_graphed_callables', fail)
+    stream, ended = _Stream(), []
+    monkeypatch.setattr(torch.cuda, 'graph_pool_handle', lambda: (0, 7))
+    monkeypatch.setattr(torch.cuda, 'current_stream', lambda device: stream)
+    monkeypatch.setattr(cuda_graphs, '_end_failed_capture',
+                        lambda *args: ended.append(args) or '')
     part = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).train()
     graphs = TrainingCUDAGraphs(part, part.forward, name='backbone')
     part.forward = graphs
@@ -171,6 +177,8 @@ def test_a_failed_training_recording_warns_and_trains_eagerly(monkeypatch):
                       r'.*\); it trains without'):
         part(x)
     assert list(graphs.graphs.values()) == [None]
+    # what the capture left is undone: its stream, its pool
+    assert ended == [(stream, (0, 7))]
     for _ in range(2):  # two steps' statistics: the eager calls'
         expected(part[0](x))
     for name, buffer in expected.named_buffers():
@@ -215,7 +223,7 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
             return self.call(*tensors)
 
     def make_graphed_callables(calls, samples, num_warmup_iters,
-                               allow_unused_input):
+                               allow_unused_input, pool):
         made.append([[tuple(t.shape) for t in s] for s in samples])
         return tuple(Replayed(call) for call in calls)
 
@@ -227,6 +235,7 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
             stream=lambda stream: contextlib.nullcontext(),
             synchronize=lambda device=None: None,
             empty_cache=lambda: None,
+            graph_pool_handle=lambda: (0, 1),
             make_graphed_callables=make_graphed_callables).items():
         monkeypatch.setattr(torch.cuda, name, value)
     torch.manual_seed(0)
@@ -300,3 +309,25 @@ def test_training_graphs_replay_the_recorded_order_only(monkeypatch):
     key = cuda_graphs._signature([x])
     assert first.graphs == second.graphs == {key: None}
     assert first(x) is x and second(x) is x
+
+
+def test_a_failed_recording_is_named_by_its_first_error_and_its_line():
+    """The warning of a failed recording names the error that made the
+    capture fail (not only the capture's end, which raises after it) and
+    the line of this package it passed."""
+    from mmseg_wavemix.models.accel.cuda_graphs import _failure
+    from mmseg_wavemix.ops import level_mlp_triton
+    with pytest.raises(RuntimeError) as raised:
+        try:
+            level_mlp_triton.pack_conv_transpose_weight(torch.zeros(2, 2))
+        except ValueError:
+            raise RuntimeError('capture invalidated')
+    message = _failure(raised.value)
+    assert message.startswith('ValueError: expected a (C, CO, 4, 4) ')
+    line = message.split('(at ')[1].split(')')[0]
+    path, number = line.split(':')
+    assert path == osp.join('mmseg_wavemix', 'ops', 'level_mlp_triton.py')
+    assert 'raise ValueError' in open(osp.join(REPO_ROOT, path)).readlines()[
+        int(number) - 1]
+    assert message.endswith('; then RuntimeError: capture invalidated')
+    assert _failure(ValueError('alone')) == 'ValueError: alone'

@@ -2,7 +2,9 @@
 """Inference, and training's forward and backward, replayed as CUDA graphs:
 one launch instead of hundreds (thousands in training)."""
 import copy
+import os.path as osp
 import time
+import traceback
 import warnings
 from typing import Callable, Dict, Optional, Tuple
 
@@ -285,16 +287,19 @@ def _record_group(observed: list) -> None:
         for wrapper, _, kind, _ in observed)
     buffers = [[b.clone() for b in wrapper.part.buffers()]
                for wrapper, *_ in observed]
+    device = observed[0][3][0].device
+    pool, stream = torch.cuda.graph_pool_handle(), torch.cuda.current_stream(
+        device)
     try:
         with _autocast_without_cache():
             for call, (*_, samples) in zip(calls, observed):
                 _warm_up(call, samples)
             graphed = torch.cuda.make_graphed_callables(
                 calls, tuple(samples for *_, samples in observed),
-                num_warmup_iters=0, allow_unused_input=True)
+                num_warmup_iters=0, allow_unused_input=True, pool=pool)
     except Exception as error:  # noqa: BLE001
         _give_up(observed, f'recording the training {names} failed: '
-                 f'{type(error).__name__}: {error}')
+                 f'{_failure(error)}{_end_failed_capture(stream, pool)}')
         return
     finally:
         # the warm-up steps updated the running statistics
@@ -309,6 +314,52 @@ def _record_group(observed: list) -> None:
     print_log(
         f'CUDA graphs: recorded the training {names} in '
         f'{time.perf_counter() - start:.1f} s', logger='current')
+
+
+def _failure(error: BaseException) -> str:
+    """The error a recording raised, named by the first one of its chain (a
+    call a capture cannot hold raises; the capture's end then raises
+    another) and the last line of this package it passed."""
+    chain = [error]
+    while chain[-1].__context__ is not None and len(chain) < 8:
+        chain.append(chain[-1].__context__)
+    first = chain[-1]
+    here = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    lines = [
+        f'{osp.relpath(frame.filename, osp.dirname(here))}:{frame.lineno}'
+        for frame in traceback.extract_tb(first.__traceback__)
+        if osp.abspath(frame.filename).startswith(here + osp.sep)
+        and osp.abspath(frame.filename) != osp.abspath(__file__)
+    ]
+    return f'{type(first).__name__}: {first}' + (
+        f' (at {lines[-1]})' if lines else '') + (
+            '' if first is error else
+            f'; then {type(error).__name__}: {error}')
+
+
+def _end_failed_capture(stream: torch.cuda.Stream, pool: tuple) -> str:
+    """Undo what a capture that CUDA ended in error leaves behind (PyTorch
+    undoes it only after a capture that ends well): the capture's stream as
+    the current one (``stream`` was), the allocator giving that stream's
+    memory to the graphs' ``pool``, and the device's random generator
+    marked as in a capture, so that every random number drawn on the device
+    later raises ("Offset increment outside graph capture"); the generator
+    gets a fresh state of the same seed and offset. Returns what could not
+    be undone, for the warning."""
+    torch.cuda.set_stream(stream)
+    try:
+        torch._C._cuda_endAllocateToPool(stream.device.index, pool)
+    except Exception:  # noqa: BLE001 (the capture ended well: nothing to do)
+        pass
+    try:
+        generator = torch.cuda.default_generators[stream.device.index]
+        fresh = torch.Generator(stream.device)
+        fresh.set_state(generator.get_state())
+        generator.graphsafe_set_state(fresh)
+    except Exception as error:  # noqa: BLE001
+        return ('; random numbers on the device may fail: '
+                f'{type(error).__name__}: {error}')
+    return ''
 
 
 def _warm_up(call: nn.Module, samples: tuple, steps: int = 2) -> None:
