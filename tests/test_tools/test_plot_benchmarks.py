@@ -37,7 +37,7 @@ def test_panels_hold_each_runs_values(tool):
         r['train']['median_s'] for r in results.values()
     ]
     assert [value for _, value in memory['bars']] == pytest.approx(
-        [r['train']['peak_memory_mb'] / 1e3 for r in results.values()])
+        [r['train']['peak_memory_mb'] / 1024 for r in results.values()])
     labels = [label for label, _ in memory['bars']]
     assert labels[2] == 'ours\nfp32, with_cp'
     assert labels[-1] == 'segformer_mit-b5 (mmseg)\nfp32'

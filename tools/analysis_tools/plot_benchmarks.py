@@ -81,8 +81,9 @@ def panels(data: dict) -> List[Dict]:
         'inference': [('images_per_s', 'inference: images/s (higher is '
                        'better)', 1)],
         'train': [('median_s', 'training step: s (lower is better)', 1),
-                  ('peak_memory_mb', 'training peak memory: GB (lower is '
-                   'better)', 1e-3)],
+                  # the runs' MB are MiB (2**20 bytes)
+                  ('peak_memory_mb', 'training peak memory: GiB (lower is '
+                   'better)', 1 / 1024)],
     }
     out = []
     for mode in modes:
