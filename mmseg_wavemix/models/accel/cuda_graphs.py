@@ -344,8 +344,10 @@ def _end_failed_capture(stream: torch.cuda.Stream, pool: tuple) -> str:
     memory to the graphs' ``pool``, and the device's random generator
     marked as in a capture, so that every random number drawn on the device
     later raises ("Offset increment outside graph capture"); the generator
-    gets a fresh state of the same seed and offset. Returns what could not
-    be undone, for the warning."""
+    gets a fresh state of the same seed and offset. What the failed capture
+    allocated stays in its pool (PyTorch frees a pool with the last graph
+    that ended its capture well). Returns what could not be undone, for the
+    warning."""
     torch.cuda.set_stream(stream)
     try:
         torch._C._cuda_endAllocateToPool(stream.device.index, pool)
