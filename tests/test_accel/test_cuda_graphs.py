@@ -162,6 +162,8 @@ def test_a_failed_training_recording_warns_and_trains_eagerly(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'make_graphed_callables', fail)
     stream, ended = _Stream(), []
     monkeypatch.setattr(torch.cuda, 'graph_pool_handle', lambda: (0, 7))
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device: None)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: None)
     monkeypatch.setattr(torch.cuda, 'current_stream', lambda device: stream)
     monkeypatch.setattr(cuda_graphs, '_end_failed_capture',
                         lambda *args: ended.append(args) or '')
@@ -331,3 +333,28 @@ def test_a_failed_recording_is_named_by_its_first_error_and_its_line():
         int(number) - 1]
     assert message.endswith('; then RuntimeError: capture invalidated')
     assert _failure(ValueError('alone')) == 'ValueError: alone'
+
+
+def test_recorded_samples_are_copied_anew(monkeypatch):
+    """The graphs' static inputs are copied after the cache is freed (memory
+    of their own, not parts of blocks the eager step freed): same values,
+    strides and requires_grad, other storage."""
+    from mmseg_wavemix.models.accel import cuda_graphs
+    freed = []
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device: None)
+    monkeypatch.setattr(torch.cuda, 'empty_cache',
+                        lambda: freed.append(True))
+    image = torch.randn(2, 3, 8, 8)
+    features = torch.randn(2, 4, 4, 4).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    observed = [('backbone', 'a', torch.Tensor, (image, )),
+                ('head', 'b', tuple, (features, ))]
+    copied = cuda_graphs._with_samples_copied_anew(observed)
+    assert freed and [entry[:3] for entry in copied] == [
+        entry[:3] for entry in observed]
+    for (*_, (old, )), (*_, (new, )) in zip(observed, copied):
+        assert new.untyped_storage().data_ptr() != \
+            old.untyped_storage().data_ptr()
+        assert new.stride() == old.stride()
+        assert new.requires_grad == old.requires_grad and new.is_leaf
+        torch.testing.assert_close(new, old)

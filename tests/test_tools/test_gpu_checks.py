@@ -25,7 +25,8 @@ def fake_python(tmp_path, slow):
     python.write_text(
         textwrap.dedent(f"""\
             #!/usr/bin/env bash
-            echo "$* (TRITON_CACHE_DIR=${{TRITON_CACHE_DIR:-}})" \\
+            alloc="PYTORCH_CUDA_ALLOC_CONF=${{PYTORCH_CUDA_ALLOC_CONF:-}}"
+            echo "$* ($alloc) (TRITON_CACHE_DIR=${{TRITON_CACHE_DIR:-}})" \\
                 >> {tmp_path / 'calls'}
             case "$1" in
               -) exec {sys.executable} "$@";;
@@ -69,7 +70,7 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         '1024x2048' in lines  # the steps after the cut one
     assert 'Not finished by DEADLINE: focal haar inference level_mlp ' \
         'profile' in lines
-    assert f'The rest, in a second call: SKIP="tests training ' \
+    assert f'The rest, in a second call: SKIP="tests training memory ' \
         f'train_profile" bash tools/gpu_checks.sh {out}' in lines
     calls = (tmp_path / 'calls').read_text().splitlines()
     tests = next(c for c in calls if c.startswith('-m pytest'))
@@ -80,19 +81,30 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     # the recipe, its options and the authors' training in one interleaved
     # run (the target's ratio), beside one entry of CUDA graphs only (their
     # memory is held through the run; the authors' step needs 55 GB)
-    training = [c for c in calls if 'benchmark.py' in c and '--train' in c]
+    training = [
+        c for c in calls if 'benchmark.py' in c and '--train' in c
+        and 'expandable' not in c
+    ]
     assert len(training) == 1
     assert ' authors ' in training[0]
     assert training[0].count('cuda_graphs') == 1
-    # the training step and its profile before the inference step (its
-    # target is not met)
+    # the graphed step alone with PyTorch's expandable segments
+    expandable, = (i for i, c in enumerate(calls)
+                   if 'expandable_segments.json' in c)
+    assert '@fp16,fast_train,cuda_graphs ' in calls[expandable] and \
+        '--compare' not in calls[expandable] and \
+        '(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)' in \
+        calls[expandable]
+    # the training step, its memory and its profile before the inference
+    # step (its targets are met)
     train = next(i for i, c in enumerate(calls)
                  if 'benchmark.py' in c and '--train' in c)
+    memory = next(i for i, c in enumerate(calls) if '--memory-peak' in c)
     profile = next(i for i, c in enumerate(calls)
                    if 'profile_model.py' in c and '--train' in c)
     inference = next(i for i, c in enumerate(calls)
                      if 'benchmark.py' in c and '@fp16,fast ' in c)
-    assert train < profile < inference
+    assert train < expandable < memory < profile < inference
     assert '  ours                         0.50 ms' in lines  # the summary
     # and the GPU's own time where the benchmark took it
     assert '  clone                        0.30 ms (GPU 0.120 ms)' in lines
@@ -108,7 +120,7 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                  if line.startswith('Seconds per step: '))
     seconds = dict(
         item.split() for item in times.split(': ', 1)[1].split(', '))
-    assert list(seconds) == ['tests', 'training', 'train_profile',
+    assert list(seconds) == ['tests', 'training', 'memory', 'train_profile',
                              'inference']
     assert int(seconds['inference']) >= 2  # cut at DEADLINE=3
     with tarfile.open(env['ARCHIVE']) as archive:

@@ -272,7 +272,8 @@ def _record_group(observed: list) -> None:
     step called, in its order, in one memory pool; each part's graphed
     module goes to its wrapper's ``graphs`` (None where the recording
     failed, with a warning), the parts after the first to its
-    ``followers``."""
+    ``followers``. The samples in ``observed`` are replaced by copies
+    (:func:`_with_samples_copied_anew`)."""
     names = ' and '.join(wrapper.name for wrapper, *_ in observed)
     sizes = '; '.join(
         ', '.join('x'.join(map(str, t.shape)) for t in samples)
@@ -291,6 +292,7 @@ def _record_group(observed: list) -> None:
     pool, stream = torch.cuda.graph_pool_handle(), torch.cuda.current_stream(
         device)
     try:
+        observed[:] = _with_samples_copied_anew(observed)
         with _autocast_without_cache():
             for call, (*_, samples) in zip(calls, observed):
                 _warm_up(call, samples)
@@ -314,6 +316,25 @@ def _record_group(observed: list) -> None:
     print_log(
         f'CUDA graphs: recorded the training {names} in '
         f'{time.perf_counter() - start:.1f} s', logger='current')
+
+
+def _with_samples_copied_anew(observed: list) -> list:
+    """``observed`` with its samples (the graphs' static inputs, kept for
+    good) copied into memory of their own. They were copied during the
+    eager step, into free blocks of the cache, which may be parts of larger
+    blocks the step's activations had freed: a kept tensor keeps all of its
+    block reserved, and the recorded steps' activations, in the graphs'
+    pool, could not use the rest."""
+    torch.cuda.synchronize(observed[0][3][0].device)
+    torch.cuda.empty_cache()
+    with torch.no_grad():  # leaves, as the samples are
+        return [(wrapper, key, kind,
+                 tuple(
+                     torch.empty_strided(
+                         t.shape, t.stride(), dtype=t.dtype,
+                         device=t.device).copy_(t).requires_grad_(
+                             t.requires_grad) for t in samples))
+                for wrapper, key, kind, samples in observed]
 
 
 def _failure(error: BaseException) -> str:
