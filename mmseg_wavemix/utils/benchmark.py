@@ -9,6 +9,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -21,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from mmseg_wavemix.models.accel import (cpu_has_bf16_convolution,
+from mmseg_wavemix.models.accel import (TrainingCUDAGraphs,
+                                        cpu_has_bf16_convolution,
                                         fold_head_classifier, fuse_conv_gelu,
                                         fuse_norm_layers,
                                         prepare_for_inference,
@@ -249,12 +251,24 @@ class Bench:
             return sum(v for k, v in losses.items() if 'loss' in k)
 
     def train_step(self):
-        # training CUDA graphs are recorded at a model's second step (the
-        # first, eager, notes the parts called): its first call runs both
-        steps = 2 if self.entry['cuda_graphs'] and not self.trained else 1
-        self.trained = True
-        for _ in range(steps):
+        if self.trained or not self.entry['cuda_graphs']:
+            self.trained = True
             self._train_step()
+            return
+        # training CUDA graphs are recorded at a model's second step (the
+        # first, eager, notes the parts called): the first call runs both,
+        # and fails where they were not recorded (the entry's rows would be
+        # the eager step's)
+        self.trained = True
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            for _ in range(2):
+                self._train_step()
+        for w in caught:  # said as they would have been
+            warnings.warn_explicit(w.message, w.category, w.filename,
+                                   w.lineno)
+        if self.device.type == 'cuda':
+            check_training_graphs_recorded(self.model, caught)
 
     def _train_step(self):
         if self.entry['loop']:
@@ -272,6 +286,26 @@ class Bench:
 
     def flops(self):
         return count_flops(self.infer_model, self.inputs[:1])
+
+
+def check_training_graphs_recorded(model: torch.nn.Module,
+                                   caught: list) -> None:
+    """Raise unless each part of ``model`` that trains as CUDA graphs
+    (:func:`~mmseg_wavemix.models.accel.training_cuda_graphs`) has recorded
+    them, with the reason among the warnings ``caught`` meanwhile."""
+    wrappers = [
+        m.forward for m in model.modules()
+        if isinstance(m.forward, TrainingCUDAGraphs)
+    ]
+    if wrappers and all(w.graphs and None not in w.graphs.values()
+                        for w in wrappers):
+        return
+    reasons = [
+        str(w.message) for w in caught
+        if str(w.message).startswith('CUDA graphs')
+    ]
+    raise RuntimeError('the training CUDA graphs were not recorded' +
+                       (f': {reasons[0]}' if reasons else ''))
 
 
 def timed(step, bench=None):

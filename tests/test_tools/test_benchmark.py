@@ -130,6 +130,37 @@ def test_options_of_fast_train(option):
     assert entry[option] and entry['fast_train']
 
 
+def test_training_graphs_not_recorded_fail_their_entry():
+    """A cuda_graphs entry whose parts did not record their graphs fails
+    (its rows would be the eager step's), with the recording's warning."""
+    import warnings
+
+    import torch.nn as nn
+
+    from mmseg_wavemix.models.accel import training_cuda_graphs
+    from mmseg_wavemix.utils.benchmark import check_training_graphs_recorded
+    model = nn.Module()
+    model.backbone, model.decode_head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+    training_cuda_graphs(model)
+    with pytest.raises(RuntimeError, match=r'not recorded$'):
+        check_training_graphs_recorded(model, [])  # none yet
+    for part in (model.backbone, model.decode_head):
+        part.forward.graphs['key'] = object()
+    check_training_graphs_recorded(model, [])
+    model.decode_head.forward.graphs['key'] = None
+    caught = [
+        warnings.WarningMessage(UserWarning('other'), UserWarning, 'a', 1),
+        warnings.WarningMessage(
+            UserWarning('CUDA graphs: the training step cannot be recorded '
+                        '(why)'), UserWarning, 'b', 2)
+    ]
+    with pytest.raises(RuntimeError, match=r'not recorded: CUDA graphs: '
+                       r'the training step cannot be recorded \(why\)'):
+        check_training_graphs_recorded(model, caught)
+    with pytest.raises(RuntimeError, match='not recorded'):
+        check_training_graphs_recorded(nn.Conv2d(3, 4, 1), [])
+
+
 def test_loop_runs_the_training_step_of_tools_train():
     """``loop``: mmengine's train_step with the config's optimizer wrapper
     (AdamW; AMP falls back to fp32 without CUDA) and NonFiniteLossHook, on a
