@@ -290,15 +290,16 @@ class Bench:
 
 def check_training_graphs_recorded(model: torch.nn.Module,
                                    caught: list) -> None:
-    """Raise unless each part of ``model`` that trains as CUDA graphs
-    (:func:`~mmseg_wavemix.models.accel.training_cuda_graphs`) has recorded
-    them, with the reason among the warnings ``caught`` meanwhile."""
-    wrappers = [
-        m.forward for m in model.modules()
+    """Raise unless the parts of ``model`` that train as CUDA graphs
+    (:func:`~mmseg_wavemix.models.accel.training_cuda_graphs`) recorded
+    them (a part the step did not call has none), with the reason among the
+    warnings ``caught`` meanwhile."""
+    recorded = [
+        graph for m in model.modules()
         if isinstance(m.forward, TrainingCUDAGraphs)
+        for graph in m.forward.graphs.values()
     ]
-    if wrappers and all(w.graphs and None not in w.graphs.values()
-                        for w in wrappers):
+    if recorded and None not in recorded:
         return
     reasons = [
         str(w.message) for w in caught

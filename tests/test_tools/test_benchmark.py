@@ -141,6 +141,7 @@ def test_training_graphs_not_recorded_fail_their_entry():
     from mmseg_wavemix.utils.benchmark import check_training_graphs_recorded
     model = nn.Module()
     model.backbone, model.decode_head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+    model.auxiliary_head = nn.Conv2d(4, 2, 1)  # not called: no graphs
     training_cuda_graphs(model)
     with pytest.raises(RuntimeError, match=r'not recorded$'):
         check_training_graphs_recorded(model, [])  # none yet
