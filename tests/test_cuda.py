@@ -270,11 +270,12 @@ def test_training_cuda_graphs_train_as_eager_training():
                 loss.backward()
                 optimizer.step()
                 losses[-1].append(loss.item())
-    # a recording that failed says why
-    assert [
+    # a recording that failed says why (in full: the message)
+    failures = [
         str(w.message) for w in caught
         if str(w.message).startswith('CUDA graphs')
-    ] == []
+    ]
+    assert not failures, failures[0]
     assert [
         m.split(' for ')[0].split(' in ')[0] for m in logged
         if m.startswith('CUDA graphs')
