@@ -293,6 +293,11 @@ def _record_group(observed: list) -> None:
         device)
     try:
         observed[:] = _with_samples_copied_anew(observed)
+        # what the eager step left cached, and the samples' first copies:
+        # the warm-up steps run on a stream of their own, which could not
+        # reuse it (on an H200 the recording step reserved 17.9 GiB, the
+        # steps after it 12.4)
+        torch.cuda.empty_cache()
         with _autocast_without_cache():
             for call, (*_, samples) in zip(calls, observed):
                 _warm_up(call, samples)
@@ -388,13 +393,8 @@ def _end_failed_capture(stream: torch.cuda.Stream, pool: tuple) -> str:
 def _warm_up(call: nn.Module, samples: tuple, steps: int = 2) -> None:
     """``steps`` forward and backward passes of ``call`` on a side stream
     (cuDNN's algorithm search, Triton's compilation, the choice among
-    kernels). The memory cached before them is freed first (the side
-    stream could not reuse what the eager step left cached on its own: on
-    an H200 the recording step reserved 17.9 GiB, the steps after it 12.4),
-    and what they leave cached after them (the recording allocates in a
-    pool of its own, which could not reuse it either)."""
-    torch.cuda.synchronize(samples[0].device)
-    torch.cuda.empty_cache()
+    kernels), then the memory they left cached is freed: the recording
+    allocates in a pool of its own, which could not reuse it."""
     inputs = [t for t in (*samples, *call.parameters()) if t.requires_grad]
     stream = torch.cuda.Stream(samples[0].device)
     stream.wait_stream(torch.cuda.current_stream(samples[0].device))
