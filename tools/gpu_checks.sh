@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The CUDA tests and the GPU benchmarks in one run, a short table last; the targets' rows first (tests, training and
-# its memory: the target not met yet, then inference), each step's JSON written as it ends. On an H100 in session 14 all steps took
-# 548 s (the tests 1.7 minutes in 4 processes with pytest-xdist: most of their time is Triton compiling on the host;
-# a fresh machine's start was about a minute more); steps were added since. In session 23 (H100) the tests took
-# 176 s and the training step was cut at 286 s while measuring peak memory: each entry's inference and training
-# peaks were taken in fresh processes, about 20 s each (now one process per entry). In session 26 (H100) the tests
-# took 156 s, the training tables 255 s and the training profile 51 s; the rest ran in a second call (181 s). In
-# session 28 (H200) the tests took 177 s, the training table 188 s, the profiles and memory reports 97 s; the rest
-# 164 s in a second call. All steps end by DEADLINE seconds
-# (default 470: the run's 8 minutes, so that a session's 15 minutes of device time hold the machine's start, this
-# run and a second call for the rest): a step that would start later is not run, one still running then is cut,
-# and the summary says which, with the SKIP that runs the rest in a second call, and the seconds of each step.
+# its memory: the target not met yet, then inference), each step's JSON written as it ends. On an H100 in session 14
+# all steps took 548 s (the tests 1.7 minutes in 4 processes with pytest-xdist: most of their time is Triton
+# compiling on the host; a fresh machine's start was about a minute more); steps were added since. In session 23
+# (H100) the tests took 176 s and the training step was cut at 286 s while measuring peak memory: each entry's
+# inference and training peaks were taken in fresh processes, about 20 s each (now one process per entry). In
+# session 26 (H100) the tests took 156 s, the training tables 255 s and the training profile 51 s; the rest ran in a
+# second call (181 s). In session 28 (H200) the tests took 177 s, the training table 188 s, the profiles and memory
+# reports 97 s; the rest 164 s in a second call. All steps end by DEADLINE seconds (default 470: the run's 8
+# minutes, so that a session's 15 minutes of device time hold the machine's start, this run and a second call for
+# the rest): a step that would start later is not run, one still running then is cut, and the summary says which,
+# with the SKIP that runs the rest in a second call, and the seconds of each step.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests training

@@ -251,15 +251,15 @@ class Bench:
             return sum(v for k, v in losses.items() if 'loss' in k)
 
     def train_step(self):
-        if self.trained or not self.entry['cuda_graphs']:
-            self.trained = True
-            self._train_step()
-            return
         # training CUDA graphs are recorded at a model's second step (the
         # first, eager, notes the parts called): the first call runs both,
         # and fails where they were not recorded (the entry's rows would be
         # the eager step's)
+        records = self.entry['cuda_graphs'] and not self.trained
         self.trained = True
+        if not records:
+            self._train_step()
+            return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             for _ in range(2):
