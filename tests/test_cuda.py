@@ -3,6 +3,7 @@
 runs them with the GPU benchmarks). Without CUDA each test is reported as
 skipped, with the reason."""
 import copy
+import re
 import warnings
 
 import pytest
@@ -241,7 +242,10 @@ def test_training_cuda_graphs_train_as_eager_training():
     BatchNorm statistics (the warm-up steps' statistics put back, the
     optimizer's in-place steps and the head's repacked upsampling weights
     reaching the replays), the parts recorded together at the second step
-    (the first runs eagerly), and evaluation runs eagerly."""
+    (the first runs eagerly) while the first step's loss is kept (its
+    autograd graph keeps the parameters' gradient accumulators, made on the
+    default stream: on an H200 in session 29, before the parameters had
+    stand-ins, the capture failed), and evaluation runs eagerly."""
     torch.manual_seed(0)
     _, eager = build_model_from_config(
         f'{REPO_ROOT}/configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py', {
@@ -270,6 +274,7 @@ def test_training_cuda_graphs_train_as_eager_training():
                 loss.backward()
                 optimizer.step()
                 losses[-1].append(loss.item())
+                kept = loss  # noqa: F841 (alive while the next step records)
     # a recording that failed says why (in full: the message)
     failures = [
         str(w.message) for w in caught
@@ -335,8 +340,10 @@ def test_a_failed_training_recording_trains_on_without_graphs():
         str(w.message) for w in caught
         if str(w.message).startswith('CUDA graphs')
     ]
-    assert len(failures) == 1 and 'recording the training backbone and ' \
-        'decode_head failed: RuntimeError' in failures[0], failures
+    # an AcceleratorError (a RuntimeError) in PyTorch 2.11
+    assert len(failures) == 1 and re.search(
+        'recording the training backbone and decode_head failed: '
+        r'\w*Error: CUDA error: [^;]*captur', failures[0]), failures
     assert 'random numbers' not in failures[0]
     assert list(model.backbone.forward.graphs.values()) == [None]
     torch.randn(8, device='cuda')

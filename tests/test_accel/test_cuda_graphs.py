@@ -149,9 +149,9 @@ def test_a_failed_training_recording_warns_and_trains_eagerly(monkeypatch):
     make_graphed_callables fails)."""
     from mmseg_wavemix.models.accel import cuda_graphs
 
-    def warm_up(call, samples):
+    def warm_up(fn, args):
         for _ in range(2):
-            call(*samples).sum().backward()
+            fn(*args).sum().backward()
 
     def fail(*args, **kwargs):
         raise RuntimeError('operation not permitted when stream is capturing')
@@ -200,11 +200,12 @@ class _Stream:
 def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
     """The recording path of the demo model's backbone (a tensor) and head
     (a tuple of features) with CUDA's streams stood in and
-    make_graphed_callables returning the module it gets: the warm-up's
-    forward and backward run, their BatchNorm statistics are put back, and
-    training gives the eager model's losses, gradients and statistics; as
-    the model's logits, and through mmseg's loss (``mode='loss'``: the head
-    called from its ``loss``)."""
+    make_graphed_callables returning the functions it gets: the warm-up's
+    forward and backward run, their BatchNorm statistics are put back, the
+    parts are recorded with stand-ins for their parameters, and training
+    (the replays given the parameters) gives the eager model's losses,
+    gradients and statistics; as the model's logits, and through mmseg's
+    loss (``mode='loss'``: the head called from its ``loss``)."""
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
@@ -213,21 +214,28 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
 
     replays = []
 
-    class Replayed(nn.Module):
-        """Stands for a graphed part: the call itself, counted."""
-
-        def __init__(self, call):
-            super().__init__()
-            self.call = call
-
-        def forward(self, *tensors):
-            replays.append(self.call.part)
-            return self.call(*tensors)
-
     def make_graphed_callables(calls, samples, num_warmup_iters,
                                allow_unused_input, pool):
-        made.append([[tuple(t.shape) for t in s] for s in samples])
-        return tuple(Replayed(call) for call in calls)
+        inputs = [len(s) - len(call.__self__.names)
+                  for call, s in zip(calls, samples)]
+        made.append([[tuple(t.shape) for t in s[:n]]
+                     for s, n in zip(samples, inputs)])
+        for call, s, n in zip(calls, samples, inputs):
+            # recorded with stand-ins for the parameters: leaves of their
+            # memory (the parameters' own gradient accumulators may be of
+            # another stream)
+            parameters = list(call.__self__.parameters())
+            assert len(s) - n == len(parameters) > 0
+            for stand_in, p in zip(s[n:], parameters):
+                assert stand_in is not p and stand_in.is_leaf
+                assert stand_in.data_ptr() == p.data_ptr()
+                assert stand_in.requires_grad == p.requires_grad
+
+        def replayed(call):  # stands for a graphed part: the call, counted
+            return lambda *tensors: replays.append(call.__self__.part) or \
+                call(*tensors)
+
+        return tuple(replayed(call) for call in calls)
 
     monkeypatch.setattr(cuda_graphs, '_replayable',
                         lambda args, kwargs: cuda_graphs._tensors(args))

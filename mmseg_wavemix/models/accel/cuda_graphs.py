@@ -121,19 +121,48 @@ class CUDAGraphs:
 
 
 class _PartCall(nn.Module):
-    """A part's forward of one tensor, tuple or list as a module of the
-    part's parameters: ``make_graphed_callables`` differentiates those of
-    a module."""
+    """A part's forward of one tensor, tuple or list, as a module of the
+    part's parameters; :meth:`given` records it with other tensors in their
+    place."""
 
     def __init__(self, part: nn.Module, fn: Callable, kind: type):
         super().__init__()
         self.part = part
         self.fn = fn
         self.kind = kind
+        # shared parameters once, as functional_call ties them
+        self.names = [name for name, _ in self.named_parameters()]
 
     def forward(self, *tensors: Tensor):
         return self.fn(tensors[0] if self.kind is Tensor else self.kind(
             tensors))
+
+    def given(self, *tensors: Tensor):
+        """The forward of the inputs, then a tensor for each parameter (in
+        the order of ``named_parameters``) computed in its place."""
+        inputs = len(tensors) - len(self.names)
+        return torch.func.functional_call(
+            self, dict(zip(self.names, tensors[inputs:])), tensors[:inputs])
+
+
+def _stand_ins(call: _PartCall) -> tuple:
+    """Leaves sharing the memory of ``call``'s parameters, recorded in their
+    place. A parameter's gradient accumulator runs on the stream it was made
+    on, and it lives as long as any autograd graph through the parameter: a
+    caller that keeps an eager step's loss keeps the accumulators of the
+    default stream, which a capture cannot make wait ("operation would make
+    the legacy stream depend on a capturing blocking stream", PyTorch 2.11;
+    pytorch/pytorch#180090). Fresh leaves get accumulators of the capture's
+    stream; optimizer steps in place still reach the graphs."""
+    return tuple(
+        p.detach().requires_grad_(p.requires_grad) for p in call.parameters())
+
+
+def _replay(graphed: Callable, parameters: tuple) -> Callable:
+    """The recorded ``graphed(*inputs, *stand_ins)`` given the parameters
+    themselves (the same memory: nothing is copied), which get the
+    gradients."""
+    return lambda *tensors: graphed(*tensors, *parameters)
 
 
 class _TrainingGraphGroup:
@@ -209,8 +238,9 @@ class TrainingCUDAGraphs:
         self.max_graphs = max_graphs
         self.name = name
         self.group = _TrainingGraphGroup() if group is None else group
-        # signature -> the graphed module, or None where recording failed
-        self.graphs: Dict[tuple, Optional[nn.Module]] = {}
+        # signature -> the replay (see _replay), or None where recording
+        # failed
+        self.graphs: Dict[tuple, Optional[Callable]] = {}
         # signature -> the parts replayed after this one (it was the first)
         self.followers: Dict[tuple, list] = {}
         self._warned = False
@@ -298,11 +328,13 @@ def _record_group(observed: list) -> None:
         # reuse it (on an H200 the recording step reserved 17.9 GiB, the
         # steps after it 12.4)
         torch.cuda.empty_cache()
+        arguments = tuple((*samples, *_stand_ins(call))
+                          for call, (*_, samples) in zip(calls, observed))
         with _autocast_without_cache():
-            for call, (*_, samples) in zip(calls, observed):
-                _warm_up(call, samples)
+            for call, args in zip(calls, arguments):
+                _warm_up(call.given, args)
             graphed = torch.cuda.make_graphed_callables(
-                calls, tuple(samples for *_, samples in observed),
+                tuple(call.given for call in calls), arguments,
                 num_warmup_iters=0, allow_unused_input=True, pool=pool)
     except Exception as error:  # noqa: BLE001
         _give_up(observed, f'recording the training {names} failed: '
@@ -314,8 +346,8 @@ def _record_group(observed: list) -> None:
             for (wrapper, *_), saved in zip(observed, buffers):
                 for buffer, value in zip(wrapper.part.buffers(), saved):
                     buffer.copy_(value)
-    for (wrapper, key, *_), module in zip(observed, graphed):
-        wrapper.graphs[key] = module
+    for (wrapper, key, *_), call, fn in zip(observed, calls, graphed):
+        wrapper.graphs[key] = _replay(fn, tuple(call.parameters()))
     first, key = observed[0][:2]
     first.followers[key] = [(wrapper, k) for wrapper, k, *_ in observed[1:]]
     print_log(
@@ -390,25 +422,23 @@ def _end_failed_capture(stream: torch.cuda.Stream, pool: tuple) -> str:
     return ''
 
 
-def _warm_up(call: nn.Module, samples: tuple, steps: int = 2) -> None:
-    """``steps`` forward and backward passes of ``call`` on a side stream
-    (cuDNN's algorithm search, Triton's compilation, the choice among
+def _warm_up(fn: Callable, args: tuple, steps: int = 2) -> None:
+    """``steps`` forward and backward passes of ``fn(*args)`` on a side
+    stream (cuDNN's algorithm search, Triton's compilation, the choice among
     kernels), then the memory they left cached is freed: the recording
     allocates in a pool of its own, which could not reuse it."""
-    inputs = [t for t in (*samples, *call.parameters()) if t.requires_grad]
-    stream = torch.cuda.Stream(samples[0].device)
-    stream.wait_stream(torch.cuda.current_stream(samples[0].device))
+    inputs = [t for t in args if t.requires_grad]
+    stream = torch.cuda.Stream(args[0].device)
+    stream.wait_stream(torch.cuda.current_stream(args[0].device))
     with torch.cuda.stream(stream):
         for _ in range(steps):
-            outputs = [
-                o for o in tree_leaves(call(*samples)) if o.requires_grad
-            ]
+            outputs = [o for o in tree_leaves(fn(*args)) if o.requires_grad]
             torch.autograd.grad(
                 outputs, inputs, [torch.zeros_like(o) for o in outputs],
                 allow_unused=True)
             del outputs
-    torch.cuda.current_stream(samples[0].device).wait_stream(stream)
-    torch.cuda.synchronize(samples[0].device)
+    torch.cuda.current_stream(args[0].device).wait_stream(stream)
+    torch.cuda.synchronize(args[0].device)
     torch.cuda.empty_cache()
 
 
