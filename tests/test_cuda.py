@@ -363,6 +363,32 @@ def test_a_failed_training_recording_trains_on_without_graphs():
         torch.testing.assert_close(b.grad, a.grad)
 
 
+@pytest.mark.parametrize('set_to_none', [True, False])
+def test_training_graphs_accumulate_gradients_over_steps(set_to_none):
+    """Replayed training steps whose gradients accumulate over two steps
+    (mmengine's ``accumulative_counts``), or into zeroed ones, give eager
+    training's gradients (the recorded backward returns its buffers, which
+    autograd would keep as ``.grad``: pytorch/pytorch#181723)."""
+    torch.manual_seed(0)
+    graphed = nn.Module()
+    graphed.backbone = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1),
+                                     nn.BatchNorm2d(8), nn.GELU())
+    graphed.decode_head = nn.Conv2d(8, 2, 1)
+    eager = copy.deepcopy(graphed.cuda())
+    training_cuda_graphs(graphed)
+    for _ in range(4):  # observed, recorded, replayed twice
+        xs = torch.randn(2, 2, 4, 16, 16, device='cuda')
+        for model in (eager, graphed):
+            model.zero_grad(set_to_none=set_to_none)
+            for x in xs:
+                model.decode_head(model.backbone(x)).square().sum().backward()
+        for (name, a), b in zip(eager.named_parameters(),
+                                graphed.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, msg=name)
+    assert [g is not None for g in graphed.backbone.forward.graphs.values()
+            ] == [True]
+
+
 def test_recipe_forward_and_loss_make_the_host_wait_for_nothing():
     """The recipe's training forward, focal loss and acc_seg (the demo
     model, AMP, prepared for training) read no value on the host, so that

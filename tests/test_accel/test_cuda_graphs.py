@@ -10,6 +10,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mmseg_wavemix.models.accel import (CUDAGraphs, TrainingCUDAGraphs,
                                         cuda_graph_forwards,
@@ -366,3 +367,48 @@ def test_recorded_samples_are_copied_anew(monkeypatch):
         assert new.stride() == old.stride()
         assert new.requires_grad == old.requires_grad and new.is_leaf
         torch.testing.assert_close(new, old)
+
+
+class _RecordedLinear(torch.autograd.Function):
+    """Stands for a recorded part (a linear layer) as
+    make_graphed_callables replays it: its backward writes the gradients
+    into the same buffers at every call and returns them."""
+
+    @staticmethod
+    def forward(ctx, static, x, weight, bias):
+        ctx.static, ctx.x = static, x
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.static[0].copy_(grad.t() @ ctx.x)
+        ctx.static[1].copy_(grad.sum(0))
+        return None, None, ctx.static[0].detach(), ctx.static[1].detach()
+
+
+@pytest.mark.parametrize('set_to_none', [True, False])
+def test_replayed_gradients_accumulate_over_steps(set_to_none):
+    """Autograd keeps a replay's gradient buffer itself as a parameter's
+    ``.grad`` where that was None, and the next replay writes into it:
+    gradients accumulated over steps (mmengine's ``accumulative_counts``) or
+    into zeroed ones (``zero_grad(set_to_none=False)``) are still the sum
+    of the steps' (pytorch/pytorch#181723), not the last one's twice."""
+    from mmseg_wavemix.models.accel.cuda_graphs import _replay
+    layer = nn.Linear(3, 2)
+    eager = copy.deepcopy(layer)
+    static = [torch.zeros_like(p) for p in layer.parameters()]
+    replay = _replay(
+        lambda x, *params: _RecordedLinear.apply(static, x, *params),
+        tuple(layer.parameters()))
+    for step in range(2):
+        for model in (layer, eager):
+            model.zero_grad(set_to_none=set_to_none)
+        for i, x in enumerate(torch.randn(3, 4, 3)):  # three accumulated
+            replay(x).square().sum().backward()
+            eager(x).square().sum().backward()
+            if i == 1:
+                owned = [p.grad for p in layer.parameters()]
+        # copied once: later steps accumulate in place
+        assert all(p.grad is g for p, g in zip(layer.parameters(), owned))
+        for a, b in zip(eager.parameters(), layer.parameters()):
+            torch.testing.assert_close(b.grad, a.grad)

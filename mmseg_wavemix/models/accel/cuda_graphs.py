@@ -6,6 +6,7 @@ import os.path as osp
 import time
 import traceback
 import warnings
+import weakref
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -162,7 +163,22 @@ def _replay(graphed: Callable, parameters: tuple) -> Callable:
     """The recorded ``graphed(*inputs, *stand_ins)`` given the parameters
     themselves (the same memory: nothing is copied), which get the
     gradients."""
-    return lambda *tensors: graphed(*tensors, *parameters)
+
+    owned = [lambda: None] * len(parameters)  # weak references
+
+    def replay(*tensors: Tensor):
+        # the recorded backward returns its gradient buffers, and autograd
+        # keeps such a buffer as a .grad that was None: the next replay
+        # would write into gradients kept to accumulate
+        # (pytorch/pytorch#181723); they get memory of their own, once (a
+        # copy where gradients accumulate over steps, nothing otherwise)
+        for i, p in enumerate(parameters):
+            if p.grad is not None and p.grad is not owned[i]():
+                p.grad = p.grad.clone()
+                owned[i] = weakref.ref(p.grad)
+        return graphed(*tensors, *parameters)
+
+    return replay
 
 
 class _TrainingGraphGroup:
