@@ -88,11 +88,13 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert len(training) == 1
     assert ' authors ' in training[0]
     assert training[0].count('cuda_graphs') == 1
-    # the graphed step alone with PyTorch's expandable segments
+    # the graphed step with PyTorch's expandable segments, beside the
+    # graphed step as tools/train.py runs it
     expandable, = (i for i, c in enumerate(calls)
                    if 'expandable_segments.json' in c)
-    assert '@fp16,fast_train,cuda_graphs ' in calls[expandable] and \
-        '--compare' not in calls[expandable] and \
+    assert '@fp16,fast_train,cuda_graphs --compare ' in calls[expandable] \
+        and '@fast_train,cuda_graphs,loop ' in calls[expandable] and \
+        ' authors' not in calls[expandable] and \
         '(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)' in \
         calls[expandable]
     # the training step, its memory and its profile before the inference

@@ -15,7 +15,10 @@ class FastTrainingHook(Hook):
     CPU it does nothing.
 
     Measured on an H100 (docs/performance.md): the recipe's batch-5 AMP step
-    at 1024x2048 takes a fifth less time.
+    at 1024x2048 takes a fifth less time. With ``cuda_graphs`` on an H200:
+    0.133 s against 0.186 s, 12.3 GiB reserved against 8.0 GiB (11.0 GiB
+    with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` set before the
+    run).
 
     Args:
         cuda_graphs (bool): Also replay each part's training forward and
