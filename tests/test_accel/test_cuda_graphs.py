@@ -18,7 +18,7 @@ from mmseg_wavemix.models.accel import (CUDAGraphs, TrainingCUDAGraphs,
                                         training_cuda_graphs)
 from mmseg_wavemix.utils.analysis import build_model_from_config
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, logged_messages
 
 
 class Counting:
@@ -249,6 +249,8 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
             graph_pool_handle=lambda: (0, 1),
             make_graphed_callables=make_graphed_callables).items():
         monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.delenv('PYTORCH_CUDA_ALLOC_CONF', raising=False)
+    monkeypatch.delenv('PYTORCH_ALLOC_CONF', raising=False)
     torch.manual_seed(0)
     eager = demo_model().train()
     wrapped = training_cuda_graphs(copy.deepcopy(eager))
@@ -257,18 +259,26 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
         data=torch.randint(0, 19, (1, 64, 64))))
     sample.set_metainfo(dict(img_shape=(64, 64), pad_shape=(64, 64)))
     results = []
-    for model in (eager, wrapped):
-        grads = []
-        for _ in range(3):
-            if mode == 'tensor':
-                loss = model(x, mode='tensor').square().mean()
-            else:
-                losses = model(x, [sample], mode='loss')
-                loss = sum(v for k, v in losses.items() if 'loss' in k)
-            loss.backward()
-            grads.append([p.grad.clone() for p in model.parameters()])
-            model.zero_grad()
-        results.append((grads, dict(model.named_buffers())))
+    with logged_messages() as logged:
+        for model in (eager, wrapped):
+            grads = []
+            for _ in range(3):
+                if mode == 'tensor':
+                    loss = model(x, mode='tensor').square().mean()
+                else:
+                    losses = model(x, [sample], mode='loss')
+                    loss = sum(v for k, v in losses.items() if 'loss' in k)
+                loss.backward()
+                grads.append([p.grad.clone() for p in model.parameters()])
+                model.zero_grad()
+            results.append((grads, dict(model.named_buffers())))
+    # the recording says how its pools would hold less
+    assert [m.split(' in ')[0] for m in logged if 'recorded' in m] == [
+        'CUDA graphs: recorded the training backbone and decode_head']
+    assert any(m.endswith('; their memory pools would hold less with '
+                          "PyTorch's expandable segments, set before the "
+                          'run: PYTORCH_CUDA_ALLOC_CONF='
+                          'expandable_segments:True') for m in logged)
     # the first step ran eagerly, the second recorded both parts together
     assert made == [[[(1, 3, 64, 64)], [(1, 16, 16, 16)]]]
     # then both parts replayed, in order, in the second and third steps
@@ -412,3 +422,19 @@ def test_replayed_gradients_accumulate_over_steps(set_to_none):
         assert all(p.grad is g for p, g in zip(layer.parameters(), owned))
         for a, b in zip(eager.parameters(), layer.parameters()):
             torch.testing.assert_close(b.grad, a.grad)
+
+
+@pytest.mark.parametrize('name', ['PYTORCH_CUDA_ALLOC_CONF',
+                                  'PYTORCH_ALLOC_CONF'])
+def test_expandable_segments_are_read_from_the_environment(
+        monkeypatch, name):
+    """Expandable segments are on where either of PyTorch's variables sets
+    them true, among other settings."""
+    from mmseg_wavemix.models.accel.cuda_graphs import _expandable_segments
+    for variable in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF'):
+        monkeypatch.delenv(variable, raising=False)
+    assert not _expandable_segments()
+    monkeypatch.setenv(name, 'max_split_size_mb:128,expandable_segments:False')
+    assert not _expandable_segments()
+    monkeypatch.setenv(name, 'max_split_size_mb:128, expandable_segments:True')
+    assert _expandable_segments()
