@@ -197,23 +197,13 @@ class _Stream:
         pass
 
 
-@pytest.mark.parametrize('mode', ['tensor', 'loss'])
-def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
-    """The recording path of the demo model's backbone (a tensor) and head
-    (a tuple of features) with CUDA's streams stood in and
-    make_graphed_callables returning the functions it gets: the warm-up's
-    forward and backward run, their BatchNorm statistics are put back, the
-    parts are recorded with stand-ins for their parameters, and training
-    (the replays given the parameters) gives the eager model's losses,
-    gradients and statistics; as the model's logits, and through mmseg's
-    loss (``mode='loss'``: the head called from its ``loss``)."""
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-
+def _cuda_stood_in(monkeypatch):
+    """CUDA's streams stood in, and make_graphed_callables returning the
+    functions it gets, after checking that they are recorded with stand-ins
+    for the parameters. Returns the lists of each recording's input shapes
+    and of the parts replayed."""
     from mmseg_wavemix.models.accel import cuda_graphs
-    made = []
-
-    replays = []
+    made, replays = [], []
 
     def make_graphed_callables(calls, samples, num_warmup_iters,
                                allow_unused_input, pool):
@@ -232,11 +222,21 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
                 assert stand_in.data_ptr() == p.data_ptr()
                 assert stand_in.requires_grad == p.requires_grad
 
-        def replayed(call):  # stands for a graphed part: the call, counted
-            return lambda *tensors: replays.append(call.__self__.part) or \
-                call(*tensors)
+        def replayed(call, n, trained):
+            """Stands for a graphed part: the call, counted, with the
+            gradients of the parameters that required them when recorded."""
 
-        return tuple(replayed(call) for call in calls)
+            def replay(*tensors):
+                replays.append(call.__self__.part)
+                return call(*tensors[:n], *(
+                    p if t else p.detach()
+                    for p, t in zip(tensors[n:], trained)))
+
+            return replay
+
+        return tuple(
+            replayed(call, n, [t.requires_grad for t in s[n:]])
+            for call, s, n in zip(calls, samples, inputs))
 
     monkeypatch.setattr(cuda_graphs, '_replayable',
                         lambda args, kwargs: cuda_graphs._tensors(args))
@@ -251,6 +251,23 @@ def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
         monkeypatch.setattr(torch.cuda, name, value)
     monkeypatch.delenv('PYTORCH_CUDA_ALLOC_CONF', raising=False)
     monkeypatch.delenv('PYTORCH_ALLOC_CONF', raising=False)
+    return made, replays
+
+
+@pytest.mark.parametrize('mode', ['tensor', 'loss'])
+def test_training_recording_path_with_cuda_stood_in(monkeypatch, mode):
+    """The recording path of the demo model's backbone (a tensor) and head
+    (a tuple of features) with CUDA's streams stood in and
+    make_graphed_callables returning the functions it gets: the warm-up's
+    forward and backward run, their BatchNorm statistics are put back, the
+    parts are recorded with stand-ins for their parameters, and training
+    (the replays given the parameters) gives the eager model's losses,
+    gradients and statistics; as the model's logits, and through mmseg's
+    loss (``mode='loss'``: the head called from its ``loss``)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    made, replays = _cuda_stood_in(monkeypatch)
     torch.manual_seed(0)
     eager = demo_model().train()
     wrapped = training_cuda_graphs(copy.deepcopy(eager))
@@ -306,8 +323,8 @@ def test_training_graphs_replay_the_recorded_order_only(monkeypatch):
 
     def record_group(observed):  # each "graph" says what it replays
         for wrapper, key, *_ in observed:
-            wrapper.graphs[key] = lambda t, name=wrapper.name: ('replayed',
-                                                                name)
+            wrapper.graphs[key] = cuda_graphs._Replay(
+                lambda t, name=wrapper.name: ('replayed', name), ())
         first, key = observed[0][:2]
         first.followers[key] = [(w, k) for w, k, *_ in observed[1:]]
 
@@ -379,6 +396,42 @@ def test_recorded_samples_are_copied_anew(monkeypatch):
         torch.testing.assert_close(new, old)
 
 
+def test_a_parameter_unfrozen_after_the_recording_records_again(
+        monkeypatch):
+    """A graph computes the gradients of the parameters that required them
+    when it was recorded: where one is unfrozen (or frozen) later, the next
+    step runs eagerly and the one after records again, with the gradients
+    of eager training throughout."""
+    made, replays = _cuda_stood_in(monkeypatch)
+    torch.manual_seed(0)
+    eager = demo_model().train()
+    eager.backbone.stem[0].requires_grad_(False)
+    wrapped = training_cuda_graphs(copy.deepcopy(eager))
+    x = torch.randn(1, 3, 64, 64)
+    with logged_messages() as logged:
+        for step in range(6):
+            if step == 3:  # after a replay
+                for model in (eager, wrapped):
+                    model.backbone.stem[0].requires_grad_(True)
+            grads = []
+            for model in (eager, wrapped):
+                model.zero_grad()
+                model(x, mode='tensor').square().mean().backward()
+                grads.append([p.grad for p in model.parameters()])
+            for a, b in zip(*grads):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    torch.testing.assert_close(b, a)
+    # recorded at the second step and again at the fifth, replayed from
+    # each (the fourth eager)
+    assert len(made) == 2
+    assert replays == [wrapped.backbone, wrapped.decode_head] * 4
+    assert [m.split(':')[1] for m in logged if 'frozen' in m] == [
+        ' a parameter of the training backbone and decode_head was frozen or '
+        'unfrozen since the recording']
+    assert wrapped.backbone.stem[0].weight.grad is not None
+
+
 class _RecordedLinear(torch.autograd.Function):
     """Stands for a recorded part (a linear layer) as
     make_graphed_callables replays it: its backward writes the gradients
@@ -403,11 +456,11 @@ def test_replayed_gradients_accumulate_over_steps(set_to_none):
     gradients accumulated over steps (mmengine's ``accumulative_counts``) or
     into zeroed ones (``zero_grad(set_to_none=False)``) are still the sum
     of the steps' (pytorch/pytorch#181723), not the last one's twice."""
-    from mmseg_wavemix.models.accel.cuda_graphs import _replay
+    from mmseg_wavemix.models.accel.cuda_graphs import _Replay
     layer = nn.Linear(3, 2)
     eager = copy.deepcopy(layer)
     static = [torch.zeros_like(p) for p in layer.parameters()]
-    replay = _replay(
+    replay = _Replay(
         lambda x, *params: _RecordedLinear.apply(static, x, *params),
         tuple(layer.parameters()))
     for step in range(2):

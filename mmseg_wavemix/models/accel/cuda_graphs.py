@@ -160,26 +160,40 @@ def _stand_ins(call: _PartCall) -> tuple:
         p.detach().requires_grad_(p.requires_grad) for p in call.parameters())
 
 
-def _replay(graphed: Callable, parameters: tuple) -> Callable:
-    """The recorded ``graphed(*inputs, *stand_ins)`` given the parameters
-    themselves (the same memory: nothing is copied), which get the
-    gradients."""
+class _Replay:
+    """A part's recorded ``graphed(*inputs, *stand_ins)`` replayed with the
+    parameters themselves (the same memory: nothing is copied), which get
+    the gradients.
 
-    owned = [lambda: None] * len(parameters)  # weak references
+    Args:
+        graphed (Callable): The part's graphed function.
+        parameters (tuple): The parameters the stand-ins stood for.
+    """
 
-    def replay(*tensors: Tensor):
+    def __init__(self, graphed: Callable, parameters: tuple):
+        self.graphed = graphed
+        self.parameters = parameters
+        # which gradients the graph computes
+        self.trained = tuple(p.requires_grad for p in parameters)
+        self._owned = [lambda: None] * len(parameters)  # weak references
+
+    def stale(self) -> bool:
+        """Whether a parameter was frozen or unfrozen since the recording
+        (the graph computes the gradients of the recording's)."""
+        return any(p.requires_grad != trained
+                   for p, trained in zip(self.parameters, self.trained))
+
+    def __call__(self, *tensors: Tensor):
         # the recorded backward returns its gradient buffers, and autograd
         # keeps such a buffer as a .grad that was None: the next replay
         # would write into gradients kept to accumulate
         # (pytorch/pytorch#181723); they get memory of their own, once (a
         # copy where gradients accumulate over steps, nothing otherwise)
-        for i, p in enumerate(parameters):
-            if p.grad is not None and p.grad is not owned[i]():
+        for i, p in enumerate(self.parameters):
+            if p.grad is not None and p.grad is not self._owned[i]():
                 p.grad = p.grad.clone()
-                owned[i] = weakref.ref(p.grad)
-        return graphed(*tensors, *parameters)
-
-    return replay
+                self._owned[i] = weakref.ref(p.grad)
+        return self.graphed(*tensors, *self.parameters)
 
 
 class _TrainingGraphGroup:
@@ -255,9 +269,8 @@ class TrainingCUDAGraphs:
         self.max_graphs = max_graphs
         self.name = name
         self.group = _TrainingGraphGroup() if group is None else group
-        # signature -> the replay (see _replay), or None where recording
-        # failed
-        self.graphs: Dict[tuple, Optional[Callable]] = {}
+        # signature -> the replay, or None where recording failed
+        self.graphs: Dict[tuple, Optional[_Replay]] = {}
         # signature -> the parts replayed after this one (it was the first)
         self.followers: Dict[tuple, list] = {}
         self._warned = False
@@ -276,6 +289,19 @@ class TrainingCUDAGraphs:
                 group.observed[0][:2] == (self, key):
             _record_group(group.observed)  # the second step begins
             group.observed = []
+        if key in self.graphs and self.graphs[key] is not None and \
+                key in self.followers:
+            parts = [(self, key), *self.followers[key]]
+            if any(wrapper.graphs[k].stale() for wrapper, k in parts):
+                # dropped: this step is observed, the next records again
+                print_log(
+                    'CUDA graphs: a parameter of the training '
+                    f'{" and ".join(w.name for w, _ in parts)} was frozen or '
+                    'unfrozen since the recording: recording again at the '
+                    'next step', logger='current')
+                for wrapper, k in parts:
+                    del wrapper.graphs[k]
+                    wrapper.followers.pop(k, None)
         if key in self.graphs:
             graphed = self.graphs[key]
             if graphed is None or key not in self.followers:
@@ -364,7 +390,7 @@ def _record_group(observed: list) -> None:
                 for buffer, value in zip(wrapper.part.buffers(), saved):
                     buffer.copy_(value)
     for (wrapper, key, *_), call, fn in zip(observed, calls, graphed):
-        wrapper.graphs[key] = _replay(fn, tuple(call.parameters()))
+        wrapper.graphs[key] = _Replay(fn, tuple(call.parameters()))
     first, key = observed[0][:2]
     first.followers[key] = [(wrapper, k) for wrapper, k, *_ in observed[1:]]
     hint = '' if _expandable_segments() else (
