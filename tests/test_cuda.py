@@ -389,6 +389,36 @@ def test_training_graphs_accumulate_gradients_over_steps(set_to_none):
             ] == [True]
 
 
+def test_training_graphs_follow_a_parameter_unfrozen_later():
+    """A parameter unfrozen after the recording (its gradient was not
+    recorded) gets eager training's gradients: the graphs are recorded
+    again."""
+    torch.manual_seed(0)
+    graphed = nn.Module()
+    graphed.backbone = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1),
+                                     nn.BatchNorm2d(8), nn.GELU())
+    graphed.decode_head = nn.Conv2d(8, 2, 1)
+    graphed.backbone[0].requires_grad_(False)
+    eager = copy.deepcopy(graphed.cuda())
+    training_cuda_graphs(graphed)
+    for step in range(6):
+        if step == 3:
+            for model in (eager, graphed):
+                model.backbone[0].requires_grad_(True)
+        x = torch.randn(2, 4, 16, 16, device='cuda')
+        for model in (eager, graphed):
+            model.zero_grad()
+            model.decode_head(model.backbone(x)).square().sum().backward()
+        for (name, a), b in zip(eager.named_parameters(),
+                                graphed.parameters()):
+            assert (a.grad is None) == (b.grad is None), name
+            if a.grad is not None:
+                torch.testing.assert_close(b.grad, a.grad, msg=name)
+    assert graphed.backbone[0].weight.grad is not None
+    assert [g is not None for g in graphed.backbone.forward.graphs.values()
+            ] == [True]
+
+
 def test_recipe_forward_and_loss_make_the_host_wait_for_nothing():
     """The recipe's training forward, focal loss and acc_seg (the demo
     model, AMP, prepared for training) read no value on the host, so that
