@@ -238,7 +238,9 @@ class TrainingCUDAGraphs:
     From then on each step copies the inputs into the recorded ones and
     replays, the parts in the recorded order. Parameters are read where
     they are, so optimizer steps (in place) reach the graphs, and gradients
-    reach ``.grad`` as usual (the same values up to float rounding).
+    reach ``.grad`` as usual (the same values up to float rounding; also
+    accumulated over steps). A parameter frozen or unfrozen after the
+    recording makes that step eager and the next record again.
 
     Calls in evaluation, without gradients, with CPU tensors or keyword
     arguments, under tracing or compilation, or of more signatures than
