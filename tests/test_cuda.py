@@ -384,7 +384,8 @@ def test_training_graphs_accumulate_gradients_over_steps(set_to_none):
                 model.decode_head(model.backbone(x)).square().sum().backward()
         for (name, a), b in zip(eager.named_parameters(),
                                 graphed.parameters()):
-            torch.testing.assert_close(b.grad, a.grad, msg=name)
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4,
+                                       atol=1e-4, msg=name)
     assert [g is not None for g in graphed.backbone.forward.graphs.values()
             ] == [True]
 
@@ -413,7 +414,8 @@ def test_training_graphs_follow_a_parameter_unfrozen_later():
                                 graphed.parameters()):
             assert (a.grad is None) == (b.grad is None), name
             if a.grad is not None:
-                torch.testing.assert_close(b.grad, a.grad, msg=name)
+                torch.testing.assert_close(b.grad, a.grad, rtol=1e-4,
+                                           atol=1e-4, msg=name)
     assert graphed.backbone[0].weight.grad is not None
     assert [g is not None for g in graphed.backbone.forward.graphs.values()
             ] == [True]

@@ -140,8 +140,9 @@ class _PartCall(nn.Module):
             tensors))
 
     def given(self, *tensors: Tensor):
-        """The forward of the inputs, then a tensor for each parameter (in
-        the order of ``named_parameters``) computed in its place."""
+        """The forward with other tensors in the parameters' places:
+        ``tensors`` are the inputs, then one tensor per parameter (in the
+        order of ``named_parameters``)."""
         inputs = len(tensors) - len(self.names)
         return torch.func.functional_call(
             self, dict(zip(self.names, tensors[inputs:])), tensors[:inputs])
