@@ -292,25 +292,23 @@ class TrainingCUDAGraphs:
                 group.observed[0][:2] == (self, key):
             _record_group(group.observed)  # the second step begins
             group.observed = []
-        if key in self.graphs and self.graphs[key] is not None and \
-                key in self.followers:
-            parts = [(self, key), *self.followers[key]]
-            if any(wrapper.graphs[k].stale() for wrapper, k in parts):
-                # dropped: this step is observed, the next records again
-                print_log(
-                    'CUDA graphs: a parameter of the training '
-                    f'{" and ".join(w.name for w, _ in parts)} was frozen or '
-                    'unfrozen since the recording: recording again at the '
-                    'next step', logger='current')
-                for wrapper, k in parts:
-                    del wrapper.graphs[k]
-                    wrapper.followers.pop(k, None)
         if key in self.graphs:
             graphed = self.graphs[key]
             if graphed is None or key not in self.followers:
                 return self.fn(*args)  # failed, or not a step's first part
-            group.replaying = list(self.followers[key])
-            return graphed(*tensors)
+            parts = [(self, key), *self.followers[key]]
+            if not any(wrapper.graphs[k].stale() for wrapper, k in parts):
+                group.replaying = parts[1:]
+                return graphed(*tensors)
+            # dropped: this step is observed, the next records again
+            print_log(
+                'CUDA graphs: a parameter of the training '
+                f'{" and ".join(w.name for w, _ in parts)} was frozen or '
+                'unfrozen since the recording: recording again at the next '
+                'step', logger='current')
+            for wrapper, k in parts:
+                del wrapper.graphs[k]
+                wrapper.followers.pop(k, None)
         if not _room_for(
                 self, key, f'CUDA graphs of the {self.name} are recorded for '
                 f'{self.max_graphs} training input size(s); others train '
@@ -489,8 +487,9 @@ def _warm_up(fn: Callable, args: tuple, steps: int = 2) -> None:
     kernels), then the memory they left cached is freed: the recording
     allocates in a pool of its own, which could not reuse it."""
     inputs = [t for t in args if t.requires_grad]
-    stream = torch.cuda.Stream(args[0].device)
-    stream.wait_stream(torch.cuda.current_stream(args[0].device))
+    device = args[0].device
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
         for _ in range(steps):
             outputs = [o for o in tree_leaves(fn(*args)) if o.requires_grad]
@@ -498,8 +497,8 @@ def _warm_up(fn: Callable, args: tuple, steps: int = 2) -> None:
                 outputs, inputs, [torch.zeros_like(o) for o in outputs],
                 allow_unused=True)
             del outputs
-    torch.cuda.current_stream(args[0].device).wait_stream(stream)
-    torch.cuda.synchronize(args[0].device)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
 
 
