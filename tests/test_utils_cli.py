@@ -1,10 +1,17 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import os
 import os.path as osp
 
 import pytest
+import torch
 from mmengine.config import Config
 
-from mmseg_wavemix.utils.cli import resolve_config_path, use_cpu_distributed
+from mmseg_wavemix.utils.checks import InputError
+from mmseg_wavemix.utils.cli import (expandable_segments_for_graphs,
+                                     request_training_graphs,
+                                     resolve_config_path, use_cpu_distributed)
+
+from .conftest import REPO_ROOT
 
 
 def test_resolve_config_path():
@@ -28,3 +35,90 @@ def test_use_cpu_distributed():
     assert cfg.model.backbone.norm_cfg.type == 'BN'
     assert cfg.model.decode_head[0].norm_cfg.type == 'BN'
     assert cfg.model_wrapper_cfg.device_ids is None
+
+
+def test_request_training_graphs_turns_on_the_hook_or_adds_one():
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/wavemix/wavemix_256x16_l4_cityscapes.py'))
+    hooks = [hook.type for hook in cfg.custom_hooks]
+    request_training_graphs(cfg)
+    # the recipe's hook, in its place; the others as they were
+    assert [hook.type for hook in cfg.custom_hooks] == hooks
+    assert [hook.get('cuda_graphs') for hook in cfg.custom_hooks] == [
+        True if kind == 'FastTrainingHook' else None for kind in hooks]
+    cfg = Config(dict(custom_hooks=[dict(type='NonFiniteLossHook')]))
+    request_training_graphs(cfg)
+    assert cfg.custom_hooks == [
+        dict(type='NonFiniteLossHook'),
+        dict(type='FastTrainingHook', cuda_graphs=True)
+    ]
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT,
+                 'configs/wavemix_cls/wavemix_64x4_l2_1xb64_digits.py'))
+    with pytest.raises(InputError, match='classification config: train it '
+                       'without --cuda-graphs'):
+        request_training_graphs(cfg)
+
+
+@pytest.fixture
+def allocator_unset(monkeypatch):
+    """No allocator configuration in the environment, and whatever the
+    tests set there undone after them."""
+    for name in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF',
+                 'WORLD_SIZE'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: False)
+    # recorded as absent, so that the value the code sets is undone
+    monkeypatch.setenv('PYTORCH_CUDA_ALLOC_CONF', '')
+    monkeypatch.delenv('PYTORCH_CUDA_ALLOC_CONF')
+    return monkeypatch
+
+
+def graphed(launcher='none', cuda_graphs=True):
+    return Config(
+        dict(
+            launcher=launcher,
+            custom_hooks=[
+                dict(type='mmseg.FastTrainingHook', cuda_graphs=cuda_graphs)
+            ]))
+
+
+def test_graphed_training_gets_expandable_segments(allocator_unset):
+    expandable_segments_for_graphs(graphed(cuda_graphs=False))
+    assert 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ
+    expandable_segments_for_graphs(graphed())
+    assert os.environ['PYTORCH_CUDA_ALLOC_CONF'] == \
+        'expandable_segments:True'
+    # one process of torchrun's too
+    allocator_unset.delenv('PYTORCH_CUDA_ALLOC_CONF')
+    allocator_unset.setenv('WORLD_SIZE', '1')
+    expandable_segments_for_graphs(graphed('pytorch'))
+    assert os.environ['PYTORCH_CUDA_ALLOC_CONF'] == \
+        'expandable_segments:True'
+
+
+@pytest.mark.parametrize('case', [
+    'PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF', 'processes',
+    'cuda_initialized', 'no_cuda'
+])
+def test_expandable_segments_are_left_to_the_user_and_to_one_process(
+        allocator_unset, case):
+    """Not where the environment configures the allocator, where several
+    processes train (without graphs), where CUDA has allocated already (the
+    variable would change nothing), or without CUDA."""
+    if case.startswith('PYTORCH'):
+        allocator_unset.setenv(case, 'max_split_size_mb:128')
+    elif case == 'processes':
+        allocator_unset.setenv('WORLD_SIZE', '2')
+    elif case == 'cuda_initialized':
+        allocator_unset.setattr(torch.cuda, 'is_initialized', lambda: True)
+    else:
+        allocator_unset.setattr(torch.cuda, 'is_available', lambda: False)
+    before = {
+        name: os.environ.get(name)
+        for name in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF')
+    }
+    expandable_segments_for_graphs(
+        graphed('pytorch' if case == 'processes' else 'none'))
+    assert before == {name: os.environ.get(name) for name in before}

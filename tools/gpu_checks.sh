@@ -14,8 +14,9 @@
 # with the SKIP that runs the rest in a second call, and the seconds of each step.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
-#   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests training
-#                                           # memory train_profile inference haar focal profile level_mlp)
+#   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests recipe
+#                                           # training memory train_profile inference haar focal profile
+#                                           # level_mlp)
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
@@ -77,6 +78,17 @@ python3 -c 'import xdist' 2>/dev/null && TEST_ARGS=(-n "${TEST_WORKERS:-8}")
 TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_TIMEOUT > 420 ? STEP_TIMEOUT : 420)) \
   step tests "CUDA tests" python3 -m pytest tests/test_cuda.py "${TEST_ARGS[@]}" -q -p no:warnings \
   -p no:cacheprovider -rf --tb=short --durations=5
+# The recipe as users train it: tools/train.py on Cityscapes-format data made here at 1024x2048 (loading from disk
+# in the config's 4 workers, the hooks, AdamW, the logging), plain and with --cuda-graphs (which also sets
+# expandable segments), RECIPE_ITERS iterations each, the first 20 left out (kernel tuning, the graphs'
+# recording). Whether the recipe should turn the graphs on; not run on a GPU yet (about 3 minutes expected).
+RECIPE_DATA="${TMPDIR:-/tmp}/gpu_checks_cityscapes_1024x2048"
+step recipe "The recipe through tools/train.py, batch 5 at 1024x2048: plain and --cuda-graphs" bash -c "
+  { [[ -f '$RECIPE_DATA/val.txt' ]] || { python3 tools/dataset_converters/make_demo_cityscapes.py '$RECIPE_DATA' \
+      --num-train 20 --num-val 1 --size 1024 2048 && python3 tools/dataset_converters/cityscapes.py '$RECIPE_DATA' \
+      --nproc 8; }; } > /dev/null &&
+  python3 tools/analysis_tools/benchmark_recipe.py $C '$RECIPE_DATA' --iters ${RECIPE_ITERS:-60} \
+    --work-dir '$OUT/recipe_runs' --json '$OUT/recipe_b5_1024x2048_cuda.json'"
 # The recipe's step, its options and the authors' in one interleaved run: the target's ratio is to the authors'
 # step of the same run. cuda_graphs: the parts' forward and backward as CUDA graphs (session 29, H200: 0.133 s
 # against 0.186 s, 12.28 GiB reserved against 7.98 GiB; its memory comes with a replayed step's alone, "replayed").

@@ -43,6 +43,7 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     slow = 'tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes' \
         '.py@fp16,fast --compare'  # the inference step
     env = dict(os.environ, DEADLINE='3', MIN_STEP='1', SKIP='',
+               TMPDIR=str(tmp_path),  # the recipe's data made anew
                PATH=f'{fake_python(tmp_path, slow)}:{os.environ["PATH"]}')
     out = tmp_path / 'out'
     out.mkdir()  # a step's JSON, to be packed with ARCHIVE
@@ -70,8 +71,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         '1024x2048' in lines  # the steps after the cut one
     assert 'Not finished by DEADLINE: focal haar inference level_mlp ' \
         'profile' in lines
-    assert f'The rest, in a second call: SKIP="tests training memory ' \
-        f'train_profile" bash tools/gpu_checks.sh {out}' in lines
+    assert f'The rest, in a second call: SKIP="tests recipe training ' \
+        f'memory train_profile" bash tools/gpu_checks.sh {out}' in lines
     calls = (tmp_path / 'calls').read_text().splitlines()
     tests = next(c for c in calls if c.startswith('-m pytest'))
     # the tests in their own Triton cache (their tunings are timed beside
@@ -107,6 +108,18 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     inference = next(i for i, c in enumerate(calls)
                      if 'benchmark.py' in c and '@fp16,fast ' in c)
     assert train < expandable < memory < profile < inference
+    # before them, the recipe through tools/train.py on data made at
+    # 1024x2048 (once), plain and with --cuda-graphs (the tool's default)
+    made, converted, recipe = (
+        next(i for i, c in enumerate(calls) if tool in c)
+        for tool in ('make_demo_cityscapes.py', 'dataset_converters/'
+                     'cityscapes.py', 'benchmark_recipe.py'))
+    assert '--size 1024 2048' in calls[made]
+    assert made < converted < recipe < train
+    assert calls[recipe].startswith(
+        'tools/analysis_tools/benchmark_recipe.py configs/wavemix/'
+        'wavemix_256x16_l4_cityscapes.py ') and '--run' not in calls[recipe]
+    assert f'--json {out}/recipe_b5_1024x2048_cuda.json' in calls[recipe]
     assert '  ours                         0.50 ms' in lines  # the summary
     # and the GPU's own time where the benchmark took it
     assert '  clone                        0.30 ms (GPU 0.120 ms)' in lines
@@ -122,8 +135,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                  if line.startswith('Seconds per step: '))
     seconds = dict(
         item.split() for item in times.split(': ', 1)[1].split(', '))
-    assert list(seconds) == ['tests', 'training', 'memory', 'train_profile',
-                             'inference']
+    assert list(seconds) == ['tests', 'recipe', 'training', 'memory',
+                             'train_profile', 'inference']
     assert int(seconds['inference']) >= 2  # cut at DEADLINE=3
     with tarfile.open(env['ARCHIVE']) as archive:
         assert sorted(archive.getnames()) == ['haar.json', 'memory.json',

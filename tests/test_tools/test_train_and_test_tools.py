@@ -47,11 +47,15 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
     assert (work_dir / 'iter_4.pth').exists()
     assert 'mIoU' in first.stdout + first.stderr
 
-    # A longer schedule resumes from the last checkpoint, not from scratch.
+    # A longer schedule resumes from the last checkpoint, not from scratch;
+    # --cuda-graphs turns the graphs of the config's FastTrainingHook on
+    # (nothing on CPU)
     resumed = run_tool('train.py', MAIN_CONFIG, '--work-dir', work_dir,
-                       '--resume', '--cfg-options',
+                       '--resume', '--cuda-graphs', '--cfg-options',
                        *train_options(small_cityscapes, 6))
     log = resumed.stdout + resumed.stderr
+    assert re.search(r"dict\(\s*cuda_graphs=True,\s*type='FastTrainingHook'"
+                     r'\)', log)
     assert 'Load checkpoint from' in log and 'iter_4.pth' in log
     assert 'Iter(train) [1/6]' not in log
     assert 'Iter(train) [5/6]' in log

@@ -24,7 +24,8 @@ class FastTrainingHook(Hook):
         cuda_graphs (bool): Also replay each part's training forward and
             backward as CUDA graphs, recorded together at the second
             iteration (the first runs eagerly; one training crop size; one
-            process). Default: False.
+            process). ``tools/train.py --cuda-graphs`` sets it, and the
+            allocator's expandable segments with it. Default: False.
         keep_levels (bool): Memory-efficient WaveMix blocks keep their
             wavelet levels for backward instead of recomputing them (time
             for memory). Default: False.

@@ -1,0 +1,68 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""tools/analysis_tools/benchmark_recipe.py: tools/train.py runs timed from
+mmengine's log, on CPU (the GPU's numbers come from tools/gpu_checks.sh)."""
+import json
+
+import pytest
+
+from .demo_data import data_root_options, make_cityscapes, run_tool
+from .test_train_and_test_tools import TINY_MODEL
+
+CONFIG = 'configs/wavemix/wavemix_16x2_l4_cityscapes-demo.py'
+
+
+def test_runs_are_timed_from_their_logs_and_a_failed_one_is_named(
+        tmp_path):
+    root = make_cityscapes(tmp_path / 'data', 2, 1, height=64, width=128)
+    # the loaders in the tool's process (no workers), the tiny model
+    options = [
+        o for o in data_root_options(root) if 'data_root' not in o
+    ] + TINY_MODEL + ['train_dataloader.batch_size=2']
+    out = tmp_path / 'recipe.json'
+    result = run_tool(
+        'analysis_tools/benchmark_recipe.py', CONFIG, root, '--iters', '4',
+        '--interval', '1', '--skip', '1', '--work-dir', tmp_path / 'runs',
+        '--run', 'plain=', '--run', 'cuda_graphs=--cuda-graphs', '--run',
+        'broken=--no-such-flag', '--json', out, '--cfg-options', *options,
+        check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith('failed: broken')
+    data = json.loads(out.read_text())
+    assert data['finished'] and data['batch'] == 2
+    assert list(data['results']) == ['plain', 'cuda_graphs', 'broken']
+    for name in ('plain', 'cuda_graphs'):
+        entry = data['results'][name]
+        assert entry['returncode'] == 0
+        train = entry['train']
+        # four logged iterations, the first left out
+        assert train['windows'] == 3
+        assert train['min_s'] <= train['median_s'] <= train['max_s']
+        assert train['images_per_s'] == pytest.approx(2 / train['median_s'])
+        assert 0 <= train['data_time_s'] < train['max_s']
+    assert data['results']['cuda_graphs']['args'] == ['--cuda-graphs']
+    # timed training only: no validation, no checkpoint (the last one
+    # included)
+    assert not list((tmp_path / 'runs').rglob('*.pth'))
+    assert not any('Iter(val)' in log.read_text()
+                   for log in (tmp_path / 'runs').rglob('*.log'))
+    # the run that failed says so, with the end of its output
+    broken = data['results']['broken']
+    assert 'train' not in broken and broken['returncode'] == 2
+    assert 'unrecognized arguments: --no-such-flag' in broken['errors'][
+        'train']
+    lines = result.stdout.splitlines()
+    assert lines[-4].split()[:3] == ['run', 'step', 'images/s']
+    assert [line.split()[0] for line in lines[-3:]] == [
+        'plain', 'cuda_graphs', 'broken']
+    assert lines[-1].split()[1:3] == ['failed', '(exit']
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--iters', '20'], '--iters 20 leaves no logged window'),
+    (['--run', 'cuda_graphs'], "--run 'cuda_graphs': give NAME=ARGS"),
+    (['--cfg-options', 'model'], "--cfg-options 'model': give key=value"),
+])
+def test_arguments_that_cannot_time_anything_are_refused(argv, message):
+    result = run_tool('analysis_tools/benchmark_recipe.py', CONFIG, 'data',
+                      *argv, check=False)
+    assert result.returncode == 2 and message in result.stderr

@@ -1,0 +1,232 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""Time training as users run it: ``tools/train.py CONFIG`` on a data root
+for a few iterations, its data loading, hooks and optimizer included, once
+per set of extra arguments (``--run NAME=ARGS``; by default the plain run,
+then ``--cuda-graphs``), each in a process of its own, one after the
+other. From mmengine's log:
+the iteration time and the time spent waiting for data (medians over the
+logged windows after the first ``--skip`` ones: the first iterations tune
+kernels and record graphs); the largest memory allocated; and, on CUDA,
+the largest memory the allocator reserved over the run.
+
+Example (data made by tools/dataset_converters/make_demo_cityscapes.py):
+    python tools/analysis_tools/benchmark_recipe.py \
+        configs/wavemix/wavemix_256x16_l4_cityscapes.py data/cityscapes_1024 \
+        --iters 60 --json work_dirs/recipe.json
+    # other runs: --run plain= --run graphs_kept='--cuda-graphs
+    #     --cfg-options custom_hooks.2.keep_levels=True'
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from mmengine.config import Config
+
+from mmseg_wavemix.utils.analysis import write_json
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+MARKER = 'benchmark_recipe: max_memory_reserved_bytes='
+# tools/train.py in this process, the largest reserved memory kept across
+# mmengine's resets of the peak statistics (at each log line)
+CHILD = f"""
+import runpy, sys, torch
+peak = [0]
+if torch.cuda.is_available():
+    reset = torch.cuda.reset_peak_memory_stats
+    def reset_keeping_the_peak(device=None):
+        peak[0] = max(peak[0], torch.cuda.max_memory_reserved(device))
+        reset(device)
+    torch.cuda.reset_peak_memory_stats = reset_keeping_the_peak
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name='__main__')
+finally:
+    if torch.cuda.is_available():
+        print('{MARKER}' + str(max(peak[0], torch.cuda.max_memory_reserved())),
+              flush=True)
+"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Time tools/train.py runs of a config on a data root')
+    parser.add_argument('config', help='the training config')
+    parser.add_argument(
+        'data_root', help="the dataset's root (the config's train and val "
+        'data_root are set to it)')
+    parser.add_argument(
+        '--run', action='append', metavar='NAME=ARGS', dest='runs',
+        help="a run's name and tools/train.py's extra arguments, once per "
+        "run (default: plain= cuda_graphs=--cuda-graphs)")
+    parser.add_argument('--iters', type=int, default=60,
+                        help='iterations per run (default: 60)')
+    parser.add_argument('--interval', type=int, default=10,
+                        help='iterations per logged window (default: 10)')
+    parser.add_argument(
+        '--skip', type=int, default=2,
+        help='logged windows left out at the start of each run (default: 2)')
+    parser.add_argument('--work-dir', default='work_dirs/benchmark_recipe',
+                        help='where the runs keep their logs')
+    parser.add_argument(
+        '--cfg-options', nargs='+', default=[],
+        help='more key=value overrides for every run (e.g. '
+        'train_dataloader.num_workers=8)')
+    parser.add_argument('--json', help='write the results to this file')
+    args = parser.parse_args(argv)
+    args.runs = args.runs or ['plain=', 'cuda_graphs=--cuda-graphs']
+    for run in args.runs:
+        if '=' not in run or not run.split('=', 1)[0]:
+            parser.error(f'--run {run!r}: give NAME=ARGS (e.g. '
+                         'cuda_graphs=--cuda-graphs; plain= for none)')
+    for option in args.cfg_options:
+        if '=' not in option:
+            parser.error(f'--cfg-options {option!r}: give key=value')
+    if args.iters < (args.skip + 1) * args.interval:
+        parser.error(f'--iters {args.iters} leaves no logged window after '
+                     f'the first --skip {args.skip} of --interval '
+                     f'{args.interval} iterations: give at least '
+                     f'{(args.skip + 1) * args.interval}')
+    return args
+
+
+def overrides(args) -> list:
+    """The config's data root, the run's length and logging, no checkpoint
+    and no validation within it, the optimizer of its start throughout."""
+    options = [
+        f'{loader}.dataset.data_root={args.data_root}'
+        for loader in ('train_dataloader', 'val_dataloader',
+                       'test_dataloader')
+    ] + [
+        f'train_cfg.max_iters={args.iters}',
+        f'train_cfg.val_begin={args.iters + 1}',  # none at the end either
+        f'default_hooks.logger.interval={args.interval}',
+        'default_hooks.checkpoint.save_last=False',
+        f'default_hooks.checkpoint.interval={args.iters + 1}',
+    ]
+    cfg = Config.fromfile(args.config)
+    for i, hook in enumerate(cfg.get('custom_hooks') or []):
+        if str(hook.get('type')).endswith('OptimizerSwitchHook'):
+            options.append(f'custom_hooks.{i}.final_iters=0')
+    return options + list(args.cfg_options)
+
+
+def windows(work_dir: str) -> list:
+    """The logged training windows of the run in ``work_dir``: mmengine's
+    scalars (``time``, ``data_time``, ``memory``, ``iter``), in order."""
+    logs = sorted(
+        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    if not logs:
+        return []
+    with open(logs[-1]) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [row for row in rows if 'time' in row and 'iter' in row]
+
+
+def summarize(rows: list, skip: int, batch: int) -> dict:
+    """Medians over the windows after the first ``skip``."""
+    kept = rows[skip:]
+    if not kept:
+        raise ValueError(f'{len(rows)} logged windows: none after the '
+                         f'first {skip}')
+    times = [row['time'] for row in kept]
+    median = statistics.median(times)
+    result = dict(
+        median_s=median,
+        min_s=min(times),
+        max_s=max(times),
+        images_per_s=batch / median,
+        data_time_s=statistics.median(row['data_time'] for row in kept),
+        windows=len(kept))
+    memory = [row['memory'] for row in rows if 'memory' in row]
+    if memory:  # mmengine: MB (2^20 bytes) allocated at most in a window
+        result['max_allocated_mb'] = max(memory)
+    return result
+
+
+def run_one(args, name: str, extra: list, batch: int) -> dict:
+    work_dir = osp.join(args.work_dir, name)
+    command = [
+        sys.executable, '-c', CHILD,
+        osp.join(REPO_ROOT, 'tools', 'train.py'), args.config, '--work-dir',
+        work_dir, *extra, '--cfg-options', *overrides(args)
+    ]
+    print(f'== {name}: tools/train.py {args.config} {shlex.join(extra)}',
+          flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    entry = dict(args=extra, returncode=done.returncode, wall_s=seconds)
+    output = done.stdout + done.stderr
+    try:
+        entry['train'] = summarize(windows(work_dir), args.skip, batch)
+    except ValueError as error:
+        tail = '\n'.join(output.strip().splitlines()[-5:])
+        entry['errors'] = dict(train=f'{error}; exit {done.returncode}: '
+                               f'{tail}')
+        return entry
+    reserved = [
+        int(line[len(MARKER):]) for line in output.splitlines()
+        if line.startswith(MARKER)
+    ]
+    if reserved:
+        entry['train']['peak_memory_mb'] = reserved[-1] / 2**20
+    entry['log_lines'] = [
+        line for line in output.splitlines() if 'CUDA graphs' in line
+    ]
+    return entry
+
+
+def run(args) -> dict:
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(
+        dict(option.split('=', 1) for option in args.cfg_options))
+    batch = int(cfg.train_dataloader.batch_size)
+    results = {}
+    data = dict(
+        config=args.config, data_root=args.data_root, iters=args.iters,
+        interval=args.interval, skip=args.skip, batch=batch,
+        torch=torch.__version__, cuda=torch.version.cuda,
+        device=torch.cuda.get_device_name()
+        if torch.cuda.is_available() else 'cpu',
+        results=results, finished=False)
+    for run in args.runs:
+        name, extra = run.split('=', 1)
+        results[name] = run_one(args, name, shlex.split(extra), batch)
+        if args.json:  # what was measured, should a later run be cut
+            write_json(args.json, data)
+    data['finished'] = True
+    if args.json:
+        write_json(args.json, data)
+    print(f"\n{'run':16s} {'step':>9s} {'images/s':>9s} {'data wait':>10s} "
+          f"{'allocated':>10s} {'reserved':>10s}")
+    for name, entry in results.items():
+        if 'train' not in entry:
+            last = entry['errors']['train'].splitlines()[-1]
+            print(f'{name:16s} failed (exit {entry["returncode"]}): {last}')
+            continue
+        t = entry['train']
+        memory = [
+            f'{t[key] / 1024:8.2f} GiB' if key in t else f'{"-":>12s}'
+            for key in ('max_allocated_mb', 'peak_memory_mb')
+        ]
+        print(f'{name:16s} {t["median_s"]:8.3f}s {t["images_per_s"]:9.1f} '
+              f'{t["data_time_s"]:9.3f}s {memory[0]} {memory[1]}')
+    return data
+
+
+def main(argv=None):
+    data = run(parse_args(argv))
+    failed = [n for n, e in data['results'].items() if 'train' not in e]
+    if failed:
+        sys.exit(f'failed: {", ".join(failed)}')
+
+
+if __name__ == '__main__':
+    main()
