@@ -390,22 +390,38 @@ def test_training_graphs_accumulate_gradients_over_steps(set_to_none):
             ] == [True]
 
 
-def test_training_graphs_follow_a_parameter_unfrozen_later():
+def _unfreeze(model):
+    model.backbone[0].requires_grad_(True)
+
+
+def _move_and_scale(model):
+    weight = model.backbone[0].weight
+    weight.data = weight.data.mul(0.5)  # other memory, as Module.to() makes
+
+
+def _replace_a_buffer(model):
+    model.backbone[1].running_var = model.backbone[1].running_var.clone()
+
+
+@pytest.mark.parametrize('change',
+                         [_unfreeze, _move_and_scale, _replace_a_buffer])
+def test_training_graphs_follow_a_parameter_changed_later(change):
     """A parameter unfrozen after the recording (its gradient was not
-    recorded) gets eager training's gradients: the graphs are recorded
-    again."""
+    recorded), moved to other memory (the graph read the old one) or a
+    buffer replaced (the graph updated the old one): training gets eager
+    training's gradients and statistics, the graphs are recorded again."""
     torch.manual_seed(0)
     graphed = nn.Module()
     graphed.backbone = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1),
                                      nn.BatchNorm2d(8), nn.GELU())
     graphed.decode_head = nn.Conv2d(8, 2, 1)
-    graphed.backbone[0].requires_grad_(False)
+    graphed.backbone[0].requires_grad_(change is not _unfreeze)
     eager = copy.deepcopy(graphed.cuda())
     training_cuda_graphs(graphed)
     for step in range(6):
         if step == 3:
             for model in (eager, graphed):
-                model.backbone[0].requires_grad_(True)
+                change(model)
         x = torch.randn(2, 4, 16, 16, device='cuda')
         for model in (eager, graphed):
             model.zero_grad()
@@ -416,6 +432,9 @@ def test_training_graphs_follow_a_parameter_unfrozen_later():
             if a.grad is not None:
                 torch.testing.assert_close(b.grad, a.grad, rtol=1e-4,
                                            atol=1e-4, msg=name)
+    for name, buffer in eager.named_buffers():
+        torch.testing.assert_close(graphed.get_buffer(name), buffer,
+                                   rtol=1e-4, atol=1e-4, msg=name)
     assert graphed.backbone[0].weight.grad is not None
     assert [g is not None for g in graphed.backbone.forward.graphs.values()
             ] == [True]

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg_wavemix.models.accel import (CUDAGraphs, TrainingCUDAGraphs,
                                         cuda_graph_forwards,
@@ -324,7 +325,7 @@ def test_training_graphs_replay_the_recorded_order_only(monkeypatch):
     def record_group(observed):  # each "graph" says what it replays
         for wrapper, key, *_ in observed:
             wrapper.graphs[key] = cuda_graphs._Replay(
-                lambda t, name=wrapper.name: ('replayed', name), ())
+                lambda t, name=wrapper.name: ('replayed', name), nn.Module())
         first, key = observed[0][:2]
         first.followers[key] = [(w, k) for w, k, *_ in observed[1:]]
 
@@ -396,12 +397,36 @@ def test_recorded_samples_are_copied_anew(monkeypatch):
         torch.testing.assert_close(new, old)
 
 
-def test_a_parameter_unfrozen_after_the_recording_records_again(
-        monkeypatch):
+def _unfreeze(model):
+    model.backbone.stem[0].requires_grad_(True)
+
+
+def _move(model):
+    weight = model.backbone.stem[0].weight
+    weight.data = weight.data.clone()  # what Module.to() does
+
+
+def _replace(model):
+    conv = model.backbone.stem[0]
+    conv.weight = nn.Parameter(conv.weight.detach().clone())
+
+
+def _replace_a_buffer(model):
+    norm = next(m for m in model.backbone.modules()
+                if isinstance(m, _BatchNorm))
+    norm.running_var = norm.running_var.clone()
+
+
+@pytest.mark.parametrize('change',
+                         [_unfreeze, _move, _replace, _replace_a_buffer])
+def test_a_parameter_changed_after_the_recording_records_again(
+        monkeypatch, change):
     """A graph computes the gradients of the parameters that required them
-    when it was recorded: where one is unfrozen (or frozen) later, the next
-    step runs eagerly and the one after records again, with the gradients
-    of eager training throughout."""
+    when it was recorded, and reads and writes the memory the parameters
+    and buffers had: where one is unfrozen (or frozen), moved to other
+    memory or replaced later, the next step runs eagerly and the one after
+    records again, with the gradients and statistics of eager training
+    throughout."""
     made, replays = _cuda_stood_in(monkeypatch)
     torch.manual_seed(0)
     eager = demo_model().train()
@@ -412,7 +437,7 @@ def test_a_parameter_unfrozen_after_the_recording_records_again(
         for step in range(6):
             if step == 3:  # after a replay
                 for model in (eager, wrapped):
-                    model.backbone.stem[0].requires_grad_(True)
+                    change(model)
             grads = []
             for model in (eager, wrapped):
                 model.zero_grad()
@@ -428,8 +453,10 @@ def test_a_parameter_unfrozen_after_the_recording_records_again(
     assert replays == [wrapped.backbone, wrapped.decode_head] * 4
     assert [m.split(':')[1] for m in logged if 'frozen' in m] == [
         ' a parameter of the training backbone and decode_head was frozen or '
-        'unfrozen since the recording']
-    assert wrapped.backbone.stem[0].weight.grad is not None
+        'unfrozen, or a parameter or buffer replaced or moved, since the '
+        'recording']
+    for name, buffer in eager.named_buffers():
+        torch.testing.assert_close(wrapped.get_buffer(name), buffer)
 
 
 class _RecordedLinear(torch.autograd.Function):
@@ -461,8 +488,7 @@ def test_replayed_gradients_accumulate_over_steps(set_to_none):
     eager = copy.deepcopy(layer)
     static = [torch.zeros_like(p) for p in layer.parameters()]
     replay = _Replay(
-        lambda x, *params: _RecordedLinear.apply(static, x, *params),
-        tuple(layer.parameters()))
+        lambda x, *params: _RecordedLinear.apply(static, x, *params), layer)
     for step in range(2):
         for model in (layer, eager):
             model.zero_grad(set_to_none=set_to_none)

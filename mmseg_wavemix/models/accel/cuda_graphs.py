@@ -148,6 +148,14 @@ class _PartCall(nn.Module):
             self, dict(zip(self.names, tensors[inputs:])), tensors[:inputs])
 
 
+def _slot(module: nn.Module, name: str, kind: str) -> tuple:
+    """The dict of ``module``'s submodule that holds the parameter or buffer
+    ``name`` (``kind``: ``'_parameters'`` or ``'_buffers'``), and its key
+    there."""
+    owner, _, leaf = name.rpartition('.')
+    return getattr(module.get_submodule(owner), kind), leaf
+
+
 def _stand_ins(call: _PartCall) -> tuple:
     """Leaves sharing the memory of ``call``'s parameters, recorded in their
     place. A parameter's gradient accumulator runs on the stream it was made
@@ -168,21 +176,43 @@ class _Replay:
 
     Args:
         graphed (Callable): The part's graphed function.
-        parameters (tuple): The parameters the stand-ins stood for.
+        module (nn.Module): What was recorded (its parameters, in order,
+            are what the stand-ins stood for).
     """
 
-    def __init__(self, graphed: Callable, parameters: tuple):
+    def __init__(self, graphed: Callable, module: nn.Module):
         self.graphed = graphed
-        self.parameters = parameters
+        self.parameters = tuple(module.parameters())
         # which gradients the graph computes
-        self.trained = tuple(p.requires_grad for p in parameters)
-        self._owned = [lambda: None] * len(parameters)  # weak references
+        self.trained = tuple(p.requires_grad for p in self.parameters)
+        # where the module holds each parameter and buffer (its owner's
+        # dict and name), and which tensor at which address it held: the
+        # graph reads and writes that memory
+        self.slots = [
+            _slot(module, name, kind)
+            for kind, named in (('_parameters', module.named_parameters),
+                                ('_buffers', module.named_buffers))
+            for name, _ in named()
+        ]
+        self.held = self._held()
+        self._owned = [lambda: None] * len(self.parameters)  # weak refs
+
+    def _held(self) -> list:
+        held = []
+        for tensors, name in self.slots:
+            tensor = tensors.get(name)
+            held.append(None if tensor is None else
+                        (id(tensor), tensor.data_ptr()))
+        return held
 
     def stale(self) -> bool:
-        """Whether a parameter was frozen or unfrozen since the recording
-        (the graph computes the gradients of the recording's)."""
-        return any(p.requires_grad != trained
-                   for p, trained in zip(self.parameters, self.trained))
+        """Whether a parameter was frozen or unfrozen, or a parameter or
+        buffer replaced or moved to other memory (``model.to()``, say),
+        since the recording: the graph computes the gradients of the
+        recording's parameters and reads and writes where they and the
+        buffers were."""
+        return any(p.requires_grad != trained for p, trained in zip(
+            self.parameters, self.trained)) or self._held() != self.held
 
     def __call__(self, *tensors: Tensor):
         # the recorded backward returns its gradient buffers, and autograd
@@ -241,7 +271,8 @@ class TrainingCUDAGraphs:
     they are, so optimizer steps (in place) reach the graphs, and gradients
     reach ``.grad`` as usual (the same values up to float rounding; also
     accumulated over steps). A parameter frozen or unfrozen after the
-    recording makes that step eager and the next record again.
+    recording, or a parameter or buffer replaced or moved to other memory,
+    makes that step eager and the next record again.
 
     Calls in evaluation, without gradients, with CPU tensors or keyword
     arguments, under tracing or compilation, or of more signatures than
@@ -304,8 +335,9 @@ class TrainingCUDAGraphs:
             print_log(
                 'CUDA graphs: a parameter of the training '
                 f'{" and ".join(w.name for w, _ in parts)} was frozen or '
-                'unfrozen since the recording: recording again at the next '
-                'step', logger='current')
+                'unfrozen, or a parameter or buffer replaced or moved, since '
+                'the recording: recording again at the next step',
+                logger='current')
             for wrapper, k in parts:
                 del wrapper.graphs[k]
                 wrapper.followers.pop(k, None)
@@ -391,7 +423,7 @@ def _record_group(observed: list) -> None:
                 for buffer, value in zip(wrapper.part.buffers(), saved):
                     buffer.copy_(value)
     for (wrapper, key, *_), call, fn in zip(observed, calls, graphed):
-        wrapper.graphs[key] = _Replay(fn, tuple(call.parameters()))
+        wrapper.graphs[key] = _Replay(fn, call)
     first, key = observed[0][:2]
     first.followers[key] = [(wrapper, k) for wrapper, k, *_ in observed[1:]]
     hint = '' if _expandable_segments() else (
