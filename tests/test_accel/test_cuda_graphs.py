@@ -350,6 +350,37 @@ def test_training_graphs_replay_the_recorded_order_only(monkeypatch):
     assert first(x) is x and second(x) is x
 
 
+def test_training_graphs_wait_for_two_steps_of_one_size(monkeypatch):
+    """Where the input size changes from one step to the next before the
+    recording, the later step is observed instead (with one warning naming
+    the sizes, not a part "run twice in a step"), and the graphs are
+    recorded at the second of two steps of one size; training gives eager
+    training's gradients throughout."""
+    made, replays = _cuda_stood_in(monkeypatch)
+    torch.manual_seed(0)
+    eager = demo_model().train()
+    wrapped = training_cuda_graphs(copy.deepcopy(eager))
+    with pytest.warns(UserWarning) as warned:
+        for size in (64, 96, 64, 96, 64, 64, 64):
+            x = torch.randn(1, 3, size, size)
+            grads = []
+            for model in (eager, wrapped):
+                model.zero_grad()
+                model(x, mode='tensor').square().mean().backward()
+                grads.append([p.grad for p in model.parameters()])
+            for a, b in zip(*grads):
+                torch.testing.assert_close(b, a)
+    assert [str(w.message) for w in warned
+            if 'CUDA graphs' in str(w.message)] == [
+                'CUDA graphs: the training input size changed from one step '
+                'to the next (1x3x64x64, then 1x3x96x96): the graphs are '
+                'recorded at the second of two steps of one size (use one '
+                'crop size)'
+            ]
+    assert made == [[[(1, 3, 64, 64)], [(1, 16, 16, 16)]]]
+    assert replays == [wrapped.backbone, wrapped.decode_head] * 2
+
+
 def test_a_failed_recording_is_named_by_its_first_error_and_its_line():
     """The warning of a failed recording names the error that made the
     capture fail (not only the capture's end, which raises after it) and

@@ -78,9 +78,9 @@ class CUDAGraphs:
                 'to a few sizes to get them)'):
             return self.fn(*args)
         if key not in self.graphs:
-            sizes = ', '.join('x'.join(map(str, t.shape)) for t in tensors)
             print_log(
-                f'CUDA graphs: recording the {self.name} for inputs {sizes} '
+                f'CUDA graphs: recording the {self.name} for inputs '
+                f'{_sizes(tensors)} '
                 '(a first call of this size tunes the kernels: up to a '
                 'minute)', logger='current')
             start = time.perf_counter()
@@ -245,6 +245,8 @@ class _TrainingGraphGroup:
         self.observed: list = []
         # (wrapper, signature) of the parts still to replay in this step
         self.replaying: list = []
+        # whether a step's input size differed from the observed step's
+        self.warned_size = False
 
     def __deepcopy__(self, memo: dict) -> '_TrainingGraphGroup':
         return type(self)()  # a copy of the model records its own graphs
@@ -261,7 +263,8 @@ class TrainingCUDAGraphs:
     recorded together, in one memory pool: the first training step runs
     eagerly and notes which parts it calls, in which order, and their
     inputs; the second, when the first of them is called again with the
-    same input signature (shapes, strides, dtypes, autocast dtype), runs
+    same input signature (shapes, strides, dtypes, autocast dtype; a step
+    with another is observed instead, with a warning the first time), runs
     each part forward and backward twice on a side stream (cuDNN's
     algorithm search, Triton's compilation, the choice among kernels),
     records them all, and puts back the BatchNorm statistics those runs
@@ -346,6 +349,17 @@ class TrainingCUDAGraphs:
                 f'{self.max_graphs} training input size(s); others train '
                 'without (use one crop size)'):
             return self.fn(*args)
+        if group.observed and group.observed[0][0] is self:
+            # a step begins with inputs of another size than the observed
+            # step's: it is observed instead
+            if not group.warned_size:
+                group.warned_size = True
+                warnings.warn(
+                    'CUDA graphs: the training input size changed from one '
+                    f'step to the next ({_sizes(group.observed[0][3])}, then '
+                    f'{_sizes(tensors)}): the graphs are recorded at the '
+                    'second of two steps of one size (use one crop size)')
+            group.observed = []
         if any(wrapper is self for wrapper, *_ in group.observed):
             _give_up(group.observed, f'the {self.name} ran twice in a step')
             group.observed = []
@@ -362,6 +376,11 @@ class TrainingCUDAGraphs:
         return type(self)(
             copy.deepcopy(self.part, memo), copy.deepcopy(self.fn, memo),
             self.max_graphs, self.name, copy.deepcopy(self.group, memo))
+
+
+def _sizes(tensors) -> str:
+    """``'1x3x64x64, 1x8'``: the tensors' shapes, for the log."""
+    return ', '.join('x'.join(map(str, t.shape)) for t in tensors)
 
 
 def _give_up(observed: list, reason: str) -> None:
@@ -381,9 +400,7 @@ def _record_group(observed: list) -> None:
     ``followers``. The samples in ``observed`` are replaced by copies
     (:func:`_with_samples_copied_anew`)."""
     names = ' and '.join(wrapper.name for wrapper, *_ in observed)
-    sizes = '; '.join(
-        ', '.join('x'.join(map(str, t.shape)) for t in samples)
-        for *_, samples in observed)
+    sizes = '; '.join(_sizes(samples) for *_, samples in observed)
     print_log(
         f'CUDA graphs: recording the training {names} for inputs {sizes} '
         '(two steps first; a first call of this size tunes the kernels: up '
