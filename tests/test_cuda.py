@@ -307,6 +307,70 @@ def test_training_cuda_graphs_train_as_eager_training():
                                    atol=1e-3)
 
 
+@pytest.mark.parametrize('config', [
+    'wtconvnext/wtconvnext-tiny_upernet_4xb2-amp-80k_cityscapes-512x1024.py',
+    'wavevit/wavevit-s_upernet_4xb2-amp-80k_cityscapes-512x1024.py',
+    'svt/svt-s_upernet_8xb2-amp-160k_ade20k-512x512.py',
+    'wavemix_decoders/deeplabv3plus_wavemix-256x16-l4-d8_4xb2-80k_'
+    'cityscapes-512x1024.py'
+])
+def test_other_models_train_with_graphs_as_eagerly(config):
+    """What ``tools/train.py CONFIG --cuda-graphs`` gives the other
+    families' segmentation configs (UPerNet with an auxiliary head over
+    WTConvNeXt, Wave-ViT and SVT; DeepLabV3+ over a dilated WaveMix):
+    prepared for training, the backbone and both heads recorded together,
+    three AMP steps through mmseg's loss give the eager prepared model's
+    losses (no dropout or drop path: their random numbers differ)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    torch.manual_seed(0)
+    options = {
+        'model.decode_head.dropout_ratio': 0.,
+        'model.auxiliary_head.dropout_ratio': 0.
+    }
+    if 'upernet' in config:
+        options['model.backbone.drop_path_rate'] = 0.
+    cfg, eager = build_model_from_config(f'{REPO_ROOT}/configs/{config}',
+                                         options)
+    eager.cuda().train()
+    graphed = copy.deepcopy(eager)
+    prepare_for_training(eager)
+    prepare_for_training(graphed, cuda_graphs=True)
+    inputs = torch.randn(2, 3, 128, 256, device='cuda')
+    samples = []
+    for _ in range(2):
+        sample = SegDataSample(gt_sem_seg=PixelData(data=torch.randint(
+            0, cfg.model.decode_head.num_classes, (1, 128, 256),
+            device='cuda')))
+        sample.set_metainfo(dict(img_shape=(128, 256), pad_shape=(128, 256)))
+        samples.append(sample)
+    losses = []
+    for model in (eager, graphed):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        losses.append([])
+        with logged_messages() as logged, \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            for _ in range(3):
+                optimizer.zero_grad()
+                with torch.autocast('cuda', dtype=torch.float16):
+                    parts = model(inputs, samples, mode='loss')
+                loss = sum(v for k, v in parts.items() if 'loss' in k)
+                loss.backward()
+                optimizer.step()
+                losses[-1].append(loss.item())
+    failures = [
+        str(w.message) for w in caught
+        if str(w.message).startswith('CUDA graphs')
+    ]
+    assert not failures, failures[0]
+    assert [
+        m.split(' for ')[0] for m in logged if 'CUDA graphs: recording' in m
+    ] == ['CUDA graphs: recording the training backbone and decode_head and '
+          'auxiliary_head']
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-2, atol=1e-3)
+
+
 class _ReadsOnTheHostWhenRecorded(nn.Module):
     """A convolution that reads a value on the host while a CUDA graph
     records it (what a kernel timed at its first call would do): the
