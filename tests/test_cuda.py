@@ -3,7 +3,11 @@
 runs them with the GPU benchmarks). Without CUDA each test is reported as
 skipped, with the reason."""
 import copy
+import os
 import re
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
@@ -369,6 +373,32 @@ def test_other_models_train_with_graphs_as_eagerly(config):
     ] == ['CUDA graphs: recording the training backbone and decode_head and '
           'auxiliary_head']
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-2, atol=1e-3)
+
+
+def test_graphed_training_gets_expandable_segments_in_tools_train():
+    """``tools/train.py --cuda-graphs`` sets the allocator's variable in its
+    own process, torch imported (and CUDA found) before: PyTorch reads it
+    when CUDA first allocates, so that the segments are expandable."""
+    code = textwrap.dedent("""\
+        import torch
+        from mmengine.config import Config
+        from mmseg_wavemix.utils.cli import expandable_segments_for_graphs
+        assert torch.cuda.is_available()
+        expandable_segments_for_graphs(Config(dict(custom_hooks=[
+            dict(type='FastTrainingHook', cuda_graphs=True)])))
+        x = torch.ones(64 << 20, device='cuda')
+        print(sorted({str(s.get('is_expandable'))
+                      for s in torch.cuda.memory._snapshot()['segments']}))
+        """)
+    env = {
+        name: value
+        for name, value in os.environ.items() if name not in (
+            'PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF', 'WORLD_SIZE')
+    }
+    done = subprocess.run([sys.executable, '-c', code], env=env,
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "['True']", done.stdout
 
 
 class _ReadsOnTheHostWhenRecorded(nn.Module):
