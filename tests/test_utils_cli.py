@@ -65,7 +65,7 @@ def allocator_unset(monkeypatch):
     """No allocator configuration in the environment, and whatever the
     tests set there undone after them."""
     for name in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF',
-                 'WORLD_SIZE'):
+                 'WORLD_SIZE', 'SLURM_NTASKS'):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: False)
@@ -100,7 +100,7 @@ def test_graphed_training_gets_expandable_segments(allocator_unset):
 
 @pytest.mark.parametrize('case', [
     'PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF', 'processes',
-    'cuda_initialized', 'no_cuda'
+    'slurm_tasks', 'cuda_initialized', 'no_cuda'
 ])
 def test_expandable_segments_are_left_to_the_user_and_to_one_process(
         allocator_unset, case):
@@ -111,6 +111,8 @@ def test_expandable_segments_are_left_to_the_user_and_to_one_process(
         allocator_unset.setenv(case, 'max_split_size_mb:128')
     elif case == 'processes':
         allocator_unset.setenv('WORLD_SIZE', '2')
+    elif case == 'slurm_tasks':
+        allocator_unset.setenv('SLURM_NTASKS', '4')
     elif case == 'cuda_initialized':
         allocator_unset.setattr(torch.cuda, 'is_initialized', lambda: True)
     else:
@@ -120,5 +122,6 @@ def test_expandable_segments_are_left_to_the_user_and_to_one_process(
         for name in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF')
     }
     expandable_segments_for_graphs(
-        graphed('pytorch' if case == 'processes' else 'none'))
+        graphed({'processes': 'pytorch', 'slurm_tasks': 'slurm'}.get(
+            case, 'none')))
     assert before == {name: os.environ.get(name) for name in before}

@@ -218,9 +218,10 @@ def expandable_segments_for_graphs(cfg: Config) -> None:
     graphs = any(
         _is_fast_training_hook(hook) and hook.get('cuda_graphs')
         for hook in cfg.get('custom_hooks') or [])
-    # several processes train without graphs (prepare_for_training)
-    one_process = cfg.get('launcher', 'none') == 'none' or \
-        os.environ.get('WORLD_SIZE', '1') == '1'
+    # several processes train without graphs (prepare_for_training); slurm
+    # sets its count of them, mmengine WORLD_SIZE later
+    one_process = cfg.get('launcher', 'none') == 'none' or os.environ.get(
+        'WORLD_SIZE', os.environ.get('SLURM_NTASKS', '1')) == '1'
     configured = any(
         os.environ.get(name)
         for name in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF'))
