@@ -204,6 +204,10 @@ def request_training_graphs(cfg: Config) -> None:
     if not fast:
         hooks.append(dict(type='FastTrainingHook', cuda_graphs=True))
     cfg.custom_hooks = hooks
+    if not torch.cuda.is_available():
+        print_log(
+            '--cuda-graphs: no CUDA device, so no graphs (training runs as '
+            'without the option)', logger='current', level=logging.WARNING)
 
 
 def expandable_segments_for_graphs(cfg: Config) -> None:

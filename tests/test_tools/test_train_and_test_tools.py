@@ -56,6 +56,7 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
     log = resumed.stdout + resumed.stderr
     assert re.search(r"dict\(\s*cuda_graphs=True,\s*type='FastTrainingHook'"
                      r'\)', log)
+    assert '--cuda-graphs: no CUDA device, so no graphs' in log
     assert 'Load checkpoint from' in log and 'iter_4.pth' in log
     assert 'Iter(train) [1/6]' not in log
     assert 'Iter(train) [5/6]' in log
