@@ -51,6 +51,8 @@ def test_runs_are_timed_from_their_logs_and_a_failed_one_is_named(
     assert 'unrecognized arguments: --no-such-flag' in broken['errors'][
         'train']
     lines = result.stdout.splitlines()
+    # the runs' progress as they go
+    assert sum('Iter(train) [4/4]' in line for line in lines) == 2
     assert lines[-4].split()[:3] == ['run', 'step', 'images/s']
     assert [line.split()[0] for line in lines[-3:]] == [
         'plain', 'cuda_graphs', 'broken']

@@ -107,6 +107,8 @@ def overrides(args) -> list:
         f'train_cfg.max_iters={args.iters}',
         f'train_cfg.val_begin={args.iters + 1}',  # none at the end either
         f'default_hooks.logger.interval={args.interval}',
+        # each logged time the mean of the window since the last one
+        f'log_processor.window_size={args.interval}',
         'default_hooks.checkpoint.save_last=False',
         f'default_hooks.checkpoint.interval={args.iters + 1}',
     ]
@@ -160,26 +162,29 @@ def run_one(args, name: str, extra: list, batch: int) -> dict:
     print(f'== {name}: tools/train.py {args.config} {shlex.join(extra)}',
           flush=True)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    entry = dict(args=extra, returncode=done.returncode, wall_s=seconds)
-    output = done.stdout + done.stderr
+    child = subprocess.Popen(command, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in child.stdout:  # the log's progress lines shown as they come
+        lines.append(line.rstrip('\n'))
+        if 'Iter(train)' in line or 'CUDA graphs' in line:
+            print(f'   {lines[-1]}', flush=True)
+    returncode = child.wait()
+    entry = dict(args=extra, returncode=returncode,
+                 wall_s=time.perf_counter() - start,
+                 log_lines=[line for line in lines if 'CUDA graphs' in line])
+    failure = None if returncode == 0 else f'exit {returncode}'
     try:
         entry['train'] = summarize(windows(work_dir), args.skip, batch)
     except ValueError as error:
-        tail = '\n'.join(output.strip().splitlines()[-5:])
-        entry['errors'] = dict(train=f'{error}; exit {done.returncode}: '
-                               f'{tail}')
-        return entry
-    reserved = [
-        int(line[len(MARKER):]) for line in output.splitlines()
-        if line.startswith(MARKER)
-    ]
-    if reserved:
+        failure = f'{error}; exit {returncode}'
+    if failure is not None:  # the end of its output says why
+        tail = '\n'.join(lines[-5:])
+        entry['errors'] = dict(train=f'{failure}: {tail}')
+    reserved = [int(line[len(MARKER):]) for line in lines
+                if line.startswith(MARKER)]
+    if reserved and 'train' in entry:
         entry['train']['peak_memory_mb'] = reserved[-1] / 2**20
-    entry['log_lines'] = [
-        line for line in output.splitlines() if 'CUDA graphs' in line
-    ]
     return entry
 
 
@@ -205,9 +210,9 @@ def run(args) -> dict:
     if args.json:
         write_json(args.json, data)
     print(f"\n{'run':16s} {'step':>9s} {'images/s':>9s} {'data wait':>10s} "
-          f"{'allocated':>10s} {'reserved':>10s}")
+          f"{'allocated':>12s} {'reserved':>12s}")
     for name, entry in results.items():
-        if 'train' not in entry:
+        if 'errors' in entry:
             last = entry['errors']['train'].splitlines()[-1]
             print(f'{name:16s} failed (exit {entry["returncode"]}): {last}')
             continue
@@ -223,7 +228,7 @@ def run(args) -> dict:
 
 def main(argv=None):
     data = run(parse_args(argv))
-    failed = [n for n, e in data['results'].items() if 'train' not in e]
+    failed = [n for n, e in data['results'].items() if 'errors' in e]
     if failed:
         sys.exit(f'failed: {", ".join(failed)}')
 
