@@ -240,6 +240,28 @@ def test_prepare_for_training_gives_the_same_amp_gradients(keep_levels):
                                        atol=5e-3, msg=name)
 
 
+def amp_sgd_steps(model, loss_of, lr, momentum=0., steps=3):
+    """``steps`` SGD steps of ``loss_of(model)`` under fp16 autocast, each
+    step's loss alive while the next one runs (as in a ``loss = ...;
+    loss.backward()`` loop). Returns the losses, the log's CUDA graphs lines
+    and the warnings' messages."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    losses = []
+    with logged_messages() as logged, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(steps):
+            optimizer.zero_grad()
+            with torch.autocast('cuda', dtype=torch.float16):
+                loss = loss_of(model)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return losses, [m for m in logged if m.startswith('CUDA graphs')], [
+        str(w.message) for w in caught
+    ]
+
+
 def test_training_cuda_graphs_train_as_eager_training():
     """prepare_for_training(cuda_graphs=True): three AMP steps of the demo
     model replayed as graphs give eager training's losses, parameters and
@@ -263,39 +285,21 @@ def test_training_cuda_graphs_train_as_eager_training():
     assert isinstance(graphed.decode_head.upsamples[0].conv, FusedUpsample)
     inputs = torch.randn(2, 3, 128, 256, device='cuda')
     labels = torch.randint(0, 5, (2, 128, 256), device='cuda')
-    losses = []
-    for model in (eager, graphed):
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        losses.append([])
-        with logged_messages() as logged, \
-                warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            for _ in range(3):
-                optimizer.zero_grad()
-                with torch.autocast('cuda', dtype=torch.float16):
-                    logits = model(inputs, mode='tensor')
-                loss = F.cross_entropy(logits.float(), labels)
-                loss.backward()
-                optimizer.step()
-                losses[-1].append(loss.item())
-                kept = loss  # noqa: F841 (alive while the next step records)
+    (eager_losses, _, _), (losses, logged, warned) = (amp_sgd_steps(
+        model, lambda m: F.cross_entropy(m(inputs, mode='tensor').float(),
+                                         labels), lr=0.1, momentum=0.9)
+        for model in (eager, graphed))
     # a recording that failed says why (in full: the message)
-    failures = [
-        str(w.message) for w in caught
-        if str(w.message).startswith('CUDA graphs')
-    ]
+    failures = [m for m in warned if m.startswith('CUDA graphs')]
     assert not failures, failures[0]
-    assert [
-        m.split(' for ')[0].split(' in ')[0] for m in logged
-        if m.startswith('CUDA graphs')
-    ] == [
+    assert [m.split(' for ')[0].split(' in ')[0] for m in logged] == [
         'CUDA graphs: recording the training backbone and decode_head',
         'CUDA graphs: recorded the training backbone and decode_head'
     ]
     for part in (graphed.backbone, graphed.decode_head):
         assert [g is not None for g in part.forward.graphs.values()] == [True]
-    assert losses[0][-1] < losses[0][0]
-    torch.testing.assert_close(losses[1], losses[0], rtol=1e-3, atol=1e-4)
+    assert eager_losses[-1] < eager_losses[0]
+    torch.testing.assert_close(losses, eager_losses, rtol=1e-3, atol=1e-4)
     states = eager.state_dict(), graphed.state_dict()
     for name, value in states[0].items():
         if name.endswith('num_batches_tracked'):
@@ -348,31 +352,20 @@ def test_other_models_train_with_graphs_as_eagerly(config):
             device='cuda')))
         sample.set_metainfo(dict(img_shape=(128, 256), pad_shape=(128, 256)))
         samples.append(sample)
-    losses = []
-    for model in (eager, graphed):
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        losses.append([])
-        with logged_messages() as logged, \
-                warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            for _ in range(3):
-                optimizer.zero_grad()
-                with torch.autocast('cuda', dtype=torch.float16):
-                    parts = model(inputs, samples, mode='loss')
-                loss = sum(v for k, v in parts.items() if 'loss' in k)
-                loss.backward()
-                optimizer.step()
-                losses[-1].append(loss.item())
-    failures = [
-        str(w.message) for w in caught
-        if str(w.message).startswith('CUDA graphs')
-    ]
+
+    def loss_of(model):
+        parts = model(inputs, samples, mode='loss')
+        return sum(v for k, v in parts.items() if 'loss' in k)
+
+    (eager_losses, _, _), (losses, logged, warned) = (
+        amp_sgd_steps(model, loss_of, lr=0.01) for model in (eager, graphed))
+    failures = [m for m in warned if m.startswith('CUDA graphs')]
     assert not failures, failures[0]
-    assert [
-        m.split(' for ')[0] for m in logged if 'CUDA graphs: recording' in m
-    ] == ['CUDA graphs: recording the training backbone and decode_head and '
-          'auxiliary_head']
-    torch.testing.assert_close(losses[1], losses[0], rtol=1e-2, atol=1e-3)
+    assert [m.split(' for ')[0] for m in logged if 'recording' in m] == [
+        'CUDA graphs: recording the training backbone and decode_head and '
+        'auxiliary_head'
+    ]
+    torch.testing.assert_close(losses, eager_losses, rtol=1e-2, atol=1e-3)
 
 
 def test_graphed_training_gets_expandable_segments_in_tools_train():

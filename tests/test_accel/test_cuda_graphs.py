@@ -362,14 +362,7 @@ def test_training_graphs_wait_for_two_steps_of_one_size(monkeypatch):
     wrapped = training_cuda_graphs(copy.deepcopy(eager))
     with pytest.warns(UserWarning) as warned:
         for size in (64, 96, 64, 96, 64, 64, 64):
-            x = torch.randn(1, 3, size, size)
-            grads = []
-            for model in (eager, wrapped):
-                model.zero_grad()
-                model(x, mode='tensor').square().mean().backward()
-                grads.append([p.grad for p in model.parameters()])
-            for a, b in zip(*grads):
-                torch.testing.assert_close(b, a)
+            step_both(eager, wrapped, torch.randn(1, 3, size, size))
     assert [str(w.message) for w in warned
             if 'CUDA graphs' in str(w.message)] == [
                 'CUDA graphs: the training input size changed from one step '
@@ -428,6 +421,20 @@ def test_recorded_samples_are_copied_anew(monkeypatch):
         torch.testing.assert_close(new, old)
 
 
+def step_both(eager, wrapped, x):
+    """A training step of both models on ``x``: the same gradients (None
+    for the same parameters)."""
+    grads = []
+    for model in (eager, wrapped):
+        model.zero_grad()
+        model(x, mode='tensor').square().mean().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a)
+
+
 def _unfreeze(model):
     model.backbone.stem[0].requires_grad_(True)
 
@@ -469,15 +476,7 @@ def test_a_parameter_changed_after_the_recording_records_again(
             if step == 3:  # after a replay
                 for model in (eager, wrapped):
                     change(model)
-            grads = []
-            for model in (eager, wrapped):
-                model.zero_grad()
-                model(x, mode='tensor').square().mean().backward()
-                grads.append([p.grad for p in model.parameters()])
-            for a, b in zip(*grads):
-                assert (a is None) == (b is None)
-                if a is not None:
-                    torch.testing.assert_close(b, a)
+            step_both(eager, wrapped, x)
     # recorded at the second step and again at the fifth, replayed from
     # each (the fourth eager)
     assert len(made) == 2
