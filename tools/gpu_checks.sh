@@ -9,7 +9,7 @@
 # second call (181 s). In session 28 (H200) the tests took 177 s, the training table 188 s, the profiles and memory
 # reports 97 s; the rest 164 s in a second call. In session 29 (H200) the tests took 188 s, the training table
 # 202 s, the graphed row with expandable segments 62 s (alone then); the memory reports about 45 s. Session 30 (no
-# GPU) added the recipe step after the tests (not timed yet; about 3 minutes expected): the training table, measured
+# GPU) added the recipe step after the tests (not timed yet; about 4 minutes expected): the training table, measured
 # in sessions 28 and 29, may then be left to the second call. All steps end by DEADLINE seconds (default 470: the run's 8
 # minutes, so that a session's 15 minutes of device time hold the machine's start, this run and a second call for
 # the rest): a step that would start later is not run, one still running then is cut, and the summary says which,
@@ -81,15 +81,19 @@ TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_
   step tests "CUDA tests" python3 -m pytest tests/test_cuda.py "${TEST_ARGS[@]}" -q -p no:warnings \
   -p no:cacheprovider -rf --tb=short --durations=5
 # The recipe as users train it: tools/train.py on Cityscapes-format data made here at 1024x2048 (loading from disk
-# in the config's 4 workers, the hooks, AdamW, the logging), plain and with --cuda-graphs (which also sets
-# expandable segments), RECIPE_ITERS iterations each, the first 20 left out (kernel tuning, the graphs'
-# recording). Whether the recipe should turn the graphs on; not run on a GPU yet (about 3 minutes expected).
+# in the config's 4 workers, the hooks, AdamW, the logging), plain, with --cuda-graphs (which also sets expandable
+# segments) and with the graphs and the batches in pinned memory (their copy to the GPU, 115 MB with the int64
+# labels, is the host's between two replayed steps), RECIPE_ITERS iterations each, the first 20 left out (kernel
+# tuning, the graphs' recording). Whether the recipe should turn the graphs (and pinned memory) on; not run on a GPU
+# yet (about 4 minutes expected).
 RECIPE_DATA="${TMPDIR:-/tmp}/gpu_checks_cityscapes_1024x2048"
-step recipe "The recipe through tools/train.py, batch 5 at 1024x2048: plain and --cuda-graphs" bash -c "
+step recipe "The recipe through tools/train.py, batch 5 at 1024x2048: plain, --cuda-graphs, pinned" bash -c "
   { [[ -f '$RECIPE_DATA/val.txt' ]] || { python3 tools/dataset_converters/make_demo_cityscapes.py '$RECIPE_DATA' \
       --num-train 20 --num-val 1 --size 1024 2048 && python3 tools/dataset_converters/cityscapes.py '$RECIPE_DATA' \
       --nproc 8; }; } > /dev/null &&
   python3 tools/analysis_tools/benchmark_recipe.py $C '$RECIPE_DATA' --iters ${RECIPE_ITERS:-60} \
+    --run plain= --run cuda_graphs=--cuda-graphs \
+    --run 'cuda_graphs_pinned=--cuda-graphs --cfg-options train_dataloader.pin_memory=True' \
     --work-dir '$OUT/recipe_runs' --json '$OUT/recipe_b5_1024x2048_cuda.json'"
 # The recipe's step, its options and the authors' in one interleaved run: the target's ratio is to the authors'
 # step of the same run. cuda_graphs: the parts' forward and backward as CUDA graphs (session 29, H200: 0.133 s

@@ -109,7 +109,7 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                      if 'benchmark.py' in c and '@fp16,fast ' in c)
     assert train < expandable < memory < profile < inference
     # before them, the recipe through tools/train.py on data made at
-    # 1024x2048 (once), plain and with --cuda-graphs (the tool's default)
+    # 1024x2048 (once), plain, with --cuda-graphs, and with pinned batches
     made, converted, recipe = (
         next(i for i, c in enumerate(calls) if tool in c)
         for tool in ('make_demo_cityscapes.py', 'dataset_converters/'
@@ -118,7 +118,10 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert made < converted < recipe < train
     assert calls[recipe].startswith(
         'tools/analysis_tools/benchmark_recipe.py configs/wavemix/'
-        'wavemix_256x16_l4_cityscapes.py ') and '--run' not in calls[recipe]
+        'wavemix_256x16_l4_cityscapes.py ')
+    assert '--run plain= --run cuda_graphs=--cuda-graphs --run cuda_graphs_' \
+        'pinned=--cuda-graphs --cfg-options train_dataloader.pin_memory=True ' \
+        in calls[recipe]
     assert f'--json {out}/recipe_b5_1024x2048_cuda.json' in calls[recipe]
     assert '  ours                         0.50 ms' in lines  # the summary
     # and the GPU's own time where the benchmark took it

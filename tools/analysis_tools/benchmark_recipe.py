@@ -209,19 +209,19 @@ def run(args) -> dict:
     data['finished'] = True
     if args.json:
         write_json(args.json, data)
-    print(f"\n{'run':16s} {'step':>9s} {'images/s':>9s} {'data wait':>10s} "
+    print(f"\n{'run':20s} {'step':>9s} {'images/s':>9s} {'data wait':>10s} "
           f"{'allocated':>12s} {'reserved':>12s}")
     for name, entry in results.items():
         if 'errors' in entry:
             last = entry['errors']['train'].splitlines()[-1]
-            print(f'{name:16s} failed (exit {entry["returncode"]}): {last}')
+            print(f'{name:20s} failed (exit {entry["returncode"]}): {last}')
             continue
         t = entry['train']
         memory = [
             f'{t[key] / 1024:8.2f} GiB' if key in t else f'{"-":>12s}'
             for key in ('max_allocated_mb', 'peak_memory_mb')
         ]
-        print(f'{name:16s} {t["median_s"]:8.3f}s {t["images_per_s"]:9.1f} '
+        print(f'{name:20s} {t["median_s"]:8.3f}s {t["images_per_s"]:9.1f} '
               f'{t["data_time_s"]:9.3f}s {memory[0]} {memory[1]}')
     return data
 
