@@ -5,13 +5,14 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 
 from mmseg_wavemix.utils.checks import InputError
 from mmseg_wavemix.utils.cli import (expandable_segments_for_graphs,
                                      request_training_graphs,
                                      resolve_config_path, use_cpu_distributed)
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, logged_messages
 
 
 def test_resolve_config_path():
@@ -63,7 +64,9 @@ def test_request_training_graphs_turns_on_the_hook_or_adds_one():
 @pytest.fixture
 def allocator_unset(monkeypatch):
     """No allocator configuration in the environment, and whatever the
-    tests set there undone after them."""
+    tests set there undone after them; CUDA available and not initialized
+    (mmengine's logger made before: it would look for the device)."""
+    MMLogger.get_current_instance()
     for name in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF',
                  'WORLD_SIZE', 'SLURM_NTASKS'):
         monkeypatch.delenv(name, raising=False)
@@ -87,9 +90,15 @@ def graphed(launcher='none', cuda_graphs=True):
 def test_graphed_training_gets_expandable_segments(allocator_unset):
     expandable_segments_for_graphs(graphed(cuda_graphs=False))
     assert 'PYTORCH_CUDA_ALLOC_CONF' not in os.environ
-    expandable_segments_for_graphs(graphed())
+    with logged_messages() as logged:
+        expandable_segments_for_graphs(graphed())
     assert os.environ['PYTORCH_CUDA_ALLOC_CONF'] == \
         'expandable_segments:True'
+    assert logged == [
+        'CUDA graphs for training: PYTORCH_CUDA_ALLOC_CONF=expandable_'
+        'segments:True (less memory held in blocks of the wrong size; set '
+        'the variable to configure the allocator otherwise)'
+    ]
     # one process of torchrun's too
     allocator_unset.delenv('PYTORCH_CUDA_ALLOC_CONF')
     allocator_unset.setenv('WORLD_SIZE', '1')
