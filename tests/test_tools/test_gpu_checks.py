@@ -43,6 +43,7 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     slow = 'tools/benchmark.py configs/wavemix/wavemix_256x16_l4_cityscapes' \
         '.py@fp16,fast --compare'  # the inference step
     env = dict(os.environ, DEADLINE='3', MIN_STEP='1', SKIP='',
+               STEP_NEEDS='',  # below: a step needing more is not started
                TMPDIR=str(tmp_path),  # the recipe's data made anew
                PATH=f'{fake_python(tmp_path, slow)}:{os.environ["PATH"]}')
     out = tmp_path / 'out'
@@ -67,8 +68,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     lines = result.stdout.splitlines()
     assert any(line.startswith('=== cut after') and slow in line
                for line in lines)
-    assert '=== not started, 0 s left of DEADLINE=3: Level MLPs, fp16 ' \
-        '1024x2048' in lines  # the steps after the cut one
+    assert '=== not started, 0 s left of DEADLINE=3 (it needs 1 s): Level ' \
+        'MLPs, fp16 1024x2048' in lines  # the steps after the cut one
     assert 'Not finished by DEADLINE: focal haar inference level_mlp ' \
         'profile' in lines
     assert f'The rest, in a second call: SKIP="tests recipe training ' \
@@ -120,8 +121,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         'tools/analysis_tools/benchmark_recipe.py configs/wavemix/'
         'wavemix_256x16_l4_cityscapes.py ')
     assert '--run plain= --run cuda_graphs=--cuda-graphs --run cuda_graphs_' \
-        'pinned=--cuda-graphs --cfg-options train_dataloader.pin_memory=True ' \
-        in calls[recipe]
+        'pinned=--cuda-graphs --cfg-options ' \
+        'train_dataloader.pin_memory=True ' in calls[recipe]
     assert f'--json {out}/recipe_b5_1024x2048_cuda.json' in calls[recipe]
     assert '  ours                         0.50 ms' in lines  # the summary
     # and the GPU's own time where the benchmark took it
@@ -144,3 +145,28 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     with tarfile.open(env['ARCHIVE']) as archive:
         assert sorted(archive.getnames()) == ['haar.json', 'memory.json',
                                               'train.json']
+
+
+def test_a_step_that_needs_more_than_is_left_waits_for_the_second_call(
+        tmp_path):
+    """A step given more seconds in STEP_NEEDS than are left is not started
+    (cut early it would give nothing), the shorter steps after it run, and
+    the second call is told to run it."""
+    env = dict(os.environ, DEADLINE='60', MIN_STEP='1', SKIP='tests recipe',
+               STEP_NEEDS='training:100', TMPDIR=str(tmp_path),
+               PATH=f'{fake_python(tmp_path, "never")}:{os.environ["PATH"]}')
+    out = tmp_path / 'out'
+    result = subprocess.run(['bash', SCRIPT, str(out)], capture_output=True,
+                            text=True, timeout=60, env=env)
+    lines = result.stdout.splitlines()
+    assert any(
+        line.startswith('=== not started, ') and
+        line.endswith("(it needs 100 s): Training 1024x2048, batch 5: the "
+                      "recipe, its options and the authors'")
+        for line in lines), result.stdout
+    calls = (tmp_path / 'calls').read_text()
+    assert ' authors ' not in calls  # the training table's entry
+    assert '--memory-peak' in calls and 'benchmark_haar.py' in calls
+    assert 'Not finished by DEADLINE: training' in lines
+    rest = next(line for line in lines if line.startswith('The rest'))
+    assert ' training ' not in f'{rest.split("SKIP=")[1].split(" bash")[0]} '
