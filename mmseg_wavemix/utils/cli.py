@@ -19,6 +19,7 @@ from mmengine.registry import RUNNERS, DefaultScope
 from mmengine.runner import Runner
 
 from mmseg_wavemix.compat import make_torchvision_importable
+from mmseg_wavemix.models.accel.cuda_graphs import ALLOCATOR_VARIABLES
 
 from .checkpoints import convert_file
 from .checks import InputError, describe
@@ -177,10 +178,11 @@ def use_cpu_distributed(cfg: Config) -> None:
             'run without CUDA', logger='current', level=logging.WARNING)
 
 
-def _is_fast_training_hook(hook) -> bool:
+def is_hook(hook, name: str) -> bool:
+    """Whether the config entry ``hook`` builds the hook class ``name``
+    (given by name, with or without a scope, or as the class)."""
     kind = hook.get('type') if isinstance(hook, dict) else None
-    name = getattr(kind, '__name__', str(kind))
-    return name.rsplit('.', 1)[-1] == 'FastTrainingHook'
+    return getattr(kind, '__name__', str(kind)).rsplit('.', 1)[-1] == name
 
 
 def request_training_graphs(cfg: Config) -> None:
@@ -198,7 +200,7 @@ def request_training_graphs(cfg: Config) -> None:
             f"MMSeg's); {cfg.filename} is a classification config: train it "
             'without --cuda-graphs')
     hooks = list(cfg.get('custom_hooks') or [])
-    fast = [hook for hook in hooks if _is_fast_training_hook(hook)]
+    fast = [hook for hook in hooks if is_hook(hook, 'FastTrainingHook')]
     for hook in fast:
         hook['cuda_graphs'] = True
     if not fast:
@@ -220,15 +222,13 @@ def expandable_segments_for_graphs(cfg: Config) -> None:
     GiB with them, 12.3 GiB without. PyTorch reads the variable when CUDA
     first allocates, which the runner has not done yet."""
     graphs = any(
-        _is_fast_training_hook(hook) and hook.get('cuda_graphs')
+        is_hook(hook, 'FastTrainingHook') and hook.get('cuda_graphs')
         for hook in cfg.get('custom_hooks') or [])
     # several processes train without graphs (prepare_for_training); slurm
     # sets its count of them, mmengine WORLD_SIZE later
     one_process = cfg.get('launcher', 'none') == 'none' or os.environ.get(
         'WORLD_SIZE', os.environ.get('SLURM_NTASKS', '1')) == '1'
-    configured = any(
-        os.environ.get(name)
-        for name in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF'))
+    configured = any(os.environ.get(name) for name in ALLOCATOR_VARIABLES)
     if not graphs or not one_process or configured or \
             not torch.cuda.is_available() or torch.cuda.is_initialized():
         return

@@ -30,6 +30,7 @@ import torch
 from mmengine.config import Config
 
 from mmseg_wavemix.utils.analysis import write_json
+from mmseg_wavemix.utils.cli import is_hook
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MARKER = 'benchmark_recipe: max_memory_reserved_bytes='
@@ -96,7 +97,7 @@ def parse_args(argv=None):
     return args
 
 
-def overrides(args) -> list:
+def overrides(args, cfg: Config) -> list:
     """The config's data root, the run's length and logging, no checkpoint
     and no validation within it, the optimizer of its start throughout."""
     options = [
@@ -112,9 +113,8 @@ def overrides(args) -> list:
         'default_hooks.checkpoint.save_last=False',
         f'default_hooks.checkpoint.interval={args.iters + 1}',
     ]
-    cfg = Config.fromfile(args.config)
     for i, hook in enumerate(cfg.get('custom_hooks') or []):
-        if str(hook.get('type')).endswith('OptimizerSwitchHook'):
+        if is_hook(hook, 'OptimizerSwitchHook'):
             options.append(f'custom_hooks.{i}.final_iters=0')
     return options + list(args.cfg_options)
 
@@ -152,12 +152,13 @@ def summarize(rows: list, skip: int, batch: int) -> dict:
     return result
 
 
-def run_one(args, name: str, extra: list, batch: int) -> dict:
+def run_one(args, name: str, extra: list, options: list,
+            batch: int) -> dict:
     work_dir = osp.join(args.work_dir, name)
     command = [
         sys.executable, '-c', CHILD,
         osp.join(REPO_ROOT, 'tools', 'train.py'), args.config, '--work-dir',
-        work_dir, *extra, '--cfg-options', *overrides(args)
+        work_dir, *extra, '--cfg-options', *options
     ]
     print(f'== {name}: tools/train.py {args.config} {shlex.join(extra)}',
           flush=True)
@@ -190,6 +191,7 @@ def run_one(args, name: str, extra: list, batch: int) -> dict:
 
 def run(args) -> dict:
     cfg = Config.fromfile(args.config)
+    options = overrides(args, cfg)
     cfg.merge_from_dict(
         dict(option.split('=', 1) for option in args.cfg_options))
     batch = int(cfg.train_dataloader.batch_size)
@@ -203,7 +205,8 @@ def run(args) -> dict:
         results=results, finished=False)
     for run in args.runs:
         name, extra = run.split('=', 1)
-        results[name] = run_one(args, name, shlex.split(extra), batch)
+        results[name] = run_one(args, name, shlex.split(extra), options,
+                                batch)
         if args.json:  # what was measured, should a later run be cut
             write_json(args.json, data)
     data['finished'] = True

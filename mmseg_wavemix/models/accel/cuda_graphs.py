@@ -22,6 +22,8 @@ from torch.utils._pytree import tree_leaves
 GRAPHED_PARTS = ('backbone', 'neck', 'decode_head', 'head')
 # and in training mmseg's auxiliary head (inference does not run it)
 TRAINED_PARTS = GRAPHED_PARTS + ('auxiliary_head', )
+# PyTorch's CUDA allocator settings, by their old and new names
+ALLOCATOR_VARIABLES = ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF')
 
 
 class CUDAGraphs:
@@ -458,7 +460,7 @@ def _expandable_segments() -> bool:
     on an H200 the recipe's graphed step at batch 5 reserved 11.0 GiB with
     them, 12.3 GiB without, the rest blocks of sizes it could not use)."""
     settings = (os.environ.get(name, '')
-                for name in ('PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF'))
+                for name in ALLOCATOR_VARIABLES)
     return any('expandable_segments:true' in s.replace(' ', '').lower()
                for s in settings)
 
