@@ -10,7 +10,7 @@
 # reports 97 s; the rest 164 s in a second call. In session 29 (H200) the tests took 188 s, the training table
 # 202 s, the graphed row with expandable segments 62 s (alone then); the memory reports about 45 s. Session 30 (no
 # GPU) added the recipe step after the tests (not timed yet; about 4 minutes expected): the training table, measured
-# in sessions 28 and 29, may then be left to the second call. All steps end by DEADLINE seconds (default 470: the run's 8
+# in sessions 28 and 29, then waits for the second call (STEP_NEEDS). All steps end by DEADLINE seconds (default 470: the run's 8
 # minutes, so that a session's 15 minutes of device time hold the machine's start, this run and a second call for
 # the rest): a step that would start later is not run, one still running then is cut, and the summary says which,
 # with the SKIP that runs the rest in a second call, and the seconds of each step.
