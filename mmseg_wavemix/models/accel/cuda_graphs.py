@@ -459,8 +459,7 @@ def _expandable_segments() -> bool:
     segments (each memory pool one range of addresses mapped as it grows:
     on an H200 the recipe's graphed step at batch 5 reserved 11.0 GiB with
     them, 12.3 GiB without, the rest blocks of sizes it could not use)."""
-    settings = (os.environ.get(name, '')
-                for name in ALLOCATOR_VARIABLES)
+    settings = (os.environ.get(name, '') for name in ALLOCATOR_VARIABLES)
     return any('expandable_segments:true' in s.replace(' ', '').lower()
                for s in settings)
 
