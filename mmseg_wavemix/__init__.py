@@ -6,7 +6,7 @@ nothing else, so a config only needs ``custom_imports =
 dict(imports=['mmseg_wavemix'])``. For classification with mmpretrain,
 import :mod:`mmseg_wavemix.classification` instead.
 """
-from . import engine, models, ops  # noqa: F401  (registers modules)
+from . import datasets, engine, models, ops  # noqa: F401  (registers modules)
 from .version import __version__
 
 __all__ = ['__version__']

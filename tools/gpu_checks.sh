@@ -9,7 +9,7 @@
 # second call (181 s). In session 28 (H200) the tests took 177 s, the training table 188 s, the profiles and memory
 # reports 97 s; the rest 164 s in a second call. In session 29 (H200) the tests took 188 s, the training table
 # 202 s, the graphed row with expandable segments 62 s (alone then); the memory reports about 45 s. Session 30 (no
-# GPU) added the recipe step after the tests (not timed yet; about 4 minutes expected): the training table, measured
+# GPU) added the recipe step after the tests (not timed yet; about 5 minutes expected): the training table, measured
 # in sessions 28 and 29, then waits for the second call (STEP_NEEDS). All steps end by DEADLINE seconds (default 470: the run's 8
 # minutes, so that a session's 15 minutes of device time hold the machine's start, this run and a second call for
 # the rest): a step that would start later is not run, one still running then is cut, and the summary says which,
@@ -17,7 +17,7 @@
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests recipe
-#                                           # training memory train_profile inference haar focal profile
+#                                           # data training memory train_profile inference haar focal profile
 #                                           # level_mlp)
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
@@ -48,7 +48,7 @@ MIN_STEP="${MIN_STEP:-20}"  # a step is not started with less time than this lef
 # NAME:SECONDS of steps that need more to give anything (cut early they waste the time): not started with less
 # left, and later, shorter steps still run. The training table took 202 s in session 29; the recipe step writes each
 # run as it ends.
-STEP_NEEDS="${STEP_NEEDS-training:180 recipe:120}"
+STEP_NEEDS="${STEP_NEEDS-training:180 recipe:120 data:45}"
 DONE="" UNFINISHED=""  # step names whose commands all ran to their end / one of which was cut or not started
 TIMES=""  # each command's step name and seconds, for the summary (which steps to trim to keep the run short)
 # step NAME TITLE COMMAND...: skipped where SKIP names it
@@ -89,19 +89,29 @@ TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_
   -p no:cacheprovider -rf --tb=short --durations=5
 # The recipe as users train it: tools/train.py on Cityscapes-format data made here at 1024x2048 (loading from disk
 # in the config's 4 workers, the hooks, AdamW, the logging), plain, with --cuda-graphs (which also sets expandable
-# segments) and with the graphs and the batches in pinned memory (their copy to the GPU, 115 MB with the int64
-# labels, is the host's between two replayed steps), RECIPE_ITERS iterations each, the first 20 left out (kernel
-# tuning, the graphs' recording). Whether the recipe should turn the graphs (and pinned memory) on; not run on a GPU
-# yet (about 4 minutes expected).
+# segments) and with the graphs and the images in pinned memory (the batch's copy to the GPU is the host's between
+# two replayed steps; the DataLoader pins the images, not the data samples' labels), RECIPE_ITERS iterations each, the
+# first 20 left out (kernel tuning, the graphs' recording); last, the graphs with mmseg's int64 labels
+# (PackSegInputs: 84 MB a batch to copy, against 10.5 MB in uint8). Whether the recipe should turn the graphs (and
+# pinned memory) on; not run on a GPU yet (about 5 minutes expected).
 RECIPE_DATA="${TMPDIR:-/tmp}/gpu_checks_cityscapes_1024x2048"
-step recipe "The recipe through tools/train.py, batch 5 at 1024x2048: plain, --cuda-graphs, pinned" bash -c "
-  { [[ -f '$RECIPE_DATA/val.txt' ]] || { python3 tools/dataset_converters/make_demo_cityscapes.py '$RECIPE_DATA' \
-      --num-train 20 --num-val 1 --size 1024 2048 && python3 tools/dataset_converters/cityscapes.py '$RECIPE_DATA' \
-      --nproc 8; }; } > /dev/null &&
+MAKE_RECIPE_DATA="{ [[ -f '$RECIPE_DATA/val.txt' ]] || { python3 tools/dataset_converters/make_demo_cityscapes.py \
+  '$RECIPE_DATA' --num-train 20 --num-val 1 --size 1024 2048 && python3 tools/dataset_converters/cityscapes.py \
+  '$RECIPE_DATA' --nproc 8; }; } > /dev/null"
+step recipe "The recipe through tools/train.py, batch 5 at 1024x2048: plain, --cuda-graphs, pinned, int64 labels" \
+  bash -c "$MAKE_RECIPE_DATA &&
   python3 tools/analysis_tools/benchmark_recipe.py $C '$RECIPE_DATA' --iters ${RECIPE_ITERS:-60} \
     --run plain= --run cuda_graphs=--cuda-graphs \
     --run 'cuda_graphs_pinned=--cuda-graphs --cfg-options train_dataloader.pin_memory=True' \
+    --run 'cuda_graphs_int64_labels=--cuda-graphs --cfg-options train_dataloader.dataset.pipeline.3.type=PackSegInputs' \
     --work-dir '$OUT/recipe_runs' --json '$OUT/recipe_b5_1024x2048_cuda.json'"
+# The recipe's data path alone, no model (about 1 minute expected, not run on a GPU yet): the 4 workers loading
+# batches, and the data preprocessor's copy to the GPU (its time on one batch alone), with uint8 labels, mmseg's int64
+# ones, and the images pinned. Whether the workers keep up with a 0.133 s step (37.6 images/s).
+step data "The recipe's data loading and copy to the GPU, batch 5 at 1024x2048: uint8 and int64 labels, pinned" \
+  bash -c "$MAKE_RECIPE_DATA && python3 tools/analysis_tools/benchmark_data.py $C '$RECIPE_DATA' --batches 12 \
+    --rounds 3 --run uint8= --run int64=train_dataloader.dataset.pipeline.3.type=PackSegInputs \
+    --run uint8_pinned=train_dataloader.pin_memory=True --json '$OUT/data_b5_1024x2048_cuda.json'"
 # The recipe's step, its options and the authors' in one interleaved run: the target's ratio is to the authors'
 # step of the same run. cuda_graphs: the parts' forward and backward as CUDA graphs (session 29, H200: 0.133 s
 # against 0.186 s, 12.28 GiB reserved against 7.98 GiB; its memory comes with a replayed step's alone, "replayed").
@@ -199,6 +209,10 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
         print(f'  step {t["step_ms"]:.2f} ms: kernels {t["busy_ms"]:.2f} ms, idle {t["idle_in_span_ms"]:.2f} ms '
               f'between them, {t["before_first_kernel_ms"]:.2f} before, {t["after_last_kernel_ms"]:.2f} after')
     for name, r in data.get('results', {}).items():
+        if 'batch_s' in r:  # benchmark_data.py
+            print(f'  {name:24s} {r["batch_s"] * 1e3:7.1f} ms a batch {r["images_per_s"]:6.1f} img/s, preprocessor '
+                  f'{r["preprocessor_s"] * 1e3:.1f} ms, labels {r["labels_mb"]:.1f} MB')
+            continue
         if 'candidates' in r:  # benchmark_level_mlp.py
             print(f'  {name:24s} ' + ', '.join(f'{k} {v["us"]:.0f} us' for k, v in r['candidates'].items()
                                                  if v['us'] is not None))

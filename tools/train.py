@@ -17,7 +17,8 @@ from mmengine.runner import find_latest_checkpoint
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
 from mmseg_wavemix.utils.checkpoints import check_fits, load_state_dict
-from mmseg_wavemix.utils.checks import check_segmentation_data
+from mmseg_wavemix.utils.checks import (check_label_packing,
+                                        check_segmentation_data)
 from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
                                      build_runner, check_model,
                                      expandable_segments_for_graphs,
@@ -60,6 +61,7 @@ def check_start(cfg, args) -> bool:
     resume or fine-tune from fits the model. Returns whether ``--resume``
     finds nothing to resume."""
     model = check_model(cfg)
+    check_label_packing(cfg)
     check_segmentation_data(cfg, ['train_dataloader', 'val_dataloader'],
                             args.check_labels)
     if args.resume:

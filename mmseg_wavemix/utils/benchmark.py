@@ -33,7 +33,7 @@ from mmseg_wavemix.models.utils import wavemix_convert
 
 from .analysis import build_model_from_config, count_flops
 from .authors_wavemix import build_authors_segmenter
-from .checks import describe
+from .checks import describe, has_transform
 from .cli import build_model, is_hook, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -138,8 +138,8 @@ class Bench:
     def _build_loop(self):
         """What ``loop`` runs: the config's optimizer wrapper (and its
         ``NonFiniteLossHook``, as the runner would put it), and a batch as
-        the data loader gives it (uint8 images, int64 labels, on the
-        host)."""
+        the data loader gives it (uint8 images, and labels as the config's
+        pipeline packs them, on the host)."""
         if self.scope != 'mmseg':
             raise ValueError('loop times segmentation configs')
         from mmengine.optim import build_optim_wrapper
@@ -156,6 +156,9 @@ class Bench:
                 SimpleNamespace(optim_wrapper=self.optim_wrapper))
         h, w = self.args.shape
         classes = self.cfg.model.decode_head.num_classes
+        labels = torch.uint8 if has_transform(
+            self.cfg.get('train_dataloader', {}).get('dataset'),
+            'PackSegInputsUint8') else torch.int64
         self.batch = dict(
             inputs=[
                 torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
@@ -164,7 +167,8 @@ class Bench:
             data_samples=[
                 SegDataSample(
                     gt_sem_seg=PixelData(
-                        data=torch.randint(0, classes, (1, h, w))),
+                        data=torch.randint(
+                            0, classes, (1, h, w), dtype=labels)),
                     metainfo=dict(ori_shape=(h, w), img_shape=(h, w),
                                   pad_shape=(h, w)))
                 for _ in range(self.args.batch)

@@ -86,6 +86,41 @@ def check_segmentation_data(cfg: Config,
             check_label_maps(loader, dataset, ignore_index, labels == 'full')
 
 
+def check_label_packing(cfg: Config) -> None:
+    """A training pipeline that packs uint8 label maps
+    (``PackSegInputsUint8``) needs a data preprocessor that makes them int64
+    on the device (``SegDataPreProcessorUint8``): mmseg's losses take int64
+    labels only, and would fail at the first step with a type error."""
+    if cfg.get('default_scope', 'mmseg') != 'mmseg' or not has_transform(
+            cfg.get('train_dataloader', {}).get('dataset'),
+            'PackSegInputsUint8'):
+        return
+    from mmseg.registry import MODELS
+
+    from mmseg_wavemix.models import SegDataPreProcessorUint8
+    kind = (cfg.model.get('data_preprocessor') or {}).get('type')
+    found = MODELS.get(kind) if isinstance(kind, str) else kind
+    if not (isinstance(found, type)
+            and issubclass(found, SegDataPreProcessorUint8)):
+        raise InputError(
+            'train_dataloader packs its label maps as uint8 '
+            "(PackSegInputsUint8), but the model's data_preprocessor "
+            f'({kind}) passes them on so, and the losses need int64: set '
+            "model.data_preprocessor.type='SegDataPreProcessorUint8', or "
+            "pack with mmseg's PackSegInputs")
+
+
+def has_transform(dataset_cfg, name: str) -> bool:
+    """Whether a dataset config (wrapped datasets included) has a transform
+    of that type."""
+    if isinstance(dataset_cfg, dict):
+        return dataset_cfg.get('type') == name or any(
+            has_transform(v, name) for v in dataset_cfg.values())
+    if isinstance(dataset_cfg, (list, tuple)):
+        return any(has_transform(v, name) for v in dataset_cfg)
+    return False
+
+
 def check_label_maps(loader: str, dataset, ignore_index: int = 255,
                      full: bool = False) -> None:
     """Every label map has its image's size (read from the file headers)

@@ -61,6 +61,10 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         peak_bytes=8 * 2**30, rows=[], pools=[
             dict(pool='default', reserved_bytes=9 * 2**30),
             dict(pool='(1, 0)', reserved_bytes=3 * 2**30)])))
+    # as benchmark_data.py writes it
+    (out / 'data.json').write_text(json.dumps(dict(results=dict(uint8=dict(
+        batch_s=0.15, images_per_s=33.3, preprocessor_s=0.004,
+        labels_mb=10.0)))))
     env['ARCHIVE'] = str(tmp_path / 'gpu.tar.gz')
     result = subprocess.run(['bash', SCRIPT, str(out)], capture_output=True,
                             text=True, timeout=60, env=env)
@@ -72,8 +76,9 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         'MLPs, fp16 1024x2048' in lines  # the steps after the cut one
     assert 'Not finished by DEADLINE: focal haar inference level_mlp ' \
         'profile' in lines
-    assert f'The rest, in a second call: SKIP="tests recipe training ' \
-        f'memory train_profile" bash tools/gpu_checks.sh {out}' in lines
+    assert f'The rest, in a second call: SKIP="tests recipe data ' \
+        f'training memory train_profile" bash tools/gpu_checks.sh {out}' \
+        in lines
     calls = (tmp_path / 'calls').read_text().splitlines()
     tests = next(c for c in calls if c.startswith('-m pytest'))
     # the tests in their own Triton cache (their tunings are timed beside
@@ -110,7 +115,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                      if 'benchmark.py' in c and '@fp16,fast ' in c)
     assert train < expandable < memory < profile < inference
     # before them, the recipe through tools/train.py on data made at
-    # 1024x2048 (once), plain, with --cuda-graphs, and with pinned batches
+    # 1024x2048 (once), plain, with --cuda-graphs, with pinned batches, and
+    # last (the one a deadline cuts) with mmseg's int64 labels
     made, converted, recipe = (
         next(i for i, c in enumerate(calls) if tool in c)
         for tool in ('make_demo_cityscapes.py', 'dataset_converters/'
@@ -122,8 +128,19 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         'wavemix_256x16_l4_cityscapes.py ')
     assert '--run plain= --run cuda_graphs=--cuda-graphs --run cuda_graphs_' \
         'pinned=--cuda-graphs --cfg-options ' \
-        'train_dataloader.pin_memory=True ' in calls[recipe]
+        'train_dataloader.pin_memory=True --run cuda_graphs_int64_labels=' \
+        '--cuda-graphs --cfg-options train_dataloader.dataset.pipeline.3.' \
+        'type=PackSegInputs ' in calls[recipe]
     assert f'--json {out}/recipe_b5_1024x2048_cuda.json' in calls[recipe]
+    # then the data path alone: uint8 labels, mmseg's int64 ones, pinned
+    data, = (i for i, c in enumerate(calls) if 'benchmark_data.py' in c)
+    assert recipe < data < train
+    assert '--run uint8= --run int64=train_dataloader.dataset.pipeline.3.' \
+        'type=PackSegInputs --run uint8_pinned=train_dataloader.pin_memory' \
+        f'=True --json {out}/data_b5_1024x2048_cuda.json' in calls[data]
+    assert 'uint8 150.0 ms a batch 33.3 img/s, preprocessor 4.0 ms, ' \
+        'labels 10.0 MB' in [
+            ' '.join(line.split()) for line in lines]
     assert '  ours                         0.50 ms' in lines  # the summary
     # and the GPU's own time where the benchmark took it
     assert '  clone                        0.30 ms (GPU 0.120 ms)' in lines
@@ -139,12 +156,12 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                  if line.startswith('Seconds per step: '))
     seconds = dict(
         item.split() for item in times.split(': ', 1)[1].split(', '))
-    assert list(seconds) == ['tests', 'recipe', 'training', 'memory',
-                             'train_profile', 'inference']
+    assert list(seconds) == ['tests', 'recipe', 'data', 'training',
+                             'memory', 'train_profile', 'inference']
     assert int(seconds['inference']) >= 2  # cut at DEADLINE=3
     with tarfile.open(env['ARCHIVE']) as archive:
-        assert sorted(archive.getnames()) == ['haar.json', 'memory.json',
-                                              'train.json']
+        assert sorted(archive.getnames()) == ['data.json', 'haar.json',
+                                              'memory.json', 'train.json']
 
 
 def test_a_step_that_needs_more_than_is_left_waits_for_the_second_call(

@@ -163,6 +163,14 @@ def test_train_tool_errors_are_one_line(cityscapes, data, tmp_path):
         line = one_error_line(result)
         assert 'cannot build the model' in line and text in line, line
         assert 'Config:' not in result.stdout
+    # uint8 labels for a preprocessor that would pass them to the losses
+    unpaired = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
+                        '--cfg-options', *TINY_OPTIONS,
+                        'model.data_preprocessor.type=SegDataPreProcessor',
+                        *data, check=False)
+    line = one_error_line(unpaired)
+    assert 'packs its label maps as uint8 (PackSegInputsUint8)' in line
+    assert 'Config:' not in unpaired.stdout
     debug = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
                      '--debug', '--cfg-options', *TINY_OPTIONS,
                      'model.backbone.level=7', *data, check=False)
