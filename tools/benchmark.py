@@ -25,8 +25,9 @@ for backward, ``prepare_for_training(keep_levels=True)``), ``loop`` (the
 training step as ``tools/train.py``'s loop runs it, data loading aside:
 ``model.train_step`` with the config's optimizer wrapper, AMP on CUDA where it
 is an ``AmpOptimWrapper``, its ``NonFiniteLossHook``, a batch of uint8 images
-and int64 labels on the host through the data preprocessor, and each logged
-value read on the host; no dtype option),
+and labels as the config packs them (uint8 in the recipe) on the host through
+the data preprocessor, and each logged value read on the host; no dtype
+option),
 ``compile`` (torch.compile; with ``fast``, the CUDA graphs of
 ``prepare_for_inference(compile=True)``) and ``with_cp`` (the backbone's
 gradient checkpointing). One config may appear with several option sets.

@@ -165,8 +165,9 @@ def test_training_graphs_not_recorded_fail_their_entry():
 def test_loop_runs_the_training_step_of_tools_train():
     """``loop``: mmengine's train_step with the config's optimizer wrapper
     (AdamW; AMP falls back to fp32 without CUDA) and NonFiniteLossHook, on a
-    batch of uint8 images and int64 labels from the host, which stays as
-    the data loader gave it."""
+    batch of uint8 images and labels from the host as the config's pipeline
+    packs them (uint8: PackSegInputsUint8), which stays as the data loader
+    gave it."""
     from mmseg_wavemix.utils.benchmark import Bench
     args = argparse.Namespace(
         dtype='fp32', shape=(32, 64), batch=2, device='cpu',
@@ -188,7 +189,7 @@ def test_loop_runs_the_training_step_of_tools_train():
     for image, given in zip(images, bench.batch['inputs']):
         assert given.dtype == torch.uint8 and torch.equal(image, given)
     assert bench.batch['data_samples'][0].gt_sem_seg.data.dtype == \
-        torch.int64
+        torch.uint8
 
 
 def test_a_failing_entry_is_reported_in_its_row(tmp_path):
