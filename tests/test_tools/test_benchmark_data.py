@@ -26,6 +26,8 @@ def test_runs_time_the_loader_and_preprocessor_and_size_the_batch(
         'train_dataloader.dataset.pipeline.3.type=PackSegInputs']
     assert (uint8['labels_dtype'], int64['labels_dtype']) == (
         'torch.uint8', 'torch.int64')
+    assert uint8['num_workers'] == 1 and not uint8['pin_memory']
+    assert data['cores'] >= 1 and data['torch']  # what the numbers depend on
     # two 64x128 images and label maps a batch
     assert uint8['images'] == 2
     assert uint8['inputs_mb'] == int64['inputs_mb'] == pytest.approx(

@@ -20,6 +20,7 @@ Example (data made by tools/dataset_converters/make_demo_cityscapes.py):
 """
 import argparse
 import copy
+import os
 import statistics
 import time
 
@@ -30,6 +31,7 @@ from mmengine.runner import Runner
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import write_json
+from mmseg_wavemix.utils.benchmark import environment
 
 
 def parse_args(argv=None):
@@ -124,7 +126,7 @@ class DataPath:
         return statistics.median(times)
 
     def sizes(self) -> dict:
-        """MB (2^20 bytes) of the last batch's images and labels."""
+        """MiB (2^20 bytes) of the last batch's images and labels."""
         labels = [
             s.gt_sem_seg.data for s in self.batch['data_samples']
             if 'gt_sem_seg' in s
@@ -155,21 +157,23 @@ def run(args) -> dict:
         results[name] = dict(
             options=options[name].split(),
             batch_s=median, min_s=min(rounds[name]), max_s=max(rounds[name]),
-            preprocessor_s=path.preprocessor_s(), **path.sizes())
+            preprocessor_s=path.preprocessor_s(),
+            num_workers=path.loader_cfg.get('num_workers', 0),
+            pin_memory=path.loader_cfg.get('pin_memory', False),
+            **path.sizes())
         results[name]['images_per_s'] = results[name]['images'] / median
     data = dict(
         config=args.config, data_root=args.data_root, batches=args.batches,
-        rounds=args.rounds, device=torch.cuda.get_device_name(args.device)
-        if args.device.startswith('cuda') else 'cpu',
-        torch=torch.__version__, results=results)
+        rounds=args.rounds, cores=os.cpu_count(), **environment(args),
+        results=results)
     if args.json:
         write_json(args.json, data)
     print(f"\n{'run':16s} {'batch':>9s} {'images/s':>9s} {'preprocessor':>13s}"
           f" {'images':>9s} {'labels':>9s}")
     for name, r in results.items():
         print(f'{name:16s} {r["batch_s"]:8.3f}s {r["images_per_s"]:9.1f} '
-              f'{r["preprocessor_s"] * 1e3:10.1f} ms {r["inputs_mb"]:6.1f} MB'
-              f' {r["labels_mb"]:6.1f} MB ({r["labels_dtype"]})')
+              f'{r["preprocessor_s"] * 1e3:10.1f} ms {r["inputs_mb"]:6.1f} MiB'
+              f' {r["labels_mb"]:6.1f} MiB ({r["labels_dtype"]})')
     return data
 
 
