@@ -9,9 +9,9 @@
 # second call (181 s). In session 28 (H200) the tests took 177 s, the training table 188 s, the profiles and memory
 # reports 97 s; the rest 164 s in a second call. In session 29 (H200) the tests took 188 s, the training table
 # 202 s, the graphed row with expandable segments 62 s (alone then); the memory reports about 45 s. Session 30 (no
-# GPU) added the recipe step after the tests (not timed yet; about 5 minutes expected): the training table, measured
-# in sessions 28 and 29, then waits for the second call (STEP_NEEDS). All steps end by DEADLINE seconds (default 470: the run's 8
-# minutes, so that a session's 15 minutes of device time hold the machine's start, this run and a second call for
+# GPU) added the recipe step after the tests, session 31 its fourth run and the data step (not timed yet; about 6
+# minutes together expected): the training table, measured in sessions 28 and 29, then waits for the second call
+# (STEP_NEEDS). All steps end by DEADLINE seconds (default 470: the run's 8 minutes, so that a session's 15 minutes of device time hold the machine's start, this run and a second call for
 # the rest): a step that would start later is not run, one still running then is cut, and the summary says which,
 # with the SKIP that runs the rest in a second call, and the seconds of each step.
 #
@@ -211,7 +211,7 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
     for name, r in data.get('results', {}).items():
         if 'batch_s' in r:  # benchmark_data.py
             print(f'  {name:24s} {r["batch_s"] * 1e3:7.1f} ms a batch {r["images_per_s"]:6.1f} img/s, preprocessor '
-                  f'{r["preprocessor_s"] * 1e3:.1f} ms, labels {r["labels_mb"]:.1f} MB')
+                  f'{r["preprocessor_s"] * 1e3:.1f} ms, labels {r["labels_mb"]:.1f} MiB')
             continue
         if 'candidates' in r:  # benchmark_level_mlp.py
             print(f'  {name:24s} ' + ', '.join(f'{k} {v["us"]:.0f} us' for k, v in r['candidates'].items()

@@ -57,7 +57,8 @@ def main(argv=None):
 
 def check_start(cfg, args) -> bool:
     """Everything checked before the runner starts (and prints the config):
-    the model builds, the data is there and fits, and the checkpoint to
+    the model builds, its data preprocessor takes the labels as the
+    pipeline packs them, the data is there and fits, and the checkpoint to
     resume or fine-tune from fits the model. Returns whether ``--resume``
     finds nothing to resume."""
     model = check_model(cfg)

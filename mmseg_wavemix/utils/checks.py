@@ -105,9 +105,10 @@ def check_label_packing(cfg: Config) -> None:
         raise InputError(
             'train_dataloader packs its label maps as uint8 '
             "(PackSegInputsUint8), but the model's data_preprocessor "
-            f'({kind}) passes them on so, and the losses need int64: set '
-            "model.data_preprocessor.type='SegDataPreProcessorUint8', or "
-            "pack with mmseg's PackSegInputs")
+            f'({kind}) would hand them to the losses as uint8, and they '
+            "take int64: set model.data_preprocessor.type="
+            "'SegDataPreProcessorUint8', or pack with mmseg's "
+            'PackSegInputs')
 
 
 def has_transform(dataset_cfg, name: str) -> bool:

@@ -139,7 +139,7 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         'type=PackSegInputs --run uint8_pinned=train_dataloader.pin_memory' \
         f'=True --json {out}/data_b5_1024x2048_cuda.json' in calls[data]
     assert 'uint8 150.0 ms a batch 33.3 img/s, preprocessor 4.0 ms, ' \
-        'labels 10.0 MB' in [
+        'labels 10.0 MiB' in [
             ' '.join(line.split()) for line in lines]
     assert '  ours                         0.50 ms' in lines  # the summary
     # and the GPU's own time where the benchmark took it

@@ -8,9 +8,9 @@ Each round of a run starts its loader's workers, takes the batches they
 make ahead (``num_workers x prefetch_factor``, untimed), times
 ``--batches`` batches as training takes them and stops the workers, so that
 no other run's workers load meanwhile; the first round is a warm-up.
-Reported:
-seconds a batch (median over the rounds), images/s, the preprocessor's
-time on one batch alone, and the bytes of a batch's images and labels.
+Reported: seconds a batch (median over the rounds), images/s, the
+preprocessor's time on one batch alone, and the bytes of a batch's images
+and labels.
 
 Example (data made by tools/dataset_converters/make_demo_cityscapes.py):
     python tools/analysis_tools/benchmark_data.py \
@@ -28,6 +28,7 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from mmseg.registry import MODELS
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import write_json
@@ -89,7 +90,6 @@ class DataPath:
         self.ahead = loader_cfg.get('num_workers', 0) and loader_cfg.get(
             'num_workers') * loader_cfg.get('prefetch_factor', 2)
         self.loader_cfg = loader_cfg
-        from mmseg.registry import MODELS
         self.device = torch.device(args.device)
         self.preprocessor = MODELS.build(cfg.model.data_preprocessor).to(
             self.device)
