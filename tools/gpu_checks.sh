@@ -11,9 +11,10 @@
 # 202 s, the graphed row with expandable segments 62 s (alone then); the memory reports about 45 s. Session 30 (no
 # GPU) added the recipe step after the tests, session 31 its fourth run and the data step (not timed yet; about 6
 # minutes together expected): the training table, measured in sessions 28 and 29, then waits for the second call
-# (STEP_NEEDS). All steps end by DEADLINE seconds (default 470: the run's 8 minutes, so that a session's 15 minutes of device time hold the machine's start, this run and a second call for
-# the rest): a step that would start later is not run, one still running then is cut, and the summary says which,
-# with the SKIP that runs the rest in a second call, and the seconds of each step.
+# (STEP_NEEDS). All steps end by DEADLINE seconds (default 470: the run's 8 minutes, so that a session's 15 minutes
+# of device time hold the machine's start, this run and a second call for the rest): a step that would start later
+# is not run, one still running then is cut, and the summary says which, with the SKIP that runs the rest in a second
+# call, and the seconds of each step.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests recipe
