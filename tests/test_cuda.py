@@ -1114,3 +1114,25 @@ def test_peak_memory_of_both_modes_in_one_process(options):
     replay = both['train'].get('replay_peak_memory_mb')
     assert (replay is not None) == ('cuda_graphs' in options)
     assert replay is None or 0 < replay <= both['train']['peak_memory_mb']
+
+
+@pytest.mark.parametrize('pinned', [False, True])
+def test_uint8_labels_become_int64_on_the_device(pinned):
+    """The recipe's preprocessor copies uint8 labels (pinned where the data
+    loader pins) and makes them int64 on the GPU: the CPU's batch."""
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+
+    from .test_datasets.test_uint8_labels import batch
+    from .test_tools.demo_data import MAIN_CONFIG
+    cfg = Config.fromfile(MAIN_CONFIG).model.data_preprocessor
+    data = batch(torch.uint8, ((64, 128), (64, 128)))
+    if pinned:
+        data['inputs'] = [t.pin_memory() for t in data['inputs']]
+    expected = MODELS.build(cfg)(copy.deepcopy(data), True)
+    got = MODELS.build(cfg).cuda()(data, True)
+    torch.testing.assert_close(got['inputs'].cpu(), expected['inputs'])
+    for a, b in zip(got['data_samples'], expected['data_samples']):
+        assert a.gt_sem_seg.data.device.type == 'cuda'
+        assert a.gt_sem_seg.data.dtype == torch.int64
+        torch.testing.assert_close(a.gt_sem_seg.data.cpu(), b.gt_sem_seg.data)
