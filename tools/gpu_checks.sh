@@ -229,7 +229,9 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], '*.json'))):
                 cells.append(f'{mode} {m["median_s"] * 1e3:7.1f} ms {m["images_per_s"]:6.1f} img/s '
                              f'{m.get("peak_memory_mb", float("nan")):7.0f} MB' +
                              (f' ({m["replay_peak_memory_mb"]:.0f} MB replayed)' if 'replay_peak_memory_mb' in m else '') +
-                             (f' host {100 * m["host_share"]:3.0f}%' if 'host_share' in m else ''))
+                             (f' host {100 * m["host_share"]:3.0f}%' if 'host_share' in m else '') +
+                             # benchmark_recipe.py: the wait for the data loader's batches
+                             (f' data wait {m["data_time_s"] * 1e3:.1f} ms' if 'data_time_s' in m else ''))
         errors = '; '.join(f'{k}: {v}' for k, v in r.get('errors', {}).items())
         print(f'  {os.path.basename(name):48s} ' + ' | '.join(cells) + (f' ERRORS {errors}' if errors else ''))
 PY

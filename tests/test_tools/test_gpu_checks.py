@@ -56,6 +56,11 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     (out / 'train.json').write_text(json.dumps(dict(results=dict(ours=dict(
         train=dict(median_s=0.174, images_per_s=28.7, peak_memory_mb=8570,
                    host_share=0.93))), finished=False)))
+    # as benchmark_recipe.py writes it
+    (out / 'recipe.json').write_text(json.dumps(dict(results=dict(
+        cuda_graphs=dict(train=dict(median_s=0.14, images_per_s=35.7,
+                                    data_time_s=0.0031,
+                                    peak_memory_mb=11500))))))
     # as profile_model.py --memory-peak writes it
     (out / 'memory.json').write_text(json.dumps(dict(
         peak_bytes=8 * 2**30, rows=[], pools=[
@@ -148,6 +153,9 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert 'haar.json' in lines  # a file of a tool that does not say
     assert '  peak 8.00 GiB; pool default 9.00 GiB reserved, pool (1, 0) ' \
         '3.00 GiB reserved' in lines
+    # the recipe's runs with their wait for data
+    assert 'cuda_graphs train 140.0 ms 35.7 img/s 11500 MB data wait 3.1 ' \
+        'ms' in [' '.join(line.split()) for line in lines]
     # with the host's share of the step
     assert 'ours train 174.0 ms 28.7 img/s 8570 MB host 93%' in [
         ' '.join(line.split()) for line in lines]
@@ -161,7 +169,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert int(seconds['inference']) >= 2  # cut at DEADLINE=3
     with tarfile.open(env['ARCHIVE']) as archive:
         assert sorted(archive.getnames()) == ['data.json', 'haar.json',
-                                              'memory.json', 'train.json']
+                                              'memory.json', 'recipe.json',
+                                              'train.json']
 
 
 def test_a_step_that_needs_more_than_is_left_waits_for_the_second_call(
