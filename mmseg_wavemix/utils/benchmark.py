@@ -33,8 +33,8 @@ from mmseg_wavemix.models.utils import wavemix_convert
 
 from .analysis import build_model_from_config, count_flops
 from .authors_wavemix import build_authors_segmenter
-from .checks import describe, has_transform
-from .cli import build_model, is_hook, resolve_config_path
+from .checks import describe, has_transform, is_type
+from .cli import build_model, resolve_config_path
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
@@ -150,7 +150,7 @@ class Bench:
         from mmseg_wavemix.engine import NonFiniteLossHook
         self.optim_wrapper = build_optim_wrapper(
             self.model, resolve_amp(self.cfg.optim_wrapper))
-        if any(is_hook(hook, 'NonFiniteLossHook')
+        if any(is_type(hook, 'NonFiniteLossHook')
                for hook in self.cfg.get('custom_hooks', [])):
             NonFiniteLossHook().before_train(
                 SimpleNamespace(optim_wrapper=self.optim_wrapper))

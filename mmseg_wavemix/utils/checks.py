@@ -111,11 +111,18 @@ def check_label_packing(cfg: Config) -> None:
             'PackSegInputs')
 
 
+def is_type(entry, name: str) -> bool:
+    """Whether the config entry ``entry`` builds the class ``name`` (given
+    by name, with or without a scope, or as the class)."""
+    kind = entry.get('type') if isinstance(entry, dict) else None
+    return getattr(kind, '__name__', str(kind)).rsplit('.', 1)[-1] == name
+
+
 def has_transform(dataset_cfg, name: str) -> bool:
     """Whether a dataset config (wrapped datasets included) has a transform
     of that type."""
     if isinstance(dataset_cfg, dict):
-        return dataset_cfg.get('type') == name or any(
+        return is_type(dataset_cfg, name) or any(
             has_transform(v, name) for v in dataset_cfg.values())
     if isinstance(dataset_cfg, (list, tuple)):
         return any(has_transform(v, name) for v in dataset_cfg)

@@ -22,7 +22,7 @@ from mmseg_wavemix.compat import make_torchvision_importable
 from mmseg_wavemix.models.accel.cuda_graphs import ALLOCATOR_VARIABLES
 
 from .checkpoints import convert_file
-from .checks import InputError, describe
+from .checks import InputError, describe, is_type
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -178,13 +178,6 @@ def use_cpu_distributed(cfg: Config) -> None:
             'run without CUDA', logger='current', level=logging.WARNING)
 
 
-def is_hook(hook, name: str) -> bool:
-    """Whether the config entry ``hook`` builds the hook class ``name``
-    (given by name, with or without a scope, or as the class)."""
-    kind = hook.get('type') if isinstance(hook, dict) else None
-    return getattr(kind, '__name__', str(kind)).rsplit('.', 1)[-1] == name
-
-
 def request_training_graphs(cfg: Config) -> None:
     """``--cuda-graphs``: the config's ``FastTrainingHook`` (one added where
     it has none) replays the training forward and backward as CUDA
@@ -200,7 +193,7 @@ def request_training_graphs(cfg: Config) -> None:
             f"MMSeg's); {cfg.filename} is a classification config: train it "
             'without --cuda-graphs')
     hooks = list(cfg.get('custom_hooks') or [])
-    fast = [hook for hook in hooks if is_hook(hook, 'FastTrainingHook')]
+    fast = [hook for hook in hooks if is_type(hook, 'FastTrainingHook')]
     for hook in fast:
         hook['cuda_graphs'] = True
     if not fast:
@@ -222,7 +215,7 @@ def expandable_segments_for_graphs(cfg: Config) -> None:
     GiB with them, 12.3 GiB without. PyTorch reads the variable when CUDA
     first allocates, which the runner has not done yet."""
     graphs = any(
-        is_hook(hook, 'FastTrainingHook') and hook.get('cuda_graphs')
+        is_type(hook, 'FastTrainingHook') and hook.get('cuda_graphs')
         for hook in cfg.get('custom_hooks') or [])
     # several processes train without graphs (prepare_for_training); slurm
     # sets its count of them, mmengine WORLD_SIZE later

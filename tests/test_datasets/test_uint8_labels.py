@@ -124,6 +124,11 @@ def test_check_names_a_preprocessor_that_leaves_uint8_labels():
         type='RepeatDataset', times=2, dataset=cfg.train_dataloader.dataset)
     with pytest.raises(InputError):
         check_label_packing(cfg)
+    # named with its registry's scope too
+    cfg.train_dataloader.dataset.dataset.pipeline[-1] = dict(
+        type='mmseg.PackSegInputsUint8')
+    with pytest.raises(InputError):
+        check_label_packing(cfg)
     # mmseg's packing needs nothing of the preprocessor
     cfg.train_dataloader.dataset.dataset.pipeline[-1] = dict(
         type='PackSegInputs')

@@ -87,8 +87,8 @@ class DataPath:
         # no epoch's end within a round; its workers stopped at its end
         loader_cfg.sampler = dict(type='InfiniteSampler', shuffle=True)
         loader_cfg.persistent_workers = False
-        self.ahead = loader_cfg.get('num_workers', 0) and loader_cfg.get(
-            'num_workers') * loader_cfg.get('prefetch_factor', 2)
+        self.ahead = loader_cfg.get('num_workers', 0) * (
+            loader_cfg.get('prefetch_factor') or 2)
         self.loader_cfg = loader_cfg
         self.device = torch.device(args.device)
         self.preprocessor = MODELS.build(cfg.model.data_preprocessor).to(

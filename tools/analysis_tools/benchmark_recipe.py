@@ -30,7 +30,7 @@ import torch
 from mmengine.config import Config
 
 from mmseg_wavemix.utils.analysis import write_json
-from mmseg_wavemix.utils.cli import is_hook
+from mmseg_wavemix.utils.checks import is_type
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MARKER = 'benchmark_recipe: max_memory_reserved_bytes='
@@ -114,7 +114,7 @@ def overrides(args, cfg: Config) -> list:
         f'default_hooks.checkpoint.interval={args.iters + 1}',
     ]
     for i, hook in enumerate(cfg.get('custom_hooks') or []):
-        if is_hook(hook, 'OptimizerSwitchHook'):
+        if is_type(hook, 'OptimizerSwitchHook'):
             options.append(f'custom_hooks.{i}.final_iters=0')
     return options + list(args.cfg_options)
 
