@@ -16,3 +16,5 @@ model = dict(
     backbone={{_base_.wavemix_pyramid_d8}},
     decode_head=dict(in_channels=256, in_index=3, c1_in_channels=256),
     auxiliary_head=dict(in_channels=256, in_index=2))
+# resumes by moving the sampler past the trained batches, not loading them
+train_cfg = dict(type='FastResumeIterBasedTrainLoop')

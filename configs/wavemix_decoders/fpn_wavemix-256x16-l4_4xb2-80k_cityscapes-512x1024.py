@@ -13,3 +13,5 @@ model = dict(
     pretrained=None,
     backbone={{_base_.wavemix_pyramid}},
     neck=dict(in_channels=[256, 256, 256, 256]))
+# resumes by moving the sampler past the trained batches, not loading them
+train_cfg = dict(type='FastResumeIterBasedTrainLoop')

@@ -15,3 +15,5 @@ model = dict(
     backbone={{_base_.wavemix_pyramid}},
     decode_head=dict(in_channels=[256, 256, 256, 256], in_index=[0, 1, 2, 3]),
     auxiliary_head=dict(in_channels=256, in_index=2))
+# resumes by moving the sampler past the trained batches, not loading them
+train_cfg = dict(type='FastResumeIterBasedTrainLoop')

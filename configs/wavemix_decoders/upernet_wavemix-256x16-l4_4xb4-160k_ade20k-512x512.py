@@ -18,3 +18,5 @@ model = dict(
         num_classes=150),
     auxiliary_head=dict(in_channels=256, in_index=2, num_classes=150))
 train_dataloader = dict(batch_size=4)
+# resumes by moving the sampler past the trained batches, not loading them
+train_cfg = dict(type='FastResumeIterBasedTrainLoop')

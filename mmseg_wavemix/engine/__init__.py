@@ -2,8 +2,9 @@
 from .atomic_local_backend import AtomicLocalBackend
 from .hooks import (FastInferenceHook, FastTrainingHook, NonFiniteLossHook,
                     OptimizerSwitchHook)
+from .loops import FastResumeIterBasedTrainLoop
 
 __all__ = [
-    'AtomicLocalBackend', 'FastInferenceHook', 'FastTrainingHook',
-    'NonFiniteLossHook', 'OptimizerSwitchHook'
+    'AtomicLocalBackend', 'FastInferenceHook', 'FastResumeIterBasedTrainLoop',
+    'FastTrainingHook', 'NonFiniteLossHook', 'OptimizerSwitchHook'
 ]

@@ -1,8 +1,10 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Test-only hooks (loaded with custom_imports): one saves the state a run
 starts from, after any --resume, to compare it with the checkpoint; one
-kills the run at a known point."""
+records the images of each iteration's batch; one kills the run at a known
+point."""
 import copy
+import json
 import os
 import os.path as osp
 import signal
@@ -31,6 +33,19 @@ class SaveStartStateHook(Hook):
             })
         torch.save(state, osp.join(runner.work_dir,
                                    f'start_state_{runner.iter}.pth'))
+
+
+@HOOKS.register_module()
+class RecordBatchesHook(Hook):
+    """Appends each iteration's image file names to ``batches.jsonl`` in
+    the work directory."""
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        images = [osp.basename(sample.img_path)
+                  for sample in data_batch['data_samples']]
+        with open(osp.join(runner.work_dir, 'batches.jsonl'), 'a') as file:
+            file.write(json.dumps(dict(iter=runner.iter, images=images)) +
+                       '\n')
 
 
 @HOOKS.register_module()

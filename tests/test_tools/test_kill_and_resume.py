@@ -1,8 +1,15 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """No lost training: SIGKILL tools/train.py, then --resume continues from
-exactly the saved state, before and after the AdamW -> SGD switch."""
+exactly the saved state, before and after the AdamW -> SGD switch, with the
+images the run would have had next."""
+import glob
+import itertools
+import json
+import os.path as osp
+
 import pytest
 import torch
+from mmengine.dataset import InfiniteSampler
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
 
@@ -11,9 +18,10 @@ from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
 
 MAX_ITERS = 12
 # The main config with a tiny model, a checkpoint and a validation (for the
-# best-mIoU record) every 2 iterations, SGD for the final 6, a hook that
-# records the state each run starts from and one that SIGKILLs the first run
-# right after the checkpoint of iteration {kill_after}.
+# best-mIoU record) every 2 iterations, SGD for the final 6, hooks that
+# record the state each run starts from and each iteration's images, and one
+# that SIGKILLs the first run right after the checkpoint of iteration
+# {kill_after}.
 CONFIG = f'''_base_ = [{MAIN_CONFIG!r}]
 custom_imports = dict(
     imports=['mmseg_wavemix', 'tests.test_tools.start_state_hook'],
@@ -29,6 +37,7 @@ custom_hooks = [
          optimizer=dict(type='SGD', lr=1e-3, momentum=0.9), final_iters=6),
     dict(type='NonFiniteLossHook'),
     dict(type='SaveStartStateHook'),
+    dict(type='RecordBatchesHook'),
     dict(type='KillAfterCheckpointHook', kill_after={{kill_after}})
 ]
 randomness = dict(seed=0)
@@ -38,7 +47,7 @@ randomness = dict(seed=0)
 @pytest.fixture(scope='module')
 def cityscapes(tmp_path_factory):
     return make_cityscapes(
-        tmp_path_factory.mktemp('cityscapes'), 2, 2, height=64, width=128)
+        tmp_path_factory.mktemp('cityscapes'), 3, 2, height=64, width=128)
 
 
 @pytest.mark.parametrize('kill_after, optimizer_type',
@@ -55,7 +64,7 @@ def test_sigkill_then_resume(cityscapes, tmp_path, kill_after,
     assert killed.returncode == -9  # SIGKILL
     assert not (work_dir / f'iter_{kill_after + 2}.pth').exists()
 
-    run_tool('train.py', *args, '--resume')
+    resumed = run_tool('train.py', *args, '--resume')
     with mmengine_checkpoint_loading():
         saved = torch.load(work_dir / f'iter_{kill_after}.pth')
         start = torch.load(work_dir / f'start_state_{kill_after}.pth')
@@ -79,3 +88,16 @@ def test_sigkill_then_resume(cityscapes, tmp_path, kill_after,
         final = torch.load(work_dir / f'iter_{MAX_ITERS}.pth')
     assert final['meta']['iter'] == MAX_ITERS
     assert final['meta']['optimizer_switched']
+    # The resumed run loaded nothing for the trained batches, and its
+    # images are those the sampler (seed 0) gives the following iterations.
+    assert f'skipped the {kill_after} indices of the trained batches' in \
+        resumed.stdout + resumed.stderr
+    with open(work_dir / 'batches.jsonl') as file:
+        batches = [json.loads(line) for line in file]
+    assert [batch['iter'] for batch in batches] == list(range(MAX_ITERS))
+    images = sorted(
+        osp.basename(path) for path in glob.glob(
+            str(cityscapes / 'leftImg8bit' / 'train' / '*' / '*.png')))
+    order = InfiniteSampler(images, shuffle=True, seed=0)
+    assert [batch['images'] for batch in batches] == \
+        [[images[index]] for index in itertools.islice(order, MAX_ITERS)]

@@ -29,8 +29,12 @@ custom_hooks = [
     dict(type='FastTrainingHook')  # CUDA: channels_last, 1x1 convs as GEMMs
 ]
 
+# FastResumeIterBasedTrainLoop: mmengine's IterBasedTrainLoop, but a resumed
+# run moves the sampler past the trained batches instead of loading them.
 train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+    type='FastResumeIterBasedTrainLoop',
+    max_iters=max_iters,
+    val_interval=val_interval)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(

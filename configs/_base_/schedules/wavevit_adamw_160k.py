@@ -23,3 +23,5 @@ param_scheduler = [
         eta_min=0.0,
         by_epoch=False)
 ]
+# resumes by moving the sampler past the trained batches, not loading them
+train_cfg = dict(type='FastResumeIterBasedTrainLoop')

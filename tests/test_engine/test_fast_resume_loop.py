@@ -1,0 +1,133 @@
+# Copyright (c) mmseg_wavemix contributors. All rights reserved.
+"""FastResumeIterBasedTrainLoop: a resumed run trains on the batches the
+interrupted run would have had next, without loading the trained ones."""
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+import mmseg_wavemix  # noqa: F401 (registers the loop)
+from mmseg_wavemix.compat import mmengine_checkpoint_loading
+from .toy_runner import ToyModel
+
+MAX_ITERS = 8
+RESUME_AT = 3  # 9 of 13 samples: the next batch spans two passes
+
+
+class IndexDataset(Dataset):
+    """Sample ``i`` is ``[i, i]``; counts the samples loaded in this
+    process."""
+    metainfo = dict()
+
+    def __init__(self, size=13):
+        self.size = size
+        self.loaded = 0
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        self.loaded += 1
+        inputs = torch.full((2, ), float(index))
+        return dict(inputs=inputs, data_samples=inputs.sum(0, keepdim=True))
+
+
+class RecordBatchesHook(Hook):
+
+    def __init__(self):
+        self.batches = {}
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.batches[runner.iter] = data_batch['inputs'][:, 0].long().tolist()
+
+
+def build_runner(work_dir, loop, sampler, resume_from=None, num_workers=0,
+                 persistent_workers=False, seed=None, name=''):
+    recorder = RecordBatchesHook()
+    runner = Runner(
+        model=ToyModel(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=IndexDataset(),
+            sampler=sampler,
+            batch_size=3,
+            num_workers=num_workers,
+            persistent_workers=persistent_workers,
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(type=loop, max_iters=MAX_ITERS),
+        custom_hooks=[recorder],
+        default_hooks=dict(
+            checkpoint=dict(
+                type='CheckpointHook', interval=RESUME_AT, by_epoch=False)),
+        randomness=dict(seed=seed),
+        load_from=resume_from,
+        resume=resume_from is not None,
+        default_scope='mmseg',
+        experiment_name=f'fast_resume_{id(work_dir)}_{name}')
+    return runner, recorder
+
+
+def train_then_resume(tmp_path, loop, sampler, **kwargs):
+    """The batches of a run without interruption, those of a run resumed
+    from its checkpoint at RESUME_AT, and the resumed runner."""
+    runner, whole = build_runner(tmp_path, loop, sampler, name='whole',
+                                 **kwargs)
+    runner.train()
+    resumed, part = build_runner(
+        tmp_path / 'resumed', loop, sampler,
+        resume_from=str(tmp_path / f'iter_{RESUME_AT}.pth'), name='resumed',
+        **kwargs)
+    with mmengine_checkpoint_loading():
+        resumed.train()
+    return whole.batches, part.batches, resumed
+
+
+SHUFFLED = dict(type='InfiniteSampler', shuffle=True)
+
+
+@pytest.mark.parametrize('num_workers, persistent_workers',
+                         [(0, False), (2, False), (2, True)],
+                         ids=['in_process', 'workers', 'persistent_workers'])
+def test_resumed_run_has_the_interrupted_runs_next_batches(
+        tmp_path, num_workers, persistent_workers):
+    whole, part, _ = train_then_resume(
+        tmp_path, 'FastResumeIterBasedTrainLoop', SHUFFLED, seed=0,
+        num_workers=num_workers, persistent_workers=persistent_workers)
+    assert sorted(part) == list(range(RESUME_AT, MAX_ITERS))
+    assert part == {i: whole[i] for i in part}
+
+
+def test_resumed_run_loads_no_trained_batch(tmp_path):
+    *_, resumed = train_then_resume(tmp_path, 'FastResumeIterBasedTrainLoop',
+                                    SHUFFLED, seed=0)
+    loaded = resumed.train_dataloader.dataset.loaded
+    assert loaded == (MAX_ITERS - RESUME_AT) * 3
+    # mmengine's loop loads every batch again
+    *_, resumed = train_then_resume(tmp_path / 'mmengine',
+                                    'IterBasedTrainLoop', SHUFFLED, seed=0)
+    assert resumed.train_dataloader.dataset.loaded == MAX_ITERS * 3
+
+
+def test_resumed_run_takes_the_interrupted_runs_sampler_seed(tmp_path):
+    """Without a configured seed each run draws its own; the runner restores
+    the interrupted run's after building the sampler, and the loop gives it
+    to the sampler."""
+    whole, part, resumed = train_then_resume(
+        tmp_path, 'FastResumeIterBasedTrainLoop', SHUFFLED)
+    assert part == {i: whole[i] for i in part}
+    assert resumed.train_dataloader.sampler.seed == resumed.seed
+
+
+def test_other_samplers_load_the_trained_batches_again(tmp_path):
+    whole, part, resumed = train_then_resume(
+        tmp_path, 'FastResumeIterBasedTrainLoop',
+        dict(type='DefaultSampler', shuffle=True), seed=0)
+    assert part == {i: whole[i] for i in part}
+    loaded = resumed.train_dataloader.dataset.loaded
+    assert loaded == sum(len(batch) for batch in whole.values())
+    log = ''.join(path.read_text()
+                  for path in (tmp_path / 'resumed').glob('*/*.log'))
+    assert (f'Resuming at iteration {RESUME_AT}: the train sampler is not '
+            "mmengine's InfiniteSampler") in log
