@@ -18,7 +18,7 @@ import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
 from mmseg_wavemix.utils.checkpoints import check_fits, load_state_dict
 from mmseg_wavemix.utils.checks import (check_label_packing,
-                                        check_segmentation_data)
+                                        check_segmentation_data, is_type)
 from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
                                      build_runner, check_model,
                                      expandable_segments_for_graphs,
@@ -87,6 +87,14 @@ def check_start(cfg, args) -> bool:
     return False
 
 
+def is_mmengine_iter_loop(train_cfg) -> bool:
+    """Whether ``train_cfg`` builds mmengine's ``IterBasedTrainLoop``
+    (by name, or as the runner's default for ``by_epoch=False``)."""
+    if 'type' not in train_cfg:
+        return train_cfg.get('by_epoch') is False
+    return is_type(train_cfg, 'IterBasedTrainLoop')
+
+
 def train(args):
     cfg = load_config(args)
     nothing_to_resume = check_start(cfg, args)
@@ -116,6 +124,15 @@ def train(args):
         print_log(
             f'--resume: no checkpoint in {cfg.work_dir} to resume from '
             '(no last_checkpoint there); training starts from scratch',
+            logger='current',
+            level=logging.WARNING)
+    elif args.resume and is_mmengine_iter_loop(cfg.get('train_cfg') or {}):
+        print_log(
+            "--resume: mmengine's IterBasedTrainLoop loads every batch "
+            'already trained on again before the next step (and, without '
+            'randomness.seed, draws another order of images); '
+            "train_cfg.type='FastResumeIterBasedTrainLoop' moves the "
+            'sampler past them instead',
             logger='current',
             level=logging.WARNING)
     with mmengine_checkpoint_loading():  # torch >= 2.6 weights-only load

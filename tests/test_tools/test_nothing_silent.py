@@ -194,6 +194,18 @@ def test_resume(cityscapes, tmp_path):
     assert 'backbone.layers.1.' in line
     assert 'the config changed since it was saved' in line
 
+    # our loop moves the sampler; mmengine's would load the trained batches
+    resumed = run_tool('train.py', MAIN_CONFIG, '--work-dir', work_dir,
+                       '--resume', '--cfg-options', *options)
+    log = resumed.stdout + resumed.stderr
+    assert 'the train sampler skipped the 1 indices' in log
+    assert "mmengine's IterBasedTrainLoop loads" not in log
+    slow = run_tool('train.py', MAIN_CONFIG, '--work-dir', work_dir,
+                    '--resume', '--cfg-options', *options,
+                    'train_cfg.type=IterBasedTrainLoop')
+    assert ("WARNING - --resume: mmengine's IterBasedTrainLoop loads every "
+            'batch already trained on again') in slow.stdout + slow.stderr
+
     # the weights converter reads a training checkpoint and says what it is
     converted = run_tool('convert_wavemix_weights.py', work_dir / 'iter_1.pth',
                          tmp_path / 'out.pth', check=False)
