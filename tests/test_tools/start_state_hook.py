@@ -10,6 +10,7 @@ import os.path as osp
 import signal
 
 import torch
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -37,13 +38,14 @@ class SaveStartStateHook(Hook):
 
 @HOOKS.register_module()
 class RecordBatchesHook(Hook):
-    """Appends each iteration's image file names to ``batches.jsonl`` in
-    the work directory."""
+    """Appends each iteration's image file names to
+    ``batches_rank{rank}.jsonl`` in the work directory."""
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         images = [osp.basename(sample.img_path)
                   for sample in data_batch['data_samples']]
-        with open(osp.join(runner.work_dir, 'batches.jsonl'), 'a') as file:
+        path = osp.join(runner.work_dir, f'batches_rank{get_rank()}.jsonl')
+        with open(path, 'a') as file:
             file.write(json.dumps(dict(iter=runner.iter, images=images)) +
                        '\n')
 

@@ -1,31 +1,43 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""tools/dist_train.sh with 2 processes on CPU (gloo, SyncBN -> BN)."""
+"""tools/dist_train.sh with 2 processes on CPU (gloo, SyncBN -> BN), and
+resumed."""
+import glob
+import itertools
+import json
 import os
+import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
+from mmengine.dataset import InfiniteSampler
 
 from ..conftest import REPO_ROOT
 from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes
+
+MAX_ITERS = 3
+RESUMED_ITERS = 5
 
 OPTIONS = [
     'model.backbone.embed_dims=16', 'model.backbone.depth=1',
     'model.backbone.level=2', 'model.decode_head.in_channels=16',
     'model.decode_head.channels=4', 'train_dataloader.batch_size=1',
-    'train_cfg.max_iters=3', 'train_cfg.val_interval=3',
+    f'train_cfg.max_iters={MAX_ITERS}', 'train_cfg.val_interval=3',
     'default_hooks.checkpoint.interval=3'
 ]
-# The main config plus a hook that saves each rank's weights after training.
+# The main config (no randomness.seed) plus hooks that save each rank's
+# weights after training and record each rank's images at each iteration.
 CONFIG_WITH_RANK_DUMP = f'''_base_ = [{MAIN_CONFIG!r}]
 custom_imports = dict(
-    imports=['mmseg_wavemix', 'tests.test_tools.rank_weights_hook'],
+    imports=['mmseg_wavemix', 'tests.test_tools.rank_weights_hook',
+             'tests.test_tools.start_state_hook'],
     allow_failed_imports=False)
 custom_hooks = [
     dict(type='OptimizerSwitchHook',
          optimizer=dict(type='SGD', lr=1e-3, momentum=0.9), final_iters=1),
-    dict(type='SaveRankWeightsHook')
+    dict(type='SaveRankWeightsHook'),
+    dict(type='RecordBatchesHook')
 ]
 '''
 
@@ -33,16 +45,22 @@ custom_hooks = [
 @pytest.mark.skipif(
     not torch.distributed.is_gloo_available(), reason='needs gloo')
 def test_two_process_training_agrees(tmp_path):
-    root = make_cityscapes(tmp_path / 'cityscapes', 2, 2, 64, 128)
+    root = make_cityscapes(tmp_path / 'cityscapes', 5, 2, 64, 128)
     work_dir = tmp_path / 'work_dir'
     config = tmp_path / 'rank_dump.py'
     config.write_text(CONFIG_WITH_RANK_DUMP)
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
                PORT='29533')
-    result = subprocess.run(
-        ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
-         str(work_dir), '--cfg-options', *OPTIONS, *data_root_options(root)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    def dist_train(*args, options=()):
+        return subprocess.run(
+            ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
+             str(work_dir), *args, '--cfg-options', *OPTIONS,
+             *data_root_options(root), *options],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+            timeout=600)
+
+    result = dist_train()
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     assert 'SyncBN needs CUDA' in log
@@ -58,3 +76,25 @@ def test_two_process_training_agrees(tmp_path):
         torch.testing.assert_close(weights[0][key], weights[1][key], msg=key)
     # and the run trained: the weights moved from the checkpointed ones
     assert (work_dir / 'iter_3.pth').exists()
+
+    # Resumed: each rank's batches continue the interrupted run's order
+    # (its seed was drawn at random), without loading the trained ones.
+    resumed = dist_train(
+        '--resume', options=[f'train_cfg.max_iters={RESUMED_ITERS}'])
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-5000:]
+    assert f'skipped the {MAX_ITERS} indices of the trained batches' in log
+    seed = torch.load(work_dir / f'iter_{MAX_ITERS}.pth',
+                      weights_only=False)['meta']['seed']
+    images = sorted(
+        osp.basename(path) for path in glob.glob(
+            str(root / 'leftImg8bit' / 'train' / '*' / '*.png')))
+    order = list(itertools.islice(
+        InfiniteSampler(images, shuffle=True, seed=seed), 2 * RESUMED_ITERS))
+    for rank in (0, 1):
+        with open(work_dir / f'batches_rank{rank}.jsonl') as file:
+            batches = [json.loads(line) for line in file]
+        assert [batch['iter'] for batch in batches] == \
+            list(range(RESUMED_ITERS))
+        assert [batch['images'] for batch in batches] == \
+            [[images[index]] for index in order[rank::2]]

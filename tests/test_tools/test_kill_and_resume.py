@@ -92,7 +92,7 @@ def test_sigkill_then_resume(cityscapes, tmp_path, kill_after,
     # images are those the sampler (seed 0) gives the following iterations.
     assert f'skipped the {kill_after} indices of the trained batches' in \
         resumed.stdout + resumed.stderr
-    with open(work_dir / 'batches.jsonl') as file:
+    with open(work_dir / 'batches_rank0.jsonl') as file:
         batches = [json.loads(line) for line in file]
     assert [batch['iter'] for batch in batches] == list(range(MAX_ITERS))
     images = sorted(
