@@ -1,14 +1,17 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 import itertools
 import logging
+import sys
 from typing import Optional
 
 import torch.nn as nn
 from mmengine.dataset import InfiniteSampler
+from mmengine.dist import is_main_process
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 # The loop's own iterator type, made anew over the moved sampler.
 from mmengine.runner.loops import _InfiniteDataloaderIterator
+from mmengine.utils import ProgressBar
 from mmseg.registry import LOOPS
 from torch.utils.data import BatchSampler
 
@@ -67,8 +70,15 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
                 "mmengine's InfiniteSampler, so the data loader loads the "
                 f'{iters} trained batches again to skip them.',
                 logger='current', level=logging.WARNING)
+            # the current stdout (ProgressBar defaults to the one at import)
+            progress = ProgressBar(
+                iters, file=sys.stdout) if is_main_process() else None
             for _ in range(iters):
                 next(self.dataloader_iterator)
+                if progress is not None:
+                    progress.update()
+            if progress is not None:
+                progress.file.write('\n')
             return
         if (sampler.seed == self._built_with_seed
                 and self.runner.seed != sampler.seed):

@@ -120,7 +120,7 @@ def test_resumed_run_takes_the_interrupted_runs_sampler_seed(tmp_path):
     assert resumed.train_dataloader.sampler.seed == resumed.seed
 
 
-def test_other_samplers_load_the_trained_batches_again(tmp_path):
+def test_other_samplers_load_the_trained_batches_again(tmp_path, capsys):
     whole, part, resumed = train_then_resume(
         tmp_path, 'FastResumeIterBasedTrainLoop',
         dict(type='DefaultSampler', shuffle=True), seed=0)
@@ -131,3 +131,4 @@ def test_other_samplers_load_the_trained_batches_again(tmp_path):
                   for path in (tmp_path / 'resumed').glob('*/*.log'))
     assert (f'Resuming at iteration {RESUME_AT}: the train sampler is not '
             "mmengine's InfiniteSampler") in log
+    assert f'{RESUME_AT}/{RESUME_AT}, ' in capsys.readouterr().out  # progress
