@@ -80,6 +80,8 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
             if progress is not None:
                 progress.file.write('\n')
             return
+        # seeded from the runner's seed when built: the runner has since
+        # restored the interrupted run's, which that run's sampler had
         if (sampler.seed == self._built_with_seed
                 and self.runner.seed != sampler.seed):
             sampler.seed = self.runner.seed
