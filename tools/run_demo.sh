@@ -34,7 +34,7 @@ cat <<MSG
 == done
   data:        $DATA (raw leftImg8bit/ + gtFine/ polygons, converted *_labelTrainIds.png)
   checkpoints: $WORK_DIR (best: $(ls "$WORK_DIR"/best_mIoU_*.pth 2>/dev/null | head -1))
-  train log:   $(ls -d "$WORK_DIR"/2*/ | head -1)
+  train log:   $(ls -d "$WORK_DIR"/2*/ | tail -1)
   mIoU table:  $(ls -d "$WORK_DIR"/test/2*/ | tail -1)*.log
   overlays:    $WORK_DIR/overlays/vis_data/vis_image/ (ground truth | prediction)
 MSG
