@@ -116,6 +116,7 @@ def test_resumed_run_takes_the_interrupted_runs_sampler_seed(tmp_path):
     to the sampler."""
     whole, part, resumed = train_then_resume(
         tmp_path, 'FastResumeIterBasedTrainLoop', SHUFFLED)
+    assert resumed.train_loop._built_with_seed != resumed.seed  # the case
     assert part == {i: whole[i] for i in part}
     assert resumed.train_dataloader.sampler.seed == resumed.seed
 
