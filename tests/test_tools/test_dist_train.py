@@ -13,6 +13,8 @@ import pytest
 import torch
 from mmengine.dataset import InfiniteSampler
 
+from mmseg_wavemix.compat import mmengine_checkpoint_loading
+
 from ..conftest import REPO_ROOT
 from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes
 
@@ -84,8 +86,9 @@ def test_two_process_training_agrees(tmp_path):
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-5000:]
     assert f'skipped the {MAX_ITERS} indices of the trained batches' in log
-    seed = torch.load(work_dir / f'iter_{MAX_ITERS}.pth',
-                      weights_only=False)['meta']['seed']
+    with mmengine_checkpoint_loading():
+        checkpoint = torch.load(work_dir / f'iter_{MAX_ITERS}.pth')
+    seed = checkpoint['meta']['seed']
     images = sorted(
         osp.basename(path) for path in glob.glob(
             str(root / 'leftImg8bit' / 'train' / '*' / '*.png')))
