@@ -33,7 +33,8 @@ class IndexDataset(Dataset):
         return dict(inputs=inputs, data_samples=inputs.sum(0, keepdim=True))
 
 
-class RecordBatchesHook(Hook):
+class RecordIndicesHook(Hook):
+    """Records the sample indices of each iteration's batch."""
 
     def __init__(self):
         self.batches = {}
@@ -44,7 +45,7 @@ class RecordBatchesHook(Hook):
 
 def build_runner(work_dir, loop, sampler, resume_from=None, num_workers=0,
                  persistent_workers=False, seed=None, name=''):
-    recorder = RecordBatchesHook()
+    recorder = RecordIndicesHook()
     runner = Runner(
         model=ToyModel(),
         work_dir=str(work_dir),
