@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 # The loop's own iterator type, made anew over the moved sampler.
 from mmengine.runner.loops import _InfiniteDataloaderIterator
-from mmengine.utils import ProgressBar
+from mmengine.utils import track_iter_progress
 from mmseg.registry import LOOPS
 from torch.utils.data import BatchSampler
 
@@ -70,15 +70,11 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
                 "mmengine's InfiniteSampler, so the data loader loads the "
                 f'{iters} trained batches again to skip them.',
                 logger='current', level=logging.WARNING)
-            # the current stdout (ProgressBar defaults to the one at import)
-            progress = ProgressBar(
-                iters, file=sys.stdout) if is_main_process() else None
-            for _ in range(iters):
+            steps = range(iters)
+            if is_main_process():  # to the current stdout, not the import's
+                steps = track_iter_progress(steps, file=sys.stdout)
+            for _ in steps:
                 next(self.dataloader_iterator)
-                if progress is not None:
-                    progress.update()
-            if progress is not None:
-                progress.file.write('\n')
             return
         # seeded from the runner's seed when built: the runner has since
         # restored the interrupted run's, which that run's sampler had

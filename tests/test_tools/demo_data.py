@@ -1,12 +1,17 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Helpers to run the command-line tools on generated Cityscapes data."""
 import atexit
+import glob
 import importlib.util
+import itertools
+import json
 import os
 import os.path as osp
 import subprocess
 import sys
 import warnings
+
+from mmengine.dataset import InfiniteSampler
 
 from ..conftest import REPO_ROOT, START_ENVIRON, THREADS
 from .forked_tools import ToolServer
@@ -97,3 +102,21 @@ def data_root_options(root):
          'val_dataloader.persistent_workers=False',
          'test_dataloader.persistent_workers=False',
          'test_dataloader.num_workers=0']
+
+
+def sampler_order(root, seed, count):
+    """The first ``count`` train image names that mmseg's shuffled
+    ``InfiniteSampler`` with ``seed`` gives on the data at ``root`` (in one
+    process; the dataset lists its images sorted)."""
+    images = sorted(
+        osp.basename(path) for path in glob.glob(
+            osp.join(str(root), 'leftImg8bit', 'train', '*', '*.png')))
+    order = InfiniteSampler(images, shuffle=True, seed=seed)
+    return [images[index] for index in itertools.islice(order, count)]
+
+
+def recorded_batches(work_dir, rank=0):
+    """What ``RecordBatchesHook`` (start_state_hook.py) wrote for ``rank``:
+    each iteration's number and image names."""
+    with open(osp.join(str(work_dir), f'batches_rank{rank}.jsonl')) as file:
+        return [json.loads(line) for line in file]

@@ -1,22 +1,18 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """tools/dist_train.sh with 2 processes on CPU (gloo, SyncBN -> BN), and
 resumed."""
-import glob
-import itertools
-import json
 import os
-import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
-from mmengine.dataset import InfiniteSampler
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
 
 from ..conftest import REPO_ROOT
-from .demo_data import MAIN_CONFIG, data_root_options, make_cityscapes
+from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
+                        recorded_batches, sampler_order)
 
 MAX_ITERS = 3
 RESUMED_ITERS = 5
@@ -89,15 +85,10 @@ def test_two_process_training_agrees(tmp_path):
     with mmengine_checkpoint_loading():
         checkpoint = torch.load(work_dir / f'iter_{MAX_ITERS}.pth')
     seed = checkpoint['meta']['seed']
-    images = sorted(
-        osp.basename(path) for path in glob.glob(
-            str(root / 'leftImg8bit' / 'train' / '*' / '*.png')))
-    order = list(itertools.islice(
-        InfiniteSampler(images, shuffle=True, seed=seed), 2 * RESUMED_ITERS))
+    order = sampler_order(root, seed, 2 * RESUMED_ITERS)
     for rank in (0, 1):
-        with open(work_dir / f'batches_rank{rank}.jsonl') as file:
-            batches = [json.loads(line) for line in file]
+        batches = recorded_batches(work_dir, rank)
         assert [batch['iter'] for batch in batches] == \
             list(range(RESUMED_ITERS))
         assert [batch['images'] for batch in batches] == \
-            [[images[index]] for index in order[rank::2]]
+            [[image] for image in order[rank::2]]

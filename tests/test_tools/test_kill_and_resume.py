@@ -2,19 +2,13 @@
 """No lost training: SIGKILL tools/train.py, then --resume continues from
 exactly the saved state, before and after the AdamW -> SGD switch, with the
 images the run would have had next."""
-import glob
-import itertools
-import json
-import os.path as osp
-
 import pytest
 import torch
-from mmengine.dataset import InfiniteSampler
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
 
 from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
-                        run_tool)
+                        recorded_batches, run_tool, sampler_order)
 
 MAX_ITERS = 12
 # The main config with a tiny model, a checkpoint and a validation (for the
@@ -92,12 +86,7 @@ def test_sigkill_then_resume(cityscapes, tmp_path, kill_after,
     # images are those the sampler (seed 0) gives the following iterations.
     assert f'skipped the {kill_after} indices of the trained batches' in \
         resumed.stdout + resumed.stderr
-    with open(work_dir / 'batches_rank0.jsonl') as file:
-        batches = [json.loads(line) for line in file]
+    batches = recorded_batches(work_dir)
     assert [batch['iter'] for batch in batches] == list(range(MAX_ITERS))
-    images = sorted(
-        osp.basename(path) for path in glob.glob(
-            str(cityscapes / 'leftImg8bit' / 'train' / '*' / '*.png')))
-    order = InfiniteSampler(images, shuffle=True, seed=0)
     assert [batch['images'] for batch in batches] == \
-        [[images[index]] for index in itertools.islice(order, MAX_ITERS)]
+        [[image] for image in sampler_order(cityscapes, 0, MAX_ITERS)]
