@@ -34,12 +34,22 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
     differ: the workers' random state is not the interrupted run's. With
     other samplers the loop advances the data loader as mmengine's does.
 
+    The checkpoints record how far the run has drawn from the sampler's
+    stream (all processes together), so a run resumed with another batch
+    size or number of processes still continues the order. A run whose
+    dataset changed size cannot, and the loop warns.
+
     Args: as mmengine's ``IterBasedTrainLoop``'s.
     """
+
+    # the message hub's key (saved in checkpoints) for the stream's position
+    STREAM_KEY = 'train_sampler_stream'
 
     def __init__(self, runner, dataloader, *args, **kwargs) -> None:
         super().__init__(runner, dataloader, *args, **kwargs)
         self._built_with_seed = runner.seed
+        self._sampler = self._infinite_sampler()
+        self._drawn = 0  # indices drawn from the stream by all processes
 
     def run(self) -> nn.Module:
         """Launch training (mmengine's loop, but for advancing the data)."""
@@ -50,6 +60,7 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
             data_batch = next(self.dataloader_iterator)
+            self._count_drawn()
             self.run_iter(data_batch)
             self._decide_current_val_interval()
             if (self.runner.val_loop is not None
@@ -61,9 +72,20 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook('after_train')
         return self.runner.model
 
+    def _count_drawn(self) -> None:
+        """Records the stream's position after drawing a batch, for the
+        checkpoints (the message hub's state is saved in them)."""
+        if self._sampler is None:
+            return
+        self._drawn += (self.dataloader.batch_sampler.batch_size *
+                        self._sampler.world_size)
+        self.runner.message_hub.update_info(
+            self.STREAM_KEY,
+            dict(drawn=self._drawn, dataset_size=self._sampler.size))
+
     def _advance_data(self, iters: int) -> None:
         """Makes the next batch the one of iteration ``iters``."""
-        sampler = self._infinite_sampler()
+        sampler = self._sampler
         if sampler is None:
             print_log(
                 f'Resuming at iteration {iters}: the train sampler is not '
@@ -81,9 +103,30 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         if (sampler.seed == self._built_with_seed
                 and self.runner.seed != sampler.seed):
             sampler.seed = self.runner.seed
-        skipped = iters * self.dataloader.batch_sampler.batch_size
-        sampler.indices = itertools.islice(sampler._indices_of_rank(),
-                                           skipped, None)
+        stream = self.runner.message_hub.get_info(self.STREAM_KEY)
+        if stream is None:  # a checkpoint of mmengine's loop
+            batch_size = self.dataloader.batch_sampler.batch_size
+            self._drawn = iters * batch_size * sampler.world_size
+            print_log(
+                f'Resuming at iteration {iters}: the checkpoint does not '
+                'record how far the run drew from the train sampler; '
+                f'counting {iters} iterations of {batch_size} samples on '
+                f'{sampler.world_size} process(es).',
+                logger='current')
+        else:
+            self._drawn = stream['drawn']
+            if stream['dataset_size'] != sampler.size:
+                print_log(
+                    f'Resuming at iteration {iters}: the train dataset has '
+                    f"{sampler.size} samples, the interrupted run's had "
+                    f"{stream['dataset_size']}, so the order of samples "
+                    "does not continue the interrupted run's: the resumed "
+                    'run draws from the new order at the same position.',
+                    logger='current', level=logging.WARNING)
+        # the stream of all processes, this rank's share of it from there on
+        sampler.indices = itertools.islice(sampler._infinite_indices(),
+                                           self._drawn + sampler.rank, None,
+                                           sampler.world_size)
         # A new pass of the data loader takes its indices from the moved
         # stream. The batches that the workers made ahead from the old one
         # are dropped: the old pass's workers stop with its iterator, first
@@ -93,8 +136,8 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
             self.dataloader)
         print_log(
             f'Resuming at iteration {iters}: the train sampler skipped the '
-            f'{skipped} indices of the trained batches (seed '
-            f'{sampler.seed}); no data was loaded for them.',
+            f'{self._drawn} indices of the trained batches (all processes '
+            f'together; seed {sampler.seed}); no data was loaded for them.',
             logger='current')
 
     def _infinite_sampler(self) -> Optional[InfiniteSampler]:

@@ -1,14 +1,18 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """FastResumeIterBasedTrainLoop: a resumed run trains on the batches the
 interrupted run would have had next, without loading the trained ones."""
+import itertools
+
 import pytest
 import torch
+from mmengine.dataset import InfiniteSampler
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import mmseg_wavemix  # noqa: F401 (registers the loop)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
+
 from .toy_runner import ToyModel
 
 MAX_ITERS = 8
@@ -44,15 +48,16 @@ class RecordIndicesHook(Hook):
 
 
 def build_runner(work_dir, loop, sampler, resume_from=None, num_workers=0,
-                 persistent_workers=False, seed=None, name=''):
+                 persistent_workers=False, seed=None, name='', batch_size=3,
+                 dataset_size=13):
     recorder = RecordIndicesHook()
     runner = Runner(
         model=ToyModel(),
         work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=IndexDataset(),
+            dataset=IndexDataset(dataset_size),
             sampler=sampler,
-            batch_size=3,
+            batch_size=batch_size,
             num_workers=num_workers,
             persistent_workers=persistent_workers,
             collate_fn=dict(type='default_collate')),
@@ -70,19 +75,40 @@ def build_runner(work_dir, loop, sampler, resume_from=None, num_workers=0,
     return runner, recorder
 
 
-def train_then_resume(tmp_path, loop, sampler, **kwargs):
+def train_then_resume(tmp_path, loop, sampler, resumed_options=None,
+                      **kwargs):
     """The batches of a run without interruption, those of a run resumed
-    from its checkpoint at RESUME_AT, and the resumed runner."""
+    from its checkpoint at RESUME_AT (built with ``resumed_options`` in place
+    of the first run's), and the resumed runner."""
     runner, whole = build_runner(tmp_path, loop, sampler, name='whole',
                                  **kwargs)
     runner.train()
     resumed, part = build_runner(
         tmp_path / 'resumed', loop, sampler,
         resume_from=str(tmp_path / f'iter_{RESUME_AT}.pth'), name='resumed',
-        **kwargs)
+        **{**kwargs, **(resumed_options or {})})
     with mmengine_checkpoint_loading():
         resumed.train()
     return whole.batches, part.batches, resumed
+
+
+def resumed_log(tmp_path):
+    return ''.join(path.read_text()
+                   for path in (tmp_path / 'resumed').glob('*/*.log'))
+
+
+def stream(size, seed, count):
+    """The first ``count`` indices of a shuffled ``InfiniteSampler``'s stream
+    over ``size`` samples (all processes together)."""
+    sampler = InfiniteSampler(range(size), shuffle=True, seed=seed)
+    return list(itertools.islice(sampler._infinite_indices(), count))
+
+
+def batches_of(indices, batch_size, first_iter):
+    return {
+        first_iter + i: indices[start:start + batch_size]
+        for i, start in enumerate(range(0, len(indices), batch_size))
+    }
 
 
 SHUFFLED = dict(type='InfiniteSampler', shuffle=True)
@@ -129,8 +155,70 @@ def test_other_samplers_load_the_trained_batches_again(tmp_path, capsys):
     assert part == {i: whole[i] for i in part}
     loaded = resumed.train_dataloader.dataset.loaded
     assert loaded == sum(len(batch) for batch in whole.values())
-    log = ''.join(path.read_text()
-                  for path in (tmp_path / 'resumed').glob('*/*.log'))
+    log = resumed_log(tmp_path)
     assert (f'Resuming at iteration {RESUME_AT}: the train sampler is not '
             "mmengine's InfiniteSampler") in log
     assert f'{RESUME_AT}/{RESUME_AT}, ' in capsys.readouterr().out  # progress
+
+
+def test_resumed_run_with_another_batch_size_continues_the_order(tmp_path):
+    whole, part, _ = train_then_resume(
+        tmp_path, 'FastResumeIterBasedTrainLoop', SHUFFLED, seed=0,
+        resumed_options=dict(batch_size=2))
+    drawn = [index for i in sorted(whole) for index in whole[i]]
+    assert part == batches_of(drawn[RESUME_AT * 3:RESUME_AT * 3 + 10], 2,
+                              RESUME_AT)
+
+
+def test_resumed_run_on_more_processes_continues_the_order(
+        tmp_path, monkeypatch):
+    """Resumed as each rank of 2 processes: the ranks share the stream from
+    where the one process stopped, in turn."""
+    runner, _ = build_runner(tmp_path, 'FastResumeIterBasedTrainLoop',
+                             SHUFFLED, seed=0)
+    runner.train()
+    parts = []
+    for rank in (0, 1):
+        monkeypatch.setattr('mmengine.dataset.sampler.get_dist_info',
+                            lambda rank=rank: (rank, 2))
+        resumed, part = build_runner(
+            tmp_path / f'rank{rank}', 'FastResumeIterBasedTrainLoop',
+            SHUFFLED, seed=0, name=f'rank{rank}',
+            resume_from=str(tmp_path / f'iter_{RESUME_AT}.pth'))
+        with mmengine_checkpoint_loading():
+            resumed.train()
+        assert resumed.train_dataloader.sampler.world_size == 2  # the case
+        parts.append(part.batches)
+    drawn = stream(13, 0, RESUME_AT * 3 + 2 * 3 * (MAX_ITERS - RESUME_AT))
+    for rank, part in enumerate(parts):
+        assert part == batches_of(drawn[RESUME_AT * 3 + rank::2], 3,
+                                  RESUME_AT)
+
+
+def test_checkpoint_without_the_streams_record_counts_iterations(tmp_path):
+    """Checkpoints of mmengine's loop do not record the stream's position:
+    the loop counts the iterations at this run's batch size."""
+    runner, whole = build_runner(tmp_path, 'IterBasedTrainLoop', SHUFFLED,
+                                 seed=0)
+    runner.train()
+    resumed, part = build_runner(
+        tmp_path / 'resumed', 'FastResumeIterBasedTrainLoop', SHUFFLED,
+        seed=0, resume_from=str(tmp_path / f'iter_{RESUME_AT}.pth'),
+        name='resumed')
+    with mmengine_checkpoint_loading():
+        resumed.train()
+    assert part.batches == {i: whole.batches[i] for i in part.batches}
+    assert ('the checkpoint does not record how far the run drew from the '
+            f'train sampler; counting {RESUME_AT} iterations of 3 samples'
+            ) in resumed_log(tmp_path)
+
+
+def test_resumed_run_on_a_resized_dataset_warns(tmp_path):
+    _, part, _ = train_then_resume(
+        tmp_path, 'FastResumeIterBasedTrainLoop', SHUFFLED, seed=0,
+        resumed_options=dict(dataset_size=11))
+    assert ("the train dataset has 11 samples, the interrupted run's had 13"
+            in resumed_log(tmp_path))
+    # the new order, from the same position
+    drawn = stream(11, 0, MAX_ITERS * 3)
+    assert part == batches_of(drawn[RESUME_AT * 3:], 3, RESUME_AT)

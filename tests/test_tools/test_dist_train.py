@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""tools/dist_train.sh with 2 processes on CPU (gloo, SyncBN -> BN), and
-resumed."""
+"""tools/dist_train.sh with 2 processes on CPU (gloo, SyncBN -> BN),
+resumed, and resumed again in one process."""
 import os
 import subprocess
 import sys
@@ -12,7 +12,7 @@ from mmseg_wavemix.compat import mmengine_checkpoint_loading
 
 from ..conftest import REPO_ROOT
 from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
-                        recorded_batches, sampler_order)
+                        recorded_batches, sampler_order, tool_env)
 
 MAX_ITERS = 3
 RESUMED_ITERS = 5
@@ -81,7 +81,7 @@ def test_two_process_training_agrees(tmp_path):
         '--resume', options=[f'train_cfg.max_iters={RESUMED_ITERS}'])
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-5000:]
-    assert f'skipped the {MAX_ITERS} indices of the trained batches' in log
+    assert f'skipped the {2 * MAX_ITERS} indices of the trained batches' in log
     with mmengine_checkpoint_loading():
         checkpoint = torch.load(work_dir / f'iter_{MAX_ITERS}.pth')
     seed = checkpoint['meta']['seed']
@@ -92,3 +92,22 @@ def test_two_process_training_agrees(tmp_path):
             list(range(RESUMED_ITERS))
         assert [batch['images'] for batch in batches] == \
             [[image] for image in order[rank::2]]
+
+    # Resumed in one process at batch 2: it continues the two processes'
+    # order from where they stopped together.
+    one = subprocess.run(
+        [sys.executable, 'tools/train.py', str(config), '--work-dir',
+         str(work_dir), '--resume', '--cfg-options', *OPTIONS,
+         *data_root_options(root), 'train_dataloader.batch_size=2',
+         f'train_cfg.max_iters={RESUMED_ITERS + 2}'],
+        cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True,
+        timeout=600)
+    log = one.stdout + one.stderr
+    assert one.returncode == 0, log[-5000:]
+    assert f'skipped the {2 * RESUMED_ITERS} indices' in log
+    order = sampler_order(root, seed, 2 * RESUMED_ITERS + 4)
+    batches = recorded_batches(work_dir)[RESUMED_ITERS:]
+    assert [batch['iter'] for batch in batches] == \
+        [RESUMED_ITERS, RESUMED_ITERS + 1]
+    assert [batch['images'] for batch in batches] == \
+        [order[10:12], order[12:14]]
