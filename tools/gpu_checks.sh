@@ -94,16 +94,19 @@ TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_
 # two replayed steps; the DataLoader pins the images, not the data samples' labels), RECIPE_ITERS iterations each, the
 # first 20 left out (kernel tuning, the graphs' recording); last, the graphs with mmseg's int64 labels
 # (PackSegInputs: 84 MB a batch to copy, against 10.5 MB in uint8). Whether the recipe should turn the graphs (and
-# pinned memory) on; not run on a GPU yet (about 5 minutes expected).
+# pinned memory) on; not run on a GPU yet (about 5 minutes expected). Each run also validates on 20 images after
+# iterations 30 and 60 as the recipe does (fp32, batch 1; the pinned run in fp16, ValLoop(fp16=True)): what a
+# validation costs per image (every 2,975 iterations, 500 images), and that graphed training validates and then
+# trains on at its speed.
 RECIPE_DATA="${TMPDIR:-/tmp}/gpu_checks_cityscapes_1024x2048"
 MAKE_RECIPE_DATA="{ [[ -f '$RECIPE_DATA/val.txt' ]] || { python3 tools/dataset_converters/make_demo_cityscapes.py \
-  '$RECIPE_DATA' --num-train 20 --num-val 1 --size 1024 2048 && python3 tools/dataset_converters/cityscapes.py \
+  '$RECIPE_DATA' --num-train 20 --num-val 20 --size 1024 2048 && python3 tools/dataset_converters/cityscapes.py \
   '$RECIPE_DATA' --nproc 8; }; } > /dev/null"
 step recipe "The recipe through tools/train.py, batch 5 at 1024x2048: plain, --cuda-graphs, pinned, int64 labels" \
   bash -c "$MAKE_RECIPE_DATA &&
-  python3 tools/analysis_tools/benchmark_recipe.py $C '$RECIPE_DATA' --iters ${RECIPE_ITERS:-60} \
+  python3 tools/analysis_tools/benchmark_recipe.py $C '$RECIPE_DATA' --iters ${RECIPE_ITERS:-60} --val-interval 30 \
     --run plain= --run cuda_graphs=--cuda-graphs \
-    --run 'cuda_graphs_pinned=--cuda-graphs --cfg-options train_dataloader.pin_memory=True' \
+    --run 'cuda_graphs_pinned=--cuda-graphs --cfg-options train_dataloader.pin_memory=True val_cfg.fp16=True' \
     --run 'cuda_graphs_int64_labels=--cuda-graphs --cfg-options train_dataloader.dataset.pipeline.3.type=PackSegInputs' \
     --work-dir '$OUT/recipe_runs' --json '$OUT/recipe_b5_1024x2048_cuda.json'"
 # The recipe's data path alone, no model (about 1 minute expected, not run on a GPU yet): the 4 workers loading

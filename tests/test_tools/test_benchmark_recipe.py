@@ -59,10 +59,38 @@ def test_runs_are_timed_from_their_logs_and_a_failed_one_is_named(
     assert lines[-1].split()[1:3] == ['failed', '(exit']
 
 
+def test_runs_validate_every_val_interval_and_report_each_validation(
+        tmp_path):
+    root = make_cityscapes(tmp_path / 'data', 2, 3, height=64, width=128)
+    options = [
+        o for o in data_root_options(root) if 'data_root' not in o
+    ] + TINY_MODEL
+    out = tmp_path / 'recipe.json'
+    result = run_tool(
+        'analysis_tools/benchmark_recipe.py', CONFIG, root, '--iters', '4',
+        '--interval', '1', '--skip', '1', '--val-interval', '2',
+        '--work-dir', tmp_path / 'runs', '--run', 'plain=', '--json', out,
+        '--cfg-options', *options)
+    entry = json.loads(out.read_text())['results']['plain']
+    assert [v['after_iter'] for v in entry['val']] == [2, 4]
+    for validation in entry['val']:
+        assert 0 < validation['s_per_image']
+        assert 0 <= validation['data_time_s'] <= validation['s_per_image']
+        assert 0 <= validation['mIoU'] <= 100
+    assert entry['train']['windows'] == 3  # the training windows only
+    # each validation's result line, and the times in the summary
+    assert sum('Iter(val) [3/3]' in line and 'mIoU' in line
+               for line in result.stdout.splitlines()) == 2
+    times = ', '.join(f'{v["s_per_image"]:.3f}' for v in entry['val'])
+    assert result.stdout.splitlines()[-1].endswith(
+        f'validation s/image: {times}')
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--iters', '20'], '--iters 20 leaves no logged window'),
     (['--run', 'cuda_graphs'], "--run 'cuda_graphs': give NAME=ARGS"),
     (['--cfg-options', 'model'], "--cfg-options 'model': give key=value"),
+    (['--val-interval', '61'], '--val-interval 61: give 1 to --iters (60)'),
 ])
 def test_arguments_that_cannot_time_anything_are_refused(argv, message):
     result = run_tool('analysis_tools/benchmark_recipe.py', CONFIG, 'data',

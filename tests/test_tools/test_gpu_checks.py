@@ -120,20 +120,22 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                      if 'benchmark.py' in c and '@fp16,fast ' in c)
     assert train < expandable < memory < profile < inference
     # before them, the recipe through tools/train.py on data made at
-    # 1024x2048 (once), plain, with --cuda-graphs, with pinned batches, and
-    # last (the one a deadline cuts) with mmseg's int64 labels
+    # 1024x2048 (once), plain, with --cuda-graphs, with pinned batches (and
+    # validation in fp16), and last (the one a deadline cuts) with mmseg's
+    # int64 labels, each validating twice on 20 images
     made, converted, recipe = (
         next(i for i, c in enumerate(calls) if tool in c)
         for tool in ('make_demo_cityscapes.py', 'dataset_converters/'
                      'cityscapes.py', 'benchmark_recipe.py'))
-    assert '--size 1024 2048' in calls[made]
+    assert '--num-val 20 --size 1024 2048' in calls[made]
     assert made < converted < recipe < train
     assert calls[recipe].startswith(
         'tools/analysis_tools/benchmark_recipe.py configs/wavemix/'
         'wavemix_256x16_l4_cityscapes.py ')
-    assert '--run plain= --run cuda_graphs=--cuda-graphs --run cuda_graphs_' \
-        'pinned=--cuda-graphs --cfg-options ' \
-        'train_dataloader.pin_memory=True --run cuda_graphs_int64_labels=' \
+    assert '--val-interval 30 --run plain= --run cuda_graphs=--cuda-graphs ' \
+        '--run cuda_graphs_pinned=--cuda-graphs --cfg-options ' \
+        'train_dataloader.pin_memory=True val_cfg.fp16=True ' \
+        '--run cuda_graphs_int64_labels=' \
         '--cuda-graphs --cfg-options train_dataloader.dataset.pipeline.3.' \
         'type=PackSegInputs ' in calls[recipe]
     assert f'--json {out}/recipe_b5_1024x2048_cuda.json' in calls[recipe]

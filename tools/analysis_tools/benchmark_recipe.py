@@ -7,7 +7,10 @@ other. From mmengine's log:
 the iteration time and the time spent waiting for data (medians over the
 logged windows after the first ``--skip`` ones: the first iterations tune
 kernels and record graphs); the largest memory allocated; and, on CUDA,
-the largest memory the allocator reserved over the run.
+the largest memory the allocator reserved over the run. With
+``--val-interval`` the runs also validate as they train (the config's
+validation, every that many iterations), and each validation's seconds per
+image and mIoU are reported.
 
 Example (data made by tools/dataset_converters/make_demo_cityscapes.py):
     python tools/analysis_tools/benchmark_recipe.py \
@@ -73,6 +76,9 @@ def parse_args(argv=None):
     parser.add_argument(
         '--skip', type=int, default=2,
         help='logged windows left out at the start of each run (default: 2)')
+    parser.add_argument(
+        '--val-interval', type=int,
+        help='validate every this many iterations (default: no validation)')
     parser.add_argument('--work-dir', default='work_dirs/benchmark_recipe',
                         help='where the runs keep their logs')
     parser.add_argument(
@@ -94,19 +100,30 @@ def parse_args(argv=None):
                      f'the first --skip {args.skip} of --interval '
                      f'{args.interval} iterations: give at least '
                      f'{(args.skip + 1) * args.interval}')
+    if args.val_interval is not None and not \
+            0 < args.val_interval <= args.iters:
+        parser.error(f'--val-interval {args.val_interval}: give 1 to '
+                     f'--iters ({args.iters})')
     return args
 
 
 def overrides(args, cfg: Config) -> list:
-    """The config's data root, the run's length and logging, no checkpoint
-    and no validation within it, the optimizer of its start throughout."""
+    """The config's data root, the run's length and logging, no checkpoint,
+    validation every ``--val-interval`` iterations (none without it), the
+    optimizer of its start throughout."""
+    if args.val_interval is None:
+        validation = [f'train_cfg.val_begin={args.iters + 1}']  # none at all
+    else:
+        validation = [
+            f'train_cfg.val_begin={args.val_interval}',
+            f'train_cfg.val_interval={args.val_interval}'
+        ]
     options = [
         f'{loader}.dataset.data_root={args.data_root}'
         for loader in ('train_dataloader', 'val_dataloader',
                        'test_dataloader')
-    ] + [
+    ] + validation + [
         f'train_cfg.max_iters={args.iters}',
-        f'train_cfg.val_begin={args.iters + 1}',  # none at the end either
         f'default_hooks.logger.interval={args.interval}',
         # each logged time the mean of the window since the last one
         f'log_processor.window_size={args.interval}',
@@ -119,16 +136,31 @@ def overrides(args, cfg: Config) -> list:
     return options + list(args.cfg_options)
 
 
-def windows(work_dir: str) -> list:
-    """The logged training windows of the run in ``work_dir``: mmengine's
-    scalars (``time``, ``data_time``, ``memory``, ``iter``), in order."""
+def logged_rows(work_dir: str) -> list:
+    """mmengine's logged scalars of the run in ``work_dir``, in order."""
     logs = sorted(
         glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not logs:
         return []
     with open(logs[-1]) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def windows(rows: list) -> list:
+    """The logged training windows: mmengine's scalars (``time``,
+    ``data_time``, ``memory``, ``iter``)."""
     return [row for row in rows if 'time' in row and 'iter' in row]
+
+
+def validations(rows: list) -> list:
+    """Each validation's mean seconds per image (mmseg validates one image a
+    batch; its loading and the metric's work per image included), mean
+    wait for data, and mIoU, after the iteration it followed."""
+    return [
+        dict(after_iter=row['step'], s_per_image=row['time'],
+             data_time_s=row['data_time'], mIoU=row.get('mIoU'))
+        for row in rows if 'time' in row and 'iter' not in row
+    ]
 
 
 def summarize(rows: list, skip: int, batch: int) -> dict:
@@ -168,17 +200,24 @@ def run_one(args, name: str, extra: list, options: list,
     lines = []
     for line in child.stdout:  # the log's progress lines shown as they come
         lines.append(line.rstrip('\n'))
-        if 'Iter(train)' in line or 'CUDA graphs' in line:
+        if 'Iter(' in line or 'CUDA graphs' in line:
             print(f'   {lines[-1]}', flush=True)
     returncode = child.wait()
     entry = dict(args=extra, returncode=returncode,
                  wall_s=time.perf_counter() - start,
                  log_lines=[line for line in lines if 'CUDA graphs' in line])
     failure = None if returncode == 0 else f'exit {returncode}'
+    rows = logged_rows(work_dir)
     try:
-        entry['train'] = summarize(windows(work_dir), args.skip, batch)
+        entry['train'] = summarize(windows(rows), args.skip, batch)
     except ValueError as error:
         failure = f'{error}; exit {returncode}'
+    if args.val_interval is not None:
+        entry['val'] = validations(rows)
+        if failure is None and \
+                len(entry['val']) != args.iters // args.val_interval:
+            failure = (f"{len(entry['val'])} validations logged, "
+                       f'{args.iters // args.val_interval} expected')
     if failure is not None:  # the end of its output says why
         tail = '\n'.join(lines[-5:])
         entry['errors'] = dict(train=f'{failure}: {tail}')
@@ -224,8 +263,11 @@ def run(args) -> dict:
             f'{t[key] / 1024:8.2f} GiB' if key in t else f'{"-":>12s}'
             for key in ('max_allocated_mb', 'peak_memory_mb')
         ]
+        val = ', '.join(f'{v["s_per_image"]:.3f}'
+                        for v in entry.get('val', []))
         print(f'{name:20s} {t["median_s"]:8.3f}s {t["images_per_s"]:9.1f} '
-              f'{t["data_time_s"]:9.3f}s {memory[0]} {memory[1]}')
+              f'{t["data_time_s"]:9.3f}s {memory[0]} {memory[1]}'
+              + (f'  validation s/image: {val}' if val else ''))
     return data
 
 
