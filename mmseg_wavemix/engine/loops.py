@@ -50,6 +50,10 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         self._built_with_seed = runner.seed
         self._sampler = self._infinite_sampler()
         self._drawn = 0  # indices drawn from the stream by all processes
+        # The runner's message hub may be an earlier runner's in this process
+        # (mmengine names it by the experiment and the second it started),
+        # with that run's record; a resumed checkpoint's is loaded after this.
+        runner.message_hub.pop_info(self.STREAM_KEY)
 
     def run(self) -> nn.Module:
         """Launch training (mmengine's loop, but for advancing the data)."""

@@ -16,6 +16,7 @@ from mmseg_wavemix.compat import mmengine_checkpoint_loading
 from .toy_runner import ToyModel
 
 MAX_ITERS = 8
+_RUNS = itertools.count()  # each runner its own message hub
 RESUME_AT = 3  # 9 of 13 samples: the next batch spans two passes
 
 
@@ -71,7 +72,7 @@ def build_runner(work_dir, loop, sampler, resume_from=None, num_workers=0,
         load_from=resume_from,
         resume=resume_from is not None,
         default_scope='mmseg',
-        experiment_name=f'fast_resume_{id(work_dir)}_{name}')
+        experiment_name=f'fast_resume_{next(_RUNS)}_{name}')
     return runner, recorder
 
 
@@ -197,7 +198,9 @@ def test_resumed_run_on_more_processes_continues_the_order(
 
 def test_checkpoint_without_the_streams_record_counts_iterations(tmp_path):
     """Checkpoints of mmengine's loop do not record the stream's position:
-    the loop counts the iterations at this run's batch size."""
+    the loop counts the iterations at this run's batch size, also where an
+    earlier runner of the same name in the process left its record in their
+    shared message hub."""
     runner, whole = build_runner(tmp_path, 'IterBasedTrainLoop', SHUFFLED,
                                  seed=0)
     runner.train()
@@ -205,6 +208,9 @@ def test_checkpoint_without_the_streams_record_counts_iterations(tmp_path):
         tmp_path / 'resumed', 'FastResumeIterBasedTrainLoop', SHUFFLED,
         seed=0, resume_from=str(tmp_path / f'iter_{RESUME_AT}.pth'),
         name='resumed')
+    # (mmengine names a hub by the experiment and the second it started in)
+    resumed.message_hub.update_info('train_sampler_stream',
+                                    dict(drawn=5, dataset_size=13))
     with mmengine_checkpoint_loading():
         resumed.train()
     assert part.batches == {i: whole.batches[i] for i in part.batches}

@@ -152,12 +152,13 @@ def windows(rows: list) -> list:
     return [row for row in rows if 'time' in row and 'iter' in row]
 
 
-def validations(rows: list) -> list:
-    """Each validation's mean seconds per image (mmseg validates one image a
-    batch; its loading and the metric's work per image included), mean
-    wait for data, and mIoU, after the iteration it followed."""
+def validations(rows: list, batch: int) -> list:
+    """Each validation's mean seconds per image (mmengine logs them per
+    batch of ``batch`` images; the loading and the metric's work included),
+    mean wait for data per batch, and mIoU, after the iteration it
+    followed."""
     return [
-        dict(after_iter=row['step'], s_per_image=row['time'],
+        dict(after_iter=row['step'], s_per_image=row['time'] / batch,
              data_time_s=row['data_time'], mIoU=row.get('mIoU'))
         for row in rows if 'time' in row and 'iter' not in row
     ]
@@ -184,8 +185,8 @@ def summarize(rows: list, skip: int, batch: int) -> dict:
     return result
 
 
-def run_one(args, name: str, extra: list, options: list,
-            batch: int) -> dict:
+def run_one(args, name: str, extra: list, options: list, batch: int,
+            val_batch: int) -> dict:
     work_dir = osp.join(args.work_dir, name)
     command = [
         sys.executable, '-c', CHILD,
@@ -213,7 +214,7 @@ def run_one(args, name: str, extra: list, options: list,
     except ValueError as error:
         failure = f'{error}; exit {returncode}'
     if args.val_interval is not None:
-        entry['val'] = validations(rows)
+        entry['val'] = validations(rows, val_batch)
         if failure is None and \
                 len(entry['val']) != args.iters // args.val_interval:
             failure = (f"{len(entry['val'])} validations logged, "
@@ -234,6 +235,7 @@ def run(args) -> dict:
     cfg.merge_from_dict(
         dict(option.split('=', 1) for option in args.cfg_options))
     batch = int(cfg.train_dataloader.batch_size)
+    val_batch = int(cfg.val_dataloader.batch_size)
     results = {}
     data = dict(
         config=args.config, data_root=args.data_root, iters=args.iters,
@@ -245,7 +247,7 @@ def run(args) -> dict:
     for run in args.runs:
         name, extra = run.split('=', 1)
         results[name] = run_one(args, name, shlex.split(extra), options,
-                                batch)
+                                batch, val_batch)
         if args.json:  # what was measured, should a later run be cut
             write_json(args.json, data)
     data['finished'] = True
