@@ -62,6 +62,27 @@ def applies(x: Tensor, dtype: Optional[torch.dtype] = None) -> bool:
         triton_support.serves(x)
 
 
+def tensor_core_products(device: torch.device) -> bool:
+    """Whether Triton's matrix products run on ``device``'s tensor cores:
+    on GPUs of compute capability 8.0 or later. Triton 3 compiles them to
+    scalar multiply-adds before that (V100, T4), spilling 17-25 KB of
+    registers a thread for these kernels' tiles
+    (``tools/analysis_tools/triton_codegen.py --arch 70``). Elsewhere
+    (Triton's interpreter on CPU) True."""
+    return device.type != 'cuda' or \
+        torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def products_apply(x: Tensor, dtype: Optional[torch.dtype] = None) -> bool:
+    """Whether the kernels with matrix products (:func:`linear_gelu`,
+    :func:`conv_transpose_k4s2`, :func:`matmul_add`) serve ``x``: where
+    :func:`applies`, on a GPU with :func:`tensor_core_products`. Elsewhere
+    cuBLAS and cuDNN serve without the kernels being tuned (a few seconds
+    of compilation per tile config and problem size) and timed against
+    them."""
+    return applies(x, dtype) and tensor_core_products(x.device)
+
+
 def _configs():
     """Tile sizes tried once per problem size on a GPU (those
     :func:`_fitting` its output channels)."""

@@ -148,6 +148,30 @@ def test_auto_leaves_out_a_kernel_that_fails(kernel_calls, fc1_kernel,
     torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-3)
 
 
+def test_gpus_without_tensor_core_products_run_cublas_and_cudnn(
+        kernel_calls, monkeypatch):
+    """Where Triton's products would not run on tensor cores (a V100 or T4
+    here, by the capability), neither fc1 + GELU nor the upsampling is
+    tuned or timed in Triton: the layers' GEMM and cuDNN's transposed
+    convolution serve, its bias and residual added in the one pass."""
+    from mmseg_wavemix.ops import level_mlp_triton
+    monkeypatch.setattr(fused_upsample, '_FASTEST_UPSAMPLE', {})
+    monkeypatch.setattr(pointwise_gemm, '_FASTEST_LINEAR_GELU', {})
+    monkeypatch.setattr(level_mlp_triton, 'tensor_core_products',
+                        lambda device: False)
+    block = fuse_norm_layers(trained_block(level=2))
+    fused = fuse_level_mlps(copy.deepcopy(block)).half()
+    x = torch.randn(1, 32, 8, 8).half().contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = fused(x)
+        assert kernel_calls == ['add_bias_residual_'] * 2
+        expected = fuse_level_mlps(copy.deepcopy(block), 'cudnn').half()(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert set(fused_upsample._FASTEST_UPSAMPLE.values()) == {'cudnn'}
+    assert not pointwise_gemm._FASTEST_LINEAR_GELU  # nothing timed
+
+
 def test_float32_gradients_and_training_run_the_layers(
         kernel_calls, fc1_kernel):
     block = fuse_norm_layers(trained_block(level=2))

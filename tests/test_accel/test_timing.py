@@ -116,3 +116,15 @@ def test_candidates_run_without_autograd():
         choose(dict(library=call, kernel=call))
         assert torch.is_grad_enabled()
     assert modes and not any(modes)
+
+
+def test_a_single_candidate_serves_untimed(monkeypatch):
+    """One way (the others not applying on this GPU): it is neither run
+    nor timed to be chosen, and the choice is kept."""
+    ran = []
+    monkeypatch.setattr(timing, 'time_ms', lambda fn, device: ran.append(fn))
+    cache = {}
+    calls = dict(library=lambda: ran.append('library'))
+    assert timing.fastest(calls, torch.device('cpu'), cache, 'key',
+                          always='library', what='a product') == 'library'
+    assert not ran and cache == {'key': 'library'}

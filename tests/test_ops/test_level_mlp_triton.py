@@ -282,3 +282,21 @@ def test_without_a_gpu_driver_for_the_tuners_the_kernels_stand_aside(
         monkeypatch.undo()
         importlib.reload(level_mlp_triton_module)
     assert level_mlp_triton_module._TUNERS_BUILT
+
+
+@pytest.mark.parametrize('capability, products', [((7, 0), False),
+                                                  ((7, 5), False),
+                                                  ((8, 0), True),
+                                                  ((8, 9), True),
+                                                  ((9, 0), True)])
+def test_products_run_on_tensor_cores_from_compute_capability_8(
+        monkeypatch, capability, products):
+    """Triton 3 compiles the products for tensor cores from sm_80 (the
+    A100) on (tests/test_tools/test_triton_codegen.py); on a V100 or T4 the
+    kernels with products stand aside. In Triton's interpreter (CPU) they
+    run."""
+    monkeypatch.setattr(torch.cuda, 'get_device_capability',
+                        lambda device=None: capability)
+    assert level_mlp_triton_module.tensor_core_products(
+        torch.device('cuda', 0)) is products
+    assert level_mlp_triton_module.tensor_core_products(torch.device('cpu'))

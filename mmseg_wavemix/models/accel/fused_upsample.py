@@ -25,8 +25,10 @@ us, the Triton kernel 249 us with bias and residual
 fastest depends on the GPU and the size: by default (``'auto'``) each that
 applies is timed at the first call of each size, as ``cudnn.benchmark``
 times cuDNN's algorithms, and the fastest is kept for all layers of that
-size (within a CUDA graph being recorded, where nothing can be timed, an
-untimed size takes ``'triton'``; a candidate that fails there, or whose
+size (the Triton kernels only where their products run on tensor cores,
+:func:`~mmseg_wavemix.ops.level_mlp_triton.products_apply`; within a CUDA
+graph being recorded, where nothing can be timed, an untimed size takes
+``'triton'`` there, else ``'cudnn'``; a candidate that fails, or whose
 output differs from cuDNN's by more than rounding, is left out, with a
 warning). Sizes count as the Triton kernels' tile sizes are tuned:
 by channels and the pixels rounded up to a power of two, so that a dataset
@@ -130,10 +132,12 @@ def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
         return _FASTEST_UPSAMPLE[key]
     calls = {
         kernel: partial(upsample, kernel, x, weight, bias, residual)
-        for kernel, weight in weights.items() if kernel != 'triton_tma'
-        or level_mlp_triton.tma_applies(x, weight)
+        for kernel, weight in weights.items()
+        if kernel == 'cudnn' or level_mlp_triton.products_apply(x) and (
+            kernel == 'triton' or level_mlp_triton.tma_applies(x, weight))
     }
-    return fastest(calls, x.device, _FASTEST_UPSAMPLE, key, always='triton',
+    return fastest(calls, x.device, _FASTEST_UPSAMPLE, key,
+                   always='triton' if 'triton' in calls else 'cudnn',
                    what=f'upsampling at {tuple(x.shape)}',
                    reference='cudnn' if 'cudnn' in calls else None)
 

@@ -284,7 +284,9 @@ def pointwise_linear_gelu(a: Tensor,
     """``gelu(conv1x1(cat([a, b], 1)))`` (exact GELU) of channels_last
     ``a`` and ``b`` (``b`` None: of ``a``): the concatenation,
     ``F.linear`` with the bias in its epilogue and the GELU's pass; or on a
-    GPU in float16 and bfloat16, where it agreed with them and was faster
+    GPU in float16 and bfloat16 (whose tensor cores Triton's products use,
+    :func:`~mmseg_wavemix.ops.level_mlp_triton.products_apply`), where it
+    agreed with them and was faster
     at the first call of the size (:func:`~.timing.fastest`), Triton's
     :func:`~mmseg_wavemix.ops.level_mlp_triton.linear_gelu`: no
     concatenation in memory, the GELU (and the store of its input, with
@@ -311,7 +313,7 @@ def pointwise_linear_gelu(a: Tensor,
     if _rows(a) is None or (b is not None and _rows(b) is None):
         return None
     layers = partial(_linear_gelu_by_layers, a, b, weight, bias)
-    if bias is None or not level_mlp_triton.applies(a) or \
+    if bias is None or not level_mlp_triton.products_apply(a) or \
             (b is not None and b.dtype != a.dtype):
         return layers()
     calls = dict(layers=layers,
@@ -330,12 +332,13 @@ def pointwise_linear_gelu(a: Tensor,
 
 def matmul_add(a: Tensor, w: Tensor, c: Tensor) -> Tensor:
     """``a @ w + c`` for matrices: ``torch.addmm``, or on a GPU in float16
-    and bfloat16 whichever of it and Triton's
+    and bfloat16 (see :func:`~mmseg_wavemix.ops.level_mlp_triton.
+    products_apply`) whichever of it and Triton's
     :func:`~mmseg_wavemix.ops.level_mlp_triton.matmul_add` (one pass over
     ``c``, where addmm copies it to its output first) was faster at the
     first call of the size (:func:`~.timing.fastest`)."""
     calls = dict(addmm=partial(torch.addmm, c, a, w))
-    if not level_mlp_triton.applies(a):
+    if not level_mlp_triton.products_apply(a):
         return calls['addmm']()
     calls['triton'] = partial(level_mlp_triton.matmul_add, a, w, c)
     key = (a.device, a.dtype, a.shape[1], w.shape[1],

@@ -146,7 +146,8 @@ def fastest(calls: Dict[str, Callable[[], object]],
     ``key``, kept in ``cache`` (shared by the layers of that size, as a
     tuner's cache is).
 
-    At the first call of ``key`` each candidate runs once untimed (a Triton
+    At the first call of ``key`` (where there are two or more candidates;
+    one serves untimed) each candidate runs once untimed (a Triton
     kernel is tuned at its first call), then :data:`ROUNDS` times, the
     candidates interleaved, and the one of the least median time wins; the
     timing and its result are logged (``logger='current'``). A
@@ -177,6 +178,9 @@ def fastest(calls: Dict[str, Callable[[], object]],
         str: The name of the fastest call.
     """
     if key in cache:
+        return cache[key]
+    if len(calls) == 1:  # nothing to choose from
+        cache[key] = next(iter(calls))
         return cache[key]
     if device.type == 'cuda' and torch.cuda.is_current_stream_capturing():
         return always
