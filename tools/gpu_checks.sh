@@ -18,8 +18,8 @@
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests recipe
-#                                           # data training memory train_profile inference haar focal profile
-#                                           # level_mlp)
+#                                           # data training memory train_profile inference peers haar focal
+#                                           # profile level_mlp)
 #   SWEEP=1 bash tools/gpu_checks.sh        # also the level-MLP kernels' tile sweep (about 1.5 minutes more)
 #   COMPILE_TRAIN=1 bash tools/gpu_checks.sh  # also the recipe's training step under torch.compile (minutes more)
 #   PLAIN=1 bash tools/gpu_checks.sh        # also the training step without memory_efficient (half a minute more)
@@ -174,6 +174,12 @@ INFERENCE_ENTRIES=(authors@fp16 $SEGFORMER)
 step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16,fast --compare \
   "${INFERENCE_ENTRIES[@]}" --authors-package "$AUTHORS_PACKAGE" --device cuda \
   --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
+# The paper's point against its peer in training (not run yet; about 1.5 minutes expected): SegFormer-B5 under
+# AMP (mmseg's Cityscapes config, which trains one crop per GPU) and the recipe's model, eager and graphed, at batch 1,
+# step time and peak memory in one interleaved run.
+step peers "Training 1024x2048, batch 1: ours against SegFormer-B5" python3 tools/benchmark.py \
+  $C@fp16,fast_train,cuda_graphs --compare $C@fp16,fast_train $SEGFORMER --device cuda --shape 1024 2048 --batch 1 \
+  --train --repeat 3 --warmup 1 --no-flops --json "$OUT/train_b1_1024x2048_peers_cuda.json"
 # COMPILE_TRAIN=1: the recipe's step compiled by Inductor against the eager one (a few minutes of compilation)
 if [[ -n "${COMPILE_TRAIN:-}" ]]; then
   step compile_train "Training compiled, batch 5" python3 tools/benchmark.py $C@fp16,fast_train,compile \

@@ -80,7 +80,7 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert '=== not started, 0 s left of DEADLINE=3 (it needs 1 s): Level ' \
         'MLPs, fp16 1024x2048' in lines  # the steps after the cut one
     assert 'Not finished by DEADLINE: focal haar inference level_mlp ' \
-        'profile' in lines
+        'peers profile' in lines
     assert f'The rest, in a second call: SKIP="tests recipe data ' \
         f'training memory train_profile" bash tools/gpu_checks.sh {out}' \
         in lines
@@ -94,7 +94,7 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     # run (the target's ratio), beside one entry of CUDA graphs only (their
     # memory is held through the run; the authors' step needs 55 GB)
     training = [
-        c for c in calls if 'benchmark.py' in c and '--train' in c
+        c for c in calls if 'benchmark.py' in c and '--batch 5 --train' in c
         and 'expandable' not in c
     ]
     assert len(training) == 1
@@ -195,6 +195,12 @@ def test_a_step_that_needs_more_than_is_left_waits_for_the_second_call(
     calls = (tmp_path / 'calls').read_text()
     assert ' authors ' not in calls  # the training table's entry
     assert '--memory-peak' in calls and 'benchmark_haar.py' in calls
+    # the training step against the peer's, at its config's batch of one
+    peers, = (c for c in calls.splitlines() if 'peers_cuda.json' in c)
+    assert '@fp16,fast_train,cuda_graphs --compare configs/wavemix/' \
+        'wavemix_256x16_l4_cityscapes.py@fp16,fast_train mmseg::segformer/' \
+        'segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py@fp16 ' in peers
+    assert '--batch 1 --train' in peers
     assert 'Not finished by DEADLINE: training' in lines
     rest = next(line for line in lines if line.startswith('The rest'))
     assert ' training ' not in f'{rest.split("SKIP=")[1].split(" bash")[0]} '
