@@ -51,7 +51,8 @@ _INSTRUCTIONS = re.compile(
     r'\b((?:ld|st)\.global(?:\.\w+)*|cp\.async\.bulk\.tensor(?:\.\w+)*|'
     r'cp\.async\.(?:ca|cg)\.shared\.global(?:\.\w+)*\s+\[[^]]+\],\s*'
     r'\[[^]]+\],\s*(?:0x[0-9a-f]+|\d+)|'
-    r'wgmma\.mma_async(?:\.\w+)*|mma\.sync(?:\.\w+)*)')
+    r'wgmma\.mma_async(?:\.\w+)*|mma\.sync(?:\.\w+)*|'
+    r'tcgen05\.mma(?:\.[\w:]+)*)')
 
 
 def parse_args(argv=None):
@@ -60,7 +61,8 @@ def parse_args(argv=None):
         'needed, and summarise their machine code')
     parser.add_argument('--arch', type=int, default=90,
                         help='CUDA compute capability as one number: 90 '
-                        '(H100/H200, the default), 80 (A100), 89, 100')
+                        '(H100/H200, the default), 80 (A100), 89, 100 (B200), '
+                        '120 (RTX 50)')
     parser.add_argument('--shape', type=int, nargs=2, default=(1024, 2048),
                         metavar=('H', 'W'),
                         help='image size (default: 1024 2048)')
