@@ -28,6 +28,7 @@ GPU they run in Triton's interpreter (``TRITON_INTERPRET=1``), which the
 tests use; ``tools/analysis_tools/triton_codegen.py`` compiles them for a
 GPU without one, to see their machine code.
 """
+import functools
 import inspect
 import os
 from typing import Optional, Tuple, Union
@@ -69,8 +70,13 @@ def tensor_core_products(device: torch.device) -> bool:
     registers a thread for these kernels' tiles
     (``tools/analysis_tools/triton_codegen.py --arch 70``). Elsewhere
     (Triton's interpreter on CPU) True."""
-    return device.type != 'cuda' or \
-        torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type != 'cuda' or _capability(device.index) >= (8, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: Optional[int]) -> Tuple[int, int]:
+    # asked at each eager step's level MLPs (a host-bound step on the GPU)
+    return torch.cuda.get_device_capability(index)
 
 
 def products_apply(x: Tensor, dtype: Optional[torch.dtype] = None) -> bool:

@@ -297,6 +297,10 @@ def test_products_run_on_tensor_cores_from_compute_capability_8(
     run."""
     monkeypatch.setattr(torch.cuda, 'get_device_capability',
                         lambda device=None: capability)
-    assert level_mlp_triton_module.tensor_core_products(
-        torch.device('cuda', 0)) is products
+    level_mlp_triton_module._capability.cache_clear()  # kept per device
+    try:
+        assert level_mlp_triton_module.tensor_core_products(
+            torch.device('cuda', 0)) is products
+    finally:
+        level_mlp_triton_module._capability.cache_clear()
     assert level_mlp_triton_module.tensor_core_products(torch.device('cpu'))
