@@ -76,13 +76,18 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook('after_train')
         return self.runner.model
 
+    def _drawn_per_iter(self) -> int:
+        """The indices one iteration draws from the stream, all processes
+        together."""
+        return self.dataloader.batch_sampler.batch_size * \
+            self._sampler.world_size
+
     def _count_drawn(self) -> None:
         """Records the stream's position after drawing a batch, for the
         checkpoints (the message hub's state is saved in them)."""
         if self._sampler is None:
             return
-        self._drawn += (self.dataloader.batch_sampler.batch_size *
-                        self._sampler.world_size)
+        self._drawn += self._drawn_per_iter()
         self.runner.message_hub.update_info(
             self.STREAM_KEY,
             dict(drawn=self._drawn, dataset_size=self._sampler.size))
@@ -109,12 +114,12 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
             sampler.seed = self.runner.seed
         stream = self.runner.message_hub.get_info(self.STREAM_KEY)
         if stream is None:  # a checkpoint of mmengine's loop
-            batch_size = self.dataloader.batch_sampler.batch_size
-            self._drawn = iters * batch_size * sampler.world_size
+            self._drawn = iters * self._drawn_per_iter()
             print_log(
                 f'Resuming at iteration {iters}: the checkpoint does not '
                 'record how far the run drew from the train sampler; '
-                f'counting {iters} iterations of {batch_size} samples on '
+                f'counting {iters} iterations of '
+                f'{self.dataloader.batch_sampler.batch_size} samples on '
                 f'{sampler.world_size} process(es).',
                 logger='current')
         else:

@@ -130,11 +130,12 @@ def fastest_upsample(x: Tensor, weights: Dict[str, Tensor], bias: Tensor,
            layout(x), None if residual is None else layout(residual))
     if key in _FASTEST_UPSAMPLE:  # without building the candidates
         return _FASTEST_UPSAMPLE[key]
+    triton = level_mlp_triton.products_apply(x)
     calls = {
         kernel: partial(upsample, kernel, x, weight, bias, residual)
         for kernel, weight in weights.items()
-        if kernel == 'cudnn' or level_mlp_triton.products_apply(x) and (
-            kernel == 'triton' or level_mlp_triton.tma_applies(x, weight))
+        if kernel == 'cudnn' or (triton and (
+            kernel == 'triton' or level_mlp_triton.tma_applies(x, weight)))
     }
     return fastest(calls, x.device, _FASTEST_UPSAMPLE, key,
                    always='triton' if 'triton' in calls else 'cudnn',
