@@ -124,7 +124,7 @@ def test_batch_norm_add_falls_back(case):
         norm.eval()
     elif case == 'float64':
         norm, z, x = norm.double(), z.double(), x.double()
-        warns = 'torch.float64 activations'
+        warns = 'the activations are torch.float64'
     else:  # a BatchNorm with a forward of its own, e.g. SyncBatchNorm
         norm = type('OtherBN', (nn.BatchNorm2d, ),
                     dict(forward=lambda self, t: F.batch_norm(

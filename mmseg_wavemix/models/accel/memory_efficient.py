@@ -292,10 +292,10 @@ def batch_norm_add(z: Tensor, norm: _BatchNorm, x: Tensor) -> Tensor:
         reason = (f'{type(norm).__name__} is not a one-process BatchNorm '
                   '(SyncBN across processes)')
     elif z.dtype != torch.float32 or x.dtype != torch.float32:
-        reason = f'{z.dtype} activations (autocast)'
+        reason = f'the activations are {z.dtype} (autocast)'
     if reason is not None:
         _warn_once(f'memory_efficient: the finest level keeps its BatchNorm '
-                   f'input with {reason}; the recomputation of the hidden '
+                   f'input: {reason}; the recomputation of the hidden '
                    'layers still applies')
     if reason is not None or not norm.training or not norm.affine or \
             bool(norm.weight.abs().min() < MIN_ABS_BN_WEIGHT):
