@@ -1119,7 +1119,8 @@ def test_peak_memory_of_both_modes_in_one_process(options):
 @pytest.mark.parametrize('pinned', [False, True])
 def test_uint8_labels_become_int64_on_the_device(pinned):
     """The recipe's preprocessor copies uint8 labels (pinned where the data
-    loader pins) and makes them int64 on the GPU: the CPU's batch."""
+    loader pins, then without waiting) and makes them int64 on the GPU: the
+    CPU's batch."""
     from mmengine.config import Config
     from mmseg.registry import MODELS
 
@@ -1129,6 +1130,7 @@ def test_uint8_labels_become_int64_on_the_device(pinned):
     data = batch(torch.uint8, ((64, 128), (64, 128)))
     if pinned:
         data['inputs'] = [t.pin_memory() for t in data['inputs']]
+        cfg.non_blocking = True
     expected = MODELS.build(cfg)(copy.deepcopy(data), True)
     got = MODELS.build(cfg).cuda()(data, True)
     torch.testing.assert_close(got['inputs'].cpu(), expected['inputs'])

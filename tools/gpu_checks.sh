@@ -90,8 +90,9 @@ TRITON_CACHE_DIR="${TMPDIR:-/tmp}/gpu_checks_triton_tests" STEP_TIMEOUT=$((STEP_
   -p no:cacheprovider -rf --tb=short --durations=5
 # The recipe as users train it: tools/train.py on Cityscapes-format data made here at 1024x2048 (loading from disk
 # in the config's 4 workers, the hooks, AdamW, the logging), plain, with --cuda-graphs (which also sets expandable
-# segments) and with the graphs and the images in pinned memory (the batch's copy to the GPU is the host's between
-# two replayed steps; the DataLoader pins the images, not the data samples' labels), RECIPE_ITERS iterations each, the
+# segments) and with the graphs and the images in pinned memory, copied without the host waiting (the batch's copy to
+# the GPU is the host's between two replayed steps; the DataLoader pins the images, not the data samples' labels;
+# SegDataPreProcessorUint8(non_blocking=True) since session 34), RECIPE_ITERS iterations each, the
 # first 20 left out (kernel tuning, the graphs' recording); last, the graphs with mmseg's int64 labels
 # (PackSegInputs: 84 MB a batch to copy, against 10.5 MB in uint8). Whether the recipe should turn the graphs (and
 # pinned memory) on; not run on a GPU yet (about 5 minutes expected). Each run also validates on 20 images after
@@ -106,7 +107,7 @@ step recipe "The recipe through tools/train.py, batch 5 at 1024x2048: plain, --c
   bash -c "$MAKE_RECIPE_DATA &&
   python3 tools/analysis_tools/benchmark_recipe.py $C '$RECIPE_DATA' --iters ${RECIPE_ITERS:-60} --val-interval 30 \
     --run plain= --run cuda_graphs=--cuda-graphs \
-    --run 'cuda_graphs_pinned=--cuda-graphs --cfg-options train_dataloader.pin_memory=True val_cfg.fp16=True' \
+    --run 'cuda_graphs_pinned=--cuda-graphs --cfg-options train_dataloader.pin_memory=True model.data_preprocessor.non_blocking=True val_cfg.fp16=True' \
     --run 'cuda_graphs_int64_labels=--cuda-graphs --cfg-options train_dataloader.dataset.pipeline.3.type=PackSegInputs' \
     --work-dir '$OUT/recipe_runs' --json '$OUT/recipe_b5_1024x2048_cuda.json'"
 # The recipe's data path alone, no model (about 1 minute expected, not run on a GPU yet): the 4 workers loading

@@ -13,8 +13,18 @@ class SegDataPreProcessorUint8(SegDataPreProcessor):
     padded as uint8, then made int64 there, as the losses and the decode
     heads expect. Labels of other integer types are made int64 too.
 
-    Args: as ``SegDataPreProcessor``'s.
+    Args:
+        non_blocking (bool): Copy the batch to the device without the host
+            waiting for the copy (and for the GPU work queued before it).
+            It takes effect for memory the data loader pins
+            (``pin_memory=True``). mmengine's option, which mmseg's
+            preprocessor does not pass on. Defaults to False.
+        **kwargs: ``SegDataPreProcessor``'s arguments.
     """
+
+    def __init__(self, non_blocking: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self._non_blocking = non_blocking
 
     def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:
         data = super().forward(data, training)

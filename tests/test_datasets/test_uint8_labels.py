@@ -86,6 +86,23 @@ def test_preprocessor_gives_the_int64_labels_of_mmseg(training):
     torch.testing.assert_close(ours['inputs'], mmseg['inputs'])
 
 
+@pytest.mark.parametrize('non_blocking', [False, True])
+def test_preprocessor_copies_as_asked(non_blocking, monkeypatch):
+    """mmseg's preprocessor drops mmengine's ``non_blocking``; ours passes
+    it to every copy: the images' and the labels'."""
+    data, copies = batch(torch.uint8), []
+    to = torch.Tensor.to
+
+    def recording_to(tensor, *args, **kwargs):
+        copies.append(kwargs.get('non_blocking', False))
+        return to(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, 'to', recording_to)
+    SegDataPreProcessorUint8(non_blocking=non_blocking, size_divisor=8)(
+        data, True)
+    assert copies[:4] == [non_blocking] * 4  # 2 images, then 2 label maps
+
+
 def test_decoders_with_mmseg_losses_train_on_uint8_labels():
     """mmseg's CrossEntropyLoss takes int64 labels only: the recipe's
     batches reach it through the preprocessor."""

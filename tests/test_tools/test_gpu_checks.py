@@ -120,8 +120,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                      if 'benchmark.py' in c and '@fp16,fast ' in c)
     assert train < expandable < memory < profile < inference
     # before them, the recipe through tools/train.py on data made at
-    # 1024x2048 (once), plain, with --cuda-graphs, with pinned batches (and
-    # validation in fp16), and last (the one a deadline cuts) with mmseg's
+    # 1024x2048 (once), plain, with --cuda-graphs, with pinned batches
+    # copied without waiting (and validation in fp16), and last (the one a deadline cuts) with mmseg's
     # int64 labels, each validating twice on 20 images
     made, converted, recipe = (
         next(i for i, c in enumerate(calls) if tool in c)
@@ -134,7 +134,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
         'wavemix_256x16_l4_cityscapes.py ')
     assert '--val-interval 30 --run plain= --run cuda_graphs=--cuda-graphs ' \
         '--run cuda_graphs_pinned=--cuda-graphs --cfg-options ' \
-        'train_dataloader.pin_memory=True val_cfg.fp16=True ' \
+        'train_dataloader.pin_memory=True model.data_preprocessor.' \
+        'non_blocking=True val_cfg.fp16=True ' \
         '--run cuda_graphs_int64_labels=' \
         '--cuda-graphs --cfg-options train_dataloader.dataset.pipeline.3.' \
         'type=PackSegInputs ' in calls[recipe]
