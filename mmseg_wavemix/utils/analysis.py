@@ -5,11 +5,12 @@ arguments of the benchmark tools."""
 import argparse
 import json
 import math
-import os
 from typing import Optional, Tuple
 
 import torch
 from mmengine.config import Config
+
+from mmseg_wavemix.engine.atomic_local_backend import write_atomically
 
 from .cli import build_model, resolve_config_path
 
@@ -32,11 +33,7 @@ def add_timing_args(parser: argparse.ArgumentParser, repeat: int,
 def write_json(path: str, data: dict, indent: int = 2) -> None:
     """Write a tool's results to ``path`` (its folder made if missing), in
     one step: a run killed while writing leaves the previous file whole."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f'{path}.partial'
-    with open(partial, 'w') as f:
-        json.dump(data, f, indent=indent)
-    os.replace(partial, path)
+    write_atomically(path, json.dumps(data, indent=indent).encode())
 
 
 def build_model_from_config(

@@ -44,7 +44,7 @@ def test_benchmark_compares_configs(tmp_path):
     saved = json.loads(out.read_text())
     assert saved['environment']['threads'] == 1
     assert saved['finished'] is True
-    assert not list(tmp_path.glob('*.partial'))
+    assert not list(tmp_path.glob('.*.tmp'))  # written in one step
     results = saved['results']
     demo, digits = results[DEMO], results[DIGITS]
     assert demo['params'] == 35027 and digits['params'] == 567562
