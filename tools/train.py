@@ -16,7 +16,9 @@ from mmengine.runner import find_latest_checkpoint
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
-from mmseg_wavemix.utils.checkpoints import check_fits, load_state_dict
+from mmseg_wavemix.utils.checkpoints import (check_fits,
+                                             check_init_checkpoints,
+                                             load_state_dict)
 from mmseg_wavemix.utils.checks import (check_label_packing,
                                         check_segmentation_data, is_type)
 from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
@@ -84,6 +86,8 @@ def check_start(cfg, args) -> bool:
             load_state_dict(cfg.load_from),
             cfg.load_from,
             strict=args.strict_load == 'true')
+    else:  # the weights come from the init_cfgs
+        check_init_checkpoints(model, strict=args.strict_load == 'true')
     return False
 
 

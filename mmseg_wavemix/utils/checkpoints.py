@@ -2,23 +2,44 @@
 """Checkpoint files for the tools: reading them (weights only, mmengine's
 types allowed), saving converted weights, and whether a checkpoint fits the
 model of a config, checked before any evaluation, fine-tuning
-(``load_from``) or ``--resume``, so that a checkpoint of another model stops
-with one line instead of loading partly (mmengine only warns) and reporting
-a meaningless score."""
+(``load_from``, an ``init_cfg``'s ``Pretrained`` checkpoint) or
+``--resume``, so that a checkpoint of another model stops with one line
+instead of loading partly (mmengine only warns) and reporting a meaningless
+score. A checkpoint in the names of the authors' code is named as such, with
+the converter to run."""
 import logging
 import os
 import os.path as osp
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from functools import partial
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping,
+                    Optional, Tuple)
 
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
+from mmseg_wavemix.models.utils import (svt_convert, wavemix_convert,
+                                        wavevit_convert)
 
 from .checks import InputError, describe
 
 MAX_KEYS_NAMED = 3
+
+# The authors' layouts that tools/convert_*_weights.py read: whose code,
+# the conversion, and its command line (the tool and its option).
+AUTHORS_CONVERSIONS = (
+    ("the WaveMix authors' package (wavemix==0.2.4)", wavemix_convert,
+     'convert_wavemix_weights.py', ''),
+    ("the Wave-ViT authors' code", partial(wavevit_convert, with_head=False),
+     'convert_wavevit_weights.py', ''),
+    ("the Wave-ViT authors' code", partial(wavevit_convert, with_head=True),
+     'convert_wavevit_weights.py', ' --with-head'),
+    ("the SVT authors' code", partial(svt_convert, with_head=False),
+     'convert_svt_weights.py', ''),
+    ("the SVT authors' code", partial(svt_convert, with_head=True),
+     'convert_svt_weights.py', ' --with-head'),
+)
 
 
 def read_checkpoint(path: str) -> Any:
@@ -72,8 +93,12 @@ def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
         checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not any(
             isinstance(v, torch.Tensor) for v in state_dict.values()):
+        # e.g. the SVT authors' {'model': ..., 'epoch': ...}
+        conversion = isinstance(checkpoint, dict) and authors_conversion(
+            checkpoint, path)
         raise InputError(f'{path} holds no model weights (expected a dict of '
-                         "tensors, or one under 'state_dict')")
+                         "tensors, or one under 'state_dict')" +
+                         (f'; {conversion}' if conversion else ''))
     # as mmengine loads them: DDP's 'module.' prefix dropped
     return {
         k[len('module.'):] if k.startswith('module.') else k: v
@@ -95,8 +120,64 @@ def compare(model: nn.Module, state_dict: Dict[str, torch.Tensor]
     return missing, mismatched
 
 
+def _fitting(keys: set, names: Iterable[str]) -> int:
+    """How many of a model's ``keys`` are among ``names``, as they stand or
+    as a backbone's own (``backbone.`` taken off: an init_cfg's prefix)."""
+    names = set(names)
+    return max(
+        len(keys & names),
+        len(keys & {n[len('backbone.'):]
+                    for n in names if n.startswith('backbone.')}))
+
+
+def authors_conversion(checkpoint: Mapping,
+                       path: str,
+                       model: Optional[nn.Module] = None) -> Optional[str]:
+    """What to run if ``checkpoint`` holds weights in the names of the
+    authors' code (WaveMix's package, Wave-ViT's, SVT's): the converter's
+    command line, or None.
+
+    Args:
+        checkpoint (Mapping): A state dict, or a checkpoint holding one.
+        path (str): Its file, for the command line.
+        model (nn.Module, optional): The model (or module) to load it into:
+            only a conversion that makes more of its tensors fit counts, and
+            the best one is named. Default: None (any that converts and
+            renames).
+
+    Returns:
+        str or None: e.g. ``"it holds weights in the names of the WaveMix
+        authors' package (wavemix==0.2.4): convert it first, python
+        tools/convert_wavemix_weights.py PATH OUT"``.
+    """
+    keys = set(model.state_dict()) if model is not None else set()
+    baseline, best = _fitting(keys, checkpoint), None
+    for source, convert, tool, option in AUTHORS_CONVERSIONS:
+        try:
+            converted = set(convert(checkpoint))
+        except (ValueError, AttributeError, TypeError):
+            continue  # not this layout
+        if converted == set(checkpoint):
+            continue  # already in our names
+        fit = _fitting(keys, converted)
+        # Wave-ViT's and SVT's converters read each other's files: the
+        # right one also drops its own filter buffers, leaving fewer others
+        score = (fit, -len(converted - keys))
+        if (model is None or fit > baseline) and (best is None
+                                                  or score > best[0]):
+            best = (score, source, tool, option)
+    if best is None:
+        return None
+    _, source, tool, option = best
+    return (f'it holds weights in the names of {source}: convert it first, '
+            f'python tools/{tool} {path} OUT{option}')
+
+
 def _likely_cause(model: nn.Module, state_dict: dict, missing: list,
-                  mismatched: list) -> str:
+                  mismatched: list, path: str) -> str:
+    conversion = authors_conversion(state_dict, path, model)
+    if conversion:
+        return conversion
     keys = model.state_dict().keys()
     with_prefix = {f'backbone.{k}' for k in state_dict}
     if missing and all(k in with_prefix for k in missing
@@ -133,7 +214,8 @@ def check_fits(model: nn.Module,
                state_dict: Dict[str, torch.Tensor],
                path: str,
                strict: bool = True,
-               cause: Optional[str] = None) -> None:
+               cause: Optional[str] = None,
+               target: str = 'the model of this config') -> None:
     """Stop with one line if ``state_dict`` lacks a tensor of ``model`` or
     has one of another shape; with ``strict=False`` say what will load.
 
@@ -145,6 +227,8 @@ def check_fits(model: nn.Module,
             does not). Default: True.
         cause (str, optional): What the message gives as the cause.
             Default: None (guessed from the keys).
+        target (str): What ``model`` is, for the message. Default: 'the
+            model of this config'.
     """
     missing, mismatched = compare(model, state_dict)
     if not missing and not mismatched:
@@ -159,18 +243,78 @@ def check_fits(model: nn.Module,
                         f'({named}{", ..." if len(mismatched) > 3 else ""})')
     if missing:
         named = ', '.join(missing[:MAX_KEYS_NAMED])
-        problems.append(f'{len(missing)} of the model\'s {total} tensors are '
+        problems.append(f'{len(missing)} of {total} tensors are '
                         f'missing ({named}'
                         f'{", ..." if len(missing) > 3 else ""})')
     summary = ' and '.join(problems)
     if strict:
         cause = cause or _likely_cause(model, state_dict, missing,
-                                       mismatched)
-        raise InputError(f'checkpoint {path} does not fit the model of this '
-                         f'config: {summary}; {cause}')
+                                       mismatched, path)
+        raise InputError(f'checkpoint {path} does not fit {target}: '
+                         f'{summary}; {cause}')
     loaded = total - len(missing) - len(mismatched)
     print_log(
-        f'--strict-load false: loading {loaded} of the model\'s {total} '
-        f'tensors from {path}; not loaded: {summary}',
+        f'--strict-load false: loading {loaded} of {total} tensors of '
+        f'{target} from {path}; not loaded: {summary}',
         logger='current',
         level=logging.WARNING)
+
+
+def pretrained_inits(
+        model: nn.Module) -> Iterator[Tuple[str, nn.Module, dict]]:
+    """The modules of ``model`` whose ``init_cfg`` loads a local checkpoint
+    (``type='Pretrained'``; a URL is mmengine's to download): each with its
+    name and that init_cfg."""
+    for name, module in model.named_modules():
+        init_cfgs = getattr(module, 'init_cfg', None)
+        for init_cfg in init_cfgs if isinstance(init_cfgs,
+                                                list) else [init_cfgs]:
+            if isinstance(init_cfg, Mapping) and init_cfg.get(
+                    'type') == 'Pretrained' and init_cfg.get(
+                        'checkpoint') and '://' not in str(
+                            init_cfg['checkpoint']):
+                yield name or 'model', module, init_cfg
+
+
+def check_init_checkpoints(model: nn.Module, strict: bool = True) -> None:
+    """Before training from the checkpoints of ``init_cfg=dict(
+    type='Pretrained', ...)``: each file is there and readable, holds
+    tensors under the init_cfg's ``prefix``, and what it holds there fits
+    its module, as :func:`check_fits` says (mmengine loads it with
+    ``strict=False``: a file of another model only warns, and training
+    starts from random weights).
+
+    Args:
+        model (nn.Module): The model built from the config.
+        strict (bool): Stop where a checkpoint does not fit (else log what
+            loads). Default: True.
+    """
+    for name, module, init_cfg in pretrained_inits(model):
+        path = str(init_cfg['checkpoint'])
+        state_dict = load_state_dict(path)
+        target = f"the {name} (its init_cfg's checkpoint)"
+        prefix = init_cfg.get('prefix')
+        if prefix:
+            held = {k[len(prefix):]: v for k, v in state_dict.items()
+                    if k.startswith(prefix)}
+            if not held:
+                missing, mismatched = compare(module, state_dict)
+                cause = (f"its keys are the {name}'s own: leave the prefix "
+                         'out' if not missing and not mismatched else
+                         authors_conversion(state_dict, path, module)
+                         or "set the init_cfg's prefix to what its keys "
+                         f"start with, or leave it out for the {name}'s "
+                         'own state dict')
+                raise InputError(f'checkpoint {path} holds no tensors under '
+                                 f"the prefix {prefix!r} of the {name}'s "
+                                 f'init_cfg; {cause}')
+            state_dict = held
+        cause = authors_conversion(state_dict, path, module)
+        if cause is None and not prefix and any(
+                k.startswith('backbone.') for k in state_dict):
+            cause = ("its keys start with 'backbone.': set the init_cfg's "
+                     "prefix='backbone.'")
+        check_fits(module, state_dict, path, strict,
+                   cause or ('it holds the weights of another model or '
+                             'size; to fine-tune from what fits, use '
+                             '--strict-load false'), target)

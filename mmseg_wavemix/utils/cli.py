@@ -54,10 +54,11 @@ def add_check_args(parser: argparse.ArgumentParser) -> None:
         '--strict-load',
         choices=['true', 'false'],
         default='true',
-        help='true (default): stop if the checkpoint (load_from, or the one '
-        'to test) lacks a tensor of the model or has one of another shape; '
-        'false: load what fits, e.g. to fine-tune from a backbone or other '
-        'classes, and log what does not')
+        help='true (default): stop if the checkpoint (load_from, an '
+        "init_cfg's Pretrained one, or the one to test) lacks a tensor of "
+        'the model (or module) or has one of another shape; false: load '
+        'what fits, e.g. to fine-tune from a backbone or other classes, and '
+        'log what does not')
     parser.add_argument(
         '--check-labels',
         choices=['sample', 'full', 'off'],

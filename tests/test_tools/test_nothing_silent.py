@@ -104,6 +104,30 @@ def test_backbone_checkpoints(cityscapes, tmp_path):
     assert '--strict-load false: loading' in log and 'mIoU' in log
 
 
+def test_init_checkpoints(cityscapes, tmp_path):
+    """The checkpoint of a backbone's init_cfg (type='Pretrained') is
+    checked as load_from's: mmengine would warn and train from random
+    weights."""
+    other = save_weights(tmp_path / 'other.pth', **{
+        'model.backbone.level': 3})
+    options = [*TINY_OPTIONS, *QUICK_TRAIN, *data_root_options(cityscapes),
+               'model.backbone.init_cfg.type=Pretrained',
+               f'model.backbone.init_cfg.checkpoint={other}',
+               'model.backbone.init_cfg.prefix=backbone.']
+    stopped = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
+                       '--cfg-options', *options, check=False)
+    line = one_error_line(stopped)
+    assert f"checkpoint {other} does not fit the backbone (its init_cfg's " \
+        'checkpoint)' in line and 'Config:' not in stopped.stdout
+    assert 'another model or size' in line and '--strict-load false' in line
+    # on purpose: loads what fits and says what did not
+    partial = run_tool('train.py', MAIN_CONFIG, '--work-dir', tmp_path,
+                       '--strict-load', 'false', '--cfg-options', *options)
+    log = partial.stdout + partial.stderr
+    assert "tensors of the backbone (its init_cfg's checkpoint) from " \
+        f'{other}; not loaded: ' in log and 'mlps.3.' in log
+
+
 def test_label_map_of_another_size(data, tmp_path):
     label = labels(data, 'val')[0]
     Image.open(label).resize((64, 32)).save(label)
