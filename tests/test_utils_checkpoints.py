@@ -172,6 +172,19 @@ def test_an_init_checkpoint_of_the_wavemix_authors_is_named(
             f'tools/convert_wavemix_weights.py {theirs} OUT')
 
 
+def test_svt_imagenet_weights_initialise_a_backbone_for_512(tmp_path):
+    """The ADE20K config's SVT is built for 512x512: ImageNet's 224x224
+    low-pass filters are resized as they load, which the check lets be."""
+    imagenet = tmp_path / 'svt_s_in1k.pth'
+    torch.save({'state_dict': svt_convert(authors_weights('svt'))}, imagenet)
+    model = with_init(model_of(SVT), checkpoint=str(imagenet),
+                      prefix='backbone.')
+    with logged_messages() as messages:
+        check_init_checkpoints(model)
+    assert 'resized block1.0.attn.complex_weight_ll from (56, 56) to ' \
+        '(128, 128) (a model built for another img_size)' in messages
+
+
 def test_an_init_checkpoint_of_another_model_stops_unless_asked(tmp_path):
     model = model_of(WAVEVIT)
     other = tmp_path / 'svt_s.pth'
@@ -190,9 +203,20 @@ def test_an_init_checkpoint_of_another_model_stops_unless_asked(tmp_path):
                for m in messages)
 
 
-def test_init_cfgs_in_lists_and_nested_modules():
-    model = nn.Sequential(nn.Linear(2, 2))
-    model[0].init_cfg = [dict(type='Kaiming'),
-                         dict(type='Pretrained', checkpoint='a.pth')]
+def test_init_cfgs_of_modules_that_mmengine_initialises():
+    """In a list too; not a module that reads its checkpoint its own way
+    (mmseg's Swin converts the official weights under 'model')."""
+    from mmengine.model import BaseModule
+    from mmseg.models.backbones import SwinTransformer
+
+    class Block(BaseModule):
+        pass
+
+    pretrained = dict(type='Pretrained', checkpoint='a.pth')
+    model = nn.Sequential(
+        Block(init_cfg=[dict(type='Kaiming'), pretrained]),
+        SwinTransformer(embed_dims=8, depths=(1, ), num_heads=(1, ),
+                        strides=(4, ), out_indices=(0, ),
+                        init_cfg=dict(pretrained, checkpoint='swin.pth')))
     assert [(name, cfg['checkpoint'])
             for name, _, cfg in pretrained_inits(model)] == [('0', 'a.pth')]

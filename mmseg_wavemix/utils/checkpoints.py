@@ -16,6 +16,7 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping,
 
 import torch
 from mmengine.logging import print_log
+from mmengine.model import BaseModule
 from torch import nn
 
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
@@ -263,9 +264,14 @@ def check_fits(model: nn.Module,
 def pretrained_inits(
         model: nn.Module) -> Iterator[Tuple[str, nn.Module, dict]]:
     """The modules of ``model`` whose ``init_cfg`` loads a local checkpoint
-    (``type='Pretrained'``; a URL is mmengine's to download): each with its
-    name and that init_cfg."""
+    (``type='Pretrained'``; a URL is mmengine's to download) through
+    mmengine's ``BaseModule.init_weights`` (a module with an
+    ``init_weights`` of its own, as mmseg's Swin and ViT, reads its file its
+    own way): each with its name and that init_cfg."""
     for name, module in model.named_modules():
+        if getattr(type(module), 'init_weights',
+                   None) is not BaseModule.init_weights:
+            continue
         init_cfgs = getattr(module, 'init_cfg', None)
         for init_cfg in init_cfgs if isinstance(init_cfgs,
                                                 list) else [init_cfgs]:
@@ -285,7 +291,8 @@ def check_init_checkpoints(model: nn.Module, strict: bool = True) -> None:
     starts from random weights).
 
     Args:
-        model (nn.Module): The model built from the config.
+        model (nn.Module): A model built from the config for the checks:
+            the checkpoints are loaded into it as training will.
         strict (bool): Stop where a checkpoint does not fit (else log what
             loads). Default: True.
     """
@@ -309,6 +316,14 @@ def check_init_checkpoints(model: nn.Module, strict: bool = True) -> None:
                                  f"the prefix {prefix!r} of the {name}'s "
                                  f'init_cfg; {cause}')
             state_dict = held
+        try:
+            # as mmengine will: through the module's own loading, which may
+            # adapt a tensor (SVT resizes ImageNet's low-pass filters)
+            if not module.load_state_dict(state_dict,
+                                          strict=False).missing_keys:
+                continue
+        except RuntimeError:
+            pass  # another shape: named below
         cause = authors_conversion(state_dict, path, module)
         if cause is None and not prefix and any(
                 k.startswith('backbone.') for k in state_dict):
