@@ -2,6 +2,11 @@
 import subprocess
 import sys
 
+from .conftest import REPO_ROOT
+
+# the project's Python: package, tools, tests and configs
+SOURCES = ['mmseg_wavemix', 'tools', 'tests', 'configs', 'setup.py']
+
 
 def run_python(code):
     result = subprocess.run([sys.executable, '-c', code],
@@ -43,3 +48,13 @@ def test_classification_import_registers_in_mmpretrain():
         "      MODELS.get('WTConvNeXt').__module__,\n"
         "      HOOKS.get('OptimizerSwitchHook').__module__)\n")
     assert out.count('mmseg_wavemix.') == 3
+
+
+def test_code_style():
+    """flake8 and isort, as setup.cfg configures them, find nothing."""
+    for tool in (['flake8'], ['isort', '--check-only']):
+        result = subprocess.run(
+            [sys.executable, '-m', *tool, *SOURCES], cwd=REPO_ROOT,
+            capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + \
+            result.stderr[-3000:]

@@ -5,7 +5,8 @@
 _base_ = [
     'mmseg::_base_/models/deeplabv3plus_r50-d8.py',
     'mmseg::_base_/datasets/cityscapes.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py',
     '../_base_/models/wavemix_pyramid.py'
 ]
 crop_size = (512, 1024)

@@ -3,7 +3,8 @@
 # fpn_r50_4xb2-80k_cityscapes-512x1024.py.
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/datasets/cityscapes.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py',
     '../_base_/models/wavemix_pyramid.py'
 ]
 crop_size = (512, 1024)

@@ -121,8 +121,9 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert train < expandable < memory < profile < inference
     # before them, the recipe through tools/train.py on data made at
     # 1024x2048 (once), plain, with --cuda-graphs, with pinned batches
-    # copied without waiting (and validation in fp16), and last (the one a deadline cuts) with mmseg's
-    # int64 labels, each validating twice on 20 images
+    # copied without waiting (and validation in fp16), and last (the one a
+    # deadline cuts) with mmseg's int64 labels, each validating twice on 20
+    # images
     made, converted, recipe = (
         next(i for i, c in enumerate(calls) if tool in c)
         for tool in ('make_demo_cityscapes.py', 'dataset_converters/'
