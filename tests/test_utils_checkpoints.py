@@ -93,9 +93,15 @@ def test_wavevit_and_svt_checkpoints_are_named(family, config, command):
     convert = wavevit_convert if family == 'wavevit' else svt_convert
     converted = convert(weights, with_head='--with-head' in command)
     if config in (WAVEVIT, SVT):  # the backbone: the heads are mmseg's
-        model = model.backbone
         converted = {k[len('backbone.'):]: v for k, v in converted.items()}
-    check_fits(model, converted, 'ours.pth')
+        check_fits(model.backbone, converted, 'ours.pth')
+        # a backbone's own state dict is ours, with its own cause
+        assert fit_error(model, converted).endswith(
+            "its keys lack the 'backbone.' prefix (a backbone's own state "
+            "dict): set the backbone's init_cfg=dict(type='Pretrained', "
+            'checkpoint=PATH) instead')
+    else:
+        check_fits(model, converted, 'ours.pth')
 
 
 def test_a_checkpoint_with_its_weights_under_model_is_named(tmp_path):

@@ -144,7 +144,8 @@ def authors_conversion(checkpoint: Mapping,
         model (nn.Module, optional): The model (or module) to load it into:
             only a conversion that makes more of its tensors fit counts, and
             the best one is named. Default: None (any that converts and
-            renames).
+            renames). A file in our names (a model's, or a backbone's own
+            without ``backbone.``) gives None.
 
     Returns:
         str or None: e.g. ``"it holds weights in the names of the WaveMix
@@ -158,8 +159,9 @@ def authors_conversion(checkpoint: Mapping,
             converted = set(convert(checkpoint))
         except (ValueError, AttributeError, TypeError):
             continue  # not this layout
-        if converted == set(checkpoint):
-            continue  # already in our names
+        if converted in (set(checkpoint),
+                         {f'backbone.{k}' for k in checkpoint}):
+            return None  # ours: a model's or a backbone's own
         fit = _fitting(keys, converted)
         # Wave-ViT's and SVT's converters read each other's files: the
         # right one also drops its own filter buffers, leaving fewer others
