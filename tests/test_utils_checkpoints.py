@@ -128,6 +128,9 @@ def test_init_checkpoints_fit_their_module(tmp_path):
                ours)
     check_init_checkpoints(  # as the config's comment shows
         with_init(model, checkpoint=str(ours), prefix='backbone.'))
+    # mmengine reads 'backbone' as 'backbone.'
+    check_init_checkpoints(
+        with_init(model, checkpoint=str(ours), prefix='backbone'))
     assert [name for name, _, _ in pretrained_inits(model)] == ['backbone']
     # a URL is mmengine's to download
     check_init_checkpoints(with_init(model, checkpoint='https://x/y.pth'))
@@ -149,6 +152,16 @@ def test_init_checkpoints_fit_their_module(tmp_path):
         f"checkpoint {ours} holds no tensors under the prefix 'encoder.' of "
         "the backbone's init_cfg; set the init_cfg's prefix to what its keys "
         "start with, or leave it out for the backbone's own state dict")
+
+    # mmengine selects a prefix among the keys as they are in the file
+    ddp = tmp_path / 'ddp.pth'
+    torch.save({f'module.{k}': v for k, v in load_state_dict(ours).items()},
+               ddp)
+    check_init_checkpoints(with_init(model, checkpoint=str(ddp),
+                                     prefix='module.backbone.'))
+    with pytest.raises(InputError, match="under the prefix 'backbone.'"):
+        check_init_checkpoints(
+            with_init(model, checkpoint=str(ddp), prefix='backbone.'))
 
     # Wave-ViT's backbone has the names of their code: their file loads as
     # it is (their heads and filters are left out)

@@ -85,10 +85,13 @@ def convert_file(src: str, dst: str,
     save_converted(state_dict, src, dst)
 
 
-def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
+def load_state_dict(path: str,
+                    drop_ddp_prefix: bool = True) -> Dict[str, torch.Tensor]:
     """The weights in ``path``: its ``state_dict``, or the file itself if it
     is a plain state dict; a clear error if it is missing, unreadable or
-    holds no tensors."""
+    holds no tensors. ``drop_ddp_prefix``: without DDP's ``module.``, as
+    mmengine loads a checkpoint into a model (not when it selects a
+    prefix)."""
     checkpoint = read_checkpoint(path)
     state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(
         checkpoint, dict) else None
@@ -100,10 +103,15 @@ def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
         raise InputError(f'{path} holds no model weights (expected a dict of '
                          "tensors, or one under 'state_dict')" +
                          (f'; {conversion}' if conversion else ''))
-    # as mmengine loads them: DDP's 'module.' prefix dropped
+    weights = {
+        k: v
+        for k, v in state_dict.items() if isinstance(v, torch.Tensor)
+    }
+    if not drop_ddp_prefix:
+        return weights
     return {
         k[len('module.'):] if k.startswith('module.') else k: v
-        for k, v in state_dict.items() if isinstance(v, torch.Tensor)
+        for k, v in weights.items()
     }
 
 
@@ -300,10 +308,12 @@ def check_init_checkpoints(model: nn.Module, strict: bool = True) -> None:
     """
     for name, module, init_cfg in pretrained_inits(model):
         path = str(init_cfg['checkpoint'])
-        state_dict = load_state_dict(path)
         target = f"the {name} (its init_cfg's checkpoint)"
         prefix = init_cfg.get('prefix')
+        # what mmengine's PretrainedInit reads
+        state_dict = load_state_dict(path, drop_ddp_prefix=not prefix)
         if prefix:
+            prefix = prefix if prefix.endswith('.') else f'{prefix}.'
             held = {k[len(prefix):]: v for k, v in state_dict.items()
                     if k.startswith(prefix)}
             if not held:
