@@ -4,6 +4,7 @@ configs also a backward pass of their training loss (the recipe configs
 train end to end in tests/test_tools)."""
 import glob
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -126,3 +127,41 @@ def test_recipe_optimizers_are_fused_and_build_here():
         wrapper.update_params(model(torch.randn(1, 3, 2, 2)).sum())
         assert wrapper.optimizer.defaults['fused']
         assert not torch.equal(before, model.weight)
+
+
+def test_model_index_names_every_config():
+    """model-index.yml (what mim reads) lists each config once, by its name,
+    with its task, training data and total batch (GPUs x per-GPU batch, as
+    its name says)."""
+    from mmengine.fileio import load
+
+    data = {'CityscapesDataset': 'Cityscapes', 'ADE20KDataset': 'ADE20K',
+            'ImageNet': 'ImageNet-1k', 'CIFAR10': 'CIFAR-10',
+            'CIFAR100': 'CIFAR-100', 'CustomDataset': 'digits (scikit-learn)'}
+    tasks = {'EncoderDecoder': 'Semantic Segmentation',
+             'ImageClassifier': 'Image Classification'}
+    index = load(osp.join(REPO_ROOT, 'model-index.yml'))
+    models = []
+    for metafile in index['Import']:
+        meta = load(osp.join(REPO_ROOT, metafile))
+        collection, = meta['Collections']
+        for model in meta['Models']:
+            assert model['In Collection'] == collection['Name']
+            assert model['Paper'] == collection['Paper']
+            assert model['Metadata']['Training Data'] in \
+                collection['Metadata']['Training Data']
+        models += meta['Models']
+    assert sorted(m['Config'] for m in models) == CONFIGS
+    for model in models:
+        cfg = Config.fromfile(osp.join(REPO_ROOT, model['Config']))
+        name = osp.splitext(osp.basename(model['Config']))[0]
+        gpus = re.search(r'_(\d+)xb\d+', name)
+        metadata = model['Metadata']
+        assert model['Name'] == name
+        assert metadata['Task'] == tasks[cfg.model.type]
+        assert metadata['Training Data'] == (
+            'Cityscapes-format demo data' if 'demo' in name else
+            data[cfg.train_dataloader.dataset.type]), name
+        assert metadata['Batch Size'] == cfg.train_dataloader.batch_size * (
+            int(gpus.group(1)) if gpus else 1), name
+        assert cfg.model.backbone.type in metadata['Architecture'][0]

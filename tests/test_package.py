@@ -1,6 +1,11 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import os
+import os.path as osp
+import shutil
 import subprocess
 import sys
+import tarfile
+import zipfile
 
 from .conftest import REPO_ROOT
 
@@ -58,3 +63,88 @@ def test_code_style():
             capture_output=True, text=True)
         assert result.returncode == 0, result.stdout[-3000:] + \
             result.stderr[-3000:]
+
+
+def repository_files():
+    """The checkout's files as git sees them (untracked ones not ignored
+    included), to copy: a build reads only what a clone holds."""
+    result = subprocess.run(
+        ['git', 'ls-files', '--cached', '--others', '--exclude-standard'],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return [f for f in result.stdout.splitlines()
+            if osp.isfile(osp.join(REPO_ROOT, f))]
+
+
+def build_wheels(tmp_path):
+    """The two ways a wheel is made: from the source tree (`pip install .`,
+    `pip install git+URL`) and from the sdist built from it (`python -m
+    build`, PyPI). Returns their files, by wheel."""
+    src = tmp_path / 'src'
+    for name in repository_files():
+        if name.startswith(('benchmarks/', 'docs/', 'tests/')):
+            continue  # not packaged; the copy stays small
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(osp.join(REPO_ROOT, name), src / name)
+
+    def run(*command, cwd):
+        result = subprocess.run([sys.executable, *command], cwd=cwd,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + \
+            result.stderr[-3000:]
+
+    pip_wheel = ['-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
+                 '--no-index', '-q']
+    run(*pip_wheel, '-w', str(tmp_path / 'from_tree'), str(src), cwd=src)
+    run('setup.py', '-q', 'sdist', '-d', str(tmp_path / 'sdist'), cwd=src)
+    # the build's copies into the package are gone from the tree again
+    assert not (src / 'mmseg_wavemix' / '.mim').exists()
+    sdist, = (tmp_path / 'sdist').iterdir()
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp_path / 'unpacked', filter='data')
+    unpacked, = (tmp_path / 'unpacked').iterdir()
+    run(*pip_wheel, '-w', str(tmp_path / 'from_sdist'), str(unpacked),
+        cwd=tmp_path)
+    wheels = {}
+    for folder in ('from_tree', 'from_sdist'):
+        wheel, = (tmp_path / folder).glob('*.whl')
+        with zipfile.ZipFile(wheel) as z:
+            wheels[wheel] = {n for n in z.namelist()
+                             if '.dist-info/' not in n}
+    return wheels
+
+
+def test_wheels_carry_configs_and_tools(tmp_path):
+    """A wheel holds the configs, the tools and the model index under
+    mmseg_wavemix/.mim, as OpenMMLab packages do (what `mim train
+    mmseg_wavemix CONFIG` and `mim search mmseg_wavemix` read); installed
+    from it, the tools take a config as `mmseg_wavemix::wavemix/x.py`."""
+    wheels = build_wheels(tmp_path)
+    (wheel, tree), (_, sdist) = wheels.items()
+    assert tree == sdist
+    tracked = repository_files()
+    expected = {f'mmseg_wavemix/.mim/{f}' for f in tracked
+                if f.startswith(('configs/', 'tools/')) or
+                f == 'model-index.yml'}
+    assert {f for f in tree if '/.mim/' in f} == expected
+    assert {f for f in tracked if f.startswith('mmseg_wavemix/') and
+            f.endswith('.py')} <= tree
+
+    site = tmp_path / 'site'
+    result = subprocess.run(
+        [sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index',
+         '-q', '--target', str(site), str(wheel)],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the installed tools/test.py, away from the checkout, finds the config
+    # in the installed package, builds its model and stops at the missing
+    # checkpoint
+    tool = site / 'mmseg_wavemix' / '.mim' / 'tools' / 'test.py'
+    out = subprocess.run(
+        [sys.executable, str(tool),
+         'mmseg_wavemix::wavemix/wavemix_16x2_l4_cityscapes-demo.py',
+         'missing.pth', '--work-dir', str(tmp_path / 'work')],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(site)),
+        capture_output=True, text=True)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == \
+        'error: checkpoint not found: missing.pth', out.stderr[-2000:]

@@ -20,6 +20,11 @@ def test_resolve_config_path():
     assert osp.isfile(path)
     assert Config.fromfile(path).dataset_type == 'CityscapesDataset'
     assert resolve_config_path('configs/x.py') == 'configs/x.py'
+    # an editable install: the checkout's configs (a wheel's are under
+    # .mim, tests/test_package.py)
+    name = 'wavemix/wavemix_256x16_l4_cityscapes.py'
+    assert resolve_config_path(f'mmseg_wavemix::{name}') == osp.join(
+        REPO_ROOT, 'configs', name)
     with pytest.raises(FileNotFoundError, match='not installed'):
         resolve_config_path('no_such_package::x.py')
 

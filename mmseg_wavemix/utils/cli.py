@@ -126,9 +126,10 @@ def check_model(cfg: Config) -> torch.nn.Module:
 
 
 def resolve_config_path(path: str) -> str:
-    """``mmseg::segformer/x.py`` -> the config file inside the installed
-    package (as ``_base_`` entries resolve); other paths are returned as
-    they are."""
+    """``mmseg_wavemix::wavemix/x.py`` -> the config file of the installed
+    package: its ``.mim/configs`` (where a wheel carries them, as ``_base_``
+    entries resolve), or the ``configs`` of the source checkout next to the
+    package (an editable install). Other paths are returned as they are."""
     if '::' not in path:
         return path
     package, relative = path.split('::', 1)
@@ -136,14 +137,18 @@ def resolve_config_path(path: str) -> str:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f'{path}: package {package!r} is not '
                                 'installed')
-    return osp.join(spec.submodule_search_locations[0], '.mim', 'configs',
-                    relative)
+    package_dir = spec.submodule_search_locations[0]
+    installed = osp.join(package_dir, '.mim', 'configs', relative)
+    checkout = osp.join(osp.dirname(package_dir), 'configs', relative)
+    return checkout if not osp.exists(installed) and osp.exists(
+        checkout) else installed
 
 
 def load_config(args: argparse.Namespace) -> Config:
     """Load ``args.config`` and apply the common command-line overrides."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    args.config = resolve_config_path(args.config)
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = Config.fromfile(args.config)
