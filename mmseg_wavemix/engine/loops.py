@@ -1,12 +1,15 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 import itertools
 import logging
+import random
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
+import torch
 import torch.nn as nn
 from mmengine.dataset import InfiniteSampler
-from mmengine.dist import is_main_process
+from mmengine.dist import get_world_size, is_main_process
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 # The loop's own iterator type, made anew over the moved sampler.
@@ -15,11 +18,13 @@ from mmengine.utils import track_iter_progress
 from mmseg.registry import LOOPS
 from torch.utils.data import BatchSampler
 
+from ..datasets.seeded_samples import SeededSampleDataset, sample_seed
+
 
 @LOOPS.register_module()
 class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
-    """mmengine's ``IterBasedTrainLoop``, resuming without loading the data
-    it has trained on.
+    """mmengine's ``IterBasedTrainLoop``, resuming where the interrupted run
+    would have gone on, without loading the data it has trained on.
 
     On resume, mmengine's loop draws every trained iteration's batch from the
     data loader and discards it: the Cityscapes recipe resumed halfway (44,625
@@ -30,30 +35,55 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
     takes no loading. Where that sampler was seeded from the runner's seed,
     it also takes the resumed run's seed (the runner restores it after the
     data loader is built), so the next batches hold the images that the run
-    would have had without the interruption. Their random augmentations
-    differ: the workers' random state is not the interrupted run's. With
-    other samplers the loop advances the data loader as mmengine's does.
+    would have had without the interruption.
+
+    Their random augmentations are also those of the run without the
+    interruption: where the loop builds the data loader from its config,
+    it wraps the train set in ``SeededSampleDataset`` and keys each sample
+    by its position in the sampler's stream, from which it draws its
+    augmentations (in whichever worker loads it). And each checkpoint
+    records the training process's random generators after its iteration
+    (Python's, NumPy's, torch's, the current CUDA device's), which a resumed
+    run restores before its first iteration (dropout, drop path). With
+    ``randomness.diff_rank_seed=True`` on several processes, only rank 0's
+    are recorded, and none are restored.
 
     The checkpoints record how far the run has drawn from the sampler's
     stream (all processes together), so a run resumed with another batch
     size or number of processes still continues the order. A run whose
-    dataset changed size cannot, and the loop warns.
+    dataset changed size cannot, and the loop warns. With other samplers
+    the loop advances the data loader as mmengine's does.
 
     Args: as mmengine's ``IterBasedTrainLoop``'s.
     """
 
     # the message hub's key (saved in checkpoints) for the stream's position
     STREAM_KEY = 'train_sampler_stream'
+    # ... and for the random generators' states after an iteration
+    RANDOM_KEY = 'train_random_states'
 
     def __init__(self, runner, dataloader, *args, **kwargs) -> None:
+        if isinstance(dataloader, dict):
+            # built here (as mmengine's loop builds it), to key the stream
+            # before the loop's iterator draws from it
+            dataloader = runner.build_dataloader(
+                dict(dataloader, dataset=dict(
+                    type=SeededSampleDataset, dataset=dataloader['dataset'])),
+                seed=runner.seed,
+                diff_rank_seed=runner._randomness_cfg.get(
+                    'diff_rank_seed', False))
+        self._sampler = infinite_sampler(dataloader)
+        self._keyed = isinstance(dataloader.dataset, SeededSampleDataset)
+        if self._sampler is not None:
+            self._sampler.indices = self._stream()
         super().__init__(runner, dataloader, *args, **kwargs)
         self._built_with_seed = runner.seed
-        self._sampler = self._infinite_sampler()
         self._drawn = 0  # indices drawn from the stream by all processes
         # The runner's message hub may be an earlier runner's in this process
         # (mmengine names it by the experiment and the second it started),
-        # with that run's record; a resumed checkpoint's is loaded after this.
+        # with that run's records; a resumed checkpoint's are loaded after.
         runner.message_hub.pop_info(self.STREAM_KEY)
+        runner.message_hub.pop_info(self.RANDOM_KEY)
 
     def run(self) -> nn.Module:
         """Launch training (mmengine's loop, but for advancing the data)."""
@@ -61,6 +91,7 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook('before_train_epoch')
         if self._iter > 0:
             self._advance_data(self._iter)
+            self._restore_random_states()
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
             data_batch = next(self.dataloader_iterator)
@@ -75,6 +106,48 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook('after_train_epoch')
         self.runner.call_hook('after_train')
         return self.runner.model
+
+    def run_iter(self, data_batch: Sequence[dict]) -> None:
+        """Iterates one batch (mmengine's), recording the random generators'
+        states for a checkpoint of this iteration (its hooks save it)."""
+        self.runner.call_hook(
+            'before_train_iter', batch_idx=self._iter, data_batch=data_batch)
+        outputs = self.runner.model.train_step(
+            data_batch, optim_wrapper=self.runner.optim_wrapper)
+        self.runner.message_hub.update_info(self.RANDOM_KEY, random_states())
+        self.runner.call_hook(
+            'after_train_iter',
+            batch_idx=self._iter,
+            data_batch=data_batch,
+            outputs=outputs)
+        self._iter += 1
+
+    def _restore_random_states(self) -> None:
+        states = self.runner.message_hub.get_info(self.RANDOM_KEY)
+        if states is None:  # a checkpoint of mmengine's loop
+            return
+        if get_world_size() > 1 and self.runner._randomness_cfg.get(
+                'diff_rank_seed', False):
+            print_log(
+                'The random generators start from the seed: the checkpoint '
+                "holds rank 0's, and each rank had its own "
+                '(randomness.diff_rank_seed).', logger='current')
+            return
+        set_random_states(states)
+
+    def _stream(self, start: int = 0):
+        """This rank's share of the sampler's stream from position ``start``
+        (all processes together): indices, or ``(index, seed)`` keys where
+        the train set is a ``SeededSampleDataset``."""
+        sampler = self._sampler
+        indices = itertools.islice(sampler._infinite_indices(),
+                                   start + sampler.rank, None,
+                                   sampler.world_size)
+        if not self._keyed:
+            return indices
+        seed = sampler.seed
+        positions = itertools.count(start + sampler.rank, sampler.world_size)
+        return zip(indices, (sample_seed(seed, p) for p in positions))
 
     def _drawn_per_iter(self) -> int:
         """The indices one iteration draws from the stream, all processes
@@ -132,10 +205,7 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
                     "does not continue the interrupted run's: the resumed "
                     'run draws from the new order at the same position.',
                     logger='current', level=logging.WARNING)
-        # the stream of all processes, this rank's share of it from there on
-        sampler.indices = itertools.islice(sampler._infinite_indices(),
-                                           self._drawn + sampler.rank, None,
-                                           sampler.world_size)
+        sampler.indices = self._stream(self._drawn)
         # A new pass of the data loader takes its indices from the moved
         # stream. The batches that the workers made ahead from the old one
         # are dropped: the old pass's workers stop with its iterator, first
@@ -149,12 +219,36 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
             f'together; seed {sampler.seed}); no data was loaded for them.',
             logger='current')
 
-    def _infinite_sampler(self) -> Optional[InfiniteSampler]:
-        """The train loader's sampler, where it is an ``InfiniteSampler``
-        under PyTorch's own batch sampler (one that takes ``batch_size``
-        indices a batch), else None."""
-        batch_sampler = self.dataloader.batch_sampler
-        if type(batch_sampler) is not BatchSampler:
-            return None
-        sampler = batch_sampler.sampler
-        return sampler if type(sampler) is InfiniteSampler else None
+
+def infinite_sampler(dataloader) -> Optional[InfiniteSampler]:
+    """The loader's sampler, where it is an ``InfiniteSampler`` under
+    PyTorch's own batch sampler (one that takes ``batch_size`` indices a
+    batch), else None."""
+    batch_sampler = dataloader.batch_sampler
+    if type(batch_sampler) is not BatchSampler:
+        return None
+    sampler = batch_sampler.sampler
+    return sampler if type(sampler) is InfiniteSampler else None
+
+
+def random_states() -> dict:
+    """The states of the training process's random generators, as
+    checkpoints hold them (plain types and tensors)."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    states = dict(
+        python=random.getstate(),
+        numpy=(name, keys.tolist(), position, has_gauss, gauss),
+        torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states['cuda'] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_random_states(states: dict) -> None:
+    """Puts back what :func:`random_states` returned."""
+    random.setstate(states['python'])
+    name, keys, *rest = states['numpy']
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(states['torch'])
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states['cuda'])

@@ -1,8 +1,8 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Test-only hooks (loaded with custom_imports): one saves the state a run
 starts from, after any --resume, to compare it with the checkpoint; one
-records the images of each iteration's batch; one kills the run at a known
-point."""
+records the images of each iteration's batch and their flips; one kills the
+run at a known point."""
 import copy
 import json
 import os
@@ -38,16 +38,17 @@ class SaveStartStateHook(Hook):
 
 @HOOKS.register_module()
 class RecordBatchesHook(Hook):
-    """Appends each iteration's image file names to
-    ``batches_rank{rank}.jsonl`` in the work directory."""
+    """Appends each iteration's image file names, and whether each was
+    flipped, to ``batches_rank{rank}.jsonl`` in the work directory."""
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
-        images = [osp.basename(sample.img_path)
-                  for sample in data_batch['data_samples']]
+        samples = data_batch['data_samples']
+        images = [osp.basename(sample.img_path) for sample in samples]
+        flips = [sample.metainfo.get('flip') for sample in samples]
         path = osp.join(runner.work_dir, f'batches_rank{get_rank()}.jsonl')
         with open(path, 'a') as file:
-            file.write(json.dumps(dict(iter=runner.iter, images=images)) +
-                       '\n')
+            file.write(json.dumps(
+                dict(iter=runner.iter, images=images, flips=flips)) + '\n')
 
 
 @HOOKS.register_module()

@@ -1,7 +1,8 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """No lost training: SIGKILL tools/train.py, then --resume continues from
 exactly the saved state, before and after the AdamW -> SGD switch, with the
-images the run would have had next."""
+images and flips the run would have had next, to the weights of a run that
+was not killed."""
 import pytest
 import torch
 
@@ -44,10 +45,22 @@ def cityscapes(tmp_path_factory):
         tmp_path_factory.mktemp('cityscapes'), 3, 2, height=64, width=128)
 
 
+@pytest.fixture(scope='module')
+def not_killed(cityscapes, tmp_path_factory):
+    """The work directory of the run without interruption."""
+    tmp_path = tmp_path_factory.mktemp('not_killed')
+    config = tmp_path / 'config.py'
+    config.write_text(CONFIG.format(kill_after=0))  # never
+    work_dir = tmp_path / 'work_dir'
+    run_tool('train.py', str(config), '--work-dir', str(work_dir),
+             '--cfg-options', *data_root_options(cityscapes))
+    return work_dir
+
+
 @pytest.mark.parametrize('kill_after, optimizer_type',
                          [(4, 'AdamW'), (8, 'SGD')],
                          ids=['before_switch', 'after_switch'])
-def test_sigkill_then_resume(cityscapes, tmp_path, kill_after,
+def test_sigkill_then_resume(cityscapes, not_killed, tmp_path, kill_after,
                              optimizer_type):
     config = tmp_path / 'config.py'
     config.write_text(CONFIG.format(kill_after=kill_after))
@@ -90,3 +103,13 @@ def test_sigkill_then_resume(cityscapes, tmp_path, kill_after,
     assert [batch['iter'] for batch in batches] == list(range(MAX_ITERS))
     assert [batch['images'] for batch in batches] == \
         [[image] for image in sampler_order(cityscapes, 0, MAX_ITERS)]
+    # ... flipped as in the run that was not killed (the flips are random)
+    assert batches == recorded_batches(not_killed)
+    assert {flip for batch in batches for flip in batch['flips']} == \
+        {True, False}
+    # which it ends as, to the bit
+    with mmengine_checkpoint_loading():
+        expected = torch.load(not_killed / f'iter_{MAX_ITERS}.pth')
+    assert final['state_dict'].keys() == expected['state_dict'].keys()
+    for key, value in final['state_dict'].items():
+        assert torch.equal(value, expected['state_dict'][key]), key
