@@ -1,9 +1,10 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import contextlib
 import itertools
 import logging
 import random
 import sys
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +45,8 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
     augmentations (in whichever worker loads it). And each checkpoint
     records the training process's random generators after its iteration
     (Python's, NumPy's, torch's, the current CUDA device's), which a resumed
-    run restores before its first iteration (dropout, drop path). With
+    run restores before its first iteration (dropout, drop path); what
+    validations draw is not taken from the training's generators. With
     ``randomness.diff_rank_seed=True`` on several processes, only rank 0's
     are recorded, and none are restored.
 
@@ -102,7 +104,10 @@ class FastResumeIterBasedTrainLoop(IterBasedTrainLoop):
                     and self._iter >= self.val_begin
                     and (self._iter % self.val_interval == 0
                          or self._iter == self._max_iters)):
-                self.runner.val_loop.run()
+                # what validation draws (a data loader's seed for its
+                # workers) is not the training's: it goes on as without it
+                with preserved_random_states():
+                    self.runner.val_loop.run()
         self.runner.call_hook('after_train_epoch')
         self.runner.call_hook('after_train')
         return self.runner.model
@@ -252,3 +257,13 @@ def set_random_states(states: dict) -> None:
     torch.set_rng_state(states['torch'])
     if 'cuda' in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states['cuda'])
+
+
+@contextlib.contextmanager
+def preserved_random_states() -> Iterator[None]:
+    """The random generators put back after the block as they were."""
+    states = random_states()
+    try:
+        yield
+    finally:
+        set_random_states(states)

@@ -12,19 +12,22 @@ from .demo_data import (MAIN_CONFIG, data_root_options, make_cityscapes,
                         recorded_batches, run_tool, sampler_order)
 
 MAX_ITERS = 12
-# The main config with a tiny model, a checkpoint and a validation (for the
-# best-mIoU record) every 2 iterations, SGD for the final 6, hooks that
-# record the state each run starts from and each iteration's images, and one
-# that SIGKILLs the first run right after the checkpoint of iteration
-# {kill_after}.
+# The main config with a tiny model (with dropout: random draws in
+# training), a checkpoint and a validation (for the best-mIoU record) every 2
+# iterations, SGD for the final 6, hooks that record the state each run
+# starts from and each iteration's images, and one that SIGKILLs the first
+# run right after the checkpoint of iteration {kill_after}.
 CONFIG = f'''_base_ = [{MAIN_CONFIG!r}]
 custom_imports = dict(
     imports=['mmseg_wavemix', 'tests.test_tools.start_state_hook'],
     allow_failed_imports=False)
 model = dict(
-    backbone=dict(embed_dims=16, depth=1, level=2),
+    backbone=dict(embed_dims=16, depth=1, level=2, dropout=0.1,
+                  memory_efficient=False),
     decode_head=dict(in_channels=16, channels=4))
 train_dataloader = dict(batch_size=1)
+# each validation's data loader draws a seed for its workers
+val_dataloader = dict(persistent_workers=False)
 train_cfg = dict(max_iters={MAX_ITERS}, val_interval=2)
 default_hooks = dict(checkpoint=dict(interval=2, max_keep_ckpts=-1))
 custom_hooks = [
