@@ -1138,3 +1138,30 @@ def test_uint8_labels_become_int64_on_the_device(pinned):
         assert a.gt_sem_seg.data.device.type == 'cuda'
         assert a.gt_sem_seg.data.dtype == torch.int64
         torch.testing.assert_close(a.gt_sem_seg.data.cpu(), b.gt_sem_seg.data)
+
+
+def test_resumed_training_goes_on_with_the_cuda_generator(tmp_path):
+    """FastResumeIterBasedTrainLoop records the current device's generator
+    with the others: a resumed run's draws on the GPU (dropout) are those of
+    the run without interruption."""
+    from .test_engine import test_fast_resume_loop as loop_tests
+
+    class CUDARandomModel(loop_tests.RandomToyModel):
+
+        def __init__(self):
+            super().__init__()
+            self.cuda_draws = []
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            if mode == 'loss':
+                assert inputs.is_cuda
+                self.cuda_draws.append(
+                    torch.rand((), device=inputs.device).item())
+            return super().forward(inputs, data_samples, mode)
+
+    whole, _, resumed = loop_tests.train_then_resume(
+        tmp_path, 'FastResumeIterBasedTrainLoop', loop_tests.SHUFFLED,
+        seed=0, model_type=CUDARandomModel)
+    draws = whole.runner_model.cuda_draws
+    assert len(set(draws)) == loop_tests.MAX_ITERS
+    assert resumed.model.cuda_draws == draws[loop_tests.RESUME_AT:]

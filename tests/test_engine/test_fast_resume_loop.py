@@ -75,10 +75,11 @@ class RecordIndicesHook(Hook):
 
 def build_runner(work_dir, loop, sampler, resume_from=None, num_workers=0,
                  persistent_workers=False, seed=None, name='', batch_size=3,
-                 dataset_size=13, diff_rank_seed=False):
+                 dataset_size=13, diff_rank_seed=False,
+                 model_type=RandomToyModel):
     recorder = RecordIndicesHook()
     runner = Runner(
-        model=RandomToyModel(),
+        model=model_type(),
         work_dir=str(work_dir),
         train_dataloader=dict(
             dataset=IndexDataset(dataset_size),
