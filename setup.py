@@ -7,9 +7,9 @@ import sys
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
-# What OpenMMLab packages carry for mim and mmengine's `package::` config
-# paths (`_base_ = 'mmseg_wavemix::wavemix/...'`): configs, tools and the
-# model index, under the package's .mim folder.
+# What OpenMMLab packages carry under their .mim folder, for mim (`mim train
+# mmseg_wavemix CONFIG`, `mim search`) and for `mmseg_wavemix::...` config
+# paths in our tools: configs, tools and the model index.
 MIM_FILES = ['configs', 'tools', 'model-index.yml']
 MIM_DIR = osp.join(HERE, 'mmseg_wavemix', '.mim')
 

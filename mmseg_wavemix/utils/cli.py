@@ -127,9 +127,10 @@ def check_model(cfg: Config) -> torch.nn.Module:
 
 def resolve_config_path(path: str) -> str:
     """``mmseg_wavemix::wavemix/x.py`` -> the config file of the installed
-    package: its ``.mim/configs`` (where a wheel carries them, as ``_base_``
-    entries resolve), or the ``configs`` of the source checkout next to the
-    package (an editable install). Other paths are returned as they are."""
+    package: in its ``.mim/configs`` (where a wheel carries them, and where
+    mmengine finds ``mmseg::`` bases), or in the ``configs`` of the source
+    checkout next to the package (an editable install). Other paths are
+    returned as they are."""
     if '::' not in path:
         return path
     package, relative = path.split('::', 1)
