@@ -31,7 +31,7 @@ def copy_mim_files():
     """Copy MIM_FILES into the package for a wheel or an sdist; returns the
     copies made, to be removed after the build (an sdist's build finds them
     there already and copies nothing). An editable install reads the
-    checkout's configs and tools instead (`utils.cli.resolve_config_path`)."""
+    checkout's configs and tools instead (`utils.checks.package_file`)."""
     if not {'sdist', 'bdist_wheel'} & set(sys.argv[1:]):
         return []
     copies = []

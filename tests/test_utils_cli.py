@@ -7,7 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from mmseg_wavemix.utils.checks import InputError
+from mmseg_wavemix.utils.checks import InputError, package_file, tool_path
 from mmseg_wavemix.utils.cli import (expandable_segments_for_graphs,
                                      request_training_graphs,
                                      resolve_config_path, use_cpu_distributed)
@@ -27,6 +27,24 @@ def test_resolve_config_path():
         REPO_ROOT, 'configs', name)
     with pytest.raises(FileNotFoundError, match='not installed'):
         resolve_config_path('no_such_package::x.py')
+
+
+def test_tool_path_names_the_tool_from_anywhere(tmp_path, monkeypatch):
+    """Messages name our tools where they are: relative in the checkout,
+    in full elsewhere."""
+    name = 'convert_wavemix_weights.py'
+    monkeypatch.chdir(REPO_ROOT)
+    assert tool_path(name) == f'tools/{name}'
+    monkeypatch.chdir(tmp_path)
+    assert tool_path(name) == osp.join(REPO_ROOT, 'tools', name)
+    # a wheel's package holds them in .mim, also where a folder of that name
+    # lies next to it
+    package = tmp_path / 'site' / 'mmseg_wavemix'
+    for where in (package / '.mim' / 'tools', tmp_path / 'site' / 'tools'):
+        where.mkdir(parents=True)
+        (where / name).touch()
+    assert package_file(f'tools/{name}', str(package)) == str(
+        package / '.mim' / 'tools' / name)
 
 
 def test_use_cpu_distributed():

@@ -23,7 +23,7 @@ from mmseg_wavemix.compat import mmengine_checkpoint_loading
 from mmseg_wavemix.models.utils import (svt_convert, wavemix_convert,
                                         wavevit_convert)
 
-from .checks import InputError, describe
+from .checks import InputError, describe, tool_path
 
 MAX_KEYS_NAMED = 3
 
@@ -181,7 +181,7 @@ def authors_conversion(checkpoint: Mapping,
         return None
     _, source, tool, option = best
     return (f'it holds weights in the names of {source}: convert it first, '
-            f'python tools/{tool} {path} OUT{option}')
+            f'python {tool_path(tool)} {path} OUT{option}')
 
 
 def _likely_cause(model: nn.Module, state_dict: dict, missing: list,

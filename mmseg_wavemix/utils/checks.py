@@ -4,6 +4,7 @@ path or a broken file ends in one readable line, not a traceback deep in a
 data loader worker (or, worse, after hours of training). The checkpoint
 checks are in :mod:`.checkpoints`."""
 import logging
+import os
 import os.path as osp
 from typing import Iterable, Tuple
 
@@ -16,6 +17,7 @@ from PIL import Image
 # set); `full` checks every one.
 LABEL_SAMPLE = 20
 LABEL_CHECKS = ('sample', 'full', 'off')
+PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 class InputError(RuntimeError):
@@ -27,6 +29,25 @@ def describe(error: BaseException) -> str:
     """``'Type: first line of the message'``, for one-line reports."""
     text = str(error).strip()
     return f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
+
+
+def package_file(relative: str, package_dir: str = PACKAGE_DIR) -> str:
+    """A package's ``configs/...`` or ``tools/...`` file: in its ``.mim``
+    folder, where a wheel carries them (setup.py), or next to the package in
+    its source checkout (an editable install)."""
+    installed = osp.join(package_dir, '.mim', relative)
+    checkout = osp.join(osp.dirname(package_dir), relative)
+    return checkout if not osp.exists(installed) and osp.exists(
+        checkout) else installed
+
+
+def tool_path(name: str) -> str:
+    """Our ``tools/{name}`` as a message names it: relative to the working
+    directory where it lies under it (``tools/x.py`` in the checkout), else
+    in full (an installed package's)."""
+    path = package_file(osp.join('tools', name))
+    relative = osp.relpath(path)
+    return path if relative.startswith(os.pardir) else relative
 
 
 def check_segmentation_data(cfg: Config,
@@ -78,8 +99,8 @@ def check_segmentation_data(cfg: Config,
                 raise InputError(
                     f'{loader}: label map {seg_map} for image '
                     f'{info["img_path"]} is missing; for Cityscapes, create '
-                    'the label maps with tools/dataset_converters/'
-                    'cityscapes.py')
+                    'the label maps with '
+                    f'{tool_path("dataset_converters/cityscapes.py")}')
         if labels != 'off':
             ignore_index = cfg.model.get('decode_head', {}).get(
                 'ignore_index', 255)
@@ -171,8 +192,8 @@ def check_label_maps(loader: str, dataset, ignore_index: int = 255,
                 f'{loader}: label map {info["seg_map_path"]} holds the value '
                 f'{int(bad[0])}, which is neither a class (0..{highest}) nor '
                 f'the ignore index {ignore_index}; convert the labels to '
-                'train ids (Cityscapes: tools/dataset_converters/'
-                'cityscapes.py)')
+                'train ids (Cityscapes: '
+                f'{tool_path("dataset_converters/cityscapes.py")})')
 
 
 def _header(path: str) -> Tuple[Tuple[int, int], str]:

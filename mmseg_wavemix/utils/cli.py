@@ -22,7 +22,7 @@ from mmseg_wavemix.compat import make_torchvision_importable
 from mmseg_wavemix.models.accel.cuda_graphs import ALLOCATOR_VARIABLES
 
 from .checkpoints import convert_file
-from .checks import InputError, describe, is_type
+from .checks import InputError, describe, is_type, package_file
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -138,11 +138,8 @@ def resolve_config_path(path: str) -> str:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f'{path}: package {package!r} is not '
                                 'installed')
-    package_dir = spec.submodule_search_locations[0]
-    installed = osp.join(package_dir, '.mim', 'configs', relative)
-    checkout = osp.join(osp.dirname(package_dir), 'configs', relative)
-    return checkout if not osp.exists(installed) and osp.exists(
-        checkout) else installed
+    return package_file(osp.join('configs', relative),
+                        spec.submodule_search_locations[0])
 
 
 def load_config(args: argparse.Namespace) -> Config:
