@@ -1,6 +1,9 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import glob
+import json
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +16,8 @@ from .conftest import REPO_ROOT
 SOURCES = ['mmseg_wavemix', 'tools', 'tests', 'configs', 'setup.py']
 
 
-def run_python(code):
-    result = subprocess.run([sys.executable, '-c', code],
+def run_python(code, stdin=None):
+    result = subprocess.run([sys.executable, '-c', code], input=stdin,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
@@ -63,6 +66,94 @@ def test_code_style():
             capture_output=True, text=True)
         assert result.returncode == 0, result.stdout[-3000:] + \
             result.stderr[-3000:]
+
+
+def markdown_anchors(text):
+    """The anchors GitHub gives a markdown file's headings."""
+    anchors = set()
+    for heading in re.findall(r'^#+ (.+)$', text, re.MULTILINE):
+        anchor = re.sub(r'[^\w\- ]', '', heading.strip().lower())
+        anchors.add(anchor.replace(' ', '-'))
+    return anchors
+
+
+def brace_expansion(path):
+    """``a/{b,c}/d`` as ``['a/b/d', 'a/c/d']``."""
+    match = re.search(r'\{([^{}]*)\}', path)
+    if match is None:
+        return [path]
+    return [
+        expanded for choice in match.group(1).split(',')
+        for expanded in brace_expansion(path[:match.start()] + choice +
+                                        path[match.end():])
+    ]
+
+
+# Prints which of the dotted names given on stdin (a JSON list) are neither
+# a module nor an attribute of one.
+UNRESOLVED = """
+import importlib, json, sys
+
+def resolves(name):
+    parts = name.split('.')
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module('.'.join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            if not hasattr(obj, part):
+                return False
+            obj = getattr(obj, part)
+        return True
+    return False
+
+print(json.dumps([n for n in json.load(sys.stdin) if not resolves(n)]))
+"""
+
+
+def test_docs_name_what_exists():
+    """The package's dotted names in docstrings, comments and docs import,
+    and the files and sections that the markdown files link to or name are
+    there."""
+    names = set()
+    for name in repository_files():
+        if name.endswith(('.py', '.md', '.yml', '.yaml', '.sh')):
+            with open(osp.join(REPO_ROOT, name)) as f:
+                names.update(re.findall(
+                    r'mmseg_wavemix(?:\.[A-Za-z_]\w*)+(?<!\.py)(?<!\.md)',
+                    f.read()))
+    unresolved = run_python(UNRESOLVED, stdin=json.dumps(sorted(names)))
+    missing = json.loads(unresolved.splitlines()[-1])
+    for doc in ['README.md', *(
+            osp.join('docs', name)
+            for name in os.listdir(osp.join(REPO_ROOT, 'docs'))
+            if name.endswith('.md'))]:
+        with open(osp.join(REPO_ROOT, doc)) as f:
+            text = f.read()
+        folder = osp.dirname(doc)
+        for target in re.findall(r'\]\(([^)\s]+)\)', text):
+            if target.startswith(('http://', 'https://')):
+                continue
+            path, _, anchor = target.partition('#')
+            linked = osp.normpath(osp.join(folder, path)) if path else doc
+            if not osp.exists(osp.join(REPO_ROOT, linked)):
+                missing.append(f'{doc}: link {target}')
+            elif anchor:
+                with open(osp.join(REPO_ROOT, linked)) as f:
+                    if anchor not in markdown_anchors(f.read()):
+                        missing.append(f'{doc}: link {target}')
+        # repository paths (and patterns) named in the text; the build makes
+        # the .mim copies, '...' stands for any path
+        for path in re.findall(
+                r'(?<![\w/.-])((?:tools|configs|tests|mmseg_wavemix|docs|'
+                r'benchmarks|requirements)/(?:[\w./*-]|\{[\w,]+\})*'
+                r'[\w*}])', text):
+            if '.mim' not in path and '...' not in path and not all(
+                    glob.glob(osp.join(REPO_ROOT, each))
+                    for each in brace_expansion(path)):
+                missing.append(f'{doc}: {path}')
+    assert not missing, missing
 
 
 def repository_files():

@@ -29,10 +29,10 @@ class WaveMix(BaseModule):
     :class:`WaveMixBlock` s, all at one resolution with ``embed_dims``
     channels.
 
-    For classification with mmpretrain, ``import mmseg_wavemix.mmpretrain``
-    registers it there too; use ``stem_type='patchify'`` (or the strided
-    stem) with ``ImageClassifier``, ``GlobalAveragePooling`` and
-    ``LinearClsHead``.
+    For classification with mmpretrain, ``custom_imports =
+    dict(imports=['mmseg_wavemix.classification'])`` registers it there too;
+    use ``stem_type='patchify'`` (or the strided stem) with
+    ``ImageClassifier``, ``GlobalAveragePooling`` and ``LinearClsHead``.
 
     Inputs of any size are accepted: the stem output is zero-padded at the
     bottom/right to a multiple of ``2 ** level`` and the outputs are cropped
