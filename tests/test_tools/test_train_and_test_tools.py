@@ -98,6 +98,17 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
     amp_miou = float(re.findall(r'mIoU: ([\d.]+)', amp_log)[-1])
     assert amp_miou == pytest.approx(miou[0], abs=1.0)
 
+    # --tta: mmseg's test-time augmentation of the config's base (6 scales,
+    # flips) through mmseg's SegTTAModel around ours
+    tta = run_tool('test.py', MAIN_CONFIG, work_dir / 'iter_6.pth',
+                   '--work-dir', tmp_path / 'tta_dir', '--tta',
+                   '--cfg-options', *TINY_MODEL,
+                   *data_root_options(small_cityscapes))
+    tta_log = tta.stdout + tta.stderr
+    assert re.search(r"^model = dict\(\n(    .*\n)*    type='SegTTAModel'\)$",
+                     tta_log, re.MULTILINE)
+    assert re.search(r'Iter\(test\) \[2/2\].*mIoU: [\d.]+', tta_log)
+
     # A user's own image through mmseg's inferencer, as the README shows.
     from mmseg.apis import MMSegInferencer
     cfg = Config.fromfile(MAIN_CONFIG)
