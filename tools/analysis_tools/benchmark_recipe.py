@@ -253,12 +253,14 @@ def run(args) -> dict:
     data['finished'] = True
     if args.json:
         write_json(args.json, data)
-    print(f"\n{'run':20s} {'step':>9s} {'images/s':>9s} {'data wait':>10s} "
-          f"{'allocated':>12s} {'reserved':>12s}")
+    width = max([20, *map(len, results)])
+    print(f"\n{'run':{width}s} {'step':>9s} {'images/s':>9s} "
+          f"{'data wait':>10s} {'allocated':>12s} {'reserved':>12s}")
     for name, entry in results.items():
         if 'errors' in entry:
             last = entry['errors']['train'].splitlines()[-1]
-            print(f'{name:20s} failed (exit {entry["returncode"]}): {last}')
+            print(f'{name:{width}s} failed (exit {entry["returncode"]}): '
+                  f'{last}')
             continue
         t = entry['train']
         memory = [
@@ -267,8 +269,9 @@ def run(args) -> dict:
         ]
         val = ', '.join(f'{v["s_per_image"]:.3f}'
                         for v in entry.get('val', []))
-        print(f'{name:20s} {t["median_s"]:8.3f}s {t["images_per_s"]:9.1f} '
-              f'{t["data_time_s"]:9.3f}s {memory[0]} {memory[1]}'
+        print(f'{name:{width}s} {t["median_s"]:8.3f}s '
+              f'{t["images_per_s"]:9.1f} {t["data_time_s"]:9.3f}s '
+              f'{memory[0]} {memory[1]}'
               + (f'  validation s/image: {val}' if val else ''))
     return data
 
