@@ -25,7 +25,7 @@ def test_resolve_config_path():
     name = 'wavemix/wavemix_256x16_l4_cityscapes.py'
     assert resolve_config_path(f'mmseg_wavemix::{name}') == osp.join(
         REPO_ROOT, 'configs', name)
-    with pytest.raises(FileNotFoundError, match='not installed'):
+    with pytest.raises(InputError, match='not installed'):
         resolve_config_path('no_such_package::x.py')
 
 

@@ -76,6 +76,7 @@ from mmseg_wavemix.utils.benchmark import (DTYPES, Bench, authors_parity,
                                            load_main_config, parse_entry,
                                            peak_memory, summary, timed)
 from mmseg_wavemix.utils.checks import describe
+from mmseg_wavemix.utils.cli import input_errors_in_one_line
 
 
 def parse_args(argv=None):
@@ -338,6 +339,7 @@ def _memory(stats):
         '' if replay is None else f' ({replay:.0f} replayed)')
 
 
+@input_errors_in_one_line
 def main(argv=None):
     args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():

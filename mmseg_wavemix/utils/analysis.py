@@ -12,7 +12,7 @@ from mmengine.config import Config
 
 from mmseg_wavemix.engine.atomic_local_backend import write_atomically
 
-from .cli import build_model, resolve_config_path
+from .cli import check_model, read_config
 
 
 def add_timing_args(parser: argparse.ArgumentParser, repeat: int,
@@ -44,10 +44,10 @@ def build_model_from_config(
     model with the registry of the config's scope. SyncBN becomes BN: it
     needs a process group and computes like BN in one process. The weights
     are not initialised from any pretrained checkpoint."""
-    cfg = Config.fromfile(resolve_config_path(config))
+    cfg = read_config(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    return cfg, build_model(cfg)
+    return cfg, check_model(cfg)
 
 
 def count_flops(model: torch.nn.Module, inputs: torch.Tensor) -> int:

@@ -20,7 +20,6 @@ except ImportError:  # Windows: CPU time and page faults are left out
 
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
 
 from mmseg_wavemix.models.accel import (TrainingCUDAGraphs,
                                         cpu_has_bf16_convolution,
@@ -34,7 +33,7 @@ from mmseg_wavemix.models.utils import wavemix_convert
 from .analysis import build_model_from_config, count_flops
 from .authors_wavemix import build_authors_segmenter
 from .checks import describe, has_transform, is_type
-from .cli import build_model, resolve_config_path
+from .cli import check_model, read_config
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FLAGS = ('channels_last', 'fuse_norm', 'fold_classifier', 'fuse_activation',
@@ -90,10 +89,10 @@ class Bench:
             self.model = build_authors_segmenter(self.cfg.model,
                                                  args.authors_package)
         else:
-            self.cfg = Config.fromfile(resolve_config_path(entry['path']))
+            self.cfg = read_config(entry['path'])
             if entry['with_cp']:
                 self.cfg.merge_from_dict(self._with_cp_options(self.cfg))
-            self.model = build_model(self.cfg)
+            self.model = check_model(self.cfg)
         self.scope = self.cfg.get('default_scope', 'mmseg')
         self.model.to(self.device)
         self.infer_model = self.model
@@ -340,7 +339,7 @@ def load_main_config(args):
     if path == AUTHORS:
         raise SystemExit('error: the first entry must be a config; '
                          '`authors` takes its sizes from it')
-    return Config.fromfile(resolve_config_path(path)), path
+    return read_config(path), path
 
 
 def peak_memory(entry, args, modes):

@@ -9,7 +9,7 @@ import logging
 import os
 import os.path as osp
 import sys
-from functools import partial
+from functools import partial, wraps
 from typing import Callable
 
 import torch
@@ -84,6 +84,21 @@ def run_with_one_line_errors(main, args) -> None:
         sys.exit(f'error: {message}')
 
 
+def input_errors_in_one_line(main: Callable) -> Callable:
+    """A tool's ``main`` whose input errors (:class:`InputError`: a missing
+    config, a model that does not build, ...) end the program with their
+    line; other failures keep their traceback."""
+
+    @wraps(main)
+    def main_in_one_line(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except InputError as e:
+            sys.exit(f'error: {e}')
+
+    return main_in_one_line
+
+
 def convert_weights_main(convert: Callable[..., dict], model: str,
                          classifier: str, argv=None) -> None:
     """The command line of a converter of the authors' weights whose
@@ -107,11 +122,8 @@ def convert_weights_main(convert: Callable[..., dict], model: str,
         help="keep their ImageNet heads, for mmpretrain's ImageClassifier "
         f'with {classifier}')
     args = parser.parse_args(argv)
-    try:
-        convert_file(args.src, args.dst,
-                     partial(convert, with_head=args.with_head), model)
-    except InputError as e:
-        sys.exit(f'error: {e}')
+    input_errors_in_one_line(convert_file)(
+        args.src, args.dst, partial(convert, with_head=args.with_head), model)
 
 
 def check_model(cfg: Config) -> torch.nn.Module:
@@ -136,20 +148,31 @@ def resolve_config_path(path: str) -> str:
     package, relative = path.split('::', 1)
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f'{path}: package {package!r} is not '
-                                'installed')
+        raise InputError(f'{path}: package {package!r} is not installed')
     return package_file(osp.join('configs', relative),
                         spec.submodule_search_locations[0])
+
+
+def read_config(path: str) -> Config:
+    """The config file at ``path`` (``mmseg_wavemix::``, ``mmseg::`` paths
+    too); one that is missing or cannot be read is an :class:`InputError`
+    naming it."""
+    resolved = resolve_config_path(path)
+    if not osp.isfile(resolved):
+        raise InputError(f'config file not found: {path}')
+    try:
+        return Config.fromfile(resolved)
+    except Exception as e:
+        raise InputError(f'cannot read the config {path}: '
+                         f'{describe(e)}') from e
 
 
 def load_config(args: argparse.Namespace) -> Config:
     """Load ``args.config`` and apply the common command-line overrides."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cfg = read_config(args.config)
     args.config = resolve_config_path(args.config)
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -100,3 +100,52 @@ def test_data_errors(tmp_path, cityscapes, weights):
     line = one_error_line(result)
     assert 'val_dataloader: label map' in line and 'is missing' in line
     assert 'tools/dataset_converters/cityscapes.py' in line
+
+
+# Each tool that reads a config, with the arguments it needs besides it.
+CONFIG_TOOLS = {
+    'train.py': [],
+    'test.py': ['x.pth'],
+    'benchmark.py': [],
+    'analysis_tools/get_flops.py': [],
+    'analysis_tools/profile_model.py': [],
+    'analysis_tools/benchmark_level_mlp.py': [],
+    'analysis_tools/benchmark_data.py': ['data_root'],
+    'analysis_tools/benchmark_recipe.py': ['data_root'],
+    'deployment/pytorch2onnx.py': ['x.pth', '--out', 'x.onnx'],
+}
+# ... of which these stop where the model does not build (train.py's and
+# test.py's errors: test_nothing_silent.py; benchmark.py reports an entry
+# that fails in its row and measures the others; the data and recipe tools
+# build no model of their own)
+MODEL_TOOLS = [
+    'analysis_tools/get_flops.py', 'analysis_tools/profile_model.py',
+    'analysis_tools/benchmark_level_mlp.py', 'deployment/pytorch2onnx.py'
+]
+
+
+@pytest.mark.parametrize('tool', CONFIG_TOOLS)
+def test_every_tool_names_a_config_it_cannot_read(tool, tmp_path):
+    """A missing config, one that does not parse and one whose model does
+    not build: one line each, from every tool that takes a config."""
+    if tool.startswith('deployment/'):
+        pytest.importorskip(
+            'onnxruntime', reason='the export tool first checks its '
+            'dependencies: pip install -e .[deploy]')
+    extra = CONFIG_TOOLS[tool]
+    missing = run_tool(tool, tmp_path / 'nope.py', *extra, check=False)
+    assert one_error_line(missing) == \
+        f'error: config file not found: {tmp_path / "nope.py"}'
+    broken = tmp_path / 'broken.py'
+    broken.write_text('model = dict(\n')
+    unreadable = run_tool(tool, broken, *extra, check=False)
+    assert one_error_line(unreadable).startswith(
+        f'error: cannot read the config {broken}: SyntaxError')
+    if tool not in MODEL_TOOLS:
+        return
+    bad_model = tmp_path / 'bad_model.py'
+    bad_model.write_text(f"_base_ = '{MAIN_CONFIG}'\n"
+                         'model = dict(backbone=dict(level=9))\n')
+    unbuildable = run_tool(tool, bad_model, *extra, check=False)
+    assert 'level must be an integer from 1 to 4' in one_error_line(
+        unbuildable)

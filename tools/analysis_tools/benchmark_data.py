@@ -25,7 +25,7 @@ import statistics
 import time
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmseg.registry import MODELS
@@ -33,6 +33,7 @@ from mmseg.registry import MODELS
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import write_json
 from mmseg_wavemix.utils.benchmark import environment
+from mmseg_wavemix.utils.cli import input_errors_in_one_line, read_config
 
 
 def parse_args(argv=None):
@@ -74,7 +75,7 @@ class DataPath:
     config with overrides."""
 
     def __init__(self, args, options: str):
-        cfg = Config.fromfile(args.config)
+        cfg = read_config(args.config)
         # values parsed as --cfg-options parses them
         cfg.merge_from_dict({
             key: DictAction._parse_iterable(value)
@@ -177,6 +178,7 @@ def run(args) -> dict:
     return data
 
 
+@input_errors_in_one_line
 def main(argv=None):
     run(parse_args(argv))
 

@@ -36,6 +36,7 @@ from mmseg_wavemix.models.backbones.wavemix_block import WaveletLevelMLP
 from mmseg_wavemix.ops import level_mlp_triton
 from mmseg_wavemix.utils.analysis import (add_timing_args,
                                           build_model_from_config, write_json)
+from mmseg_wavemix.utils.cli import input_errors_in_one_line
 
 DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
 # (BM, BN, BK, num_warps, num_stages) tried by --sweep
@@ -287,6 +288,7 @@ def format_case(name, result):
     return '\n'.join(lines)
 
 
+@input_errors_in_one_line
 def main(argv=None):
     args = parse_args(argv)
     print(f'level MLPs of {args.config} at 1x3x{args.shape[0]}x'

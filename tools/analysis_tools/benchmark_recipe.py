@@ -34,6 +34,7 @@ from mmengine.config import Config
 
 from mmseg_wavemix.utils.analysis import write_json
 from mmseg_wavemix.utils.checks import is_type
+from mmseg_wavemix.utils.cli import input_errors_in_one_line, read_config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MARKER = 'benchmark_recipe: max_memory_reserved_bytes='
@@ -230,7 +231,7 @@ def run_one(args, name: str, extra: list, options: list, batch: int,
 
 
 def run(args) -> dict:
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     options = overrides(args, cfg)
     cfg.merge_from_dict(
         dict(option.split('=', 1) for option in args.cfg_options))
@@ -276,6 +277,7 @@ def run(args) -> dict:
     return data
 
 
+@input_errors_in_one_line
 def main(argv=None):
     data = run(parse_args(argv))
     failed = [n for n, e in data['results'].items() if 'errors' in e]

@@ -14,6 +14,7 @@ import torch
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import build_model_from_config, count_flops
+from mmseg_wavemix.utils.cli import input_errors_in_one_line
 
 
 def parse_args(argv=None):
@@ -37,6 +38,7 @@ def complexity(config: str, shape) -> dict:
         gflops=flops / 1e9)
 
 
+@input_errors_in_one_line
 def main(argv=None):
     args = parse_args(argv)
     rows = [complexity(config, args.shape) for config in args.configs]

@@ -30,6 +30,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import write_json
 from mmseg_wavemix.utils.benchmark import FLAGS, Bench, parse_entry
+from mmseg_wavemix.utils.cli import input_errors_in_one_line
 
 
 def parse_args(argv=None):
@@ -352,6 +353,7 @@ def main_memory_peak(args, bench):
                    for pool in found]), indent=1)
 
 
+@input_errors_in_one_line
 def main(argv=None):
     args = parse_args(argv)
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark

@@ -16,17 +16,17 @@ import copy
 import os
 import os.path as osp
 import statistics
-import sys
 import time
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.models.accel import prepare_for_inference
 from mmseg_wavemix.utils.checkpoints import check_fits, load_state_dict
 from mmseg_wavemix.utils.checks import InputError, describe
-from mmseg_wavemix.utils.cli import check_model
+from mmseg_wavemix.utils.cli import (check_model, input_errors_in_one_line,
+                                     read_config)
 
 # Dynamic sizes are multiples of this (stride 32 backbones; WaveMix pads its
 # blocks' input to multiples of 2 ** level after a stride-4 stem: 64).
@@ -85,9 +85,7 @@ class Exported(torch.nn.Module):
 def build(args):
     """The model of the config with the checkpoint's weights (checked to
     fit), in eval mode."""
-    if not osp.isfile(args.config):
-        raise InputError(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model = check_model(cfg)
@@ -201,31 +199,29 @@ def verify(model, args):
         f'{name} {seconds:.3f} s' for name, seconds in latency.items()))
 
 
+@input_errors_in_one_line
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        for module in ('onnx', 'onnxscript', 'onnxruntime'):
-            try:
-                __import__(module)
-            except ImportError:
-                raise InputError(f'{module} is not installed: pip install -e '
-                                 '.[deploy]')
-        import onnx
-        max_opset = onnx.defs.onnx_opset_version()
-        if not MIN_OPSET <= args.opset <= max_opset:
-            raise InputError(f'opset {args.opset} is not supported: use '
-                             f'{MIN_OPSET} to {max_opset}')
-        model = build(args)
+    for module in ('onnx', 'onnxscript', 'onnxruntime'):
         try:
-            export(model, args)
-        except InputError:
-            raise
-        except Exception as e:
-            raise InputError(f'export failed: {describe(e)}') from e
-        if args.verify:
-            verify(model, args)
-    except InputError as e:
-        sys.exit(f'error: {e}')
+            __import__(module)
+        except ImportError:
+            raise InputError(f'{module} is not installed: pip install -e '
+                             '.[deploy]')
+    import onnx
+    max_opset = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= args.opset <= max_opset:
+        raise InputError(f'opset {args.opset} is not supported: use '
+                         f'{MIN_OPSET} to {max_opset}')
+    model = build(args)
+    try:
+        export(model, args)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f'export failed: {describe(e)}') from e
+    if args.verify:
+        verify(model, args)
 
 
 if __name__ == '__main__':
