@@ -1,4 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import argparse
 import os
 import os.path as osp
 
@@ -9,6 +10,7 @@ from mmengine.logging import MMLogger
 
 from mmseg_wavemix.utils.checks import InputError, package_file, tool_path
 from mmseg_wavemix.utils.cli import (expandable_segments_for_graphs,
+                                     positive_int, read_config,
                                      request_training_graphs,
                                      resolve_config_path, use_cpu_distributed)
 
@@ -27,6 +29,30 @@ def test_resolve_config_path():
         REPO_ROOT, 'configs', name)
     with pytest.raises(InputError, match='not installed'):
         resolve_config_path('no_such_package::x.py')
+
+
+def test_read_config_names_what_it_cannot_read(tmp_path):
+    name = 'mmseg_wavemix::wavemix/wavemix_256x16_l4_cityscapes.py'
+    assert read_config(name).train_dataloader.batch_size == 5
+    with pytest.raises(InputError, match=r'^config file not found: x\.py$'):
+        read_config('x.py')
+    broken = tmp_path / 'broken.py'
+    broken.write_text('model = dict(\n')
+    with pytest.raises(InputError,
+                       match=f'cannot read the config {broken}: SyntaxError'):
+        read_config(str(broken))
+
+
+def test_positive_int():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--shape', type=positive_int, nargs=2)
+    assert parser.parse_args(['--shape', '1', '2048']).shape == [1, 2048]
+    for bad in ('0', '-3'):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=f'{bad} is not an integer >= 1'):
+            positive_int(bad)
+    with pytest.raises(ValueError):
+        positive_int('two')
 
 
 def test_tool_path_names_the_tool_from_anywhere(tmp_path, monkeypatch):

@@ -76,7 +76,7 @@ from mmseg_wavemix.utils.benchmark import (DTYPES, Bench, authors_parity,
                                            load_main_config, parse_entry,
                                            peak_memory, summary, timed)
 from mmseg_wavemix.utils.checks import describe
-from mmseg_wavemix.utils.cli import input_errors_in_one_line
+from mmseg_wavemix.utils.cli import input_errors_in_one_line, positive_int
 
 
 def parse_args(argv=None):
@@ -87,9 +87,10 @@ def parse_args(argv=None):
         '--compare', nargs='+', default=[],
         help='more entries, same run: CONFIG[@OPTIONS] or authors[@OPTIONS]')
     parser.add_argument(
-        '--shape', type=int, nargs=2, default=(512, 1024),
+        '--shape', type=positive_int, nargs=2, default=(512, 1024),
         metavar=('H', 'W'), help='input size (default: 512 1024)')
-    parser.add_argument('--batch', type=int, default=1, help='batch size')
+    parser.add_argument('--batch', type=positive_int, default=1,
+                        help='batch size')
     parser.add_argument(
         '--train', action='store_true', help='also time a training step')
     parser.add_argument('--dtype', choices=DTYPES, default='fp32',

@@ -12,7 +12,7 @@ from mmengine.config import Config
 
 from mmseg_wavemix.engine.atomic_local_backend import write_atomically
 
-from .cli import check_model, read_config
+from .cli import check_model, positive_int, read_config
 
 
 def add_timing_args(parser: argparse.ArgumentParser, repeat: int,
@@ -21,7 +21,7 @@ def add_timing_args(parser: argparse.ArgumentParser, repeat: int,
     as tools/benchmark.py and tools/analysis_tools/benchmark_haar.py take
     them (``repeat`` and ``warmup`` are the tool's defaults)."""
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--repeat', type=int, default=repeat,
+    parser.add_argument('--repeat', type=positive_int, default=repeat,
                         help=f'timed rounds (default: {repeat})')
     parser.add_argument('--warmup', type=int, default=warmup,
                         help=f'untimed rounds first (default: {warmup})')

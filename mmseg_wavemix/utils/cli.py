@@ -48,6 +48,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (sizes, batches, rounds)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text} is not an integer >= 1')
+    return value
+
+
 def add_check_args(parser: argparse.ArgumentParser) -> None:
     """How strictly the tools check their input before starting."""
     parser.add_argument(

@@ -78,3 +78,21 @@ def test_no_results_is_an_error(tool, tmp_path):
     empty.write_text(json.dumps(data))
     with pytest.raises(SystemExit, match='no results to draw'):
         tool.main([str(empty), '--out', str(tmp_path / 'x.png')])
+
+
+def test_a_file_that_is_not_a_run_is_named(tool, tmp_path):
+    out = str(tmp_path / 'x.png')
+    missing = tmp_path / 'none.json'
+    with pytest.raises(SystemExit, match=f'error: cannot read {missing}: '
+                       'FileNotFoundError'):
+        tool.main([str(missing), '--out', out])
+    text = tmp_path / 'log.txt'
+    text.write_text('Iter(train) [10/60]\n')
+    with pytest.raises(SystemExit, match=f'error: cannot read {text}: '
+                       'JSONDecodeError'):
+        tool.main([str(text), '--out', out])
+    other = tmp_path / 'other.json'
+    other.write_text(json.dumps({'mIoU': 64.88}))
+    with pytest.raises(SystemExit, match=f'error: {other} is not the JSON of '
+                       'tools/benchmark.py'):
+        tool.main([INFERENCE, str(other), '--out', out])

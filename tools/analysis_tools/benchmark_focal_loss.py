@@ -19,6 +19,7 @@ import torch
 from mmseg_wavemix.models.accel.timing import time_ms
 from mmseg_wavemix.ops import log_softmax_gather as ops
 from mmseg_wavemix.utils.analysis import add_timing_args, write_json
+from mmseg_wavemix.utils.cli import positive_int
 
 DTYPES = dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)
 
@@ -26,7 +27,7 @@ DTYPES = dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Benchmark the focal loss's passes over the logits")
-    parser.add_argument('--shape', type=int, nargs=4,
+    parser.add_argument('--shape', type=positive_int, nargs=4,
                         default=(5, 19, 1024, 2048),
                         metavar=('N', 'C', 'H', 'W'),
                         help="the logits' size (default: the recipe's, "

@@ -22,11 +22,12 @@ import mmseg_wavemix  # noqa: F401
 from mmseg_wavemix.models.accel.timing import time_ms
 from mmseg_wavemix.ops import HaarDWT, haar_dwt
 from mmseg_wavemix.utils.analysis import add_timing_args, write_json
+from mmseg_wavemix.utils.cli import positive_int
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Benchmark the Haar DWT')
-    parser.add_argument('--shape', type=int, nargs=4,
+    parser.add_argument('--shape', type=positive_int, nargs=4,
                         default=(4, 64, 256, 512),
                         metavar=('N', 'C', 'H', 'W'),
                         help='input size (default: 4 64 256 512)')

@@ -36,7 +36,7 @@ from mmseg_wavemix.models.backbones.wavemix_block import WaveletLevelMLP
 from mmseg_wavemix.ops import level_mlp_triton
 from mmseg_wavemix.utils.analysis import (add_timing_args,
                                           build_model_from_config, write_json)
-from mmseg_wavemix.utils.cli import input_errors_in_one_line
+from mmseg_wavemix.utils.cli import input_errors_in_one_line, positive_int
 
 DTYPES = dict(fp16=torch.float16, bf16=torch.bfloat16)
 # (BM, BN, BK, num_warps, num_stages) tried by --sweep
@@ -62,8 +62,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Benchmark the WaveMix level MLPs for inference')
     parser.add_argument('config')
-    parser.add_argument('--shape', type=int, nargs=2, default=(1024, 2048),
-                        metavar=('H', 'W'),
+    parser.add_argument('--shape', type=positive_int, nargs=2,
+                        default=(1024, 2048), metavar=('H', 'W'),
                         help='input size (default: 1024 2048)')
     parser.add_argument('--dtype', choices=list(DTYPES), default='fp16',
                         help='autocast dtype (default: fp16)')

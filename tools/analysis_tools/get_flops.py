@@ -14,7 +14,7 @@ import torch
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import build_model_from_config, count_flops
-from mmseg_wavemix.utils.cli import input_errors_in_one_line
+from mmseg_wavemix.utils.cli import input_errors_in_one_line, positive_int
 
 
 def parse_args(argv=None):
@@ -22,7 +22,7 @@ def parse_args(argv=None):
         description='Parameters and GFLOPs of segmentors')
     parser.add_argument('configs', nargs='+', help='config files')
     parser.add_argument(
-        '--shape', type=int, nargs=2, default=(512, 1024),
+        '--shape', type=positive_int, nargs=2, default=(512, 1024),
         metavar=('H', 'W'), help='input size (default: 512 1024)')
     parser.add_argument(
         '--markdown', action='store_true', help='print a markdown table')

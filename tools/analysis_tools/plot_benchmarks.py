@@ -18,6 +18,9 @@ import os
 import os.path as osp
 from typing import Dict, List
 
+from mmseg_wavemix.utils.checks import InputError, describe
+from mmseg_wavemix.utils.cli import input_errors_in_one_line
+
 AUTHORS = 'authors'
 # the benchmark's entry options as words
 OPTION_WORDS = {
@@ -114,6 +117,20 @@ def _haar_panels(data: dict) -> List[Dict]:
     return result
 
 
+def read_results(path: str) -> dict:
+    """A results file of ``tools/benchmark.py`` or ``benchmark_haar.py``;
+    anything else is an :class:`InputError` naming it."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f'cannot read {path}: {describe(e)}') from e
+    if not isinstance(data, dict) or not {'settings', 'results'} <= set(data):
+        raise InputError(f'{path} is not the JSON of tools/benchmark.py or '
+                         'benchmark_haar.py (no settings and results)')
+    return data
+
+
 def plot(paths: List[str], out: str, title: str = None) -> List[Dict]:
     """Write the panels of the runs in ``paths`` to the image ``out``;
     returns them."""
@@ -121,7 +138,7 @@ def plot(paths: List[str], out: str, title: str = None) -> List[Dict]:
     matplotlib.use('Agg')  # files only
     import matplotlib.pyplot as plt
 
-    rows = [panels(json.load(open(path))) for path in paths]
+    rows = [panels(read_results(path)) for path in paths]
     rows = [row for row in rows if row]
     if not rows:
         raise SystemExit('error: no results to draw in ' + ', '.join(paths))
@@ -155,6 +172,7 @@ def plot(paths: List[str], out: str, title: str = None) -> List[Dict]:
     return [panel for row in rows for panel in row]
 
 
+@input_errors_in_one_line
 def main(argv=None):
     args = parse_args(argv)
     for panel in plot(args.json, args.out, args.title):

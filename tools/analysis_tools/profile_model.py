@@ -30,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile, schedule
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import write_json
 from mmseg_wavemix.utils.benchmark import FLAGS, Bench, parse_entry
-from mmseg_wavemix.utils.cli import input_errors_in_one_line
+from mmseg_wavemix.utils.cli import input_errors_in_one_line, positive_int
 
 
 def parse_args(argv=None):
@@ -39,10 +39,11 @@ def parse_args(argv=None):
     parser.add_argument('config',
                         help='CONFIG[@OPTIONS], as tools/benchmark.py')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024),
-                        metavar=('H', 'W'),
+    parser.add_argument('--shape', type=positive_int, nargs=2,
+                        default=(512, 1024), metavar=('H', 'W'),
                         help='input size (default: 512 1024)')
-    parser.add_argument('--batch', type=int, default=1, help='batch size')
+    parser.add_argument('--batch', type=positive_int, default=1,
+                        help='batch size')
     parser.add_argument('--train', action='store_true',
                         help='profile a training step, not an inference')
     parser.add_argument('--warmup', type=int, default=3,

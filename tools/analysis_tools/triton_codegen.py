@@ -38,6 +38,7 @@ from mmseg_wavemix.ops import (accuracy, gelu_triton, haar_kernels,
                                haar_triton, level_mlp_triton,
                                log_softmax_gather, triton_support)
 from mmseg_wavemix.utils.analysis import write_json
+from mmseg_wavemix.utils.cli import positive_int
 
 # Triton's pointer type of each dtype, as its signatures write it
 _POINTER_TYPES = {
@@ -63,8 +64,8 @@ def parse_args(argv=None):
                         help='CUDA compute capability as one number: 90 '
                         '(H100/H200, the default), 80 (A100), 89, 100 (B200), '
                         '120 (RTX 50)')
-    parser.add_argument('--shape', type=int, nargs=2, default=(1024, 2048),
-                        metavar=('H', 'W'),
+    parser.add_argument('--shape', type=positive_int, nargs=2,
+                        default=(1024, 2048), metavar=('H', 'W'),
                         help='image size (default: 1024 2048)')
     parser.add_argument('--dtype', choices=['fp16', 'bf16'], default='fp16')
     parser.add_argument('--json', help='write the summaries to this file')

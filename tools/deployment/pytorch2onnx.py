@@ -26,7 +26,7 @@ from mmseg_wavemix.models.accel import prepare_for_inference
 from mmseg_wavemix.utils.checkpoints import check_fits, load_state_dict
 from mmseg_wavemix.utils.checks import InputError, describe
 from mmseg_wavemix.utils.cli import (check_model, input_errors_in_one_line,
-                                     read_config)
+                                     positive_int, read_config)
 
 # Dynamic sizes are multiples of this (stride 32 backbones; WaveMix pads its
 # blocks' input to multiples of 2 ** level after a stride-4 stem: 64).
@@ -44,8 +44,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out', required=True, help='the .onnx file')
-    parser.add_argument('--shape', type=int, nargs=2, default=(512, 1024),
-                        metavar=('H', 'W'),
+    parser.add_argument('--shape', type=positive_int, nargs=2,
+                        default=(512, 1024), metavar=('H', 'W'),
                         help='input size of the export (and of --verify)')
     parser.add_argument(
         '--dynamic',
