@@ -94,12 +94,14 @@ def main(argv=None):
 
 def test(args):
     cfg = load_config(args)
+    model = check_model(cfg)
     check_fits(
-        check_model(cfg),
+        model,
         load_state_dict(args.checkpoint),
         args.checkpoint,
         strict=args.strict_load == 'true')
-    check_segmentation_data(cfg, ['test_dataloader'], args.check_labels)
+    check_segmentation_data(cfg, ['test_dataloader'], args.check_labels,
+                            model)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:

@@ -66,7 +66,7 @@ def check_start(cfg, args) -> bool:
     model = check_model(cfg)
     check_label_packing(cfg)
     check_segmentation_data(cfg, ['train_dataloader', 'val_dataloader'],
-                            args.check_labels)
+                            args.check_labels, model)
     if args.resume:
         # what mmengine resumes from: load_from, else the work_dir's latest
         checkpoint = cfg.get('load_from') or find_latest_checkpoint(

@@ -6,7 +6,7 @@ checks are in :mod:`.checkpoints`."""
 import logging
 import os
 import os.path as osp
-from typing import Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 from mmengine.config import Config
@@ -52,17 +52,21 @@ def tool_path(name: str) -> str:
 
 def check_segmentation_data(cfg: Config,
                             loaders: Iterable[str],
-                            labels: str = 'sample') -> None:
+                            labels: str = 'sample',
+                            model: Optional[object] = None) -> None:
     """Check the datasets of the given dataloaders of an mmseg config: the
     data root and image folder exist, images are found, each image has its
     label map, and (unless ``labels='off'``) the label maps fit (see
-    :func:`check_label_maps`).
+    :func:`check_label_maps`) and so does the model: each of its decode
+    heads predicts the dataset's classes.
 
     Args:
         cfg (Config): The config.
         loaders (Iterable[str]): e.g. ``['train_dataloader']``.
         labels (str): ``'sample'`` (sizes of all, values of a sample),
             ``'full'`` (values of all) or ``'off'``. Default: 'sample'.
+        model (nn.Module, optional): The config's model, built. Default:
+            None (its heads are not checked).
     """
     if cfg.get('default_scope', 'mmseg') != 'mmseg':
         return
@@ -102,9 +106,45 @@ def check_segmentation_data(cfg: Config,
                     'the label maps with '
                     f'{tool_path("dataset_converters/cityscapes.py")}')
         if labels != 'off':
+            if model is not None:
+                check_head_classes(loader, dataset, model)
             ignore_index = cfg.model.get('decode_head', {}).get(
                 'ignore_index', 255)
             check_label_maps(loader, dataset, ignore_index, labels == 'full')
+
+
+def head_classes(model) -> Dict[str, int]:
+    """The classes each decode head of an mmseg segmentor predicts, by its
+    place in the config (``model.decode_head``, ``model.auxiliary_head.1``,
+    ...)."""
+    found = {}
+    for name in ('decode_head', 'auxiliary_head'):
+        heads = getattr(model, name, None)
+        if heads is None:
+            continue
+        if hasattr(heads, 'num_classes'):
+            found[f'model.{name}'] = heads.num_classes
+        else:  # a ModuleList (cascade or several auxiliary heads)
+            for i, head in enumerate(heads):
+                if hasattr(head, 'num_classes'):
+                    found[f'model.{name}.{i}'] = head.num_classes
+    return found
+
+
+def check_head_classes(loader: str, dataset, model) -> None:
+    """Each decode head predicts as many classes as ``dataset`` has: a head
+    with more trains and scores without a word (mmseg's metrics leave out
+    the classes they do not know), one with fewer fails at the first label
+    beyond it."""
+    classes = len(dataset.metainfo['classes'])
+    for key, num_classes in head_classes(model).items():
+        if num_classes != classes:
+            raise InputError(
+                f'{key}.num_classes is {num_classes}, but {loader} holds '
+                f'{type(dataset).__name__} of {classes} classes; set '
+                f'--cfg-options {key}.num_classes={classes} (each head), or '
+                "give the dataset the model's classes (metainfo=dict("
+                'classes=...))')
 
 
 def check_label_packing(cfg: Config) -> None:
