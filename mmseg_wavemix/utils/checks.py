@@ -132,19 +132,28 @@ def head_classes(model) -> Dict[str, int]:
 
 
 def check_head_classes(loader: str, dataset, model) -> None:
-    """Each decode head predicts as many classes as ``dataset`` has: a head
-    with more trains and scores without a word (mmseg's metrics leave out
-    the classes they do not know), one with fewer fails at the first label
-    beyond it."""
+    """Each decode head predicts the classes of ``dataset``: one with fewer
+    would fail at the first label beyond them, so that stops here; one with
+    more (as the authors' 20-class Cityscapes WaveMix) gets a warning: its
+    extra classes get no labels, and mmseg's metrics count their
+    predictions as wrong."""
     classes = len(dataset.metainfo['classes'])
     for key, num_classes in head_classes(model).items():
-        if num_classes != classes:
+        fix = (f'set --cfg-options {key}.num_classes={classes} (each head), '
+               "or give the dataset the model's classes (metainfo=dict("
+               'classes=...))')
+        if num_classes < classes:
             raise InputError(
                 f'{key}.num_classes is {num_classes}, but {loader} holds '
-                f'{type(dataset).__name__} of {classes} classes; set '
-                f'--cfg-options {key}.num_classes={classes} (each head), or '
-                "give the dataset the model's classes (metainfo=dict("
-                'classes=...))')
+                f'{type(dataset).__name__} of {classes} classes; {fix}')
+        if num_classes > classes:
+            print_log(
+                f'{loader}: {key}.num_classes is {num_classes}, but '
+                f'{type(dataset).__name__} has {classes} classes: classes '
+                f'{classes}..{num_classes - 1} get no labels, and the '
+                'metrics count their predictions as wrong; unless on '
+                f'purpose, {fix}',
+                logger='current', level=logging.WARNING)
 
 
 def check_label_packing(cfg: Config) -> None:
