@@ -13,7 +13,8 @@ import argparse
 
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.compat import mmengine_checkpoint_loading
-from mmseg_wavemix.utils.checkpoints import check_fits, load_state_dict
+from mmseg_wavemix.utils.checkpoints import (check_fits, read_checkpoint,
+                                             state_dict_of, trained_classes)
 from mmseg_wavemix.utils.checks import check_segmentation_data
 from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
                                      build_runner, check_model, load_config,
@@ -95,13 +96,14 @@ def main(argv=None):
 def test(args):
     cfg = load_config(args)
     model = check_model(cfg)
+    checkpoint = read_checkpoint(args.checkpoint)
     check_fits(
         model,
-        load_state_dict(args.checkpoint),
+        state_dict_of(checkpoint, args.checkpoint),
         args.checkpoint,
         strict=args.strict_load == 'true')
     check_segmentation_data(cfg, ['test_dataloader'], args.check_labels,
-                            model)
+                            model, trained_classes(checkpoint))
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:

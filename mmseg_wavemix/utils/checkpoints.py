@@ -92,7 +92,13 @@ def load_state_dict(path: str,
     holds no tensors. ``drop_ddp_prefix``: without DDP's ``module.``, as
     mmengine loads a checkpoint into a model (not when it selects a
     prefix)."""
-    checkpoint = read_checkpoint(path)
+    return state_dict_of(read_checkpoint(path), path, drop_ddp_prefix)
+
+
+def state_dict_of(checkpoint: Any,
+                  path: str,
+                  drop_ddp_prefix: bool = True) -> Dict[str, torch.Tensor]:
+    """:func:`load_state_dict` of a checkpoint already read from ``path``."""
     state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(
         checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not any(
@@ -113,6 +119,17 @@ def load_state_dict(path: str,
         k[len('module.'):] if k.startswith('module.') else k: v
         for k, v in weights.items()
     }
+
+
+def trained_classes(checkpoint: Any) -> Optional[Tuple[str, ...]]:
+    """The classes of the dataset that an mmengine checkpoint was trained on
+    (its ``meta.dataset_meta``), or None where it does not say."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    dataset_meta = meta.get('dataset_meta') if isinstance(meta, dict) \
+        else None
+    classes = dataset_meta.get('classes') if isinstance(
+        dataset_meta, dict) else None
+    return tuple(classes) if isinstance(classes, (list, tuple)) else None
 
 
 def compare(model: nn.Module, state_dict: Dict[str, torch.Tensor]

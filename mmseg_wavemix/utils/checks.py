@@ -6,7 +6,7 @@ checks are in :mod:`.checkpoints`."""
 import logging
 import os
 import os.path as osp
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.config import Config
@@ -50,15 +50,17 @@ def tool_path(name: str) -> str:
     return path if relative.startswith(os.pardir) else relative
 
 
-def check_segmentation_data(cfg: Config,
-                            loaders: Iterable[str],
-                            labels: str = 'sample',
-                            model: Optional[object] = None) -> None:
+def check_segmentation_data(
+        cfg: Config,
+        loaders: Iterable[str],
+        labels: str = 'sample',
+        model: Optional[object] = None,
+        trained_classes: Optional[Sequence[str]] = None) -> None:
     """Check the datasets of the given dataloaders of an mmseg config: the
     data root and image folder exist, images are found, each image has its
     label map, and (unless ``labels='off'``) the label maps fit (see
     :func:`check_label_maps`) and so does the model: each of its decode
-    heads predicts the dataset's classes.
+    heads predicts the dataset's classes, the ones it was trained on.
 
     Args:
         cfg (Config): The config.
@@ -67,6 +69,9 @@ def check_segmentation_data(cfg: Config,
             ``'full'`` (values of all) or ``'off'``. Default: 'sample'.
         model (nn.Module, optional): The config's model, built. Default:
             None (its heads are not checked).
+        trained_classes (Sequence[str], optional): The classes of the
+            dataset the weights to test were trained on, in order (their
+            checkpoint's ``meta.dataset_meta``). Default: None (unknown).
     """
     if cfg.get('default_scope', 'mmseg') != 'mmseg':
         return
@@ -108,6 +113,8 @@ def check_segmentation_data(cfg: Config,
         if labels != 'off':
             if model is not None:
                 check_head_classes(loader, dataset, model)
+            if trained_classes is not None:
+                check_trained_classes(loader, dataset, trained_classes)
             ignore_index = cfg.model.get('decode_head', {}).get(
                 'ignore_index', 255)
             check_label_maps(loader, dataset, ignore_index, labels == 'full')
@@ -154,6 +161,27 @@ def check_head_classes(loader: str, dataset, model) -> None:
                 'metrics count their predictions as wrong; unless on '
                 f'purpose, {fix}',
                 logger='current', level=logging.WARNING)
+
+
+def check_trained_classes(loader: str, dataset,
+                          trained_classes: Sequence[str]) -> None:
+    """The dataset has the classes the weights were trained on, in their
+    order: else class k's predictions would be scored as another class,
+    without a word."""
+    classes = tuple(dataset.metainfo['classes'])
+    if classes == tuple(trained_classes):
+        return
+    k = next((i for i, (a, b) in enumerate(zip(trained_classes, classes))
+              if a != b), min(len(classes), len(trained_classes)))
+    trained = trained_classes[k] if k < len(trained_classes) else 'none'
+    has = classes[k] if k < len(classes) else 'none'
+    raise InputError(
+        f'{loader}: the checkpoint was trained on {len(trained_classes)} '
+        f'classes, {type(dataset).__name__} has {len(classes)}, and they '
+        f'differ at class {k}: {trained!r} in the checkpoint, {has!r} in '
+        'the dataset; test on the classes the model was trained on '
+        "(the dataset's metainfo=dict(classes=...)), or --check-labels off "
+        'to score it as it is')
 
 
 def check_label_packing(cfg: Config) -> None:

@@ -185,6 +185,31 @@ def test_heads_of_another_number_of_classes(cityscapes, tmp_path):
     assert 'mIoU' in log
 
 
+def test_weights_trained_on_other_classes(cityscapes, tmp_path):
+    """A checkpoint saved by mmengine names the classes it was trained on;
+    testing it on a dataset whose classes differ (another dataset, or the
+    same classes in another order) would score class k's predictions as
+    another class."""
+    from mmseg.datasets import CityscapesDataset
+    classes = list(CityscapesDataset.METAINFO['classes'])
+    classes[1], classes[2] = classes[2], classes[1]
+    checkpoint = tmp_path / 'other_order.pth'
+    torch.save(
+        dict(torch.load(save_weights(tmp_path / 'w.pth')),
+             meta=dict(dataset_meta=dict(classes=tuple(classes)))),
+        checkpoint)
+    line = one_error_line(run_test(cityscapes, checkpoint))
+    assert line == (
+        'error: test_dataloader: the checkpoint was trained on 19 classes, '
+        'CityscapesDataset has 19, and they differ at class 1: '
+        "'building' in the checkpoint, 'sidewalk' in the dataset; test on "
+        "the classes the model was trained on (the dataset's metainfo=dict("
+        'classes=...)), or --check-labels off to score it as it is')
+    scored = run_test(cityscapes, checkpoint, '--check-labels', 'off',
+                      '--work-dir', tmp_path / 'work')
+    assert scored.returncode == 0 and 'mIoU' in scored.stdout + scored.stderr
+
+
 def test_grayscale_images_are_accepted_with_a_note(data, tmp_path):
     image = next((data / 'leftImg8bit' / 'val').rglob('*.png'))
     Image.open(image).convert('L').save(image)
