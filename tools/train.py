@@ -19,7 +19,7 @@ from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
 from mmseg_wavemix.utils.checkpoints import (check_fits,
                                              check_init_checkpoints,
                                              load_state_dict)
-from mmseg_wavemix.utils.checks import (check_label_packing,
+from mmseg_wavemix.utils.checks import (check_crop_size, check_label_packing,
                                         check_segmentation_data, is_type)
 from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
                                      build_runner, check_model,
@@ -65,6 +65,7 @@ def check_start(cfg, args) -> bool:
     finds nothing to resume."""
     model = check_model(cfg)
     check_label_packing(cfg)
+    check_crop_size(cfg)
     check_segmentation_data(cfg, ['train_dataloader', 'val_dataloader'],
                             args.check_labels, model)
     if args.resume:

@@ -4,6 +4,7 @@
 # wavemix_256x16_l4_cityscapes.py (batch 5 = 1 GPU x 5 images).
 _base_ = './wavemix_256x16_l4_cityscapes.py'
 scale = (1024, 512)  # (w, h) as mmcv's Resize takes it
+crop_size = (512, 1024)  # the training input: whole resized images
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),

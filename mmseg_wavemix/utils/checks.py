@@ -216,15 +216,49 @@ def is_type(entry, name: str) -> bool:
     return getattr(kind, '__name__', str(kind)).rsplit('.', 1)[-1] == name
 
 
+def transforms_of(dataset_cfg, name: str) -> list:
+    """The transforms of that type in a dataset config (wrapped datasets
+    included)."""
+    if isinstance(dataset_cfg, dict):
+        found = [dataset_cfg] if is_type(dataset_cfg, name) else []
+        return found + [t for v in dataset_cfg.values()
+                        for t in transforms_of(v, name)]
+    if isinstance(dataset_cfg, (list, tuple)):
+        return [t for v in dataset_cfg for t in transforms_of(v, name)]
+    return []
+
+
 def has_transform(dataset_cfg, name: str) -> bool:
     """Whether a dataset config (wrapped datasets included) has a transform
     of that type."""
-    if isinstance(dataset_cfg, dict):
-        return is_type(dataset_cfg, name) or any(
-            has_transform(v, name) for v in dataset_cfg.values())
-    if isinstance(dataset_cfg, (list, tuple)):
-        return any(has_transform(v, name) for v in dataset_cfg)
-    return False
+    return bool(transforms_of(dataset_cfg, name))
+
+
+def check_crop_size(cfg: Config) -> None:
+    """Warns where the config's ``crop_size`` is not the crop that training
+    takes: a config's variable reaches only what that file defines (a base
+    config read its own ``crop_size`` when it was parsed), so a config that
+    sets ``crop_size`` alone changes nothing."""
+    crop_size = cfg.get('crop_size')
+    if crop_size is None or cfg.get('default_scope', 'mmseg') != 'mmseg':
+        return
+    crops = [("train_dataloader's RandomCrop crops", t['crop_size'])
+             for t in transforms_of(
+                 cfg.get('train_dataloader', {}).get('dataset'),
+                 'RandomCrop') if 'crop_size' in t]
+    size = (cfg.get('model', {}).get('data_preprocessor') or {}).get('size')
+    if size is not None:
+        crops.append(('model.data_preprocessor pads to', size))
+    wrong = [f'{what} {tuple(value)}' for what, value in crops
+             if tuple(value) != tuple(crop_size)]
+    if wrong:
+        print_log(
+            f'crop_size = {tuple(crop_size)}, but {" and ".join(wrong)}: a '
+            'config variable reaches only what its own file defines (the '
+            'base configs read theirs); redefine train_pipeline and '
+            "data_preprocessor with it (as this project's "
+            'configs/wavemix_decoders/*.py do)',
+            logger='current', level=logging.WARNING)
 
 
 def check_label_maps(loader: str, dataset, ignore_index: int = 255,

@@ -7,6 +7,10 @@
 _base_ = ['mmseg::_base_/datasets/cityscapes.py']
 
 data_root = 'data/cityscapes/'
+# The training input: whole images, nothing is cropped (mmseg's base has
+# 512x1024 crops). Nothing reads this; it replaces the base's, which would
+# misstate the recipe in the printed config.
+crop_size = (1024, 2048)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
