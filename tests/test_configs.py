@@ -164,4 +164,7 @@ def test_model_index_names_every_config():
             data[cfg.train_dataloader.dataset.type]), name
         assert metadata['Batch Size'] == cfg.train_dataloader.batch_size * (
             int(gpus.group(1)) if gpus else 1), name
+        # the batch the learning rates are for (tools/train.py warns at
+        # another, --auto-scale-lr scales them)
+        assert cfg.auto_scale_lr.base_batch_size == metadata['Batch Size']
         assert cfg.model.backbone.type in metadata['Architecture'][0]

@@ -19,7 +19,8 @@ from mmseg_wavemix.compat import mmengine_checkpoint_loading, resolve_amp
 from mmseg_wavemix.utils.checkpoints import (check_fits,
                                              check_init_checkpoints,
                                              load_state_dict)
-from mmseg_wavemix.utils.checks import (check_crop_size, check_label_packing,
+from mmseg_wavemix.utils.checks import (InputError, check_crop_size,
+                                        check_label_packing,
                                         check_segmentation_data, is_type)
 from mmseg_wavemix.utils.cli import (add_check_args, add_common_args,
                                      build_runner, check_model,
@@ -48,6 +49,12 @@ def parse_args(argv=None):
         help="replay the training forward and backward as CUDA graphs "
         "(FastTrainingHook's cuda_graphs): faster steps on a GPU for more "
         'memory; one crop size, one process; nothing on CPU')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help="scale the learning rates linearly from the config's "
+        'auto_scale_lr.base_batch_size (the total batch they are for) to '
+        "this run's (processes x train_dataloader.batch_size)")
     add_common_args(parser)
     add_check_args(parser)
     return parser.parse_args(argv)
@@ -92,6 +99,25 @@ def check_start(cfg, args) -> bool:
     return False
 
 
+def check_total_batch(cfg, world_size: int) -> None:
+    """Warns where the run trains on another total batch than the one the
+    config's learning rates are for, without scaling them."""
+    auto_scale_lr = cfg.get('auto_scale_lr') or {}
+    base = auto_scale_lr.get('base_batch_size')
+    batch = cfg.train_dataloader.batch_size
+    if base is None or auto_scale_lr.get('enable') or \
+            world_size * batch == base:
+        return
+    print_log(
+        f'The learning rates are for a total batch of {base} '
+        f'(auto_scale_lr.base_batch_size); this run trains on '
+        f'{world_size * batch} ({world_size} process(es) x {batch}) with '
+        'them unscaled; --auto-scale-lr scales them by '
+        f'{world_size * batch}/{base}',
+        logger='current',
+        level=logging.WARNING)
+
+
 def is_mmengine_iter_loop(train_cfg) -> bool:
     """Whether ``train_cfg`` builds mmengine's ``IterBasedTrainLoop``
     (by name, or as the runner's default for ``by_epoch=False``)."""
@@ -102,6 +128,13 @@ def is_mmengine_iter_loop(train_cfg) -> bool:
 
 def train(args):
     cfg = load_config(args)
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in (cfg.get('auto_scale_lr') or {}):
+            raise InputError(
+                '--auto-scale-lr: the config does not say the total batch '
+                'its learning rates are for; add auto_scale_lr = dict('
+                'base_batch_size=N)')
+        cfg.auto_scale_lr.enable = True
     nothing_to_resume = check_start(cfg, args)
 
     if args.amp:
@@ -125,6 +158,8 @@ def train(args):
 
     cfg.resume = args.resume
     runner = build_runner(cfg)
+    if not args.resume or nothing_to_resume:  # else the checkpoint's rates
+        check_total_batch(cfg, runner.world_size)
     if nothing_to_resume:
         print_log(
             f'--resume: no checkpoint in {cfg.work_dir} to resume from '

@@ -28,3 +28,4 @@ train_cfg = dict(max_iters=max_iters, val_interval=80)
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=80))
+auto_scale_lr = dict(base_batch_size=1)  # its learning rates' batch

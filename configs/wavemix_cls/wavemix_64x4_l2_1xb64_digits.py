@@ -57,3 +57,4 @@ custom_hooks = [
 train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 default_hooks = dict(logger=dict(interval=10))
 randomness = dict(seed=0)
+auto_scale_lr = dict(base_batch_size=64)  # its learning rates' batch

@@ -19,3 +19,4 @@ model = dict(
     auxiliary_head=dict(in_channels=256, in_index=2))
 # resumes by moving the sampler past the trained batches, not loading them
 train_cfg = dict(type='FastResumeIterBasedTrainLoop')
+auto_scale_lr = dict(enable=False, base_batch_size=8)  # 4 GPUs x 2

@@ -18,3 +18,4 @@ model = dict(
     decode_head=dict(in_channels=[256, 256, 256, 256], in_index=[0, 1, 2, 3]))
 # resumes by moving the sampler past the trained batches, not loading them
 train_cfg = dict(type='FastResumeIterBasedTrainLoop')
+auto_scale_lr = dict(enable=False, base_batch_size=8)  # 4 GPUs x 2

@@ -20,3 +20,4 @@ model = dict(
 train_dataloader = dict(batch_size=4)
 # resumes by moving the sampler past the trained batches, not loading them
 train_cfg = dict(type='FastResumeIterBasedTrainLoop')
+auto_scale_lr = dict(enable=False, base_batch_size=16)  # 4 GPUs x 4

@@ -26,3 +26,4 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=8000)
 default_hooks = dict(checkpoint=dict(interval=8000))
+auto_scale_lr = dict(enable=False, base_batch_size=8)  # 4 GPUs x 2

@@ -149,3 +149,12 @@ def test_every_tool_names_a_config_it_cannot_read(tool, tmp_path):
     unbuildable = run_tool(tool, bad_model, *extra, check=False)
     assert 'level must be an integer from 1 to 4' in one_error_line(
         unbuildable)
+
+
+def test_auto_scale_lr_needs_the_batch_the_rates_are_for(tmp_path):
+    config = tmp_path / 'no_base_batch.py'
+    config.write_text(f"_base_ = '{MAIN_CONFIG}'\nauto_scale_lr = None\n")
+    result = run_tool('train.py', config, '--auto-scale-lr', check=False)
+    assert one_error_line(result) == (
+        'error: --auto-scale-lr: the config does not say the total batch its '
+        'learning rates are for; add auto_scale_lr = dict(base_batch_size=N)')

@@ -44,6 +44,11 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
                      '--cfg-options', *train_options(small_cityscapes, 4))
     # --amp (and the AMP recipe) fall back to fp32 on a CPU machine
     assert 'training in fp32' in first.stderr
+    # the recipe's learning rates are for the paper's batch of 5
+    assert 'The learning rates are for a total batch of 5 (auto_scale_lr.' \
+        'base_batch_size); this run trains on 2 (1 process(es) x 2) with ' \
+        'them unscaled; --auto-scale-lr scales them by 2/5' in \
+        first.stdout + first.stderr
     assert (work_dir / 'iter_4.pth').exists()
     assert 'mIoU' in first.stdout + first.stderr
 
@@ -58,12 +63,21 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
                      r'\)', log)
     assert '--cuda-graphs: no CUDA device, so no graphs' in log
     assert 'Load checkpoint from' in log and 'iter_4.pth' in log
+    assert 'The learning rates are for' not in log  # the checkpoint's
     assert 'Iter(train) [1/6]' not in log
     assert 'Iter(train) [5/6]' in log
     with mmengine_checkpoint_loading():
         checkpoint = torch.load(work_dir / 'iter_6.pth')
     assert checkpoint['meta']['iter'] == 6
     assert type(checkpoint['optimizer']['state']) is dict
+
+    # --auto-scale-lr: AdamW's 1e-3 for 5 images, at 2
+    scaled = run_tool('train.py', MAIN_CONFIG, '--work-dir',
+                      tmp_path / 'scaled', '--auto-scale-lr',
+                      '--cfg-options', *train_options(small_cityscapes, 1))
+    log = scaled.stdout + scaled.stderr
+    assert 'Scaling the original LR by 0.4' in log
+    assert 'lr: 4.0000e-04' in log and 'The learning rates are' not in log
 
     show_dir = tmp_path / 'vis'
     tested = run_tool('test.py', MAIN_CONFIG, work_dir / 'iter_6.pth',

@@ -52,3 +52,6 @@ default_hooks = dict(
         backend_args=dict(backend='atomic_local')),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
+# the total batch the learning rates are for: the paper's 5 (tools/train.py
+# warns at another, and --auto-scale-lr scales them linearly)
+auto_scale_lr = dict(enable=False, base_batch_size=5)

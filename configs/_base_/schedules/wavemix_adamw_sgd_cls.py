@@ -26,3 +26,6 @@ default_hooks = dict(
         type='CheckpointHook', interval=5, max_keep_ckpts=2,
         save_best='accuracy/top1', rule='greater',
         backend_args=dict(backend='atomic_local')))
+# the total batch the learning rates are for (tools/train.py warns at
+# another, and --auto-scale-lr scales them linearly)
+auto_scale_lr = dict(enable=False, base_batch_size=128)

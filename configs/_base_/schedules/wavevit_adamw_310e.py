@@ -1,6 +1,8 @@
 # The Wave-ViT authors' ImageNet schedule: AdamW with lr 5e-4 per 512 images
-# (scaled by auto_scale_lr), weight decay 0.05 (none on norms and biases),
-# 5 linear warm-up epochs, cosine decay, 310 epochs.
+# (here for the configs' 8 x 128 = 1024; tools/train.py --auto-scale-lr
+# scales it to the run's total batch, as their code does), weight decay 0.05
+# (none on norms and biases), 5 linear warm-up epochs, cosine decay, 310
+# epochs.
 optim_wrapper = dict(
     optimizer=dict(
         type='AdamW',

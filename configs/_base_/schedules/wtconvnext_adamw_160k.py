@@ -27,3 +27,6 @@ param_scheduler = [
 ]
 # resumes by moving the sampler past the trained batches, not loading them
 train_cfg = dict(type='FastResumeIterBasedTrainLoop')
+# the total batch the learning rate is for: 8 GPUs x 2 (tools/train.py warns
+# at another, and --auto-scale-lr scales it linearly)
+auto_scale_lr = dict(enable=False, base_batch_size=16)
