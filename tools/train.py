@@ -67,8 +67,9 @@ def main(argv=None):
 def check_start(cfg, args) -> bool:
     """Everything checked before the runner starts (and prints the config):
     the model builds, its data preprocessor takes the labels as the
-    pipeline packs them, the data is there and fits, and the checkpoint to
-    resume or fine-tune from fits the model. Returns whether ``--resume``
+    pipeline packs them, the crop size reaches the pipeline (a warning), the
+    data is there and fits, and so do the heads' classes, and the checkpoint
+    to resume or fine-tune from fits the model. Returns whether ``--resume``
     finds nothing to resume."""
     model = check_model(cfg)
     check_label_packing(cfg)

@@ -1,7 +1,7 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
-"""What ``tools/train.py`` and ``tools/test.py`` share: MMSeg's command-line
-arguments and ours, config loading, the model built once for the checks,
-one-line errors and runner construction."""
+"""What the command-line tools share: MMSeg's arguments and ours, config
+reading and loading, the model built once for the checks, one-line errors
+and runner construction."""
 import argparse
 import copy
 import importlib.util
