@@ -5,12 +5,14 @@ cut, later ones are not started, and the summary names them and the SKIP
 that runs them in a second call."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
 import textwrap
 
 from ..conftest import REPO_ROOT
+from .demo_data import tool_module
 
 SCRIPT = os.path.join(REPO_ROOT, 'tools', 'gpu_checks.sh')
 
@@ -206,3 +208,58 @@ def test_a_step_that_needs_more_than_is_left_waits_for_the_second_call(
     assert 'Not finished by DEADLINE: training' in lines
     rest = next(line for line in lines if line.startswith('The rest'))
     assert ' training ' not in f'{rest.split("SKIP=")[1].split(" bash")[0]} '
+
+
+def test_every_command_of_a_full_run_parses(tmp_path):
+    """Each tool that a full run starts (every optional step on) takes its
+    arguments: its own parser, each benchmark entry's options and each
+    recipe run's tools/train.py arguments. A misspelt option would otherwise
+    cost a GPU session's call."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    python = bin_dir / 'python3'
+    # logs its arguments as JSON, passes the checks (-c), runs the summary
+    # (a script on stdin) and ends every tool at once
+    python.write_text(
+        textwrap.dedent(f"""\
+            #!{sys.executable}
+            import json, os, sys
+            with open({str(tmp_path / 'calls.json')!r}, 'a') as f:
+                f.write(json.dumps(sys.argv[1:]) + '\\n')
+            if sys.argv[1] == '-':
+                os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+            """))
+    python.chmod(0o755)
+    env = dict(os.environ, DEADLINE='1000', MIN_STEP='1', SKIP='',
+               STEP_NEEDS='', TMPDIR=str(tmp_path), SWEEP='1',
+               COMPILE_TRAIN='1', PLAIN='1', INFERENCE_ALL='1',
+               PATH=f'{bin_dir}:{os.environ["PATH"]}')
+    subprocess.run(['bash', SCRIPT, str(tmp_path / 'out')], env=env,
+                   capture_output=True, text=True, timeout=120, check=True)
+    calls = [json.loads(line)
+             for line in (tmp_path / 'calls.json').read_text().splitlines()]
+    tools = [call for call in calls if call[0].startswith('tools/')]
+    assert len(tools) >= 20, calls
+    benchmark = tool_module('benchmark.py')
+    train = tool_module('train.py')
+    parsed = set()
+    for script, *argv in tools:
+        name = script[len('tools/'):]
+        tool = tool_module(name)
+        args = tool.parse_args(argv)
+        parsed.add(name)
+        if name == 'benchmark.py':
+            for spec in (args.config, *args.compare):
+                benchmark.parse_entry(spec, args)
+        elif name == 'analysis_tools/profile_model.py':
+            benchmark.parse_entry(args.config, tool.bench_args(args))
+        elif name == 'analysis_tools/benchmark_recipe.py':
+            for run in args.runs:
+                train.parse_args([args.config, *shlex.split(
+                    run.partition('=')[2])])
+    assert {'benchmark.py', 'analysis_tools/profile_model.py',
+            'analysis_tools/benchmark_recipe.py',
+            'analysis_tools/benchmark_data.py',
+            'analysis_tools/benchmark_haar.py',
+            'analysis_tools/benchmark_focal_loss.py',
+            'analysis_tools/benchmark_level_mlp.py'} <= parsed
