@@ -21,7 +21,7 @@ def crop_warnings(cfg):
     UPERNET, f'{REPO_ROOT}/configs/wavemix/wavemix_256x16_l4_cityscapes.py',
     'mmseg::deeplabv3plus/deeplabv3plus_r101-d8_4xb2-80k_cityscapes-769x769.py'
 ])
-def test_configs_that_crop_their_crop_size_pass(config):
+def test_configs_whose_crop_size_is_their_crop_pass(config):
     assert crop_warnings(read_config(config)) == []
 
 
