@@ -59,6 +59,18 @@ def test_resume_on_both_sides_of_the_switch(full_run, tmp_path,
         torch.testing.assert_close(p, q, msg=name)
 
 
+def test_auto_scale_lr_scales_the_new_optimizer_too(tmp_path):
+    """mmengine scales the first optimizer's learning rates to the run's
+    total batch; the optimizer switched to gets the same factor (3 images
+    where the rates are for 6: a half)."""
+    runner = build_toy_runner(
+        tmp_path, auto_scale_lr=dict(enable=True, base_batch_size=6))
+    runner.train()
+    lrs = recorder(runner).lrs
+    assert lrs[0] == pytest.approx(0.01 / 2)  # AdamW's, by mmengine
+    assert lrs[5] == pytest.approx(0.05 / 2)  # SGD's, by the hook
+
+
 def test_schedule_shorter_than_final_iters_switches_at_start(tmp_path):
     runner = build_toy_runner(tmp_path, max_iters=2, final_iters=5)
     runner.train()

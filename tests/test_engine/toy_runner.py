@@ -61,7 +61,7 @@ class RecordOptimizerHook(Hook):
 def build_toy_runner(work_dir, max_iters=8, final_iters=3, resume_from=None,
                      checkpoint_interval=2, final_epochs=None, by_epoch=False,
                      max_epochs=None, param_scheduler=None, dataset=None,
-                     extra_hooks=()):
+                     extra_hooks=(), auto_scale_lr=None):
     torch.manual_seed(0)
     if by_epoch:
         train_cfg = dict(by_epoch=True, max_epochs=max_epochs)
@@ -81,6 +81,7 @@ def build_toy_runner(work_dir, max_iters=8, final_iters=3, resume_from=None,
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
         train_cfg=train_cfg,
         param_scheduler=param_scheduler,
+        auto_scale_lr=auto_scale_lr,
         custom_hooks=[
             dict(
                 type='OptimizerSwitchHook',

@@ -71,13 +71,16 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
     assert checkpoint['meta']['iter'] == 6
     assert type(checkpoint['optimizer']['state']) is dict
 
-    # --auto-scale-lr: AdamW's 1e-3 for 5 images, at 2
+    # --auto-scale-lr: AdamW's 1e-3 for 5 images, at 2 (mmengine's), and
+    # SGD's after the switch (the hook's; here at once)
     scaled = run_tool('train.py', MAIN_CONFIG, '--work-dir',
                       tmp_path / 'scaled', '--auto-scale-lr',
                       '--cfg-options', *train_options(small_cityscapes, 1))
     log = scaled.stdout + scaled.stderr
     assert 'Scaling the original LR by 0.4' in log
     assert 'lr: 4.0000e-04' in log and 'The learning rates are' not in log
+    assert 'switched the optimizer from AdamW to SGD at iteration 0 ' \
+        '(learning rate scaled by 0.4, auto_scale_lr)' in log
 
     show_dir = tmp_path / 'vis'
     tested = run_tool('test.py', MAIN_CONFIG, work_dir / 'iter_6.pth',

@@ -14,9 +14,12 @@ class OptimizerSwitchHook(Hook):
     The WaveMix recipe trains with AdamW and finishes with SGD. At the switch
     the optimizer inside ``runner.optim_wrapper`` is rebuilt from
     ``optimizer`` with the config's ``paramwise_cfg``; the wrapper itself
-    (gradient clipping, AMP loss scaler, accumulation) is kept. The state is
-    saved in checkpoints, so ``--resume`` continues with the right optimizer
-    and its state on either side of the switch.
+    (gradient clipping, AMP loss scaler, accumulation) is kept. Where the
+    runner scales the learning rates to its total batch (``auto_scale_lr``
+    on: ``tools/train.py --auto-scale-lr``), which it does for the first
+    optimizer only, the new one's are scaled alike. The state is saved in
+    checkpoints, so ``--resume`` continues with the right optimizer and its
+    state on either side of the switch.
 
     Args:
         optimizer (dict): Config of the optimizer to switch to, e.g.
@@ -55,13 +58,27 @@ class OptimizerSwitchHook(Hook):
 
     def _build(self, runner):
         """The optimizer to switch to, for the runner's model (with the
-        config's ``paramwise_cfg``)."""
+        config's ``paramwise_cfg``), its learning rates scaled as the
+        runner's ``auto_scale_lr`` scaled the first optimizer's."""
         wrapper_cfg = copy.deepcopy(runner.cfg.get('optim_wrapper', {}))
         new_cfg = dict(
             type='OptimWrapper',
             optimizer=copy.deepcopy(self.optimizer_cfg),
             paramwise_cfg=wrapper_cfg.get('paramwise_cfg'))
-        return build_optim_wrapper(runner.model, new_cfg).optimizer
+        optimizer = build_optim_wrapper(runner.model, new_cfg).optimizer
+        for group in optimizer.param_groups:
+            group['lr'] *= self._lr_scale(runner)
+        return optimizer
+
+    @staticmethod
+    def _lr_scale(runner) -> float:
+        """mmengine's ``auto_scale_lr`` factor (1 where it is off): the
+        run's total batch over the one the learning rates are for."""
+        auto_scale_lr = getattr(runner, 'auto_scale_lr', None) or {}
+        if not auto_scale_lr.get('enable', False):
+            return 1.
+        return runner.world_size * runner.train_dataloader.batch_size / \
+            auto_scale_lr['base_batch_size']
 
     def _switch(self, runner, reason: str) -> None:
         wrapper = runner.optim_wrapper
@@ -85,9 +102,12 @@ class OptimizerSwitchHook(Hook):
                 group[key] for group in new_optimizer.param_groups
             ]
         self.switched = True
+        scale = self._lr_scale(runner)
         runner.logger.info(
             f'OptimizerSwitchHook: switched the optimizer from {old_name} to '
-            f'{type(new_optimizer).__name__} {reason}')
+            f'{type(new_optimizer).__name__} {reason}' +
+            (f' (learning rate scaled by {scale:g}, auto_scale_lr)'
+             if scale != 1 else ''))
 
     def before_train(self, runner) -> None:
         if not self.switched:
