@@ -66,8 +66,9 @@ class OptimizerSwitchHook(Hook):
             optimizer=copy.deepcopy(self.optimizer_cfg),
             paramwise_cfg=wrapper_cfg.get('paramwise_cfg'))
         optimizer = build_optim_wrapper(runner.model, new_cfg).optimizer
+        scale = self._lr_scale(runner)
         for group in optimizer.param_groups:
-            group['lr'] *= self._lr_scale(runner)
+            group['lr'] *= scale
         return optimizer
 
     @staticmethod
