@@ -254,9 +254,11 @@ def set_random_states(states: dict) -> None:
     random.setstate(states['python'])
     name, keys, *rest = states['numpy']
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(states['torch'])
+    # mmengine's resume maps a checkpoint's tensors to the GPU; the
+    # generators take their states as CPU tensors only
+    torch.set_rng_state(states['torch'].cpu())
     if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state(states['cuda'])
+        torch.cuda.set_rng_state(states['cuda'].cpu())
 
 
 @contextlib.contextmanager
