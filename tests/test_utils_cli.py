@@ -12,7 +12,8 @@ from mmseg_wavemix.utils.checks import InputError, package_file, tool_path
 from mmseg_wavemix.utils.cli import (expandable_segments_for_graphs,
                                      positive_int, read_config,
                                      request_training_graphs,
-                                     resolve_config_path, use_cpu_distributed)
+                                     resolve_config_path, unpin_without_cuda,
+                                     use_cpu_distributed)
 
 from .conftest import REPO_ROOT, logged_messages
 
@@ -87,6 +88,19 @@ def test_use_cpu_distributed():
     assert cfg.model_wrapper_cfg.device_ids is None
 
 
+def test_unpin_without_cuda():
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, 'configs/wavemix/wavemix_256x16_l4_cityscapes.py'))
+    assert cfg.train_dataloader.pin_memory is True  # the recipe's
+    cfg.val_dataloader.pin_memory = True
+    unpin_without_cuda(cfg)
+    assert cfg.train_dataloader.pin_memory is False
+    assert cfg.val_dataloader.pin_memory is False
+    assert 'pin_memory' not in cfg.test_dataloader or \
+        cfg.test_dataloader.pin_memory is False
+    unpin_without_cuda(Config(dict(train_dataloader=None)))  # nothing to do
+
+
 def test_request_training_graphs_turns_on_the_hook_or_adds_one():
     cfg = Config.fromfile(
         osp.join(REPO_ROOT, 'configs/wavemix/wavemix_256x16_l4_cityscapes.py'))
@@ -96,7 +110,13 @@ def test_request_training_graphs_turns_on_the_hook_or_adds_one():
     assert [hook.type for hook in cfg.custom_hooks] == hooks
     assert [hook.get('cuda_graphs') for hook in cfg.custom_hooks] == [
         True if kind == 'FastTrainingHook' else None for kind in hooks]
+    # --no-cuda-graphs: the recipe's hook without them; no hook added
+    request_training_graphs(cfg, on=False)
+    assert [hook.get('cuda_graphs') for hook in cfg.custom_hooks] == [
+        False if kind == 'FastTrainingHook' else None for kind in hooks]
     cfg = Config(dict(custom_hooks=[dict(type='NonFiniteLossHook')]))
+    request_training_graphs(cfg, on=False)
+    assert cfg.custom_hooks == [dict(type='NonFiniteLossHook')]
     request_training_graphs(cfg)
     assert cfg.custom_hooks == [
         dict(type='NonFiniteLossHook'),

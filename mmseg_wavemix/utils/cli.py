@@ -186,6 +186,8 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     if args.launcher != 'none' and not torch.cuda.is_available():
         use_cpu_distributed(cfg)
+    if not torch.cuda.is_available():
+        unpin_without_cuda(cfg)
     # work_dir priority: CLI > config > ./work_dirs/<config name>
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -213,22 +215,35 @@ def use_cpu_distributed(cfg: Config) -> None:
             'run without CUDA', logger='current', level=logging.WARNING)
 
 
-def request_training_graphs(cfg: Config) -> None:
+def unpin_without_cuda(cfg: Config) -> None:
+    """Data loaders that pin their batches (the recipe's) do not where
+    there is no CUDA device: PyTorch would warn that it pins nothing."""
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if isinstance(loader, dict) and loader.get('pin_memory'):
+            loader['pin_memory'] = False
+
+
+def request_training_graphs(cfg: Config, on: bool = True) -> None:
     """``--cuda-graphs``: the config's ``FastTrainingHook`` (one added where
     it has none) replays the training forward and backward as CUDA
-    graphs.
+    graphs; ``--no-cuda-graphs`` (``on=False``): its hooks do not.
 
     Raises:
         InputError: For a classification (mmpretrain) config: the hook
             trains MMSeg's models.
     """
+    hooks = list(cfg.get('custom_hooks') or [])
+    fast = [hook for hook in hooks if is_type(hook, 'FastTrainingHook')]
+    if not on:
+        for hook in fast:
+            hook['cuda_graphs'] = False
+        return
     if cfg.get('default_scope') == 'mmpretrain':
         raise InputError(
             '--cuda-graphs trains segmentation configs (FastTrainingHook is '
             f"MMSeg's); {cfg.filename} is a classification config: train it "
             'without --cuda-graphs')
-    hooks = list(cfg.get('custom_hooks') or [])
-    fast = [hook for hook in hooks if is_type(hook, 'FastTrainingHook')]
     for hook in fast:
         hook['cuda_graphs'] = True
     if not fast:

@@ -122,10 +122,8 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
                      if 'benchmark.py' in c and '@fp16,fast ' in c)
     assert train < expandable < memory < profile < inference
     # before them, the recipe through tools/train.py on data made at
-    # 1024x2048 (once), plain, with --cuda-graphs, with pinned batches
-    # copied without waiting (and validation in fp16), and last (the one a
-    # deadline cuts) with mmseg's int64 labels, each validating twice on 20
-    # images
+    # 1024x2048 (once), as configured, eager, and last (the one a deadline
+    # cuts) with mmseg's int64 labels, each validating twice on 20 images
     made, converted, recipe = (
         next(i for i, c in enumerate(calls) if tool in c)
         for tool in ('make_demo_cityscapes.py', 'dataset_converters/'
@@ -135,20 +133,17 @@ def test_a_step_at_the_deadline_is_cut_and_the_rest_named(tmp_path):
     assert calls[recipe].startswith(
         'tools/analysis_tools/benchmark_recipe.py configs/wavemix/'
         'wavemix_256x16_l4_cityscapes.py ')
-    assert '--val-interval 30 --run plain= --run cuda_graphs=--cuda-graphs ' \
-        '--run cuda_graphs_pinned=--cuda-graphs --cfg-options ' \
-        'train_dataloader.pin_memory=True model.data_preprocessor.' \
-        'non_blocking=True val_cfg.fp16=True ' \
-        '--run cuda_graphs_int64_labels=' \
-        '--cuda-graphs --cfg-options train_dataloader.dataset.pipeline.3.' \
-        'type=PackSegInputs ' in calls[recipe]
+    assert '--val-interval 30 --run recipe= --run eager=--no-cuda-graphs ' \
+        '--run int64_labels=--cfg-options train_dataloader.dataset.' \
+        'pipeline.3.type=PackSegInputs ' in calls[recipe]
     assert f'--json {out}/recipe_b5_1024x2048_cuda.json' in calls[recipe]
-    # then the data path alone: uint8 labels, mmseg's int64 ones, pinned
+    # then the data path alone: pinned (the config's), int64 labels, unpinned
     data, = (i for i, c in enumerate(calls) if 'benchmark_data.py' in c)
     assert recipe < data < train
-    assert '--run uint8= --run int64=train_dataloader.dataset.pipeline.3.' \
-        'type=PackSegInputs --run uint8_pinned=train_dataloader.pin_memory' \
-        f'=True --json {out}/data_b5_1024x2048_cuda.json' in calls[data]
+    assert '--run uint8_pinned= --run int64_pinned=train_dataloader.' \
+        'dataset.pipeline.3.type=PackSegInputs --run uint8=train_dataloader.' \
+        f'pin_memory=False --json {out}/data_b5_1024x2048_cuda.json' in \
+        calls[data]
     assert 'uint8 150.0 ms a batch 33.3 img/s, preprocessor 4.0 ms, ' \
         'labels 10.0 MiB' in [
             ' '.join(line.split()) for line in lines]

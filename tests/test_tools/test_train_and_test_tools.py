@@ -51,17 +51,22 @@ def test_train_resume_and_test(small_cityscapes, tmp_path):
         first.stdout + first.stderr
     assert (work_dir / 'iter_4.pth').exists()
     assert 'mIoU' in first.stdout + first.stderr
+    # the recipe trains with CUDA graphs (nothing on CPU) and pins its
+    # batches, which a machine without CUDA does not (PyTorch would warn)
+    assert re.search(r"dict\(\s*cuda_graphs=True,\s*type='FastTrainingHook'"
+                     r'\)', first.stdout)
+    assert 'pin_memory=False' in first.stdout
+    assert 'pin_memory=True' not in first.stdout
+    assert "'pin_memory' argument is set as true" not in first.stderr
 
     # A longer schedule resumes from the last checkpoint, not from scratch;
-    # --cuda-graphs turns the graphs of the config's FastTrainingHook on
-    # (nothing on CPU)
+    # --no-cuda-graphs turns the graphs of the config's FastTrainingHook off
     resumed = run_tool('train.py', MAIN_CONFIG, '--work-dir', work_dir,
-                       '--resume', '--cuda-graphs', '--cfg-options',
+                       '--resume', '--no-cuda-graphs', '--cfg-options',
                        *train_options(small_cityscapes, 6))
     log = resumed.stdout + resumed.stderr
-    assert re.search(r"dict\(\s*cuda_graphs=True,\s*type='FastTrainingHook'"
+    assert re.search(r"dict\(\s*cuda_graphs=False,\s*type='FastTrainingHook'"
                      r'\)', log)
-    assert '--cuda-graphs: no CUDA device, so no graphs' in log
     assert 'Load checkpoint from' in log and 'iter_4.pth' in log
     assert 'The learning rates are for' not in log  # the checkpoint's
     assert 'Iter(train) [1/6]' not in log

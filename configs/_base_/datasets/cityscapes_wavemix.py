@@ -25,9 +25,14 @@ test_pipeline = [
 # Batch 5 as in the paper. batch_size is per GPU: 1 GPU x 5 images here; on
 # N GPUs set train_dataloader.batch_size so that N x batch_size = 5 (or keep
 # it and scale the learning rate).
+# pin_memory: the batches in page-locked memory, which the model's data
+# preprocessor copies to the GPU without the host waiting (its non_blocking);
+# H200, tools/train.py at batch 5 with CUDA graphs: 0.154 s a step against
+# 0.165 s. tools/train.py turns it off without CUDA.
 train_dataloader = dict(
     batch_size=5,
     num_workers=4,
+    pin_memory=True,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=1,

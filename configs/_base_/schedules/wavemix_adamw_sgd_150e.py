@@ -26,7 +26,11 @@ custom_hooks = [
         optimizer=dict(type='SGD', lr=1e-3, momentum=0.9, fused=True),
         final_iters=sgd_iters),
     dict(type='NonFiniteLossHook'),  # stop before saving NaN weights
-    dict(type='FastTrainingHook')  # CUDA: channels_last, 1x1 convs as GEMMs
+    # CUDA: channels_last, 1x1 convs as GEMMs, and the training forward and
+    # backward replayed as CUDA graphs (H200, tools/train.py at batch 5:
+    # 0.165 s a step against 0.205 s eager; tools/train.py --no-cuda-graphs
+    # trains eagerly). Nothing on CPU.
+    dict(type='FastTrainingHook', cuda_graphs=True)
 ]
 
 # FastResumeIterBasedTrainLoop: mmengine's IterBasedTrainLoop, but a resumed
