@@ -17,12 +17,14 @@ class SegDataPreProcessorUint8(SegDataPreProcessor):
         non_blocking (bool): Copy the batch to the device without the host
             waiting for the copy (and for the GPU work queued before it).
             It takes effect for memory the data loader pins
-            (``pin_memory=True``). mmengine's option, which mmseg's
-            preprocessor does not pass on. Defaults to False.
+            (``pin_memory=True``, as the Cityscapes recipe's does); from
+            pageable memory the copy is the plain one. mmengine's option
+            (False there), which mmseg's preprocessor does not pass on.
+            Defaults to True.
         **kwargs: ``SegDataPreProcessor``'s arguments.
     """
 
-    def __init__(self, non_blocking: bool = False, **kwargs):
+    def __init__(self, non_blocking: bool = True, **kwargs):
         super().__init__(**kwargs)
         self._non_blocking = non_blocking
 

@@ -101,6 +101,11 @@ def test_preprocessor_copies_as_asked(non_blocking, monkeypatch):
     SegDataPreProcessorUint8(non_blocking=non_blocking, size_divisor=8)(
         data, True)
     assert copies[:4] == [non_blocking] * 4  # 2 images, then 2 label maps
+    # the default: without waiting (for the recipe's pinned batches)
+    data = batch(torch.uint8)
+    copies.clear()
+    SegDataPreProcessorUint8(size_divisor=8)(data, True)
+    assert copies[:4] == [True] * 4
 
 
 def test_decoders_with_mmseg_losses_train_on_uint8_labels():

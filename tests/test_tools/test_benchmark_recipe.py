@@ -22,15 +22,15 @@ def test_runs_are_timed_from_their_logs_and_a_failed_one_is_named(
     result = run_tool(
         'analysis_tools/benchmark_recipe.py', CONFIG, root, '--iters', '4',
         '--interval', '1', '--skip', '1', '--work-dir', tmp_path / 'runs',
-        '--run', 'plain=', '--run', 'cuda_graphs=--cuda-graphs', '--run',
+        '--run', 'recipe=', '--run', 'eager=--no-cuda-graphs', '--run',
         'broken=--no-such-flag', '--json', out, '--cfg-options', *options,
         check=False)
     assert result.returncode == 1
     assert result.stderr.strip().endswith('failed: broken')
     data = json.loads(out.read_text())
     assert data['finished'] and data['batch'] == 2
-    assert list(data['results']) == ['plain', 'cuda_graphs', 'broken']
-    for name in ('plain', 'cuda_graphs'):
+    assert list(data['results']) == ['recipe', 'eager', 'broken']
+    for name in ('recipe', 'eager'):
         entry = data['results'][name]
         assert entry['returncode'] == 0
         train = entry['train']
@@ -39,7 +39,7 @@ def test_runs_are_timed_from_their_logs_and_a_failed_one_is_named(
         assert train['min_s'] <= train['median_s'] <= train['max_s']
         assert train['images_per_s'] == pytest.approx(2 / train['median_s'])
         assert 0 <= train['data_time_s'] < train['max_s']
-    assert data['results']['cuda_graphs']['args'] == ['--cuda-graphs']
+    assert data['results']['eager']['args'] == ['--no-cuda-graphs']
     # timed training only: no validation, no checkpoint (the last one
     # included)
     assert not list((tmp_path / 'runs').rglob('*.pth'))
@@ -55,7 +55,7 @@ def test_runs_are_timed_from_their_logs_and_a_failed_one_is_named(
     assert sum('Iter(train) [4/4]' in line for line in lines) == 2
     assert lines[-4].split()[:3] == ['run', 'step', 'images/s']
     assert [line.split()[0] for line in lines[-3:]] == [
-        'plain', 'cuda_graphs', 'broken']
+        'recipe', 'eager', 'broken']
     assert lines[-1].split()[1:3] == ['failed', '(exit']
 
 

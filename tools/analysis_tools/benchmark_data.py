@@ -33,7 +33,8 @@ from mmseg.registry import MODELS
 import mmseg_wavemix  # noqa: F401  (registers the plugin)
 from mmseg_wavemix.utils.analysis import write_json
 from mmseg_wavemix.utils.benchmark import environment
-from mmseg_wavemix.utils.cli import input_errors_in_one_line, read_config
+from mmseg_wavemix.utils.cli import (input_errors_in_one_line, read_config,
+                                     unpin_without_cuda)
 
 
 def parse_args(argv=None):
@@ -83,6 +84,8 @@ class DataPath:
                                for o in args.cfg_options + options.split())
         })
         init_default_scope(cfg.get('default_scope', 'mmseg'))
+        if torch.device(args.device).type != 'cuda':  # as tools/train.py does
+            unpin_without_cuda(cfg)
         loader_cfg = copy.deepcopy(cfg.train_dataloader)
         loader_cfg.dataset.data_root = args.data_root
         # no epoch's end within a round; its workers stopped at its end

@@ -1,9 +1,9 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """Time training as users run it: ``tools/train.py CONFIG`` on a data root
 for a few iterations, its data loading, hooks and optimizer included, once
-per set of extra arguments (``--run NAME=ARGS``; by default the plain run,
-then ``--cuda-graphs``), each in a process of its own, one after the
-other. From mmengine's log:
+per set of extra arguments (``--run NAME=ARGS``; by default the config as
+it is, then ``--no-cuda-graphs``), each in a process of its own, one after
+the other. From mmengine's log:
 the iteration time and the time spent waiting for data (medians over the
 logged windows after the first ``--skip`` ones: the first iterations tune
 kernels and record graphs); the largest memory allocated; and, on CUDA,
@@ -16,8 +16,8 @@ Example (data made by tools/dataset_converters/make_demo_cityscapes.py):
     python tools/analysis_tools/benchmark_recipe.py \
         configs/wavemix/wavemix_256x16_l4_cityscapes.py data/cityscapes_1024 \
         --iters 60 --json work_dirs/recipe.json
-    # other runs: --run plain= --run graphs_kept='--cuda-graphs
-    #     --cfg-options custom_hooks.2.keep_levels=True'
+    # other runs: --run recipe= --run graphs_kept='--cfg-options
+    #     custom_hooks.2.keep_levels=True'
 """
 import argparse
 import glob
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--run', action='append', metavar='NAME=ARGS', dest='runs',
         help="a run's name and tools/train.py's extra arguments, once per "
-        "run (default: plain= cuda_graphs=--cuda-graphs)")
+        "run (default: recipe= eager=--no-cuda-graphs)")
     parser.add_argument('--iters', type=int, default=60,
                         help='iterations per run (default: 60)')
     parser.add_argument('--interval', type=int, default=10,
@@ -88,11 +88,11 @@ def parse_args(argv=None):
         'train_dataloader.num_workers=8)')
     parser.add_argument('--json', help='write the results to this file')
     args = parser.parse_args(argv)
-    args.runs = args.runs or ['plain=', 'cuda_graphs=--cuda-graphs']
+    args.runs = args.runs or ['recipe=', 'eager=--no-cuda-graphs']
     for run in args.runs:
         if '=' not in run or not run.split('=', 1)[0]:
             parser.error(f'--run {run!r}: give NAME=ARGS (e.g. '
-                         'cuda_graphs=--cuda-graphs; plain= for none)')
+                         'eager=--no-cuda-graphs; recipe= for none)')
     for option in args.cfg_options:
         if '=' not in option:
             parser.error(f'--cfg-options {option!r}: give key=value')

@@ -11,11 +11,7 @@ data_preprocessor = dict(
     # no padding for Cityscapes at 1024x2048 or 512x1024.
     size_divisor=64,
     pad_val=0,
-    seg_pad_val=255,
-    # the copy to the GPU does not wait for the host where the data loader
-    # pins its batches (the Cityscapes recipe's); from pageable memory it
-    # is the plain copy
-    non_blocking=True)
+    seg_pad_val=255)
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
