@@ -33,7 +33,8 @@
 # machine without a package index: ../shared/gpu/README.md (bundle .gpu/, then `source .gpu/env.sh &&`);
 # pytest travels as wheels too: `pip download --no-deps --only-binary=:all: --python-version 3.12
 # --platform manylinux2014_x86_64 -d .gpu/whl pytest pluggy iniconfig packaging hypothesis sortedcontainers
-# pytest-xdist execnet`.
+# pytest-xdist execnet`; the recipe and data steps make their data with cityscapesScripts (and its pyquaternion):
+# `pip download ... -d .gpu/whl cityscapesScripts==2.3.0 pyquaternion` (session 37).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-work_dirs/gpu}"

@@ -1,6 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
 """One preparation of a model for faster training on a GPU."""
-import logging
 from typing import Optional, Union
 
 import torch
@@ -67,11 +66,12 @@ def prepare_for_training(model: nn.Module,
     if cuda_graphs:
         if dist.is_available() and dist.is_initialized() and \
                 dist.get_world_size() > 1:
+            # logged, not warned: the recipe asks for graphs on any count of
+            # GPUs, and several train as they would without asking
             print_log(
                 'prepare_for_training: no CUDA graphs for training in '
                 'several processes (SyncBN\'s all-reduce would be recorded '
-                'in them); training without', logger='current',
-                level=logging.WARNING)
+                'in them); training without', logger='current')
         else:
             training_cuda_graphs(model)
     return model
