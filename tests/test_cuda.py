@@ -296,6 +296,10 @@ def test_training_cuda_graphs_train_as_eager_training():
         'CUDA graphs: recording the training backbone and decode_head',
         'CUDA graphs: recorded the training backbone and decode_head'
     ]
+    # with the memory reserved then, which the log's "memory" does not show
+    assert re.search(r' s; \d+\.\d GiB reserved now \(the log\'s memory '
+                     r'counts allocations, which replays do not make\)',
+                     logged[1]), logged[1]
     for part in (graphed.backbone, graphed.decode_head):
         assert [g is not None for g in part.forward.graphs.values()] == [True]
     assert eager_losses[-1] < eager_losses[0]

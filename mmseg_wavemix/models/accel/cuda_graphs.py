@@ -449,9 +449,16 @@ def _record_group(observed: list) -> None:
         '; their memory pools would hold less with PyTorch\'s expandable '
         'segments, set before the run: '
         'PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True')
+    # the memory to watch from here: the log's "memory" (mmengine's largest
+    # allocation) misses what the replays use, which they do not allocate
+    reserved = '' if device.type != 'cuda' else (
+        f'; {torch.cuda.memory_reserved(device) / 2**30:.1f} GiB reserved '
+        "now (the log's memory counts allocations, which replays do not "
+        'make)')
     print_log(
         f'CUDA graphs: recorded the training {names} in '
-        f'{time.perf_counter() - start:.1f} s{hint}', logger='current')
+        f'{time.perf_counter() - start:.1f} s{reserved}{hint}',
+        logger='current')
 
 
 def _expandable_segments() -> bool:
