@@ -11,10 +11,11 @@
 # 202 s, the graphed row with expandable segments 62 s (alone then); the memory reports about 45 s. Session 30 (no
 # GPU) added the recipe step after the tests, session 31 the data step; in session 37 (H200) the tests took 210 s, the
 # recipe step was cut at 264 s in its fourth run (now three), the data step 45 s and the peers 135 s (a second
-# call). The training table, measured in sessions 28 and 29, waits for a second call (STEP_NEEDS). All steps end by DEADLINE seconds (default 470: the run's 8 minutes, so that a session's 15 minutes
-# of device time hold the machine's start, this run and a second call for the rest): a step that would start later
-# is not run, one still running then is cut, and the summary says which, with the SKIP that runs the rest in a second
-# call, and the seconds of each step.
+# call). The training table, measured in sessions 28 and 29, waits for a second call (STEP_NEEDS). All steps end by
+# DEADLINE seconds (default 470: the run's 8 minutes, so that a session's 15 minutes of device time hold the
+# machine's start, this run and a second call for the rest): a step that would start later is not run, one still
+# running then is cut, and the summary says which, with the SKIP that runs the rest in a second call, and the
+# seconds of each step.
 #
 #   bash tools/gpu_checks.sh [OUT_DIR]      # default: work_dirs/gpu
 #   SKIP="tests inference training" bash tools/gpu_checks.sh OUT   # the rest only (steps: tests recipe
@@ -176,7 +177,7 @@ step inference "Inference 1024x2048, batch 1" python3 tools/benchmark.py $C@fp16
   --shape 1024 2048 --repeat 10 --warmup 3 --no-memory --no-flops --json "$OUT/inference_1024x2048_cuda.json"
 # The paper's point against its peer in training: SegFormer-B5 under AMP (mmseg's Cityscapes config, which trains one
 # crop per GPU) and the recipe's model, eager and graphed, at batch 1, step time and peak memory in one interleaved
-# run (session 37, H200: 0.041 s graphed and 2.8 GB, 0.152 s eager, SegFormer-B5 0.222 s and 37.7 GB; 135 s).
+# run (session 37, H200: 0.041 s graphed and 2.8 GiB, 0.152 s eager, SegFormer-B5 0.222 s and 36.8 GiB; 135 s).
 step peers "Training 1024x2048, batch 1: ours against SegFormer-B5" python3 tools/benchmark.py \
   $C@fp16,fast_train,cuda_graphs --compare $C@fp16,fast_train $SEGFORMER --device cuda --shape 1024 2048 --batch 1 \
   --train --repeat 3 --warmup 1 --no-flops --json "$OUT/train_b1_1024x2048_peers_cuda.json"
