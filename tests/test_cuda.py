@@ -1169,3 +1169,89 @@ def test_resumed_training_goes_on_with_the_cuda_generator(tmp_path):
     draws = whole.runner_model.cuda_draws
     assert len(set(draws)) == loop_tests.MAX_ITERS
     assert resumed.model.cuda_draws == draws[loop_tests.RESUME_AT:]
+
+
+def test_recipe_trains_graphed_through_the_switch_and_resumes(tmp_path):
+    """``tools/train.py`` on the recipe (a tiny model; CUDA graphs and pinned
+    batches by default since session 37): the graphed steps, on both sides
+    of the optimizer switch, give eager training's weights up to float
+    rounding, the graphs recorded once; and a run resumed on the GPU from a
+    checkpoint before the switch ends with those weights too (in session 37
+    a resumed run stopped at its first step: the random generators' states,
+    which mmengine's resume loads onto the GPU, were put back as such)."""
+    from mmseg_wavemix.compat import mmengine_checkpoint_loading
+    from .test_tools.demo_data import MAIN_CONFIG, data_root_options
+    from .test_tools.test_train_and_test_tools import TINY_MODEL
+    env = {
+        name: value
+        for name, value in os.environ.items() if name not in (
+            'PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF', 'WORLD_SIZE')
+    }
+
+    def tool(*args):
+        done = subprocess.run([sys.executable, *map(str, args)], env=env,
+                              capture_output=True, text=True, cwd=REPO_ROOT,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    root = tmp_path / 'data'
+    tool('tools/dataset_converters/make_demo_cityscapes.py', root,
+         '--num-train', 4, '--num-val', 2, '--size', 128, 256)
+    tool('tools/dataset_converters/cityscapes.py', root, '--nproc', 2)
+
+    def train(name, iters, *args):
+        # AdamW for iterations 1-4, SGD for 5-6 (at a rate that moves the
+        # weights as much); every checkpoint kept
+        return tool(
+            'tools/train.py', MAIN_CONFIG, '--work-dir', tmp_path / name,
+            *args, '--cfg-options', *TINY_MODEL, *data_root_options(root),
+            'train_dataloader.batch_size=2', 'randomness.seed=0',
+            f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=6',
+            'default_hooks.checkpoint.interval=2',
+            'default_hooks.checkpoint.max_keep_ckpts=-1',
+            'default_hooks.logger.interval=1',
+            f'custom_hooks.0.final_iters={max(iters - 4, 0)}',
+            'custom_hooks.0.optimizer.lr=0.1')
+
+    eager = train('eager', 6, '--no-cuda-graphs')
+    graphed = train('graphed', 6)
+    assert 'CUDA graphs' not in eager
+    assert graphed.count('CUDA graphs: recorded the training backbone and '
+                         'decode_head') == 1, graphed[-3000:]
+    assert 'cannot be recorded' not in graphed
+    for log in (eager, graphed):
+        assert 'OptimizerSwitchHook: switched the optimizer from AdamW to ' \
+            'SGD' in log
+    train('resumed', 4)
+    resumed = train('resumed', 6, '--resume')
+    assert 'Iter(train) [5/6]' in resumed and 'Iter(train) [1/6]' not in \
+        resumed
+    assert 'OptimizerSwitchHook: switched the optimizer from AdamW to SGD' \
+        in resumed
+
+    def weights(name, iteration):
+        with mmengine_checkpoint_loading():
+            state = torch.load(tmp_path / name / f'iter_{iteration}.pth',
+                               map_location='cpu')['state_dict']
+        return {k: v.double() for k, v in state.items()}
+
+    def distance(a, b, c=None, d=None):
+        """The norm of a - b, or of (a - b) - (c - d), over all tensors."""
+        return sum(((a[k] - b[k]) - (0 if c is None else c[k] - d[k])
+                    ).square().sum() for k in a).sqrt()
+
+    # each process picks its kernels by timing (cuDNN's too), and AdamW's
+    # steps (about the learning rate for any gradient) carry the rounding:
+    # each side of the switch agrees to a fifth of its steps' change, where
+    # a lost step would be half of it or more
+    eager = {i: weights('eager', i) for i in (2, 4, 6)}
+    adamw, sgd = (distance(eager[4], eager[2]),
+                  distance(eager[6], eager[4]))
+    assert adamw > 0 and sgd > 0
+    for name in ('graphed', 'resumed'):
+        got = {i: weights(name, i) for i in (4, 6)}
+        assert all(v.isfinite().all() for v in got[6].values()), name
+        assert distance(got[4], eager[4]) <= 0.2 * adamw, name
+        assert distance(got[6], got[4], eager[6], eager[4]) <= 0.2 * sgd, \
+            name
