@@ -1180,6 +1180,7 @@ def test_recipe_trains_graphed_through_the_switch_and_resumes(tmp_path):
     a resumed run stopped at its first step: the random generators' states,
     which mmengine's resume loads onto the GPU, were put back as such)."""
     from mmseg_wavemix.compat import mmengine_checkpoint_loading
+
     from .test_tools.demo_data import MAIN_CONFIG, data_root_options
     from .test_tools.test_train_and_test_tools import TINY_MODEL
     env = {

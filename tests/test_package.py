@@ -1,4 +1,5 @@
 # Copyright (c) mmseg_wavemix contributors. All rights reserved.
+import functools
 import glob
 import json
 import os
@@ -77,6 +78,14 @@ def markdown_anchors(text):
     return anchors
 
 
+@functools.lru_cache(maxsize=None)
+def file_anchors(path):
+    """The anchors of the headings of the markdown file at ``path`` (in the
+    repository), read once."""
+    with open(osp.join(REPO_ROOT, path)) as f:
+        return markdown_anchors(f.read())
+
+
 def brace_expansion(path):
     """``a/{b,c}/d`` as ``['a/b/d', 'a/c/d']``."""
     match = re.search(r'\{([^{}]*)\}', path)
@@ -139,10 +148,8 @@ def test_docs_name_what_exists():
             linked = osp.normpath(osp.join(folder, path)) if path else doc
             if not osp.exists(osp.join(REPO_ROOT, linked)):
                 missing.append(f'{doc}: link {target}')
-            elif anchor:
-                with open(osp.join(REPO_ROOT, linked)) as f:
-                    if anchor not in markdown_anchors(f.read()):
-                        missing.append(f'{doc}: link {target}')
+            elif anchor and anchor not in file_anchors(linked):
+                missing.append(f'{doc}: link {target}')
         # repository paths (and patterns) named in the text; the build makes
         # the .mim copies, '...' stands for any path
         for path in re.findall(
