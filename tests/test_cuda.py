@@ -372,6 +372,17 @@ def test_other_models_train_with_graphs_as_eagerly(config):
     torch.testing.assert_close(losses, eager_losses, rtol=1e-2, atol=1e-3)
 
 
+def fresh_process_env():
+    """This process's environment for a tool started from it, without the
+    allocator's configuration and the process count that the tool decides
+    or reads itself."""
+    return {
+        name: value
+        for name, value in os.environ.items() if name not in (
+            'PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF', 'WORLD_SIZE')
+    }
+
+
 def test_graphed_training_gets_expandable_segments_in_tools_train():
     """``tools/train.py --cuda-graphs`` sets the allocator's variable in its
     own process, torch imported (and CUDA found) before: PyTorch reads it
@@ -387,11 +398,7 @@ def test_graphed_training_gets_expandable_segments_in_tools_train():
         print(sorted({str(s.get('is_expandable'))
                       for s in torch.cuda.memory._snapshot()['segments']}))
         """)
-    env = {
-        name: value
-        for name, value in os.environ.items() if name not in (
-            'PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF', 'WORLD_SIZE')
-    }
+    env = fresh_process_env()
     done = subprocess.run([sys.executable, '-c', code], env=env,
                           capture_output=True, text=True, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
@@ -1183,11 +1190,7 @@ def test_recipe_trains_graphed_through_the_switch_and_resumes(tmp_path):
 
     from .test_tools.demo_data import MAIN_CONFIG, data_root_options
     from .test_tools.test_train_and_test_tools import TINY_MODEL
-    env = {
-        name: value
-        for name, value in os.environ.items() if name not in (
-            'PYTORCH_CUDA_ALLOC_CONF', 'PYTORCH_ALLOC_CONF', 'WORLD_SIZE')
-    }
+    env = fresh_process_env()
 
     def tool(*args):
         done = subprocess.run([sys.executable, *map(str, args)], env=env,
